@@ -1,0 +1,59 @@
+// berth convert SOURCE -o IMAGE.sqsh
+import { availableParallelism } from 'node:os';
+import { convertImage } from '../convert/convert.js';
+import { COMPRESSIONS, DEFAULT_COMPRESSION, type SquashCompression } from '../convert/tar2sqfs.js';
+import { BerthError } from '../errors.js';
+import { hostPlatform, parsePlatform } from '../image/platform.js';
+import { parseSource } from '../image/reference.js';
+import { clearProgress, convertProgress, formatBytes, progressMode } from './progress.js';
+
+export interface ConvertFlags {
+  output: string;
+  compression?: string;
+  level?: string;
+  jobs?: string;
+  platform?: string;
+  force?: boolean;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+export async function convertCommand(source: string, flags: ConvertFlags): Promise<string> {
+  const compression = (flags.compression ?? DEFAULT_COMPRESSION) as SquashCompression;
+  if (!COMPRESSIONS.includes(compression)) {
+    throw new BerthError('USAGE', `unknown compression '${flags.compression}'`, `choose one of ${COMPRESSIONS.join(', ')}`);
+  }
+  const mode = progressMode(flags);
+  const started = performance.now();
+  try {
+    const result = await convertImage(parseSource(source), {
+      output: flags.output,
+      force: flags.force ?? false,
+      compression,
+      level: positive(flags.level, '--level'),
+      jobs: positive(flags.jobs, '--jobs') ?? availableParallelism(),
+      platform: flags.platform ? parsePlatform(flags.platform) : hostPlatform(),
+    }, convertProgress(mode));
+    clearProgress(mode);
+    const seconds = (performance.now() - started) / 1000;
+    if (flags.json) {
+      return JSON.stringify({
+        output: result.output, size: result.size, compression, seconds: Number(seconds.toFixed(3)),
+        source: result.metadata.source, manifestDigest: result.metadata.manifestDigest, configDigest: result.metadata.configDigest,
+      });
+    }
+    if (flags.quiet) return '';
+    process.stderr.write(`berth: wrote ${result.output} (${formatBytes(result.size)}, ${compression}) in ${seconds.toFixed(1)} s\n`);
+    return result.output;
+  } catch (e: unknown) {
+    clearProgress(mode);
+    throw e;
+  }
+}
+
+function positive(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new BerthError('USAGE', `${flag} wants a positive whole number, not '${text}'`, `e.g. ${flag} 4`);
+  return n;
+}

@@ -1,0 +1,200 @@
+// `berth convert`: one image source -> one squashfs file, streamed end to end.
+//
+//   layer blob -> digest check -> gunzip/zstd -> diff_id check -> TarParser -> LayerMerger --+
+//   (top layer first; each layer in turn)                                                   v
+//   /.berth/image.json ----------------------------------------------------> tar2sqfs stdin -> IMAGE.sqsh
+//
+// Back-pressure flows from tar2sqfs to the blob reader, so memory stays flat whatever the size.
+import { Transform, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BerthError } from '../errors.js';
+import type { Platform } from '../image/platform.js';
+import type { Compression, ImageSource, LayerBlob, ResolvedImage } from '../image/source.js';
+import { buildMetadata, METADATA_DIR, METADATA_PATH, type ImageMetadata } from '../squashfs/metadata.js';
+import { explainLayerError, layerCompressionOf, tarStages } from './layer-stream.js';
+import { LayerIndexBuilder, Merger, NeedsLayerIndex, type LayerIndex } from './merge.js';
+import { AtomicOutput } from './output.js';
+import { TarFormatError, TarParser, type TarEntry, type TarSink } from './tar-reader.js';
+import { END_OF_ARCHIVE, encodeHeader, paddingFor } from './tar-writer.js';
+import { Tar2sqfs, type SquashOptions } from './tar2sqfs.js';
+
+export interface ConvertOptions extends SquashOptions {
+  output: string;
+  force: boolean;
+  platform: Platform;
+}
+
+/** What the converter reports as it goes; the CLI draws it. */
+export interface ConvertEvents {
+  resolved(image: ResolvedImage): void;
+  layerStart(n: number, of: number, layer: LayerBlob, pass: 'index' | 'merge'): void;
+  bytes(n: number): void;
+  finishing(): void;
+  warn(message: string): void;
+}
+
+export interface ConvertResult {
+  output: string;
+  size: number;
+  metadata: ImageMetadata;
+  /** Whether the second, indexed pass was needed (duplicate entries or orphaned hard links). */
+  indexed: boolean;
+}
+
+export async function convertImage(source: ImageSource, opts: ConvertOptions, events: ConvertEvents): Promise<ConvertResult> {
+  const image = await source.resolve(opts.platform);
+  events.resolved(image);
+  const compressions = await Promise.all(image.layers.map((l, i) => layerCompressionOf(l, describeLayer(image, i))));
+  const metadata = buildMetadata(image);
+  const output = AtomicOutput.create(opts.output, opts.force);
+  const onSignal = () => output.abort();
+  process.once('exit', onSignal);
+  try {
+    let indexed = false;
+    try {
+      await writeImage(image, compressions, metadata, output, opts, events, false);
+    } catch (e: unknown) {
+      if (!(e instanceof NeedsLayerIndex)) throw e;
+      events.warn(`${e.message}; reading each layer twice to apply it exactly`);
+      indexed = true;
+      output.truncate();
+      await writeImage(image, compressions, metadata, output, opts, events, true);
+    }
+    const size = output.size;
+    output.commit();
+    return { output: output.target, size, metadata, indexed };
+  } finally {
+    output.abort();
+    process.removeListener('exit', onSignal);
+  }
+}
+
+function describeLayer(image: ResolvedImage, i: number): string {
+  return `layer ${i + 1}/${image.layers.length} (${image.layers[i]!.digest})`;
+}
+
+async function writeImage(
+  image: ResolvedImage, compressions: Compression[], metadata: ImageMetadata, output: AtomicOutput,
+  opts: ConvertOptions, events: ConvertEvents, indexed: boolean,
+): Promise<void> {
+  const squash = new Tar2sqfs(opts, output);
+  const stdin = squash.stdin;
+  let out: (chunk: Buffer) => void = (chunk) => {
+    stdin.write(chunk);
+  };
+  const merger = new Merger((chunk) => out(chunk));
+  try {
+    writeMetadata(metadata, (chunk) => out(chunk));
+    merger.reserve(METADATA_DIR);
+    for (let i = image.layers.length - 1; i >= 0; i--) {
+      const layer = image.layers[i]!;
+      const describe = describeLayer(image, i);
+      let index: LayerIndex | undefined;
+      if (indexed) {
+        events.layerStart(image.layers.length - i, image.layers.length, layer, 'index');
+        const builder = new LayerIndexBuilder();
+        await streamLayer(layer, compressions[i]!, describe, builder, events, null);
+        index = builder.build();
+      }
+      events.layerStart(image.layers.length - i, image.layers.length, layer, 'merge');
+      const sink = merger.layer(i, describe, index);
+      await streamLayer(layer, compressions[i]!, describe, sink, events, (transform) => {
+        out = (chunk) => transform.push(chunk);
+      }, stdin);
+      out = (chunk) => {
+        stdin.write(chunk);
+      };
+    }
+    merger.finish();
+    events.finishing();
+    stdin.end(END_OF_ARCHIVE);
+    await squash.wait(output.target);
+  } catch (e: unknown) {
+    if (e instanceof SinkClosed) await squash.wait(output.target); // throws tar2sqfs's own error
+    await squash.kill();
+    throw e;
+  }
+}
+
+/** The image's own metadata goes first, into a directory no layer may touch. */
+function writeMetadata(metadata: ImageMetadata, out: (chunk: Buffer) => void): void {
+  const body = Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`);
+  const base: TarEntry = {
+    name: METADATA_DIR, linkname: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, uname: 'root', gname: 'root',
+    size: 0, mtime: 0, devmajor: 0, devminor: 0, xattrs: new Map(),
+  };
+  out(encodeHeader(base));
+  out(encodeHeader({ ...base, name: METADATA_PATH, type: 'file', mode: 0o644, size: body.length }));
+  out(body);
+  out(paddingFor(body.length));
+}
+
+/**
+ * Streams one layer through its checks and the tar parser into `sink`. With a `bind`, the
+ * sink's output is pushed by a Transform whose output goes to `dest`, so tar2sqfs's pace
+ * sets the pace of reading.
+ */
+async function streamLayer(
+  layer: LayerBlob, compression: Compression, describe: string, sink: TarSink, events: ConvertEvents,
+  bind: ((t: Transform) => void) | null, dest?: Writable,
+): Promise<void> {
+  const parser = new TarParser(sink, (msg) => events.warn(`${describe}: ${msg}`));
+  const parse = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      try {
+        parser.push(chunk);
+        cb();
+      } catch (e: unknown) {
+        cb(e as Error);
+      }
+    },
+    flush(cb) {
+      try {
+        parser.end();
+        cb();
+      } catch (e: unknown) {
+        cb(e as Error);
+      }
+    },
+  });
+  bind?.(parse);
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      events.bytes(chunk.length);
+      cb(null, chunk);
+    },
+  });
+  const forward = dest ? forwardTo(dest) : new Writable({ write: (_c, _e, cb) => cb() });
+  try {
+    await pipeline([layer.open(), counter, ...tarStages(layer, compression, describe), parse, forward]);
+  } catch (e: unknown) {
+    if (e instanceof TarFormatError) {
+      throw new BerthError('LAYER_CORRUPT', `${describe}: ${e.message}`, 'the layer is corrupt; copy the image again. Nothing was written.');
+    }
+    throw explainLayerError(e, describe);
+  }
+}
+
+/** tar2sqfs stopped reading: its exit status says why. */
+class SinkClosed extends Error {}
+
+/** A Writable that feeds another without ever ending it (more layers follow). */
+function forwardTo(dest: Writable): Writable {
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      if (dest.destroyed || dest.writableEnded) return cb(new SinkClosed());
+      if (dest.write(chunk)) return cb();
+      const onDrain = () => {
+        dest.off('close', onClose);
+        cb();
+      };
+      const onClose = () => {
+        dest.off('drain', onDrain);
+        cb(new SinkClosed());
+      };
+      dest.once('drain', onDrain);
+      dest.once('close', onClose);
+    },
+  });
+}

@@ -1,0 +1,112 @@
+// One layer as a verified stream of tar bytes: the blob's digest is checked over the bytes as
+// stored, then they are decompressed (gzip in-process by zlib, zstd by the zstd program on the
+// other core), then the diff_id is checked over the tar. A mismatch fails the stream at its end,
+// before the conversion can be committed.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { Duplex, Transform } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { BerthError, messageOf } from '../errors.js';
+import type { Compression, LayerBlob } from '../image/source.js';
+
+export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' | 'unknown' {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  if (head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
+  if (head.toString('latin1', 0, 3) === 'BZh') return 'bzip2';
+  if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') return 'none';
+  if (head.length >= 512 && head.subarray(0, 512).every((b) => b === 0)) return 'none'; // empty tar
+  if (head.length >= 512 && plausibleV7Header(head)) return 'none';
+  return 'unknown';
+}
+
+function plausibleV7Header(h: Buffer): boolean {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
+  return parseInt(h.toString('latin1', 148, 156).replace(/[\0 ]/g, ''), 8) === sum;
+}
+
+async function readHead(layer: LayerBlob): Promise<Buffer> {
+  const n = Math.min(512, layer.size);
+  if (n <= 0) return Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  for await (const c of layer.open({ start: 0, end: n - 1 })) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Decides how a layer is compressed: its media type, checked against its first bytes. */
+export async function layerCompressionOf(layer: LayerBlob, describe: string): Promise<Compression> {
+  const head = await readHead(layer);
+  const found = sniffCompression(head);
+  if (found === 'xz' || found === 'bzip2' || found === 'unknown') {
+    throw new BerthError('LAYER_CORRUPT', `${describe} is ${found === 'unknown' ? 'neither a tar archive nor gzip- or zstd-compressed' : `${found}-compressed, which OCI layers may not be`}`,
+      'the image is corrupt or not an OCI/Docker image; rebuild or copy it again');
+  }
+  if (layer.compression !== undefined && layer.compression !== found) {
+    throw new BerthError('LAYER_CORRUPT', `${describe} is declared as ${layer.compression === 'none' ? 'uncompressed tar' : layer.compression} (${layer.mediaType}) but its bytes are ${found === 'none' ? 'an uncompressed tar' : found}`,
+      'the manifest does not match its blobs; rebuild or copy the image again');
+  }
+  return found;
+}
+
+/** Hashes what flows through and fails at the end if the digest differs. */
+export function digestCheck(expected: string, what: () => string): Transform {
+  const [algorithm, hex] = expected.split(':');
+  if (algorithm !== 'sha256' && algorithm !== 'sha512') {
+    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `digest algorithm '${algorithm}' is not supported`, 'use sha256 digests');
+  }
+  const hash = createHash(algorithm);
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      const actual = hash.digest('hex');
+      if (actual === hex) cb();
+      else cb(new BerthError('DIGEST_MISMATCH', `${what()} does not match its digest: expected ${expected}, got ${algorithm}:${actual}`,
+        'the image was corrupted or tampered with; copy it again from a trusted source. Nothing was written.'));
+    },
+  });
+}
+
+function zstdDecompressor(describe: string): Duplex {
+  const child = spawn('zstd', ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.on('error', (e) => duplex.destroy(new BerthError('TOOL_MISSING', `cannot run zstd to read ${describe}: ${messageOf(e)}`,
+    'install zstd (apt-get install zstd)')));
+  child.on('exit', (code) => {
+    if (code) duplex.destroy(new BerthError('LAYER_CORRUPT', `${describe} is not a valid zstd stream: ${stderr.trim() || `zstd exited with ${code}`}`,
+      'the layer is corrupt; copy the image again'));
+  });
+  duplex.on('close', () => child.kill());
+  return duplex;
+}
+
+/**
+ * The stages that turn a layer blob into verified tar bytes, to be put into a pipeline after
+ * the blob's own stream.
+ */
+export function tarStages(layer: LayerBlob, compression: Compression, describe: string): (Transform | Duplex)[] {
+  const stages: (Transform | Duplex)[] = [];
+  // Classic docker-archive layers have only a diff_id; it is checked below.
+  if (layer.compression !== undefined) stages.push(digestCheck(layer.digest, () => describe));
+  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: 256 * 1024 }));
+  else if (compression === 'zstd') stages.push(zstdDecompressor(describe));
+  if (layer.diffId && (compression !== 'none' || layer.compression === undefined)) {
+    stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`));
+  }
+  return stages;
+}
+
+/** zlib's own errors ("incorrect header check", "unexpected end of file") name no layer. */
+export function explainLayerError(e: unknown, describe: string): unknown {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('Z_')) {
+    return new BerthError('LAYER_CORRUPT', `${describe} is not a valid gzip stream: ${messageOf(e)}`,
+      'the layer is corrupt or truncated; copy the image again. Nothing was written.', { cause: e });
+  }
+  return e;
+}

@@ -1,0 +1,88 @@
+// Encodes the merged stream that tar2sqfs reads: plain ustar headers where the fields fit,
+// a PAX extended header in front where they do not (long or non-ASCII names, big ids or
+// sizes, xattrs as SCHILY.xattr, which tar2sqfs stores in the image).
+import type { EntryType, TarEntry } from './tar-reader.js';
+
+const BLOCK = 512;
+const TYPEFLAG: Record<EntryType, string> = {
+  file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6',
+};
+export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+
+export function paddingFor(size: number): Buffer {
+  const n = (BLOCK - (size % BLOCK)) % BLOCK;
+  return ZEROS.subarray(0, n);
+}
+const ZEROS = Buffer.alloc(BLOCK);
+
+/** Header block(s) for one entry; its body and padding follow separately. */
+export function encodeHeader(e: TarEntry): Buffer {
+  const name = e.type === 'dir' && !e.name.endsWith('/') ? `${e.name}/` : e.name;
+  const records: Buffer[] = [];
+  const needPax = (s: string, max: number) => Buffer.byteLength(s, 'latin1') > max || /[^\x20-\x7e]/.test(s);
+  if (needPax(name, 100)) records.push(paxRecord('path', Buffer.from(name, 'latin1')));
+  if (needPax(e.linkname, 100)) records.push(paxRecord('linkpath', Buffer.from(e.linkname, 'latin1')));
+  if (e.uid > 0o7777777) records.push(paxRecord('uid', Buffer.from(String(e.uid))));
+  if (e.gid > 0o7777777) records.push(paxRecord('gid', Buffer.from(String(e.gid))));
+  if (e.size > 0o77777777777) records.push(paxRecord('size', Buffer.from(String(e.size))));
+  if (needPax(e.uname, 32)) records.push(paxRecord('uname', Buffer.from(e.uname, 'latin1')));
+  if (needPax(e.gname, 32)) records.push(paxRecord('gname', Buffer.from(e.gname, 'latin1')));
+  for (const key of [...e.xattrs.keys()].sort()) {
+    records.push(paxRecord(`SCHILY.xattr.${key}`, e.xattrs.get(key)!));
+  }
+  const main = ustar(
+    { name, linkname: e.linkname, uname: e.uname, gname: e.gname },
+    e,
+    TYPEFLAG[e.type],
+  );
+  if (records.length === 0) return main;
+  const body = Buffer.concat(records);
+  const paxHeader = ustar(
+    { name: 'PaxHeader', linkname: '', uname: '', gname: '' },
+    { ...e, size: body.length, mode: 0o644, uid: 0, gid: 0, devmajor: 0, devminor: 0 },
+    'x',
+  );
+  return Buffer.concat([paxHeader, body, paddingFor(body.length), main]);
+}
+
+function ustar(
+  text: { name: string; linkname: string; uname: string; gname: string },
+  e: Pick<TarEntry, 'mode' | 'uid' | 'gid' | 'size' | 'mtime' | 'devmajor' | 'devminor'>,
+  typeflag: string,
+): Buffer {
+  const h = Buffer.alloc(BLOCK);
+  h.write(clip(text.name, 100), 0, 'latin1');
+  octal(h, 100, 8, e.mode);
+  octal(h, 108, 8, Math.min(e.uid, 0o7777777));
+  octal(h, 116, 8, Math.min(e.gid, 0o7777777));
+  octal(h, 124, 12, Math.min(e.size, 0o77777777777));
+  // squashfs keeps 32-bit unsigned seconds; clamp here so the tar stays well-formed.
+  octal(h, 136, 12, Math.max(0, Math.min(e.mtime, 0xffffffff)));
+  h.write(typeflag, 156, 'latin1');
+  h.write(clip(text.linkname, 100), 157, 'latin1');
+  h.write('ustar\x0000', 257, 'latin1');
+  h.write(clip(text.uname, 32), 265, 'latin1');
+  h.write(clip(text.gname, 32), 297, 'latin1');
+  octal(h, 329, 8, e.devmajor);
+  octal(h, 337, 8, e.devminor);
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += h[i]!;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return h;
+}
+
+function clip(s: string, max: number): string {
+  return /[^\x20-\x7e]/.test(s) || s.length > max ? s.slice(0, max).replace(/[^\x20-\x7e]/g, '_') : s;
+}
+
+function octal(h: Buffer, off: number, len: number, n: number): void {
+  h.write(`${n.toString(8).padStart(len - 1, '0')}\0`, off, 'latin1');
+}
+
+function paxRecord(key: string, value: Buffer): Buffer {
+  const rest = Buffer.byteLength(key, 'utf8') + value.length + 3; // ' ', '=', '\n'
+  let len = rest + String(rest).length;
+  if (String(len).length !== String(len - rest).length) len = rest + String(len).length;
+  return Buffer.concat([Buffer.from(`${len} ${key}=`, 'utf8'), value, Buffer.from('\n')]);
+}

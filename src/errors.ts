@@ -1,0 +1,52 @@
+// One error type for everything a user can act on: what happened (message) and what to
+// do about it (hint). Anything else reaching main.ts is a bug and is reported as one.
+
+export type ErrorCode =
+  | 'USAGE'
+  | 'SOURCE_NOT_FOUND'
+  | 'SOURCE_INVALID'
+  | 'IMAGE_NOT_IN_SOURCE'
+  | 'PLATFORM_NOT_FOUND'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'DIGEST_MISMATCH'
+  | 'LAYER_CORRUPT'
+  | 'LAYER_UNSAFE'
+  | 'TOOL_MISSING'
+  | 'TOOL_FAILED'
+  | 'DISK_FULL'
+  | 'OUTPUT_EXISTS'
+  | 'OUTPUT_UNWRITABLE'
+  | 'NOT_A_BERTH_IMAGE'
+  | 'INTERRUPTED';
+
+/** Process exit codes, kept in step with native/exit_codes.h once the helper exists. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, internal: 70, interrupted: 130 } as const;
+
+export class BerthError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly hint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'BerthError';
+  }
+}
+
+export function isBerthError(e: unknown): e is BerthError {
+  return e instanceof BerthError;
+}
+
+/** errno-style code of a Node system error, if it is one. */
+export function errnoOf(e: unknown): string | undefined {
+  if (typeof e === 'object' && e !== null && 'code' in e) {
+    const code = (e as { code: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+export function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

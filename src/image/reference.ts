@@ -1,0 +1,33 @@
+// Parses the SOURCE argument: oci:DIR[:TAG|@DIGEST] and docker-archive:FILE[:NAME[:TAG]].
+import { BerthError } from '../errors.js';
+import { DockerArchiveSource, OciDirSource } from './archive.js';
+import type { ImageSource } from './source.js';
+
+const DIGEST = /@([a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,})$/;
+
+export function parseSource(text: string): ImageSource {
+  const colon = text.indexOf(':');
+  const transport = colon === -1 ? '' : text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  switch (transport) {
+    case 'oci': {
+      const digest = DIGEST.exec(rest);
+      if (digest) return new OciDirSource(rest.slice(0, digest.index), { digest: digest[1]! });
+      // A tag follows the last ':' that comes after the last '/': oci:./a:b/c has none.
+      const tagAt = rest.lastIndexOf(':');
+      if (tagAt > rest.lastIndexOf('/')) return new OciDirSource(rest.slice(0, tagAt), { tag: rest.slice(tagAt + 1) });
+      return new OciDirSource(rest, {});
+    }
+    case 'docker-archive': {
+      // NAME (which has ':' and '/' of its own) follows the first ':' after a '.tar' suffix.
+      const named = /^(.*?\.tar):(.+)$/.exec(rest);
+      return named ? new DockerArchiveSource(named[1]!, named[2]!) : new DockerArchiveSource(rest, undefined);
+    }
+    case 'docker':
+      throw new BerthError('USAGE', `pulling from registries (${text}) is not available in this version of berth`,
+        `copy the image first: skopeo copy ${text} oci:DIR:TAG, then berth convert oci:DIR:TAG`);
+    default:
+      throw new BerthError('USAGE', `'${text}' does not name an image source`,
+        'use oci:DIR[:TAG|@DIGEST] or docker-archive:FILE.tar[:NAME:TAG]');
+  }
+}
