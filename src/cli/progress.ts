@@ -43,7 +43,7 @@ export function convertProgress(mode: ProgressMode, write: (s: string) => void =
   return {
     resolved(image) {
       total = image.layers.reduce((sum, l) => sum + l.size, 0);
-      line(`berth: converting ${image.reference} (${image.layers.length} layers, ${formatBytes(total)})`);
+      line(`berth: converting ${image.reference} (${image.layers.length} layer${image.layers.length === 1 ? '' : 's'}, ${formatBytes(total)}, top layer first)`);
     },
     layerStart(n, of, layer, pass) {
       if (pass === 'index') total += layer.size;

@@ -55,7 +55,7 @@ export async function convertImage(source: ImageSource, opts: ConvertOptions, ev
       await writeImage(image, compressions, metadata, output, opts, events, false);
     } catch (e: unknown) {
       if (!(e instanceof NeedsLayerIndex)) throw e;
-      events.warn(`${e.message}; reading each layer twice to apply it exactly`);
+      events.warn(`${e.message}: reading each layer twice to apply the layers exactly`);
       indexed = true;
       output.truncate();
       await writeImage(image, compressions, metadata, output, opts, events, true);
@@ -91,12 +91,12 @@ async function writeImage(
       const describe = describeLayer(image, i);
       let index: LayerIndex | undefined;
       if (indexed) {
-        events.layerStart(image.layers.length - i, image.layers.length, layer, 'index');
+        events.layerStart(i + 1, image.layers.length, layer, 'index');
         const builder = new LayerIndexBuilder();
         await streamLayer(layer, compressions[i]!, describe, builder, events, null);
         index = builder.build();
       }
-      events.layerStart(image.layers.length - i, image.layers.length, layer, 'merge');
+      events.layerStart(i + 1, image.layers.length, layer, 'merge');
       const sink = merger.layer(i, describe, index);
       await streamLayer(layer, compressions[i]!, describe, sink, events, (transform) => {
         out = (chunk) => transform.push(chunk);
