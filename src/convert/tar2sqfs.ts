@@ -1,5 +1,7 @@
 // Runs squashfs-tools-ng's tar2sqfs, which turns the merged tar on its stdin into the image.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { statfsSync } from 'node:fs';
+import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { BerthError, messageOf } from '../errors.js';
 import { AtomicOutput } from './output.js';
@@ -74,7 +76,9 @@ export class Tar2sqfs {
     }
     if (code === 0) return;
     const said = this.stderr.trim().split('\n').slice(-3).join('; ');
-    if (/No space left|Disk quota/i.test(said)) {
+    // tar2sqfs reports ENOSPC as a plain "I/O error": ask the filesystem (our fd still holds
+    // the partial image, so its space still counts as used).
+    if (/No space left|Disk quota/i.test(said) || (/I\/O error/.test(said) && nearlyFull(path.dirname(target)))) {
       throw new BerthError('DISK_FULL', `no space left writing ${target}`, 'free some space or quota, or write the image elsewhere with -o; nothing was left behind');
     }
     throw new BerthError('TOOL_FAILED', `tar2sqfs failed writing ${target}: ${said || `exit status ${code}`}`,
@@ -84,5 +88,14 @@ export class Tar2sqfs {
   kill(): Promise<unknown> {
     this.child.kill('SIGKILL');
     return this.exited;
+  }
+}
+
+function nearlyFull(dir: string): boolean {
+  try {
+    const st = statfsSync(dir);
+    return st.bavail * st.bsize < 4 * 1024 * 1024;
+  } catch {
+    return false;
   }
 }
