@@ -26,10 +26,10 @@ async function makeUmociImage(dir: string): Promise<void> {
     cp /bin/busybox b/rootfs/bin/busybox && ln -s busybox b/rootfs/bin/sh
     printf 'v1\\n' > b/rootfs/etc/version; printf 'old\\n' > b/rootfs/opt/tool/lib/old.so
     head -c 300000 /dev/urandom > b/rootfs/data/blob; ln b/rootfs/data/blob b/rootfs/data/blob.link
-    umoci repack --image oci:app b
+    umoci repack --refresh-bundle --image oci:app b
     rm -rf b/rootfs/opt/tool/lib b/rootfs/data/blob; printf 'v2\\n' > b/rootfs/etc/version
     mkdir -p b/rootfs/opt/tool/lib && printf 'new\\n' > b/rootfs/opt/tool/lib/new.so; chmod 4755 b/rootfs/bin/busybox
-    umoci repack --image oci:app b
+    umoci repack --refresh-bundle --image oci:app b
     umoci config --image oci:app --config.env PATH=/bin --config.env LANG=C.UTF-8 --config.entrypoint /bin/sh \\
       --config.cmd -c --config.cmd 'echo hi' --config.workingdir /data --config.user 1000:1000 \\
       --config.label org.opencontainers.image.title=app --config.volume /data
@@ -72,6 +72,7 @@ describe('an umoci-built multi-layer image', () => {
     expect(r.code).toBe(0);
     const info = JSON.parse(r.stdout) as { squashfs: { compression: string }; size: number; image: Record<string, unknown> & { config: Record<string, unknown> } };
     expect(info.squashfs.compression).toBe('zstd');
+    expect(info.image.layers).toHaveLength(2);
     expect(info.image.manifestDigest).toBe(index.manifests[0]!.digest);
     expect(info.image.source).toBe(`oci:${layout}:app`);
     expect(info.image.config).toMatchObject({
