@@ -1,0 +1,62 @@
+# Shared by the bench scripts: the realistic image, timing and peak memory.
+# Run as root: debootstrap, chroot and a non-rootless umoci need it (berth itself does not).
+
+BENCH=${BERTH_BENCH_DIR:-/var/tmp/berth-bench}
+# Debian's own python3 and charliecloud, whatever else is on PATH.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin USER=${USER:-root}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BERTH=("$(command -v node)" "$REPO/dist/main.js")
+
+need() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# Debian 12 minbase, then python3, then numpy: three layers, built once and cached.
+bench_image() {
+  local oci=$BENCH/oci
+  [ -f "$BENCH/image.done" ] && return
+  need debootstrap umoci
+  rm -rf "$oci" "$BENCH/bundle" "$BENCH/rootfs"
+  debootstrap --variant=minbase bookworm "$BENCH/rootfs" >/dev/null
+  umoci init --layout "$oci"
+  umoci new --image "$oci:bench"
+  umoci unpack --image "$oci:bench" "$BENCH/bundle"
+  cp -a "$BENCH/rootfs/." "$BENCH/bundle/rootfs/"
+  umoci repack --refresh-bundle --image "$oci:bench" "$BENCH/bundle"
+  for pkgs in python3 python3-numpy; do
+    mount -t proc proc "$BENCH/bundle/rootfs/proc"
+    chroot "$BENCH/bundle/rootfs" sh -c "apt-get install -y -qq --no-install-recommends $pkgs >/dev/null && apt-get clean"
+    umount "$BENCH/bundle/rootfs/proc"
+    umoci repack --refresh-bundle --image "$oci:bench" "$BENCH/bundle"
+  done
+  umoci config --image "$oci:bench" --config.cmd python3
+  # The floor's input: the same final tree as one already-merged tar.
+  tar -C "$BENCH/bundle/rootfs" --numeric-owner --xattrs -cf "$BENCH/merged.tar" .
+  touch "$BENCH/image.done"
+}
+
+# Runs a command; prints "seconds peak_rss_kb" where peak RSS is the largest of the process
+# and its descendants, sampled from /proc (VmHWM is a high-water mark, so sampling loses little).
+measure() {
+  local start end pid peak=0
+  start=$(date +%s.%N)
+  "$@" >/dev/null 2>"$BENCH/last.err" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for p in $pid $(pgrep -d' ' -P "$pid") $(for c in $(pgrep -P "$pid"); do pgrep -P "$c"; done); do
+      local hwm
+      hwm=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+      [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    done
+    sleep 0.05
+  done
+  wait "$pid" || { echo "failed: $*" >&2; cat "$BENCH/last.err" >&2; return 1; }
+  end=$(date +%s.%N)
+  echo "$(echo "$end - $start" | bc) $peak"
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
