@@ -1,0 +1,148 @@
+/* Serves the squashfs image through FUSE from inside this process, with squashfuse's
+ * low-level library (as Charliecloud's ch-run does), so no other program has to be found or
+ * started. squashfuse 0.1.x keeps unlocked caches, so requests are served by one thread; the
+ * kernel's page cache (files are opened with keep_cache, entries never expire) serves repeats.
+ *
+ * Every file is shown as owned by the container's own user (the caller, or root with
+ * --fakeroot), as squashfuse 0.5's -o uid,gid does: the image's owners are mostly root, which
+ * an unprivileged user namespace cannot map, and an unmapped owner would leave the user unable
+ * to create mount points, passwd entries or --writable-tmpfs files in the overlay. The image is
+ * the user's own file, so this reveals nothing, and nosuid keeps setuid bits inert. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <squashfuse/ll.h>
+
+#include "helper.h"
+
+/* In libsquashfuse but not in its installed headers. */
+sqfs_err sqfs_stat(sqfs *fs, sqfs_inode *inode, struct stat *st);
+
+#define FOREVER 1e9 /* seconds: a read-only image never changes under the kernel's caches */
+
+static uid_t owner_uid;
+static gid_t owner_gid;
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	sqfs_ll_i lli;
+	struct stat st;
+	if (sqfs_ll_iget(req, &lli, ino))
+		return; /* it has replied already */
+	if (sqfs_stat(&lli.ll->fs, &lli.inode, &st)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	st.st_ino = ino;
+	st.st_uid = owner_uid;
+	st.st_gid = owner_gid;
+	fuse_reply_attr(req, &st, FOREVER);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	sqfs_ll_i lli;
+	sqfs_name namebuf;
+	sqfs_dir_entry entry;
+	sqfs_inode inode;
+	bool found;
+	if (sqfs_ll_iget(req, &lli, parent))
+		return;
+	if (!S_ISDIR(lli.inode.base.mode)) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	sqfs_dentry_init(&entry, namebuf);
+	if (sqfs_dir_lookup(&lli.ll->fs, &lli.inode, name, strlen(name), &entry, &found)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (!found || sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&entry))) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof e);
+	if (sqfs_stat(&lli.ll->fs, &inode, &e.attr)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	e.ino = lli.ll->ino_register(lli.ll, &entry);
+	e.attr.st_ino = e.ino;
+	e.attr.st_uid = owner_uid;
+	e.attr.st_gid = owner_gid;
+	e.attr_timeout = e.entry_timeout = FOREVER;
+	fuse_reply_entry(req, &e);
+}
+
+static struct fuse_lowlevel_ops ops = {
+	.lookup = op_lookup,
+	.forget = sqfs_ll_op_forget,
+	.getattr = op_getattr,
+	.readlink = sqfs_ll_op_readlink,
+	.open = sqfs_ll_op_open,
+	.read = sqfs_ll_op_read,
+	.release = sqfs_ll_op_release,
+	.opendir = sqfs_ll_op_opendir,
+	.readdir = sqfs_ll_op_readdir,
+	.releasedir = sqfs_ll_op_releasedir,
+	.statfs = stfs_ll_op_statfs,
+	.getxattr = sqfs_ll_op_getxattr,
+	.listxattr = sqfs_ll_op_listxattr,
+	.create = sqfs_ll_op_create,
+};
+
+struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint)
+{
+	/* Called inside the user namespace: these are the container's own ids. */
+	owner_uid = getuid();
+	owner_gid = getgid();
+	if (access("/dev/fuse", F_OK) != 0)
+		fail("/dev/fuse does not exist on this node; an administrator must load the fuse module (modprobe fuse)");
+	int probe = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (probe < 0)
+		fail_errno("cannot open /dev/fuse; an administrator must make it usable by all users (chmod 0666 /dev/fuse, "
+			   "the default on most distributions)");
+	close(probe);
+	sqfs_ll *ll = sqfs_ll_open(image, 0);
+	if (!ll)
+		fail("cannot read %s as a squashfs image (not squashfs, damaged, or compressed in a way this squashfuse "
+		     "cannot read); convert it again with berth convert", image);
+	char fsname[4096 + 16];
+	snprintf(fsname, sizeof fsname, "fsname=%s", image);
+	/* nosuid and nodev: nothing in the image may gain privilege or reach a device. */
+	char *argv[] = { "berth-helper", "-o", "ro,nosuid,nodev,subtype=berth", "-o", fsname, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
+	struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, ll);
+	if (!se)
+		fail("cannot start serving %s through FUSE", image);
+	if (fuse_session_mount(se, mountpoint) != 0)
+		fail("cannot mount %s through FUSE inside the user namespace (kernel older than 4.18?)", image);
+	return se;
+}
+
+int fuse_session_fd_of(struct fuse_session *se)
+{
+	return fuse_session_fd(se);
+}
+
+void fuse_serve(struct fuse_session *se)
+{
+	fuse_session_loop(se);
+}
+
+void fuse_stop(struct fuse_session *se)
+{
+	fuse_session_exit(se);
+}
+
+void fuse_finish(struct fuse_session *se)
+{
+	fuse_session_unmount(se);
+	fuse_session_destroy(se);
+}

@@ -1,0 +1,270 @@
+/* Builds the container's root from the plan, in the container process's own mount namespace:
+ * a kernel overlay of the image (read-only FUSE mount) under a small tmpfs, so that mount
+ * points, passwd entries and --writable-tmpfs need no write access to the image; then the
+ * plan's ops in order; then pivot_root. Targets are resolved with openat2(RESOLVE_IN_ROOT), so
+ * a symlink in the image can never point a mount at the host. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+static const struct op *current; /* for messages: the op being carried out */
+
+static noreturn void op_fail(const char *what)
+{
+	fail_errno("%s %s (%s)", what, current->target, current->origin);
+}
+
+static int open_in_root(int rootfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (unsigned long long)(flags | O_CLOEXEC),
+		.mode = (flags & O_CREAT) ? mode : 0,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+/* mkdir -p inside the root; returns an O_PATH fd of the directory. */
+static int make_dirs(int rootfd, const char *path)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+		op_fail("path too long:");
+	for (char *slash = buf + 1;; slash++) {
+		char *next = strchr(slash, '/');
+		if (next)
+			*next = '\0';
+		if (*slash) {
+			int fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY, 0);
+			if (fd < 0 && errno == ENOENT) {
+				char *base = strrchr(buf, '/');
+				*base = '\0';
+				int parent = open_in_root(rootfd, *buf ? buf : "/", O_PATH | O_DIRECTORY, 0);
+				*base = '/';
+				if (parent < 0 || (mkdirat(parent, base + 1, 0755) != 0 && errno != EEXIST))
+					op_fail("cannot create");
+				close(parent);
+				fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY, 0);
+			}
+			if (fd < 0)
+				op_fail("cannot open");
+			if (!next)
+				return fd;
+			close(fd);
+		}
+		if (!next)
+			return open_in_root(rootfd, "/", O_PATH | O_DIRECTORY, 0);
+		*next = '/';
+		slash = next;
+	}
+}
+
+/* Opens the target as O_PATH, creating it (and its parents) as a directory or empty file if
+ * the op allows. Returns -1 when it is missing and the op says skip. */
+static int target_fd(int rootfd, const struct op *op, int want_dir)
+{
+	int fd = open_in_root(rootfd, op->target, O_PATH, 0);
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOENT)
+		op_fail("cannot open");
+	if (op->missing == MISSING_SKIP)
+		return -1;
+	if (op->missing == MISSING_FAIL) {
+		errno = ENOENT;
+		op_fail("cannot mount on");
+	}
+	if (want_dir)
+		return make_dirs(rootfd, op->target);
+	char parent[4096];
+	snprintf(parent, sizeof parent, "%s", op->target);
+	*strrchr(parent, '/') = '\0';
+	int dir = make_dirs(rootfd, *parent ? parent : "/");
+	int file = openat(dir, strrchr(op->target, '/') + 1, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	if (file < 0)
+		op_fail("cannot create");
+	close(file);
+	close(dir);
+	fd = open_in_root(rootfd, op->target, O_PATH, 0);
+	if (fd < 0)
+		op_fail("cannot open");
+	return fd;
+}
+
+static const struct { const char *name; unsigned long flag; } FLAGS[] = {
+	{ "ro", MS_RDONLY }, { "nosuid", MS_NOSUID }, { "nodev", MS_NODEV },
+	{ "noexec", MS_NOEXEC }, { "rbind", MS_REC }, { "rw", 0 },
+};
+
+/* Splits "ro,nosuid,mode=755" into mount flags and data ("mode=755"). Unknown words fail. */
+static unsigned long parse_options(const char *options, char *data, size_t datalen)
+{
+	unsigned long flags = 0;
+	char buf[1024];
+	snprintf(buf, sizeof buf, "%s", options);
+	data[0] = '\0';
+	for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+		size_t i;
+		for (i = 0; i < sizeof FLAGS / sizeof *FLAGS && strcmp(w, FLAGS[i].name); i++)
+			;
+		if (i < sizeof FLAGS / sizeof *FLAGS) {
+			flags |= FLAGS[i].flag;
+		} else if (!strncmp(w, "mode=", 5) || !strncmp(w, "size=", 5)) {
+			snprintf(data + strlen(data), datalen - strlen(data), "%s%s", *data ? "," : "", w);
+		} else {
+			fail("unknown mount option '%s' for %s (%s)", w, current->target, current->origin);
+		}
+	}
+	return flags;
+}
+
+/* A remount of a bind must keep the flags the kernel locked on the source mount. */
+static unsigned long locked_flags(const char *path)
+{
+	struct statvfs st;
+	unsigned long f = 0;
+	if (statvfs(path, &st) != 0)
+		return 0;
+	if (st.f_flag & ST_RDONLY) f |= MS_RDONLY;
+	if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
+	if (st.f_flag & ST_NODEV) f |= MS_NODEV;
+	if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+	if (st.f_flag & ST_NOATIME) f |= MS_NOATIME;
+	if (st.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+	if (st.f_flag & ST_RELATIME) f |= MS_RELATIME;
+	return f;
+}
+
+static void do_bind(int rootfd, const struct op *op)
+{
+	struct stat st;
+	if (stat(op->source, &st) != 0) {
+		if (op->missing == MISSING_SKIP)
+			return;
+		fail_errno("cannot bind %s to %s (%s)", op->source, op->target, op->origin);
+	}
+	char data[256], where[64];
+	unsigned long flags = parse_options(op->options, data, sizeof data);
+	int fd = target_fd(rootfd, op, S_ISDIR(st.st_mode));
+	if (fd < 0)
+		return;
+	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
+	if (mount(op->source, where, NULL, MS_BIND | (flags & MS_REC), NULL) != 0)
+		fail_errno("cannot bind %s to %s (%s)", op->source, op->target, op->origin);
+	close(fd);
+	unsigned long extra = flags & ~MS_REC;
+	if (!extra)
+		return;
+	/* The fd still names the directory under the new mount: look the target up again. */
+	if ((fd = open_in_root(rootfd, op->target, O_PATH, 0)) < 0)
+		op_fail("cannot open");
+	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
+	if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | extra | locked_flags(op->source), NULL) != 0)
+		fail_errno("cannot remount %s with %s (%s)", op->target, op->options, op->origin);
+	close(fd);
+}
+
+static void do_tmpfs(int rootfd, const struct op *op)
+{
+	char data[256], where[64];
+	unsigned long flags = parse_options(op->options, data, sizeof data);
+	int fd = target_fd(rootfd, op, 1);
+	if (fd < 0)
+		return;
+	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
+	if (mount("tmpfs", where, "tmpfs", flags, data) != 0)
+		op_fail("cannot mount a tmpfs on");
+	close(fd);
+}
+
+static void do_symlink(int rootfd, const struct op *op)
+{
+	char parent[4096];
+	snprintf(parent, sizeof parent, "%s", op->target);
+	*strrchr(parent, '/') = '\0';
+	int dir = make_dirs(rootfd, *parent ? parent : "/");
+	if (symlinkat(op->source, dir, strrchr(op->target, '/') + 1) != 0 && errno != EEXIST)
+		op_fail("cannot create symlink");
+	close(dir);
+}
+
+/* Appends `line` to a text file (passwd, group) unless a line already starts with the key. */
+static void do_line(int rootfd, const struct op *op)
+{
+	int fd = open_in_root(rootfd, op->target, O_RDWR, 0);
+	if (fd < 0 && errno == ENOENT && op->missing == MISSING_CREATE) {
+		close(target_fd(rootfd, op, 0));
+		fd = open_in_root(rootfd, op->target, O_RDWR, 0);
+	}
+	if (fd < 0) {
+		if (op->missing == MISSING_SKIP)
+			return;
+		op_fail("cannot open");
+	}
+	FILE *f = fdopen(fd, "r+");
+	char *text = NULL;
+	size_t cap = 0, keylen = strlen(op->options);
+	ssize_t n;
+	int last_newline = 1;
+	while ((n = getline(&text, &cap, f)) > 0) {
+		if (!strncmp(text, op->options, keylen)) {
+			fclose(f);
+			free(text);
+			return;
+		}
+		last_newline = text[n - 1] == '\n';
+	}
+	fprintf(f, "%s%s\n", last_newline ? "" : "\n", op->source);
+	if (fclose(f) != 0)
+		op_fail("cannot write");
+	free(text);
+}
+
+void build_root(const struct plan *p, const char *rundir)
+{
+	char lower[4200], upper[4200], work[4200], root[4200], opts[13000];
+	snprintf(lower, sizeof lower, "%s/image", rundir);
+	snprintf(upper, sizeof upper, "%s/rw/upper", rundir);
+	snprintf(work, sizeof work, "%s/rw/work", rundir);
+	snprintf(root, sizeof root, "%s/root", rundir);
+	snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+	/* userxattr (Linux 5.11+) keeps overlay's own bookkeeping in user.* xattrs, which an
+	 * unprivileged mounter may write; older kernels do not know it and need no such option. */
+	char with_userxattr[13100];
+	snprintf(with_userxattr, sizeof with_userxattr, "%s,userxattr", opts);
+	if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
+	    mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0)
+		fail_errno("this kernel refuses an overlay filesystem in a user namespace (Linux 5.11 or newer allows it)");
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		fail_errno("cannot open %s", root);
+	for (size_t i = 0; i < p->nops; i++) {
+		current = &p->ops[i];
+		switch (current->kind) {
+		case OP_BIND: do_bind(rootfd, current); break;
+		case OP_TMPFS: do_tmpfs(rootfd, current); break;
+		case OP_SYMLINK: do_symlink(rootfd, current); break;
+		case OP_MKDIR: close(target_fd(rootfd, current, 1)); break;
+		case OP_LINE: do_line(rootfd, current); break;
+		}
+	}
+	close(rootfd);
+	/* pivot_root(".", "."): the old root ends up on top of the new one, then goes. */
+	if (chdir(root) != 0 || syscall(SYS_pivot_root, ".", ".") != 0)
+		fail_errno("cannot pivot_root into %s", root);
+	if (umount2(".", MNT_DETACH) != 0 || chdir("/") != 0)
+		fail_errno("cannot detach the host's root");
+	if (!p->writable && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+		fail_errno("cannot make the container's root read-only");
+}

@@ -1,0 +1,140 @@
+/* Reads a launch plan: the text that src/plan/serialize.ts writes, one directive per line,
+ * fields separated by one space, with space, tab, newline and backslash escaped as \ooo (the
+ * fstab convention), and "-" for an empty field. The whole plan is read and checked before
+ * anything is touched, so a bad plan never leaves a half-built container. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helper.h"
+
+#define PLAN_HEADER "# berth-plan v1"
+#define MAX_FIELDS 8
+
+static char *unescape(char *s)
+{
+	if (strcmp(s, "-") == 0)
+		return strdup("");
+	char *out = malloc(strlen(s) + 1), *w = out;
+	if (!out)
+		fail("out of memory");
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+	return out;
+}
+
+static void push(char ***list, size_t *n, char *item)
+{
+	char **grown = realloc(*list, (*n + 2) * sizeof **list);
+	if (!grown)
+		fail("out of memory");
+	grown[(*n)++] = item;
+	grown[*n] = NULL; /* argv and envp are NULL-terminated */
+	*list = grown;
+}
+
+static const struct { const char *name; enum op_kind kind; } OP_KINDS[] = {
+	{ "bind", OP_BIND }, { "tmpfs", OP_TMPFS }, { "symlink", OP_SYMLINK },
+	{ "mkdir", OP_MKDIR }, { "line", OP_LINE },
+};
+static const struct { const char *name; enum if_missing value; } MISSING[] = {
+	{ "fail", MISSING_FAIL }, { "skip", MISSING_SKIP }, { "create", MISSING_CREATE },
+};
+
+static void parse_op(struct plan *p, char **f, int n, int lineno)
+{
+	if (n != 7)
+		fail("plan line %d: an op has 6 fields, not %d", lineno, n - 1);
+	struct op op = { 0 };
+	size_t i;
+	for (i = 0; i < sizeof OP_KINDS / sizeof *OP_KINDS && strcmp(f[1], OP_KINDS[i].name); i++)
+		;
+	if (i == sizeof OP_KINDS / sizeof *OP_KINDS)
+		fail("plan line %d: unknown op '%s'", lineno, f[1]);
+	op.kind = OP_KINDS[i].kind;
+	for (i = 0; i < sizeof MISSING / sizeof *MISSING && strcmp(f[5], MISSING[i].name); i++)
+		;
+	if (i == sizeof MISSING / sizeof *MISSING)
+		fail("plan line %d: unknown if-missing '%s'", lineno, f[5]);
+	op.missing = MISSING[i].value;
+	op.source = unescape(f[2]);
+	op.target = unescape(f[3]);
+	op.options = unescape(f[4]);
+	op.origin = unescape(f[6]);
+	if (op.target[0] != '/')
+		fail("plan line %d: target '%s' is not absolute", lineno, op.target);
+	struct op *grown = realloc(p->ops, (p->nops + 1) * sizeof *grown);
+	if (!grown)
+		fail("out of memory");
+	grown[p->nops++] = op;
+	p->ops = grown;
+}
+
+void plan_read(int fd, struct plan *p)
+{
+	FILE *in = fdopen(fd, "r");
+	if (!in)
+		fail_errno("cannot read the launch plan from fd %d", fd);
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int lineno = 0;
+	memset(p, 0, sizeof *p);
+	while ((len = getline(&line, &cap, in)) >= 0) {
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (lineno == 1) {
+			if (strcmp(line, PLAN_HEADER) != 0)
+				fail("the launch plan does not start with '%s': berth and berth-helper are from different versions", PLAN_HEADER);
+			continue;
+		}
+		if (len == 0 || line[0] == '#')
+			continue;
+		char *f[MAX_FIELDS];
+		int n = 0;
+		for (char *save = NULL, *tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+			if (n == MAX_FIELDS)
+				fail("plan line %d has too many fields", lineno);
+			f[n++] = tok;
+		}
+		if (n == 0)
+			continue;
+		const char *key = f[0];
+		if (strcmp(key, "op") == 0) {
+			parse_op(p, f, n, lineno);
+			continue;
+		}
+		if (n != 2)
+			fail("plan line %d: '%s' takes one value", lineno, key);
+		char *v = unescape(f[1]);
+		if (strcmp(key, "image") == 0) p->image = v;
+		else if (strcmp(key, "runtime") == 0) p->runtime = v;
+		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
+		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
+		else if (strcmp(key, "cwd") == 0) p->cwd = v;
+		else if (strcmp(key, "path") == 0) p->path = v;
+		else if (strcmp(key, "env") == 0) push(&p->env, &p->nenv, v);
+		else if (strcmp(key, "arg") == 0) push(&p->argv, &p->nargv, v);
+		else fail("plan line %d: unknown directive '%s'", lineno, key);
+	}
+	free(line);
+	fclose(in);
+	if (lineno == 0)
+		fail("the launch plan is empty");
+	if (!p->image || !p->runtime || !p->cwd || !p->path)
+		fail("the launch plan lacks image, runtime, cwd or path");
+	if (p->nargv == 0)
+		fail("the launch plan has no command to run");
+	if (!p->env)
+		push(&p->env, &p->nenv, strdup("PATH=/usr/local/bin:/usr/bin:/bin"));
+}
