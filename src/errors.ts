@@ -17,10 +17,14 @@ export type ErrorCode =
   | 'OUTPUT_EXISTS'
   | 'OUTPUT_UNWRITABLE'
   | 'NOT_A_BERTH_IMAGE'
-  | 'INTERRUPTED';
+  | 'INTERRUPTED'
+  | 'NO_COMMAND'
+  | 'BIND_SOURCE_MISSING'
+  | 'WRONG_ARCHITECTURE'
+  | 'HELPER_MISSING';
 
-/** Process exit codes, kept in step with native/exit_codes.h once the helper exists. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, internal: 70, interrupted: 130 } as const;
+/** Process exit codes. setup/cannotExec/notFound are berth-helper's, from native/exit_codes.h. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, internal: 70, setup: 125, cannotExec: 126, notFound: 127, interrupted: 130 } as const;
 
 export class BerthError extends Error {
   constructor(

@@ -6,10 +6,15 @@ import { EXIT, isBerthError, messageOf } from './errors.js';
 
 const VERSION = '0.1.0';
 
-function run(action: () => Promise<string>): Promise<void> {
+/** What a command hands back: text for stdout, or (for containers) an exit status too. */
+export type CommandResult = string | { out?: string; exitCode: number };
+
+function run(action: () => Promise<CommandResult>): Promise<void> {
   return action().then(
-    (out) => {
+    (result) => {
+      const out = typeof result === 'string' ? result : result.out;
       if (out) process.stdout.write(out.endsWith('\n') ? out : `${out}\n`);
+      if (typeof result !== 'string') process.exitCode = result.exitCode;
     },
     (e: unknown) => {
       if (isBerthError(e)) {
@@ -24,15 +29,11 @@ function run(action: () => Promise<string>): Promise<void> {
   );
 }
 
-// Temp files are dropped by 'exit' handlers; make signals go through them.
-for (const [signal, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
-  process.on(signal, () => process.exit(128 + n));
-}
-
 const program = new Command('berth')
   .version(VERSION)
   .description('Run OCI/Docker images on HPC clusters from one squashfs file, with no root and no setuid.')
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  .enablePositionalOptions();
 
 program
   .command('convert')
@@ -54,6 +55,42 @@ program
   .argument('<image>', 'a squashfs file made by berth convert')
   .option('--json', 'print JSON')
   .action((image: string, flags) => run(async () => (await import('./cli/inspect.js')).inspectCommand(image, flags)));
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+const containerOptions = (cmd: Command) => cmd
+  .option('-B, --bind <spec>', 'bind SRC[:DST[:ro|rw]] into the container; repeatable, or comma-separated', collect, [])
+  .option('--no-home', 'do not bind $HOME and the working directory')
+  .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp and /dev/shm')
+  .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
+  .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges')
+  .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
+  .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
+  .option('--env-file <file>', 'set variables from KEY=VALUE lines')
+  .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
+  .option('--dry-run', 'print the launch plan as JSON instead of running it')
+  .passThroughOptions();
+
+containerOptions(program
+  .command('run')
+  .description("run an image's Entrypoint/Cmd, as docker run does (arguments replace Cmd)")
+  .argument('<image>', 'a squashfs file made by berth convert')
+  .argument('[args...]', 'arguments for the entrypoint (after --)'))
+  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('run', image, args, flags)));
+
+containerOptions(program
+  .command('exec')
+  .description('run a command in an image')
+  .argument('<image>', 'a squashfs file made by berth convert')
+  .argument('<command...>', 'the command and its arguments'))
+  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('exec', image, args, flags)));
+
+containerOptions(program
+  .command('shell')
+  .description("open the image's shell (bash if it has one, else sh)")
+  .argument('<image>', 'a squashfs file made by berth convert')
+  .argument('[args...]', 'arguments for the shell'))
+  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('shell', image, args, flags)));
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`berth: error: ${messageOf(e)}\n`);

@@ -25,6 +25,10 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
   const mode = progressMode(flags);
   const started = performance.now();
+  // The partial image is dropped by an 'exit' handler; make these signals go through it.
+  for (const [signal, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+    process.on(signal, () => process.exit(128 + n));
+  }
   try {
     const result = await convertImage(parseSource(source), {
       output: flags.output,

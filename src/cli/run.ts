@@ -1,0 +1,60 @@
+// berth run | exec | shell IMAGE ...
+import { readFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { BerthError } from '../errors.js';
+import { hostFacts } from '../host/user.js';
+import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
+import { runPlan } from '../runtime/helper.js';
+import { openImage } from '../runtime/image.js';
+import type { CommandResult } from '../main.js';
+
+export interface RunFlags {
+  bind?: string[];
+  home?: boolean;
+  containall?: boolean;
+  writableTmpfs?: boolean;
+  fakeroot?: boolean;
+  cleanenv?: boolean;
+  env?: string[];
+  envFile?: string;
+  pwd?: string;
+  dryRun?: boolean;
+}
+
+export function runOptions(flags: RunFlags): RunOptions {
+  const binds = parseBinds(flags.bind ?? []).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  for (const b of binds) {
+    if (!statSync(b.source, { throwIfNoEntry: false })) {
+      throw new BerthError('BIND_SOURCE_MISSING', `--bind ${b.source}: no such file or directory on this node`,
+        'check the path, or create it before the job starts');
+    }
+  }
+  let env: string[] = [];
+  if (flags.envFile) {
+    let text: string;
+    try {
+      text = readFileSync(flags.envFile, 'utf8');
+    } catch (e: unknown) {
+      throw new BerthError('USAGE', `cannot read --env-file ${flags.envFile}: ${(e as Error).message}`, 'check the path');
+    }
+    env = parseEnvFile(text, flags.envFile);
+  }
+  return {
+    binds,
+    home: flags.home !== false,
+    containall: flags.containall ?? false,
+    writableTmpfs: flags.writableTmpfs ?? false,
+    fakeroot: flags.fakeroot ?? false,
+    cleanenv: flags.cleanenv ?? false,
+    env: [...env, ...(flags.env ?? [])],
+    pwd: flags.pwd,
+  };
+}
+
+export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
+  const opened = await openImage(image);
+  const plan = buildPlan(opened.path, opened.metadata, hostFacts(), runOptions(flags), { mode, args } as Command);
+  if (flags.dryRun) return JSON.stringify(plan, null, 2);
+  return { exitCode: await runPlan(plan) };
+}

@@ -1,0 +1,41 @@
+// Facts about the calling user and this node that a launch plan needs. Read-only: host/*
+// modules observe, they never change anything.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import type { HostFacts } from '../plan/build.js';
+
+function groupName(gid: number): string | undefined {
+  try {
+    for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name && Number(id) === gid) return name;
+    }
+  } catch {
+    // no /etc/group (or an LDAP-only site): fall through
+  }
+  return undefined;
+}
+
+/** Where berth-helper makes its per-run directories: private to the user, ideally a tmpfs. */
+export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
+  if (env.BERTH_RUNTIME_DIR) return env.BERTH_RUNTIME_DIR;
+  const xdg = env.XDG_RUNTIME_DIR;
+  if (xdg && statSync(xdg, { throwIfNoEntry: false })?.isDirectory()) return `${xdg}/berth`;
+  return `/tmp/berth-${uid}`;
+}
+
+export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
+  const me = userInfo();
+  const gid = process.getgid!();
+  return {
+    uid: me.uid,
+    gid,
+    user: me.username,
+    group: groupName(gid) ?? me.username,
+    home: env.HOME || me.homedir,
+    cwd: process.cwd(),
+    env: { ...env },
+    runtimeDir: runtimeDir(me.uid, env),
+    has: { hosts: existsSync('/etc/hosts'), resolvConf: existsSync('/etc/resolv.conf') },
+  };
+}

@@ -1,0 +1,202 @@
+// buildPlan: image metadata + host facts + options -> LaunchPlan. Pure and deterministic: no
+// I/O, so every rule here is unit-tested without a kernel.
+import { BerthError } from '../errors.js';
+import type { ImageMetadata } from '../squashfs/metadata.js';
+import type { LaunchPlan, MountOp } from './types.js';
+
+export interface HostFacts {
+  uid: number;
+  gid: number;
+  user: string;
+  group: string;
+  home: string;
+  cwd: string;
+  env: Record<string, string | undefined>;
+  runtimeDir: string;
+  /** Host files that are bound when present. */
+  has: { hosts: boolean; resolvConf: boolean };
+}
+
+export interface BindSpec {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
+export interface RunOptions {
+  binds: BindSpec[];
+  /** Bind $HOME (default) and the working directory. */
+  home: boolean;
+  /** No host $HOME, /tmp, /dev/shm or working directory: only what is asked for. */
+  containall: boolean;
+  writableTmpfs: boolean;
+  fakeroot: boolean;
+  cleanenv: boolean;
+  /** K=V from --env-file then --env, in order; later ones win. */
+  env: string[];
+  pwd: string | undefined;
+}
+
+export type Command =
+  | { mode: 'run'; args: string[] }
+  | { mode: 'exec'; args: string[] }
+  | { mode: 'shell'; args: string[] };
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * Host variables that never enter the container: they describe the host's files (PATH,
+ * the loader's LD_* variables, Python's and the module system's paths) and would break or
+ * subvert the image's own programs. The image's values, or --env, apply instead.
+ */
+export const ENV_DENY = [
+  /^PATH$/, /^LD_/, /^PYTHONHOME$/, /^BASH_ENV$/, /^ENV$/, /^BASH_FUNC_/, /^PROMPT_COMMAND$/,
+  /^PWD$/, /^OLDPWD$/, /^SHLVL$/, /^_$/, /^MODULEPATH/, /^MODULESHOME$/, /^LOADEDMODULES$/, /^_LMFILES_/, /^LMOD_/,
+];
+
+/** Kept even with --cleanenv: a terminal and a locale keep a shell usable. */
+const CLEANENV_KEEP = ['TERM', 'LANG', 'LC_ALL', 'TZ'];
+
+/** Parses --bind values as Apptainer accepts them: SRC[:DST[:ro|rw]], comma-separated. */
+export function parseBinds(values: string[]): BindSpec[] {
+  return values.flatMap((value) => value.split(',').filter(Boolean).map((spec) => {
+    const [source, target, mode, extra] = spec.split(':');
+    if (!source || extra !== undefined || (mode !== undefined && mode !== 'ro' && mode !== 'rw')) {
+      throw new BerthError('USAGE', `invalid --bind '${spec}'`, 'write it as SRC[:DST[:ro|rw]], e.g. --bind /scratch:/data:ro');
+    }
+    const dst = target || source;
+    if (!dst.startsWith('/')) throw new BerthError('USAGE', `--bind '${spec}': the destination must be an absolute path`, 'e.g. --bind ./data:/data');
+    return { source, target: dst, readOnly: mode === 'ro' };
+  }));
+}
+
+/** KEY=VALUE lines of an --env-file; blank lines and # comments are skipped. */
+export function parseEnvFile(text: string, file: string): string[] {
+  return text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')).map((l, i) => {
+    const line = l.startsWith('export ') ? l.slice(7).trim() : l;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(line)) {
+      throw new BerthError('USAGE', `${file}: line ${i + 1} is not KEY=VALUE: '${l}'`, 'write one KEY=VALUE per line');
+    }
+    return line.replace(/^([^=]+)=(["'])(.*)\2$/, '$1=$3');
+  });
+}
+
+function setEnv(env: Map<string, string>, kv: string): void {
+  const eq = kv.indexOf('=');
+  if (eq <= 0) throw new BerthError('USAGE', `invalid --env '${kv}'`, 'write it as KEY=VALUE');
+  env.set(kv.slice(0, eq), kv.slice(eq + 1));
+}
+
+function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: string): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const kv of meta.config.Env) setEnv(env, kv);
+  for (const [k, v] of Object.entries(host.env)) {
+    if (v === undefined || ENV_DENY.some((re) => re.test(k))) continue;
+    if (opts.cleanenv && !CLEANENV_KEEP.includes(k)) continue;
+    env.set(k, v);
+  }
+  if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
+  env.set('HOME', opts.fakeroot && !opts.home ? '/root' : host.home);
+  env.set('USER', opts.fakeroot ? 'root' : host.user);
+  env.set('PWD', cwd);
+  env.set('BERTH_CONTAINER', '1');
+  for (const kv of opts.env) setEnv(env, kv);
+  return env;
+}
+
+/** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
+function commandLine(meta: ImageMetadata, cmd: Command): string[] {
+  const entrypoint = meta.config.Entrypoint ?? [];
+  if (cmd.mode === 'exec') return cmd.args;
+  if (cmd.mode === 'shell') {
+    // bash where the image has it, else sh: decided inside, where the files are.
+    return ['/bin/sh', '-c', 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh "$@"; fi', 'sh', ...cmd.args];
+  }
+  const argv = cmd.args.length > 0 ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];
+  if (argv.length === 0) {
+    throw new BerthError('NO_COMMAND', 'the image has neither an Entrypoint nor a Cmd', 'name a command: berth exec IMAGE COMMAND [ARGS...]');
+  }
+  return argv;
+}
+
+const op = (kind: MountOp['kind'], source: string, target: string, options: string[], ifMissing: MountOp['ifMissing'], origin: string): MountOp =>
+  ({ kind, source, target, options, ifMissing, origin });
+
+/** Paths bound from the host anyway, whose subdirectories need no bind of their own. */
+function isUnder(path: string, dirs: string[]): boolean {
+  return dirs.some((d) => path === d || path.startsWith(d.endsWith('/') ? d : `${d}/`));
+}
+
+function systemOps(host: HostFacts, opts: RunOptions): MountOp[] {
+  const ops = [
+    op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc'),
+    op('bind', '/sys', '/sys', ['rbind', 'nosuid', 'nodev', 'noexec', 'ro'], 'create', 'system: /sys'),
+    // A minimal /dev: only the devices a job needs, so nothing of the host's shows by accident.
+    // GPU and RDMA binding add their devices to the plan explicitly.
+    op('tmpfs', '', '/dev', ['nosuid', 'noexec', 'mode=755'], 'create', 'system: minimal /dev'),
+    ...['null', 'zero', 'full', 'random', 'urandom', 'tty'].map((d) => op('bind', `/dev/${d}`, `/dev/${d}`, ['nosuid', 'noexec'], 'create', 'system: /dev')),
+    op('bind', '/dev/pts', '/dev/pts', ['rbind', 'nosuid', 'noexec'], 'create', 'system: /dev/pts (terminals)'),
+    op('symlink', 'pts/ptmx', '/dev/ptmx', [], 'create', 'system: /dev'),
+    op('symlink', '/proc/self/fd', '/dev/fd', [], 'create', 'system: /dev'),
+    op('symlink', '/proc/self/fd/0', '/dev/stdin', [], 'create', 'system: /dev'),
+    op('symlink', '/proc/self/fd/1', '/dev/stdout', [], 'create', 'system: /dev'),
+    op('symlink', '/proc/self/fd/2', '/dev/stderr', [], 'create', 'system: /dev'),
+  ];
+  if (opts.containall) {
+    ops.push(op('tmpfs', '', '/dev/shm', ['nosuid', 'nodev', 'mode=1777'], 'create', '--containall: private /dev/shm'));
+    ops.push(op('tmpfs', '', '/tmp', ['nosuid', 'nodev', 'mode=1777'], 'create', '--containall: private /tmp'));
+  } else {
+    // Shared with the host so that tasks on a node (MPI shared memory) and the job see one /dev/shm and /tmp.
+    ops.push(op('bind', '/dev/shm', '/dev/shm', ['rbind', 'nosuid', 'nodev'], 'create', 'system: /dev/shm'));
+    ops.push(op('bind', '/tmp', '/tmp', ['rbind', 'nosuid', 'nodev'], 'create', 'system: /tmp'));
+  }
+  if (host.has.hosts) ops.push(op('bind', '/etc/hosts', '/etc/hosts', ['ro', 'nosuid', 'nodev'], 'create', 'system: host names'));
+  if (host.has.resolvConf) ops.push(op('bind', '/etc/resolv.conf', '/etc/resolv.conf', ['ro', 'nosuid', 'nodev'], 'create', 'system: DNS'));
+  return ops;
+}
+
+function identityOps(host: HostFacts, opts: RunOptions): MountOp[] {
+  if (opts.fakeroot) return [];
+  return [
+    op('line', `${host.user}:x:${host.uid}:${host.gid}:${host.user}:${host.home}:/bin/sh`, '/etc/passwd', [`${host.user}:`], 'create', 'identity: your passwd entry'),
+    op('line', `${host.group}:x:${host.gid}:`, '/etc/group', [`${host.group}:`], 'create', 'identity: your group entry'),
+  ];
+}
+
+export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, opts: RunOptions, cmd: Command): LaunchPlan {
+  const ops = systemOps(host, opts);
+  ops.push(...identityOps(host, opts));
+  const bound = ['/proc', '/sys', '/dev', ...(opts.containall ? [] : ['/tmp'])];
+  const bindHome = opts.home && !opts.containall && host.home !== '/' && !isUnder(host.home, bound);
+  if (bindHome) {
+    ops.push(op('bind', host.home, host.home, ['rbind', 'nosuid', 'nodev'], 'create', `home: ${host.home}`));
+    bound.push(host.home);
+  }
+  const bindCwd = opts.home && !opts.containall && host.cwd !== '/' && !isUnder(host.cwd, bound);
+  if (bindCwd) {
+    ops.push(op('bind', host.cwd, host.cwd, ['rbind', 'nosuid', 'nodev'], 'create', `working directory: ${host.cwd}`));
+  }
+  for (const b of opts.binds) {
+    ops.push(op('bind', b.source, b.target, ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : [])], 'create', `--bind ${b.source}:${b.target}`));
+  }
+  // The image's WorkingDir is its author's choice; without one, start where the user is
+  // (bound above), as Apptainer does; --pwd wins over both.
+  const hostCwdInside = bindCwd || (opts.home && !opts.containall && isUnder(host.cwd, bound));
+  const cwd = opts.pwd ?? (meta.config.WorkingDir || (hostCwdInside ? host.cwd : '/'));
+  if (!cwd.startsWith('/')) throw new BerthError('USAGE', `--pwd ${cwd}: must be an absolute path`, 'e.g. --pwd /data');
+  ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
+  if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));
+
+  const env = buildEnv(meta, host, opts, cwd);
+  return {
+    image,
+    runtimeDir: host.runtimeDir,
+    userns: opts.fakeroot ? 'root' : 'self',
+    writable: opts.writableTmpfs,
+    cwd,
+    path: env.get('PATH')!,
+    env: [...env].map(([k, v]) => `${k}=${v}`),
+    argv: commandLine(meta, cmd),
+    ops,
+  };
+}

@@ -1,0 +1,28 @@
+// The plan's text form for berth-helper (native/helper/plan.c reads it): one directive per
+// line, fields separated by a space, with space, tab, newline and backslash written as \ooo
+// (the fstab convention) and '-' for an empty field.
+import type { LaunchPlan } from './types.js';
+
+export const PLAN_HEADER = '# berth-plan v1';
+
+function field(s: string): string {
+  if (s === '') return '-';
+  if (s === '-') return '\\055';
+  return s.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+}
+
+export function serializePlan(plan: LaunchPlan): string {
+  const lines = [
+    PLAN_HEADER,
+    `image ${field(plan.image)}`,
+    `runtime ${field(plan.runtimeDir)}`,
+    `userns ${plan.userns}`,
+    `writable ${plan.writable ? 1 : 0}`,
+    `cwd ${field(plan.cwd)}`,
+    `path ${field(plan.path)}`,
+    ...plan.env.map((e) => `env ${field(e)}`),
+    ...plan.argv.map((a) => `arg ${field(a)}`),
+    ...plan.ops.map((op) => ['op', op.kind, op.source, op.target, op.options.join(','), op.ifMissing, op.origin].map((f, i) => (i < 2 ? f : field(f))).join(' ')),
+  ];
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,38 @@
+// A launch plan: everything berth-helper does to start one container, as data. It is computed
+// in TypeScript (build.ts, pure) and carried out by the C helper (native/helper), which reads
+// it in the text form of serialize.ts. GPU, MPI and RDMA binding and the Slurm plugin add to
+// or reuse plans; they never need the helper to make decisions.
+
+export type OpKind = 'bind' | 'tmpfs' | 'symlink' | 'mkdir' | 'line';
+
+/** What the helper does when the target (or a bind's source) does not exist. */
+export type IfMissing = 'fail' | 'skip' | 'create';
+
+export interface MountOp {
+  kind: OpKind;
+  /** bind: host path; symlink: link target; line: the line to append; otherwise ''. */
+  source: string;
+  /** Absolute path inside the container. */
+  target: string;
+  /** bind/tmpfs: ro, nosuid, nodev, noexec, rbind, mode=, size=; line: the key to look for. */
+  options: string[];
+  ifMissing: IfMissing;
+  /** Why the op exists, quoted in errors: "home: $HOME", "--bind /data". */
+  origin: string;
+}
+
+export interface LaunchPlan {
+  image: string;
+  /** Base directory for the helper's private per-run directory. */
+  runtimeDir: string;
+  /** 'self' maps the caller to itself; 'root' (--fakeroot) maps the caller to uid 0. */
+  userns: 'self' | 'root';
+  /** --writable-tmpfs: the root stays writable (changes go to a tmpfs and vanish). */
+  writable: boolean;
+  cwd: string;
+  /** Where the helper looks for argv[0]: the container's PATH. */
+  path: string;
+  env: string[];
+  argv: string[];
+  ops: MountOp[];
+}

@@ -1,0 +1,44 @@
+// Starts berth-helper with a plan and waits for the container: its exit status becomes
+// berth's, and signals sent to berth reach the container.
+import { spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { constants } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BerthError } from '../errors.js';
+import { serializePlan } from '../plan/serialize.js';
+import type { LaunchPlan } from '../plan/types.js';
+
+export function helperPath(): string {
+  const found = process.env.BERTH_HELPER ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/build/berth-helper');
+  try {
+    accessSync(found, fsConstants.X_OK);
+  } catch {
+    throw new BerthError('HELPER_MISSING', `berth-helper is not at ${found}`, 'build it: make -C native (see README), or set BERTH_HELPER');
+  }
+  return found;
+}
+
+/** Signals passed on. On a terminal, ^C and ^\ reach the container directly (same process group). */
+const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGINT', 'SIGQUIT'];
+
+export function runPlan(plan: LaunchPlan): Promise<number> {
+  const helper = helperPath();
+  return new Promise((resolve, reject) => {
+    const child = spawn(helper, [], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
+    const planPipe = child.stdio[3] as NodeJS.WritableStream;
+    planPipe.on('error', () => {}); // the helper's own exit status tells what went wrong
+    planPipe.end(serializePlan(plan));
+    const fromTerminal = process.stdin.isTTY;
+    const forward = (signal: NodeJS.Signals) => {
+      if (fromTerminal && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
+      child.kill(signal);
+    };
+    for (const s of FORWARDED) process.on(s, forward);
+    child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
+    child.on('close', (code, signal) => {
+      for (const s of FORWARDED) process.removeListener(s, forward);
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+    });
+  });
+}
