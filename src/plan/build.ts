@@ -179,10 +179,12 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   for (const b of opts.binds) {
     ops.push(op('bind', b.source, b.target, ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : [])], 'create', `--bind ${b.source}:${b.target}`));
   }
-  // The image's WorkingDir is its author's choice; without one, start where the user is
-  // (bound above), as Apptainer does; --pwd wins over both.
+  // `run` starts the image's own program where its author said (WorkingDir), as docker run
+  // does; exec and shell start where the user is, when that is bound in (Apptainer's habit,
+  // which job scripts with relative paths rely on), else in WorkingDir. --pwd wins over both.
   const hostCwdInside = bindCwd || (opts.home && !opts.containall && isUnder(host.cwd, bound));
-  const cwd = opts.pwd ?? (meta.config.WorkingDir || (hostCwdInside ? host.cwd : '/'));
+  const workingDir = meta.config.WorkingDir || '/';
+  const cwd = opts.pwd ?? (cmd.mode === 'run' || !hostCwdInside ? workingDir : host.cwd);
   if (!cwd.startsWith('/')) throw new BerthError('USAGE', `--pwd ${cwd}: must be an absolute path`, 'e.g. --pwd /data');
   ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
   if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));

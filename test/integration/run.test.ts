@@ -1,0 +1,217 @@
+// Containers started for real by an ordinary user (test/run drops root): user namespaces,
+// squashfuse, overlay, binds, pivot_root. Images are made offline by
+// test/fixtures/make-run-images.sh and converted by berth.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir, userInfo } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildPlan } from '../../src/plan/build.js';
+import { serializePlan } from '../../src/plan/serialize.js';
+import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
+
+let work: string;
+const img = (name: string) => path.join(work, `${name}.sqsh`);
+const runtimeBase = () => path.join(work, 'runtime');
+// Every container of this file uses its own runtime directory, so leftovers can be counted.
+const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtimeBase() });
+const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+
+beforeAll(async () => {
+  work = tempDir('run');
+  const made = await run(path.join(ROOT, 'test/fixtures/make-run-images.sh'), [work]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  for (const tag of ['busybox', 'ep', 'python']) {
+    const r = await berth('convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet');
+    if (r.code !== 0) throw new Error(r.stderr);
+  }
+}, 180_000);
+afterAll(() => cleanup(work));
+
+describe('commands and exit status', () => {
+  it('run follows ENTRYPOINT/CMD; arguments after -- replace CMD', async () => {
+    expect((await b('run', img('ep'))).stdout).toBe('ep default\n');
+    expect((await b('run', img('ep'), '--', 'a', 'b')).stdout).toBe('ep a b\n');
+  });
+
+  it("passes the container's exit status through, 128+N after signal N", async () => {
+    expect((await b('exec', img('busybox'), 'sh', '-c', 'exit 42')).code).toBe(42);
+    expect((await b('exec', img('busybox'), 'sh', '-c', 'kill -9 $$')).code).toBe(137);
+    expect((await b('exec', img('busybox'), 'true')).code).toBe(0);
+  });
+
+  it('runs Debian python3 from the image', async () => {
+    const r = await b('exec', img('python'), 'python3', '-c', 'import sys, json, sqlite3; print(sys.version_info[:2], json.dumps([1]))');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('(3, 11) [1]\n');
+  });
+
+  it('a command that is not in the image: 127 and a message naming it', async () => {
+    const r = await b('exec', img('busybox'), 'no-such-tool', '--version');
+    expect(r.code).toBe(127);
+    expect(r.stderr).toMatch(/'no-such-tool' is not in the image \(searched \/bin\)/);
+  });
+
+  it('shell opens the image shell', async () => {
+    const r = await run(process.execPath, [BERTH, 'shell', img('busybox')], { env: env(), input: 'echo in-shell $0; exit 3\n' });
+    expect(r.stdout).toContain('in-shell');
+    expect(r.code).toBe(3);
+  });
+});
+
+describe('what jobs depend on', () => {
+  it('SIGTERM, SIGHUP and SIGUSR1 reach the job', async () => {
+    for (const [signal, n] of [['SIGTERM', 15], ['SIGHUP', 1], ['SIGUSR1', 10]] as const) {
+      const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c',
+        `trap 'echo got ${signal}; exit ${n}' ${signal.slice(3)}; echo ready; while :; do sleep 0.05; done`], { env: env() });
+      let out = '';
+      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('ready')) resolve();
+      }));
+      child.kill(signal);
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(out).toContain(`got ${signal}`);
+      expect(code).toBe(n);
+    }
+  });
+
+  it('stdin and stdout pass through, and a terminal is a terminal', async () => {
+    expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'tr', 'a-z', 'A-Z'], { env: env(), input: 'hello\n' })).stdout).toBe('HELLO\n');
+    const tty = await run('script', ['-qec', `${process.execPath} ${BERTH} exec ${img('busybox')} tty`, '/dev/null'], { env: env() });
+    expect(tty.stdout).toMatch(/^\/dev\/pts\/\d+/);
+  });
+
+  it('leaves nothing behind: no helper, no FUSE server, no run directory', async () => {
+    await b('exec', img('busybox'), 'true');
+    const me = String(userInfo().uid);
+    const helpers = spawnSync('pgrep', ['-u', me, '-f', 'berth-helper']).stdout.toString().trim();
+    expect(helpers).toBe('');
+    expect(readdirSync(runtimeBase())).toEqual([]);
+    // The mounts lived in the container's own namespaces: the host never saw them.
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toMatch(/berth|squashfuse/);
+  });
+
+  it('two hundred containers of one image started at once all succeed', async () => {
+    // The helper alone, with a prepared plan: the path every Slurm task takes.
+    const { metadata } = await import('../../src/runtime/image.js').then((m) => m.openImage(img('busybox')));
+    const { hostFacts } = await import('../../src/host/user.js');
+    const plan = buildPlan(img('busybox'), metadata, { ...hostFacts(env()), cwd: work }, {
+      binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined,
+    }, { mode: 'exec', args: ['sh', '-c', 'cat /etc/motd > /dev/null && echo ok'] });
+    const planFile = path.join(work, 'plan.txt');
+    writeFileSync(planFile, serializePlan(plan));
+    const helper = path.join(ROOT, 'native/build/berth-helper');
+    const results = await Promise.all(Array.from({ length: 200 }, () => run(helper, [planFile], { env: env() })));
+    const failed = results.filter((r) => r.code !== 0 || r.stdout !== 'ok\n');
+    expect(failed.map((r) => r.stderr).slice(0, 3)).toEqual([]);
+    expect(readdirSync(runtimeBase())).toEqual([]);
+  }, 120_000);
+});
+
+describe('environment and identity', () => {
+  it("the image's Env, the host's minus the deny-list, --env, --env-file, --cleanenv", async () => {
+    const show = 'echo "$FOO|$SHARED|$MYVAR|$LD_PRELOAD|$PATH|$FROMFILE"';
+    const envFile = path.join(work, 'vars.env');
+    writeFileSync(envFile, '# comment\nFROMFILE=file\n');
+    const r = await run(process.execPath, [BERTH, 'exec', '--env', 'SHARED=flag', '--env-file', envFile, img('busybox'), 'sh', '-c', show],
+      { env: { ...env(), MYVAR: 'host', LD_PRELOAD: '/host/lib.so', PATH: '/host/bin:/usr/bin:/bin' } });
+    expect(r.stdout).toBe('image|flag|host||/bin|file\n');
+    const clean = await run(process.execPath, [BERTH, 'exec', '--cleanenv', img('busybox'), 'sh', '-c', show], { env: { ...env(), MYVAR: 'host' } });
+    expect(clean.stdout).toBe('image|image|||/bin|\n');
+  });
+
+  it("the user's own passwd and group entries, and the host's /etc/hosts", async () => {
+    const me = userInfo();
+    const r = await b('exec', img('busybox'), 'sh', '-c', 'id -un; id -u; grep "^$(id -un):" /etc/passwd | cut -d: -f6; cat /etc/hosts');
+    const [name, uid, home, ...hosts] = r.stdout.split('\n');
+    expect([name, uid, home]).toEqual([me.username, String(me.uid), homedir()]);
+    expect(hosts.join('\n')).toBe(readFileSync('/etc/hosts', 'utf8'));
+  });
+
+  it('--fakeroot makes the user root inside, with no more privilege than before', async () => {
+    const r = await b('exec', '--fakeroot', img('busybox'), 'sh', '-c', 'id -u; cat /proc/self/status | grep CapEff');
+    expect(r.stdout.split('\n')[0]).toBe('0');
+  });
+
+  it('a setuid-root binary in the image gives no privilege', async () => {
+    const r = await b('exec', img('busybox'), 'sh', '-c', '/suid/busybox id; grep NoNewPrivs /proc/self/status; grep " / " /proc/self/mountinfo');
+    expect(r.stdout).toContain(`uid=${userInfo().uid}(`);
+    expect(r.stdout).not.toMatch(/euid=0|uid=0\(/);
+    expect(r.stdout).toMatch(/NoNewPrivs:\s+1/);
+    expect(r.stdout).toMatch(/ \/ .*\bnosuid\b/);
+  });
+});
+
+describe('binds and writable tmpfs', () => {
+  it('binds $HOME and the working directory by default; --no-home does not', async () => {
+    const marker = path.join(homedir(), `.berth-test-${process.pid}`);
+    const here = path.join(work, 'cwd');
+    mkdirSync(here, { recursive: true });
+    const r = await run(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', `pwd; echo in > ${marker}; echo x > made-inside`], { env: env(), cwd: here });
+    expect(r.stdout).toBe(`${here}\n`);
+    expect(readFileSync(marker, 'utf8')).toBe('in\n');
+    expect(readFileSync(path.join(here, 'made-inside'), 'utf8')).toBe('x\n');
+    const noHome = await run(process.execPath, [BERTH, 'exec', '--no-home', img('busybox'), 'sh', '-c', `pwd; cat ${marker}`], { env: env(), cwd: here });
+    expect(noHome.stdout).toBe('/work\n'); // not bound: the image's WorkingDir
+    expect((await run(process.execPath, [BERTH, 'run', img('busybox'), '--', 'sh', '-c', 'pwd'], { env: env(), cwd: here })).stdout).toBe('/work\n');
+    expect(noHome.code).not.toBe(0);
+    spawnSync('rm', ['-f', marker]);
+  });
+
+  it('--bind SRC:DST[:ro], repeated and comma-separated', async () => {
+    const a = path.join(work, 'bind-a');
+    const c = path.join(work, 'bind-c');
+    mkdirSync(a, { recursive: true });
+    mkdirSync(c, { recursive: true });
+    writeFileSync(path.join(a, 'f'), 'A');
+    writeFileSync(path.join(c, 'f'), 'C');
+    const r = await b('exec', '--bind', `${a}:/data/a:ro,${c}:/data/c`, '-B', `${a}:/also`, img('busybox'), 'sh', '-c',
+      'cat /data/a/f /data/c/f /also/f; echo w > /data/c/new; echo w > /data/a/new 2>/dev/null || echo read-only');
+    expect(r.stdout).toBe('ACAread-only\n');
+    expect(readFileSync(path.join(c, 'new'), 'utf8')).toBe('w\n');
+    expect(existsSync(path.join(a, 'new'))).toBe(false);
+  });
+
+  it('a bind whose source does not exist is refused before anything starts', async () => {
+    const r = await b('exec', '--bind', '/no/such/dir:/data', img('busybox'), 'true');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--bind \/no\/such\/dir: no such file or directory[\s\S]*hint/);
+  });
+
+  it('the root is read-only, or writable in memory with --writable-tmpfs', async () => {
+    const ro = await b('exec', img('busybox'), 'sh', '-c', 'echo x > /etc/motd');
+    expect(ro.code).not.toBe(0);
+    expect(ro.stderr).toMatch(/Read-only file system/);
+    const rw = await b('exec', '--writable-tmpfs', img('busybox'), 'sh', '-c', 'echo changed > /etc/motd; mkdir -p /opt/new; cat /etc/motd');
+    expect(rw.stdout).toBe('changed\n');
+    expect((await b('exec', img('busybox'), 'cat', '/etc/motd')).stdout).toBe('from the image\n');
+  });
+
+  it('--containall gives a private /tmp', async () => {
+    const file = path.join('/tmp', `berth-contain-${process.pid}`);
+    writeFileSync(file, 'host');
+    expect((await b('exec', img('busybox'), 'cat', file)).stdout).toBe('host');
+    expect((await b('exec', '--containall', img('busybox'), 'cat', file)).code).not.toBe(0);
+    spawnSync('rm', ['-f', file]);
+  });
+});
+
+describe('errors a user can act on', () => {
+  it('a file that is not a squashfs image', async () => {
+    const f = path.join(work, 'not-an-image.sqsh');
+    writeFileSync(f, 'x'.repeat(4096));
+    const r = await b('exec', f, 'true');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/is not a squashfs file[\s\S]*berth convert/);
+  });
+
+  it('an image made for another architecture', async () => {
+    const other = await run('bash', ['-c', `cd ${work} && umoci config --image oci:busybox --tag arm --architecture arm64 >/dev/null`]);
+    expect(other.code).toBe(0);
+    expect((await berth('convert', `oci:${work}/oci:arm`, '-o', img('arm'), '--quiet')).code).toBe(0);
+    const r = await b('exec', img('arm'), 'true');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/was made for linux\/arm64; this node is linux\/amd64[\s\S]*--platform linux\/amd64/);
+  });
+});

@@ -1,0 +1,134 @@
+// buildPlan's rules, without a kernel: command line, environment, mounts, working directory.
+import { describe, expect, it } from 'vitest';
+import { buildPlan, parseBinds, parseEnvFile, type HostFacts, type RunOptions } from '../../src/plan/build.js';
+import { serializePlan } from '../../src/plan/serialize.js';
+import type { ImageMetadata } from '../../src/squashfs/metadata.js';
+
+const meta = (config: Partial<ImageMetadata['config']> = {}): ImageMetadata => ({
+  berthImage: 1, source: 'oci:/x', manifestDigest: null, configDigest: 'sha256:0', platform: { os: 'linux', architecture: 'amd64' },
+  created: null, layers: [],
+  config: { Env: ['PATH=/opt/bin:/bin', 'FOO=image'], Entrypoint: null, Cmd: ['/bin/sh'], WorkingDir: '', User: '', Labels: {}, Volumes: [], ExposedPorts: [], StopSignal: null, ...config },
+});
+
+const host: HostFacts = {
+  uid: 1000, gid: 1000, user: 'alice', group: 'users', home: '/home/alice', cwd: '/scratch/run1',
+  env: { PATH: '/host/bin', LD_LIBRARY_PATH: '/host/lib', LD_PRELOAD: 'x.so', FOO: 'host', HOME: '/home/alice', TERM: 'xterm', SLURM_JOB_ID: '42', BASH_FUNC_module: '() {}' },
+  runtimeDir: '/run/user/1000/berth', has: { hosts: true, resolvConf: false },
+};
+
+const opts = (o: Partial<RunOptions> = {}): RunOptions => ({
+  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, ...o,
+});
+
+const envOf = (plan: { env: string[] }) => Object.fromEntries(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const targets = (plan: { ops: { target: string }[] }) => plan.ops.map((o) => o.target);
+
+describe('command line (docker run rules)', () => {
+  it('run: Entrypoint + Cmd, arguments replace Cmd', () => {
+    const m = meta({ Entrypoint: ['/bin/echo', 'ep'], Cmd: ['default'] });
+    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: [] }).argv).toEqual(['/bin/echo', 'ep', 'default']);
+    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: ['x'] }).argv).toEqual(['/bin/echo', 'ep', 'x']);
+    expect(buildPlan('/i', meta({ Cmd: ['python3'] }), host, opts(), { mode: 'run', args: ['-V'] }).argv).toEqual(['-V']);
+  });
+
+  it('run without Entrypoint or Cmd asks for a command', () => {
+    expect(() => buildPlan('/i', meta({ Cmd: null }), host, opts(), { mode: 'run', args: [] })).toThrow(/neither an Entrypoint nor a Cmd/);
+  });
+
+  it('exec runs the command as given; shell prefers bash', () => {
+    expect(buildPlan('/i', meta(), host, opts(), { mode: 'exec', args: ['ls', '-l'] }).argv).toEqual(['ls', '-l']);
+    expect(buildPlan('/i', meta(), host, opts(), { mode: 'shell', args: [] }).argv.join(' ')).toMatch(/^\/bin\/sh -c if \[ -x \/bin\/bash \]/);
+  });
+});
+
+describe('environment', () => {
+  it("is the image's Env, then the host's minus the deny-list, then --env", () => {
+    const env = envOf(buildPlan('/i', meta(), host, opts({ env: ['EXTRA=1', 'FOO=flag'] }), { mode: 'exec', args: ['x'] }));
+    expect(env['PATH']).toBe('/opt/bin:/bin'); // the image's, never the host's
+    expect(env['LD_LIBRARY_PATH']).toBeUndefined();
+    expect(env['LD_PRELOAD']).toBeUndefined();
+    expect(env['BASH_FUNC_module']).toBeUndefined();
+    expect(env['SLURM_JOB_ID']).toBe('42');
+    expect(env['FOO']).toBe('flag');
+    expect(env['EXTRA']).toBe('1');
+    expect(env['HOME']).toBe('/home/alice');
+    expect(env['BERTH_CONTAINER']).toBe('1');
+  });
+
+  it('--cleanenv keeps only the image, a terminal and a locale', () => {
+    const env = envOf(buildPlan('/i', meta(), host, opts({ cleanenv: true }), { mode: 'exec', args: ['x'] }));
+    expect(env['SLURM_JOB_ID']).toBeUndefined();
+    expect(env['FOO']).toBe('image');
+    expect(env['TERM']).toBe('xterm');
+  });
+
+  it('defaults PATH when the image has none, and looks argv[0] up in the final PATH', () => {
+    const plan = buildPlan('/i', meta({ Env: [] }), host, opts({ env: ['PATH=/mine'] }), { mode: 'exec', args: ['x'] });
+    expect(plan.path).toBe('/mine');
+    expect(buildPlan('/i', meta({ Env: [] }), host, opts(), { mode: 'exec', args: ['x'] }).path).toMatch(/^\/usr\/local\/sbin:/);
+  });
+
+  it('reads env files', () => {
+    expect(parseEnvFile('# c\nA=1\nexport B="two words"\n\n', 'f')).toEqual(['A=1', 'B=two words']);
+    expect(() => parseEnvFile('oops', 'f')).toThrow(/f: line 1 is not KEY=VALUE/);
+  });
+});
+
+describe('mounts', () => {
+  it('binds home and the working directory, the user and group entries, host names', () => {
+    const plan = buildPlan('/i', meta(), host, opts(), { mode: 'exec', args: ['x'] });
+    expect(targets(plan)).toEqual(expect.arrayContaining(['/proc', '/sys', '/dev', '/dev/null', '/dev/shm', '/tmp', '/etc/hosts', '/home/alice', '/scratch/run1']));
+    expect(targets(plan)).not.toContain('/etc/resolv.conf'); // the host has none
+    expect(plan.ops.find((o) => o.target === '/etc/passwd')).toMatchObject({ kind: 'line', source: 'alice:x:1000:1000:alice:/home/alice:/bin/sh', options: ['alice:'] });
+    expect(plan.ops.find((o) => o.target === '/home/alice')).toMatchObject({ kind: 'bind', options: ['rbind', 'nosuid', 'nodev'] });
+    expect(plan.cwd).toBe('/scratch/run1');
+  });
+
+  it('--no-home and --containall bind less', () => {
+    const noHome = buildPlan('/i', meta(), host, opts({ home: false }), { mode: 'exec', args: ['x'] });
+    expect(noHome.ops.filter((o) => o.kind === 'bind').map((o) => o.target)).not.toContain('/home/alice');
+    expect(noHome.cwd).toBe('/');
+    const contained = buildPlan('/i', meta(), host, opts({ containall: true }), { mode: 'exec', args: ['x'] });
+    expect(contained.ops.find((o) => o.target === '/tmp')!.kind).toBe('tmpfs');
+    expect(contained.ops.find((o) => o.target === '/dev/shm')!.kind).toBe('tmpfs');
+  });
+
+  it('run starts in WorkingDir; exec where the user is, when bound; --pwd wins', () => {
+    const m = meta({ WorkingDir: '/app' });
+    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: [] }).cwd).toBe('/app');
+    expect(buildPlan('/i', m, host, opts(), { mode: 'exec', args: ['x'] }).cwd).toBe('/scratch/run1');
+    expect(buildPlan('/i', m, host, opts({ home: false }), { mode: 'exec', args: ['x'] }).cwd).toBe('/app');
+    expect(buildPlan('/i', m, host, opts({ pwd: '/data' }), { mode: 'run', args: [] }).cwd).toBe('/data');
+  });
+
+  it('parses --bind as Apptainer does', () => {
+    expect(parseBinds(['/a', '/b:/c:ro,/d:/e'])).toEqual([
+      { source: '/a', target: '/a', readOnly: false },
+      { source: '/b', target: '/c', readOnly: true },
+      { source: '/d', target: '/e', readOnly: false },
+    ]);
+    expect(() => parseBinds(['/a:/b:rx'])).toThrow(/invalid --bind/);
+    expect(() => parseBinds(['/a:rel'])).toThrow(/must be an absolute path/);
+  });
+
+  it('--fakeroot maps to root and adds no passwd entry', () => {
+    const plan = buildPlan('/i', meta(), host, opts({ fakeroot: true }), { mode: 'exec', args: ['x'] });
+    expect(plan.userns).toBe('root');
+    expect(plan.ops.some((o) => o.kind === 'line')).toBe(false);
+  });
+});
+
+describe('serializePlan', () => {
+  it('escapes spaces, newlines and backslashes, fstab-style', () => {
+    const text = serializePlan({
+      image: '/a b.sqsh', runtimeDir: '/r', userns: 'self', writable: false, cwd: '/', path: '/bin', env: ['A=x y'],
+      argv: ['sh', '-c', 'echo "a\\b"\nexit 1', '-', ''],
+      ops: [{ kind: 'bind', source: '/s p', target: '/t', options: ['ro', 'nosuid'], ifMissing: 'create', origin: '--bind /s p' }],
+    });
+    expect(text).toBe([
+      '# berth-plan v1', 'image /a\\040b.sqsh', 'runtime /r', 'userns self', 'writable 0', 'cwd /', 'path /bin', 'env A=x\\040y',
+      'arg sh', 'arg -c', 'arg echo\\040"a\\134b"\\012exit\\0401', 'arg \\055', 'arg -',
+      'op bind /s\\040p /t ro,nosuid create --bind\\040/s\\040p', '',
+    ].join('\n'));
+  });
+});
