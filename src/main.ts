@@ -68,7 +68,7 @@ const containerOptions = (cmd: Command) => cmd
   .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
   .option('--env-file <file>', 'set variables from KEY=VALUE lines')
   .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
-  .option('--dry-run', 'print the launch plan as JSON instead of running it')
+  .option('--dry-run [format]', 'print the launch plan instead of running it: json (default), or helper (what berth-helper reads)')
   .passThroughOptions();
 
 containerOptions(program

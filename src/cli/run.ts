@@ -5,6 +5,7 @@ import path from 'node:path';
 import { BerthError } from '../errors.js';
 import { hostFacts } from '../host/user.js';
 import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
+import { serializePlan } from '../plan/serialize.js';
 import { runPlan } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { CommandResult } from '../main.js';
@@ -19,7 +20,7 @@ export interface RunFlags {
   env?: string[];
   envFile?: string;
   pwd?: string;
-  dryRun?: boolean;
+  dryRun?: boolean | string;
 }
 
 export function runOptions(flags: RunFlags): RunOptions {
@@ -56,6 +57,8 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
   const opened = await openImage(image);
   const plan = buildPlan(opened.path, opened.metadata, hostFacts(), runOptions(flags), { mode, args } as Command);
-  if (flags.dryRun) return JSON.stringify(plan, null, 2);
+  if (flags.dryRun === 'helper') return serializePlan(plan);
+  if (flags.dryRun === true || flags.dryRun === 'json') return JSON.stringify(plan, null, 2);
+  if (flags.dryRun !== undefined) throw new BerthError('USAGE', `--dry-run=${flags.dryRun}: unknown format`, 'use --dry-run (JSON) or --dry-run=helper');
   return { exitCode: await runPlan(plan) };
 }
