@@ -62,12 +62,19 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	if (!found || sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&entry))) {
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof e);
+	if (!found) {
+		/* A negative entry (inode 0) with a timeout: the kernel remembers the miss, which
+		 * matters for Python's and the loader's long search paths. */
+		e.entry_timeout = FOREVER;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&entry))) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	struct fuse_entry_param e;
-	memset(&e, 0, sizeof e);
 	if (sqfs_stat(&lli.ll->fs, &inode, &e.attr)) {
 		fuse_reply_err(req, EIO);
 		return;
@@ -131,14 +138,16 @@ int fuse_session_fd_of(struct fuse_session *se)
 	return fuse_session_fd(se);
 }
 
-void fuse_serve(struct fuse_session *se)
+int fuse_pump(struct fuse_session *se)
 {
-	fuse_session_loop(se);
-}
-
-void fuse_stop(struct fuse_session *se)
-{
-	fuse_session_exit(se);
+	static struct fuse_buf buf;
+	int r = fuse_session_receive_buf(se, &buf);
+	if (r == -EINTR || r == -EAGAIN)
+		return 0;
+	if (r <= 0)
+		return -1;
+	fuse_session_process_buf(se, &buf);
+	return 0;
 }
 
 void fuse_finish(struct fuse_session *se)

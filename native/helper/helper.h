@@ -22,6 +22,8 @@ struct op {
 
 struct plan {
 	char *image;
+	char *scope;  /* containers share an image server only within one scope (a Slurm step) */
+	unsigned linger; /* seconds an idle image server waits for the next container */
 	char *runtime; /* base directory for this run's private directory */
 	int fakeroot;
 	int writable;
@@ -41,20 +43,24 @@ void plan_read(int fd, struct plan *p);
 /* userns.c */
 void enter_user_namespace(int fakeroot);
 
-/* fuse.c: mounts the image at mountpoint; returns the session for fuse_serve(). */
+/* fuse.c: mounts the image at mountpoint and serves it, one request per fuse_pump(). */
 struct fuse_session;
 struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint);
 int fuse_session_fd_of(struct fuse_session *se);
-void fuse_serve(struct fuse_session *se);
-void fuse_stop(struct fuse_session *se);
+int fuse_pump(struct fuse_session *se); /* < 0: the mount is gone */
 void fuse_finish(struct fuse_session *se); /* unmount and free */
 
-/* mount.c */
-void build_root(const struct plan *p, const char *rundir);
+/* server.c: finds or starts the image server and joins its namespaces. */
+struct server_paths {
+	char lock[4200], dir[4200], sock[4300], mnt[4300], work[4300];
+};
+void attach_image(const struct plan *p, struct server_paths *sp);
+
+/* mount.c: builds the root at base/root from the image at lower, then pivots into it. */
+void build_root(const struct plan *p, const char *lower, const char *base);
 
 /* main.c */
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-extern int helper_exit_status;
 
 #endif

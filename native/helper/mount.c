@@ -231,17 +231,20 @@ static void do_line(int rootfd, const struct op *op)
 	free(text);
 }
 
-void build_root(const struct plan *p, const char *rundir)
+void build_root(const struct plan *p, const char *lower, const char *base)
 {
-	char lower[4200], upper[4200], work[4200], root[4200], opts[13000];
-	snprintf(lower, sizeof lower, "%s/image", rundir);
-	snprintf(upper, sizeof upper, "%s/rw/upper", rundir);
-	snprintf(work, sizeof work, "%s/rw/work", rundir);
-	snprintf(root, sizeof root, "%s/root", rundir);
+	char upper[4400], work[4400], root[4400], opts[13500];
+	snprintf(upper, sizeof upper, "%s/upper", base);
+	snprintf(work, sizeof work, "%s/work", base);
+	snprintf(root, sizeof root, "%s/root", base);
+	const char *dirs[] = { base, upper, work, root };
+	for (size_t i = 0; i < 4; i++)
+		if (mkdir(dirs[i], 0755) != 0)
+			fail_errno("cannot create %s", dirs[i]);
 	snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
 	/* userxattr (Linux 5.11+) keeps overlay's own bookkeeping in user.* xattrs, which an
 	 * unprivileged mounter may write; older kernels do not know it and need no such option. */
-	char with_userxattr[13100];
+	char with_userxattr[13600];
 	snprintf(with_userxattr, sizeof with_userxattr, "%s,userxattr", opts);
 	if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
 	    mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0)

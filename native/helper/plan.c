@@ -118,6 +118,8 @@ void plan_read(int fd, struct plan *p)
 			fail("plan line %d: '%s' takes one value", lineno, key);
 		char *v = unescape(f[1]);
 		if (strcmp(key, "image") == 0) p->image = v;
+		else if (strcmp(key, "scope") == 0) p->scope = v;
+		else if (strcmp(key, "linger") == 0) p->linger = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
 		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
@@ -135,6 +137,8 @@ void plan_read(int fd, struct plan *p)
 		fail("the launch plan lacks image, runtime, cwd or path");
 	if (p->nargv == 0)
 		fail("the launch plan has no command to run");
+	if (!p->scope)
+		p->scope = strdup("");
 	if (!p->env)
 		push(&p->env, &p->nenv, strdup("PATH=/usr/local/bin:/usr/bin:/bin"));
 }

@@ -24,6 +24,19 @@ export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
   return `/tmp/berth-${uid}`;
 }
 
+/**
+ * How long an idle image server stays up for the next container (BERTH_IMAGE_LINGER, in
+ * seconds): long enough that a script's successive containers find the image warm, short
+ * enough that nothing lingers after a job.
+ */
+export const DEFAULT_IMAGE_LINGER = 10;
+
+function imageLinger(env: NodeJS.ProcessEnv): number {
+  const v = env.BERTH_IMAGE_LINGER;
+  const n = v === undefined ? DEFAULT_IMAGE_LINGER : Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : DEFAULT_IMAGE_LINGER;
+}
+
 export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
   const me = userInfo();
   const gid = process.getgid!();
@@ -36,6 +49,8 @@ export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
     cwd: process.cwd(),
     env: { ...env },
     runtimeDir: runtimeDir(me.uid, env),
+    scope: env.SLURM_JOB_ID && env.SLURM_STEP_ID ? `slurm-${env.SLURM_JOB_ID}.${env.SLURM_STEP_ID}` : '',
+    linger: imageLinger(env),
     has: { hosts: existsSync('/etc/hosts'), resolvConf: existsSync('/etc/resolv.conf') },
   };
 }

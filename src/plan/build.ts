@@ -13,6 +13,10 @@ export interface HostFacts {
   cwd: string;
   env: Record<string, string | undefined>;
   runtimeDir: string;
+  /** Slurm job.step when in a job step, else ''. */
+  scope: string;
+  /** Seconds an idle image server lingers (BERTH_IMAGE_LINGER). */
+  linger: number;
   /** Host files that are bound when present. */
   has: { hosts: boolean; resolvConf: boolean };
 }
@@ -192,6 +196,8 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   const env = buildEnv(meta, host, opts, cwd);
   return {
     image,
+    scope: host.scope,
+    linger: host.linger,
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
     writable: opts.writableTmpfs,

@@ -15,6 +15,8 @@ export function serializePlan(plan: LaunchPlan): string {
   const lines = [
     PLAN_HEADER,
     `image ${field(plan.image)}`,
+    `scope ${field(plan.scope)}`,
+    `linger ${plan.linger}`,
     `runtime ${field(plan.runtimeDir)}`,
     `userns ${plan.userns}`,
     `writable ${plan.writable ? 1 : 0}`,

@@ -23,6 +23,13 @@ export interface MountOp {
 
 export interface LaunchPlan {
   image: string;
+  /**
+   * Containers of one image share an image server (one FUSE mount, one warm page cache) only
+   * within a scope: the Slurm step, or '' outside Slurm.
+   */
+  scope: string;
+  /** Seconds an idle image server waits for the next container before it unmounts and exits. */
+  linger: number;
   /** Base directory for the helper's private per-run directory. */
   runtimeDir: string;
   /** 'self' maps the caller to itself; 'root' (--fakeroot) maps the caller to uid 0. */

@@ -13,8 +13,20 @@ import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
 let work: string;
 const img = (name: string) => path.join(work, `${name}.sqsh`);
 const runtimeBase = () => path.join(work, 'runtime');
-// Every container of this file uses its own runtime directory, so leftovers can be counted.
-const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtimeBase() });
+// Every container of this file uses its own runtime directory, so leftovers can be counted, and
+// image servers that leave as soon as their last container has ended (one test keeps them).
+const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtimeBase(), BERTH_IMAGE_LINGER: '0' });
+
+/** berth processes of ours still running (zombies do not count: some PID 1s never reap). */
+function liveHelpers(): string[] {
+  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,comm=']).stdout.toString();
+  return ps.split('\n').filter((l) => l.includes('berth-helper') && !l.trim().startsWith('Z'));
+}
+
+async function until(check: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (check()) return true;
+  return check();
+}
 const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
 
 beforeAll(async () => {
@@ -82,14 +94,20 @@ describe('what jobs depend on', () => {
     expect(tty.stdout).toMatch(/^\/dev\/pts\/\d+/);
   });
 
-  it('leaves nothing behind: no helper, no FUSE server, no run directory', async () => {
-    await b('exec', img('busybox'), 'true');
-    const me = String(userInfo().uid);
-    const helpers = spawnSync('pgrep', ['-u', me, '-f', 'berth-helper']).stdout.toString().trim();
-    expect(helpers).toBe('');
-    expect(readdirSync(runtimeBase())).toEqual([]);
-    // The mounts lived in the container's own namespaces: the host never saw them.
+  it('leaves nothing behind: no helper, no FUSE server, no runtime files', async () => {
+    expect((await b('exec', img('busybox'), 'true')).code).toBe(0);
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 5000)).toBe(true);
+    // The mounts lived in the containers' own namespaces: the host never saw them.
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toMatch(/berth|squashfuse/);
+  });
+
+  it('keeps the image served between containers for BERTH_IMAGE_LINGER seconds, then nothing is left', async () => {
+    const lingering = { ...env(), BERTH_IMAGE_LINGER: '2' };
+    expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'true'], { env: lingering })).code).toBe(0);
+    expect(liveHelpers()).toHaveLength(1); // the image server, waiting for the next container
+    expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'true'], { env: lingering })).code).toBe(0);
+    expect(liveHelpers()).toHaveLength(1); // the same one served it
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 6000)).toBe(true);
   });
 
   it('two hundred containers of one image started at once all succeed', async () => {
@@ -105,7 +123,7 @@ describe('what jobs depend on', () => {
     const results = await Promise.all(Array.from({ length: 200 }, () => run(helper, [planFile], { env: env() })));
     const failed = results.filter((r) => r.code !== 0 || r.stdout !== 'ok\n');
     expect(failed.map((r) => r.stderr).slice(0, 3)).toEqual([]);
-    expect(readdirSync(runtimeBase())).toEqual([]);
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 5000)).toBe(true);
   }, 120_000);
 });
 

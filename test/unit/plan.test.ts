@@ -13,7 +13,7 @@ const meta = (config: Partial<ImageMetadata['config']> = {}): ImageMetadata => (
 const host: HostFacts = {
   uid: 1000, gid: 1000, user: 'alice', group: 'users', home: '/home/alice', cwd: '/scratch/run1',
   env: { PATH: '/host/bin', LD_LIBRARY_PATH: '/host/lib', LD_PRELOAD: 'x.so', FOO: 'host', HOME: '/home/alice', TERM: 'xterm', SLURM_JOB_ID: '42', BASH_FUNC_module: '() {}' },
-  runtimeDir: '/run/user/1000/berth', has: { hosts: true, resolvConf: false },
+  runtimeDir: '/run/user/1000/berth', scope: 'slurm-42.0', linger: 10, has: { hosts: true, resolvConf: false },
 };
 
 const opts = (o: Partial<RunOptions> = {}): RunOptions => ({
@@ -121,12 +121,12 @@ describe('mounts', () => {
 describe('serializePlan', () => {
   it('escapes spaces, newlines and backslashes, fstab-style', () => {
     const text = serializePlan({
-      image: '/a b.sqsh', runtimeDir: '/r', userns: 'self', writable: false, cwd: '/', path: '/bin', env: ['A=x y'],
+      image: '/a b.sqsh', scope: '', linger: 0, runtimeDir: '/r', userns: 'self', writable: false, cwd: '/', path: '/bin', env: ['A=x y'],
       argv: ['sh', '-c', 'echo "a\\b"\nexit 1', '-', ''],
       ops: [{ kind: 'bind', source: '/s p', target: '/t', options: ['ro', 'nosuid'], ifMissing: 'create', origin: '--bind /s p' }],
     });
     expect(text).toBe([
-      '# berth-plan v1', 'image /a\\040b.sqsh', 'runtime /r', 'userns self', 'writable 0', 'cwd /', 'path /bin', 'env A=x\\040y',
+      '# berth-plan v1', 'image /a\\040b.sqsh', 'scope -', 'linger 0', 'runtime /r', 'userns self', 'writable 0', 'cwd /', 'path /bin', 'env A=x\\040y',
       'arg sh', 'arg -c', 'arg echo\\040"a\\134b"\\012exit\\0401', 'arg \\055', 'arg -',
       'op bind /s\\040p /t ro,nosuid create --bind\\040/s\\040p', '',
     ].join('\n'));

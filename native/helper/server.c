@@ -1,0 +1,305 @@
+/* One image server per user, image and scope (a Slurm step, or none): it holds a user and
+ * mount namespace in which the image is mounted once through FUSE, and every container of that
+ * image joins them (setns, as pyxis does), so the kernel's page cache of the image stays warm
+ * across containers and N tasks on a node cost one mount.
+ *
+ *   RUNTIME/img-KEY.lock   flock: serializes "connect or start" against "shut down"
+ *   RUNTIME/img-KEY/sock   the server listens here; a client gets the namespace fds by
+ *                          SCM_RIGHTS and is then tracked by a pidfd of its process
+ *   RUNTIME/img-KEY/mnt    the FUSE mount (inside the server's namespace only)
+ *   RUNTIME/img-KEY/work   a tmpfs: each container's overlay upper/work dirs, c-PID/
+ *
+ * When a container's process exits, its c-PID directory is removed; when none is left for
+ * `linger` seconds, the server unmounts, removes img-KEY and exits. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+#define MAX_CLIENTS 4096
+
+static void key_paths(const struct plan *p, struct server_paths *sp)
+{
+	struct stat st;
+	if (stat(p->image, &st) != 0)
+		fail_errno("cannot read the image %s", p->image);
+	/* The same file, unchanged, under the same uid mapping and scope: one server. */
+	char key[512];
+	snprintf(key, sizeof key, "%lx-%lx-%lx-%lx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+		 (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->fakeroot ? "root" : "self",
+		 *p->scope ? "-" : "", p->scope);
+	snprintf(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key);
+	snprintf(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key);
+	snprintf(sp->sock, sizeof sp->sock, "%s/sock", sp->dir);
+	snprintf(sp->mnt, sizeof sp->mnt, "%s/mnt", sp->dir);
+	snprintf(sp->work, sizeof sp->work, "%s/work", sp->dir);
+}
+
+/* flock on a lock file that may be unlinked by its holder: retry until the held file is the
+ * one at the path. */
+static int lock_path(const char *path, int nonblock)
+{
+	for (;;) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			fail_errno("cannot open the lock %s", path);
+		if (flock(fd, LOCK_EX | (nonblock ? LOCK_NB : 0)) != 0) {
+			close(fd);
+			return -1;
+		}
+		struct stat held, now;
+		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+			return fd;
+		close(fd);
+	}
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof addr.sun_path)
+		fail("the runtime directory path is too long for a socket: %s (set BERTH_RUNTIME_DIR to a shorter one)", path);
+	strcpy(addr.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fail_errno("cannot create a socket");
+	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
+		return fd;
+	close(fd);
+	return -1;
+}
+
+static void send_fds(int sock, int a, int b)
+{
+	char byte = 'n', ctl[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+	memcpy(CMSG_DATA(c), (int[]){ a, b }, 2 * sizeof(int));
+	sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
+static void receive_fds(int sock, int *a, int *b)
+{
+	char byte, ctl[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+		fail("the image server closed the connection without answering");
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+		fail("the image server sent no namespaces");
+	int fds[2];
+	memcpy(fds, CMSG_DATA(c), sizeof fds);
+	*a = fds[0];
+	*b = fds[1];
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st, (void)type, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void remove_tree(const char *path)
+{
+	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+struct client {
+	int pidfd;
+	pid_t pid;
+};
+
+/* The server's life after it is ready: serve FUSE, hand out namespaces, clean up after
+ * containers, and leave when idle. */
+static noreturn void serve(const struct plan *p, const struct server_paths *sp, struct fuse_session *se, int listener)
+{
+	int userns = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+	int mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	static struct client clients[MAX_CLIENTS];
+	static struct pollfd fds[MAX_CLIENTS + 2];
+	size_t n = 0;
+	time_t idle_since = time(NULL);
+	for (;;) {
+		fds[0] = (struct pollfd){ .fd = fuse_session_fd_of(se), .events = POLLIN };
+		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
+		for (size_t i = 0; i < n; i++)
+			fds[i + 2] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
+		int timeout = -1;
+		if (n == 0) {
+			long left = (long)p->linger - (long)(time(NULL) - idle_since);
+			timeout = left > 0 ? (int)left * 1000 : 0;
+		}
+		int ready = poll(fds, n + 2, timeout);
+		if (ready < 0 && errno != EINTR)
+			break;
+		if (ready == 0 && n == 0) {
+			/* Idle: leave, unless a client is connecting right now (it holds the lock). */
+			int lock = lock_path(sp->lock, 1);
+			if (lock < 0)
+				continue;
+			struct pollfd pending = { .fd = listener, .events = POLLIN };
+			if (poll(&pending, 1, 0) == 0) {
+				unlink(sp->sock);
+				unlink(sp->lock);
+				close(lock);
+				break;
+			}
+			close(lock);
+			continue;
+		}
+		if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break; /* unmounted from outside */
+		if (fds[0].revents & POLLIN && fuse_pump(se) < 0)
+			break;
+		/* Containers that ended; only the slots this poll() looked at (a reused fd number
+		 * must not inherit an old slot's revents). */
+		for (size_t i = n; i-- > 0;) {
+			if (!(fds[i + 2].revents & (POLLIN | POLLHUP)))
+				continue;
+			char dir[4400];
+			snprintf(dir, sizeof dir, "%s/c-%d", sp->work, clients[i].pid);
+			remove_tree(dir);
+			close(clients[i].pidfd);
+			clients[i] = clients[--n];
+			fds[i + 2] = fds[n + 2];
+			if (n == 0)
+				idle_since = time(NULL);
+		}
+		if (fds[1].revents & POLLIN) {
+			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+			struct ucred cred;
+			socklen_t len = sizeof cred;
+			if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && n < MAX_CLIENTS) {
+				int pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+				if (pidfd >= 0) {
+					clients[n++] = (struct client){ pidfd, cred.pid };
+					send_fds(c, userns, mntns);
+				}
+			}
+			if (c >= 0)
+				close(c);
+		}
+	}
+	fuse_finish(se);
+	umount2(sp->work, MNT_DETACH);
+	rmdir(sp->mnt);
+	rmdir(sp->work);
+	unlink(sp->sock);
+	rmdir(sp->dir);
+	_exit(0);
+}
+
+/* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error
+ * that prevented it) on `report`. */
+static noreturn void become_server(const struct plan *p, const struct server_paths *sp, int report)
+{
+	setsid();
+	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
+	 * else of the helper's is kept: above all not its lock, which flock ties to the file
+	 * description and would keep held. */
+	dup2(report, STDERR_FILENO);
+	close_range(3, ~0U, 0);
+	enter_user_namespace(p->fakeroot);
+	/* Slave, not private: the host's later mounts (autofs homes, scratch) still show up. */
+	if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
+		fail_errno("cannot make the image server's mounts private");
+	if (mkdir(sp->dir, 0700) != 0 && errno != EEXIST)
+		fail_errno("cannot create %s", sp->dir);
+	if ((mkdir(sp->mnt, 0700) != 0 && errno != EEXIST) || (mkdir(sp->work, 0700) != 0 && errno != EEXIST))
+		fail_errno("cannot create the directories in %s", sp->dir);
+	if (mount("tmpfs", sp->work, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") != 0)
+		fail_errno("cannot mount a tmpfs on %s", sp->work);
+	struct fuse_session *se = fuse_mount_image(p->image, sp->mnt);
+
+	unlink(sp->sock);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	strcpy(addr.sun_path, sp->sock);
+	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(listener, 1024) != 0)
+		fail_errno("cannot listen on %s", sp->sock);
+	chmod(sp->sock, 0600);
+	if (chdir("/") != 0)
+		fail_errno("cannot enter /");
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, STDIN_FILENO);
+	dup2(devnull, STDOUT_FILENO);
+	dup2(devnull, STDERR_FILENO);
+	/* stderr was the report pipe: replacing it with /dev/null is EOF without a message: ready. */
+	signal(SIGPIPE, SIG_IGN);
+	serve(p, sp, se, listener);
+}
+
+static void start_server(const struct plan *p, const struct server_paths *sp)
+{
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		fail_errno("cannot create a pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		fail_errno("cannot fork");
+	if (pid == 0) {
+		/* Fork again so that the server is nobody's child: it outlives this container. */
+		close(pipefd[0]);
+		if (fork() == 0)
+			become_server(p, sp, pipefd[1]);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	waitpid(pid, NULL, 0);
+	char msg[4096];
+	ssize_t len, total = 0;
+	while ((len = read(pipefd[0], msg + total, sizeof msg - 1 - (size_t)total)) > 0)
+		total += len;
+	close(pipefd[0]);
+	if (total > 0) {
+		/* The server already wrote "berth: error: ..."; pass it on verbatim. */
+		msg[total] = '\0';
+		fputs(msg, stderr);
+		_exit(BERTH_EXIT_SETUP);
+	}
+}
+
+void attach_image(const struct plan *p, struct server_paths *sp)
+{
+	key_paths(p, sp);
+	int lock = lock_path(sp->lock, 0);
+	int sock = connect_to(sp->sock);
+	if (sock < 0) {
+		start_server(p, sp);
+		if ((sock = connect_to(sp->sock)) < 0)
+			fail_errno("the image server for %s did not start", p->image);
+	}
+	int userns, mntns;
+	receive_fds(sock, &userns, &mntns);
+	close(sock);
+	close(lock);
+	if (setns(userns, CLONE_NEWUSER) != 0)
+		fail_errno("cannot join the image server's user namespace");
+	if (setns(mntns, CLONE_NEWNS) != 0)
+		fail_errno("cannot join the image server's mount namespace");
+	close(userns);
+	close(mntns);
+}
