@@ -5,7 +5,7 @@ BENCH=${BERTH_BENCH_DIR:-/var/tmp/berth-bench}
 # Debian's own python3 and charliecloud, whatever else is on PATH.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin USER=${USER:-root}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BERTH=("$(command -v node)" "$REPO/dist/main.js")
+BERTH=("$(command -v node)" "$REPO/dist/berth.cjs")
 
 need() {
   local missing=()

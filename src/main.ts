@@ -68,7 +68,8 @@ const containerOptions = (cmd: Command) => cmd
   .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
   .option('--env-file <file>', 'set variables from KEY=VALUE lines')
   .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
-  .option('--dry-run [format]', 'print the launch plan instead of running it: json (default), or helper (what berth-helper reads)')
+  .option('--dry-run', 'print the launch plan instead of running it')
+  .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
   .passThroughOptions();
 
 containerOptions(program

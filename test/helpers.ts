@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const BERTH = path.join(ROOT, 'dist', 'main.js');
+export const BERTH = path.join(ROOT, 'dist', 'berth.cjs');
 export const PYTHON = '/usr/bin/python3';
 
 export interface Ran {

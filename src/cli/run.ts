@@ -20,7 +20,8 @@ export interface RunFlags {
   env?: string[];
   envFile?: string;
   pwd?: string;
-  dryRun?: boolean | string;
+  dryRun?: boolean;
+  planFormat?: string;
 }
 
 export function runOptions(flags: RunFlags): RunOptions {
@@ -57,8 +58,6 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
   const opened = await openImage(image);
   const plan = buildPlan(opened.path, opened.metadata, hostFacts(), runOptions(flags), { mode, args } as Command);
-  if (flags.dryRun === 'helper') return serializePlan(plan);
-  if (flags.dryRun === true || flags.dryRun === 'json') return JSON.stringify(plan, null, 2);
-  if (flags.dryRun !== undefined) throw new BerthError('USAGE', `--dry-run=${flags.dryRun}: unknown format`, 'use --dry-run (JSON) or --dry-run=helper');
+  if (flags.dryRun) return flags.planFormat === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2);
   return { exitCode: await runPlan(plan) };
 }

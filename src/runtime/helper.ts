@@ -9,14 +9,21 @@ import { BerthError } from '../errors.js';
 import { serializePlan } from '../plan/serialize.js';
 import type { LaunchPlan } from '../plan/types.js';
 
+/** berth-helper: BERTH_HELPER, else native/build/ of the checkout or package this file is in. */
 export function helperPath(): string {
-  const found = process.env.BERTH_HELPER ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/build/berth-helper');
-  try {
-    accessSync(found, fsConstants.X_OK);
-  } catch {
-    throw new BerthError('HELPER_MISSING', `berth-helper is not at ${found}`, 'build it: make -C native (see README), or set BERTH_HELPER');
+  if (process.env.BERTH_HELPER) return process.env.BERTH_HELPER;
+  // This code runs from src/runtime (tests), dist/runtime, or the dist/berth.cjs bundle.
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let up = 0; up < 3; up++, dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'native/build/berth-helper');
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking upwards
+    }
   }
-  return found;
+  throw new BerthError('HELPER_MISSING', 'berth-helper is not built', 'build it: make -C native (the README setup does), or set BERTH_HELPER');
 }
 
 /** Signals passed on. On a terminal, ^C and ^\ reach the container directly (same process group). */
