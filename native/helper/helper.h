@@ -54,10 +54,13 @@ void fuse_finish(struct fuse_session *se); /* unmount and free */
 struct server_paths {
 	char lock[4200], dir[4200], sock[4300], mnt[4300], work[4300];
 };
-void attach_image(const struct plan *p, struct server_paths *sp);
+int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
+void report_overlay(int sock, pid_t overlay);
 
-/* mount.c: builds the root at base/root from the image at lower, then pivots into it. */
-void build_root(const struct plan *p, const char *lower, const char *base);
+/* mount.c: builds the root at base/root from the image served at sp->mnt, then pivots into
+ * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
+ * namespace), or 0. */
+pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base);
 
 /* main.c */
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

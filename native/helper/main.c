@@ -103,13 +103,16 @@ int main(int argc, char **argv)
 	check_runtime_dir(p.runtime);
 
 	struct server_paths sp;
-	attach_image(&p, &sp);
+	int server = attach_image(&p, &sp);
 	/* Our own mount namespace for this container's root, still receiving the host's mounts. */
 	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot create the container's mount namespace");
 	char base[4400];
 	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
-	build_root(&p, sp.mnt, base);
+	pid_t overlay = build_root(&p, &sp, base);
+	if (overlay)
+		report_overlay(server, overlay);
+	close(server);
 	/* This process becomes the container: its exit status and signals are the job's own. */
 	exec_command(&p);
 }

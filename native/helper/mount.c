@@ -6,13 +6,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/openat2.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -231,8 +236,70 @@ static void do_line(int rootfd, const struct op *op)
 	free(text);
 }
 
-void build_root(const struct plan *p, const char *lower, const char *base)
+#define FUSE_SUPER_MAGIC 0x65735546
+
+/* An exec by a non-root uid drops every capability, even in our own user namespace; an
+ * ambient CAP_SYS_ADMIN (meaningful in this namespace only) lets fuse-overlayfs mount. */
+static void keep_sys_admin_across_exec(void)
 {
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	if (syscall(SYS_capget, &hdr, data) != 0)
+		fail_errno("cannot read capabilities");
+	data[CAP_TO_INDEX(CAP_SYS_ADMIN)].inheritable |= CAP_TO_MASK(CAP_SYS_ADMIN);
+	if (syscall(SYS_capset, &hdr, data) != 0 || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0) != 0)
+		fail_errno("cannot pass CAP_SYS_ADMIN on to fuse-overlayfs");
+}
+
+/* Kernels before 5.11 (RHEL 8's 4.18 among them) refuse overlayfs in a user namespace;
+ * fuse-overlayfs does the same in user space. It runs as an orphan (not the container's
+ * child, so a shell's `wait` never waits for it) and the image server stops it when the
+ * container's process ends. Returns its pid once its mount is up. */
+static pid_t start_fuse_overlayfs(const char *opts, const char *root)
+{
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		fail_errno("cannot create a pipe");
+	pid_t mid = fork();
+	if (mid < 0)
+		fail_errno("cannot fork");
+	if (mid == 0) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			keep_sys_admin_across_exec();
+			int devnull = open("/dev/null", O_RDWR);
+			dup2(devnull, STDIN_FILENO);
+			dup2(devnull, STDOUT_FILENO);
+			execlp("fuse-overlayfs", "fuse-overlayfs", "-f", "-o", opts, root, (char *)NULL);
+			_exit(127);
+		}
+		if (write(pipefd[1], &pid, sizeof pid) != sizeof pid)
+			_exit(1);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	pid_t pid = 0;
+	waitpid(mid, NULL, 0);
+	if (read(pipefd[0], &pid, sizeof pid) != sizeof pid || pid <= 0)
+		fail("cannot start fuse-overlayfs");
+	close(pipefd[0]);
+	for (int i = 0; i < 500; i++) { /* up to 5 s */
+		struct statfs st;
+		if (statfs(root, &st) == 0 && st.f_type == FUSE_SUPER_MAGIC)
+			return pid;
+		if (kill(pid, 0) != 0)
+			break;
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	fail("this kernel refuses overlayfs in a user namespace (Linux 5.11 or newer allows it), and fuse-overlayfs "
+	     "did not start in its place: install fuse-overlayfs (apt-get install fuse-overlayfs)");
+}
+
+pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base)
+{
+	const char *lower = sp->mnt;
+	const char *hidden[] = { sp->work, sp->mnt };
 	char upper[4400], work[4400], root[4400], opts[13500];
 	snprintf(upper, sizeof upper, "%s/upper", base);
 	snprintf(work, sizeof work, "%s/work", base);
@@ -246,9 +313,11 @@ void build_root(const struct plan *p, const char *lower, const char *base)
 	 * unprivileged mounter may write; older kernels do not know it and need no such option. */
 	char with_userxattr[13600];
 	snprintf(with_userxattr, sizeof with_userxattr, "%s,userxattr", opts);
-	if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
-	    mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0)
-		fail_errno("this kernel refuses an overlay filesystem in a user namespace (Linux 5.11 or newer allows it)");
+	pid_t overlay = 0;
+	if (getenv("BERTH_FORCE_FUSE_OVERLAYFS") ||
+	    (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
+	     mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0))
+		overlay = start_fuse_overlayfs(opts, root);
 	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		fail_errno("cannot open %s", root);
@@ -263,6 +332,13 @@ void build_root(const struct plan *p, const char *lower, const char *base)
 		}
 	}
 	close(rootfd);
+	/* When the runtime directory lies under a bound host directory (/tmp, $HOME), the rbind
+	 * brought the image server's mounts in, this very root among them: take those copies out. */
+	for (size_t i = 0; i < sizeof hidden / sizeof *hidden; i++) {
+		char copy[8800];
+		snprintf(copy, sizeof copy, "%s%s", root, hidden[i]);
+		umount2(copy, MNT_DETACH | UMOUNT_NOFOLLOW); /* EINVAL where nothing was brought in */
+	}
 	/* pivot_root(".", "."): the old root ends up on top of the new one, then goes. */
 	if (chdir(root) != 0 || syscall(SYS_pivot_root, ".", ".") != 0)
 		fail_errno("cannot pivot_root into %s", root);
@@ -270,4 +346,5 @@ void build_root(const struct plan *p, const char *lower, const char *base)
 		fail_errno("cannot detach the host's root");
 	if (!p->writable && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
 		fail_errno("cannot make the container's root read-only");
+	return overlay;
 }

@@ -128,9 +128,43 @@ static void remove_tree(const char *path)
 }
 
 struct client {
-	int pidfd;
+	int pidfd;         /* the container's process */
 	pid_t pid;
+	int conn;          /* open until the container has built its root; -1 after */
+	int overlay_pidfd; /* a fuse-overlayfs serving its root (old kernels), or -1 */
 };
+
+/* A container reports "overlay PID" when it had to start fuse-overlayfs: it is stopped with
+ * the container. */
+static void read_report(struct client *c)
+{
+	char buf[64];
+	ssize_t len = read(c->conn, buf, sizeof buf - 1);
+	int pid;
+	if (len > 0) {
+		buf[len] = '\0';
+		if (sscanf(buf, "overlay %d", &pid) == 1 && c->overlay_pidfd < 0)
+			c->overlay_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (!memchr(buf, '\n', (size_t)len))
+			return;
+	}
+	close(c->conn);
+	c->conn = -1;
+}
+
+static void drop_client(const struct server_paths *sp, struct client *c)
+{
+	if (c->overlay_pidfd >= 0) {
+		syscall(SYS_pidfd_send_signal, c->overlay_pidfd, SIGTERM, NULL, 0);
+		close(c->overlay_pidfd);
+	}
+	if (c->conn >= 0)
+		close(c->conn);
+	char dir[4400];
+	snprintf(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
+	remove_tree(dir);
+	close(c->pidfd);
+}
 
 /* The server's life after it is ready: serve FUSE, hand out namespaces, clean up after
  * containers, and leave when idle. */
@@ -139,20 +173,23 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 	int userns = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
 	int mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
 	static struct client clients[MAX_CLIENTS];
-	static struct pollfd fds[MAX_CLIENTS + 2];
+	/* fds: fuse, listener, then per client its pidfd and its connection (or -1, ignored). */
+	static struct pollfd fds[2 * MAX_CLIENTS + 2];
 	size_t n = 0;
 	time_t idle_since = time(NULL);
 	for (;;) {
 		fds[0] = (struct pollfd){ .fd = fuse_session_fd_of(se), .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
-		for (size_t i = 0; i < n; i++)
-			fds[i + 2] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
+		for (size_t i = 0; i < n; i++) {
+			fds[2 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
+			fds[3 + 2 * i] = (struct pollfd){ .fd = clients[i].conn, .events = POLLIN };
+		}
 		int timeout = -1;
 		if (n == 0) {
 			long left = (long)p->linger - (long)(time(NULL) - idle_since);
 			timeout = left > 0 ? (int)left * 1000 : 0;
 		}
-		int ready = poll(fds, n + 2, timeout);
+		int ready = poll(fds, 2 * n + 2, timeout);
 		if (ready < 0 && errno != EINTR)
 			break;
 		if (ready == 0 && n == 0) {
@@ -174,33 +211,33 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 			break; /* unmounted from outside */
 		if (fds[0].revents & POLLIN && fuse_pump(se) < 0)
 			break;
-		/* Containers that ended; only the slots this poll() looked at (a reused fd number
-		 * must not inherit an old slot's revents). */
+		/* Only the slots this poll() looked at: a reused fd number must not inherit an old
+		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe. */
 		for (size_t i = n; i-- > 0;) {
-			if (!(fds[i + 2].revents & (POLLIN | POLLHUP)))
+			if (clients[i].conn >= 0 && fds[3 + 2 * i].revents)
+				read_report(&clients[i]);
+			if (!(fds[2 + 2 * i].revents & (POLLIN | POLLHUP)))
 				continue;
-			char dir[4400];
-			snprintf(dir, sizeof dir, "%s/c-%d", sp->work, clients[i].pid);
-			remove_tree(dir);
-			close(clients[i].pidfd);
+			drop_client(sp, &clients[i]);
 			clients[i] = clients[--n];
-			fds[i + 2] = fds[n + 2];
+			fds[2 + 2 * i] = fds[2 + 2 * n];
+			fds[3 + 2 * i] = fds[3 + 2 * n];
 			if (n == 0)
 				idle_since = time(NULL);
 		}
 		if (fds[1].revents & POLLIN) {
-			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			struct ucred cred;
 			socklen_t len = sizeof cred;
-			if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && n < MAX_CLIENTS) {
-				int pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-				if (pidfd >= 0) {
-					clients[n++] = (struct client){ pidfd, cred.pid };
-					send_fds(c, userns, mntns);
-				}
-			}
-			if (c >= 0)
+			int pidfd = -1;
+			if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && n < MAX_CLIENTS)
+				pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+			if (pidfd >= 0) {
+				clients[n++] = (struct client){ pidfd, cred.pid, c, -1 };
+				send_fds(c, userns, mntns);
+			} else if (c >= 0) {
 				close(c);
+			}
 		}
 	}
 	fuse_finish(se);
@@ -282,7 +319,7 @@ static void start_server(const struct plan *p, const struct server_paths *sp)
 	}
 }
 
-void attach_image(const struct plan *p, struct server_paths *sp)
+int attach_image(const struct plan *p, struct server_paths *sp)
 {
 	key_paths(p, sp);
 	int lock = lock_path(sp->lock, 0);
@@ -294,7 +331,6 @@ void attach_image(const struct plan *p, struct server_paths *sp)
 	}
 	int userns, mntns;
 	receive_fds(sock, &userns, &mntns);
-	close(sock);
 	close(lock);
 	if (setns(userns, CLONE_NEWUSER) != 0)
 		fail_errno("cannot join the image server's user namespace");
@@ -302,4 +338,13 @@ void attach_image(const struct plan *p, struct server_paths *sp)
 		fail_errno("cannot join the image server's mount namespace");
 	close(userns);
 	close(mntns);
+	return sock;
+}
+
+void report_overlay(int sock, pid_t overlay)
+{
+	char msg[32];
+	int len = snprintf(msg, sizeof msg, "overlay %d\n", overlay);
+	if (write(sock, msg, (size_t)len) != len)
+		fail_errno("cannot tell the image server about fuse-overlayfs");
 }

@@ -206,6 +206,28 @@ describe('binds and writable tmpfs', () => {
     expect((await b('exec', img('busybox'), 'cat', '/etc/motd')).stdout).toBe('from the image\n');
   });
 
+  it('falls back to fuse-overlayfs where the kernel refuses overlayfs (forced here), and stops it with the container', async () => {
+    const forced = { ...env(), BERTH_FORCE_FUSE_OVERLAYFS: '1' };
+    const rw = await run(process.execPath, [BERTH, 'exec', '--writable-tmpfs', img('busybox'), 'sh', '-c',
+      'echo changed > /etc/motd; cat /etc/motd; grep " / / " /proc/self/mountinfo'], { env: forced });
+    expect(rw.stderr).toBe('');
+    expect(rw.stdout).toMatch(/^changed\n.* - fuse\.fuse-overlayfs /);
+    const ro = await run(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'cat /etc/motd; touch /x'], { env: forced });
+    expect(ro.stdout).toBe('from the image\n');
+    expect(ro.stderr).toMatch(/Read-only file system/);
+    const overlays = () => spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,comm=']).stdout.toString()
+      .split('\n').filter((l) => l.includes('fuse-overlayfs') && !l.trim().startsWith('Z'));
+    expect(await until(() => overlays().length === 0 && liveHelpers().length === 0, 5000)).toBe(true);
+  });
+
+  it("hides the image server's own mounts when its runtime directory is under a bound /tmp", async () => {
+    const r = await run(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'cut -d" " -f5 /proc/self/mountinfo'],
+      { env: { ...env(), BERTH_RUNTIME_DIR: path.join('/tmp', `berth-rt-${process.pid}`) } });
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')).not.toContainEqual(expect.stringContaining(`berth-rt-${process.pid}`));
+    spawnSync('rm', ['-rf', path.join('/tmp', `berth-rt-${process.pid}`)]);
+  });
+
   it('--containall gives a private /tmp', async () => {
     const file = path.join('/tmp', `berth-contain-${process.pid}`);
     writeFileSync(file, 'host');
