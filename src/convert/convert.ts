@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { BerthError } from '../errors.js';
 import type { Platform } from '../image/platform.js';
 import type { Compression, ImageSource, LayerBlob, ResolvedImage } from '../image/source.js';
-import { buildMetadata, METADATA_DIR, METADATA_PATH, type ImageMetadata } from '../squashfs/metadata.js';
+import { buildMetadata, metadataBytes, METADATA_DIR, METADATA_PATH, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
 import { explainLayerError, layerCompressionOf, tarStages } from './layer-stream.js';
 import { LayerIndexBuilder, Merger, NeedsLayerIndex, type LayerIndex } from './merge.js';
 import { AtomicOutput } from './output.js';
@@ -60,6 +60,7 @@ export async function convertImage(source: ImageSource, opts: ConvertOptions, ev
       output.truncate();
       await writeImage(image, compressions, metadata, output, opts, events, true);
     }
+    writeMetadataTrailer(output.fd, output.size, metadataBytes(metadata));
     const size = output.size;
     output.commit();
     return { output: output.target, size, metadata, indexed };
@@ -118,7 +119,7 @@ async function writeImage(
 
 /** The image's own metadata goes first, into a directory no layer may touch. */
 function writeMetadata(metadata: ImageMetadata, out: (chunk: Buffer) => void): void {
-  const body = Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`);
+  const body = metadataBytes(metadata);
   const base: TarEntry = {
     name: METADATA_DIR, linkname: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, uname: 'root', gname: 'root',
     size: 0, mtime: 0, devmajor: 0, devminor: 0, xattrs: new Map(),

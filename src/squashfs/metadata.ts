@@ -1,6 +1,10 @@
 // What a berth image carries about itself, at /.berth/image.json inside the squashfs, so that
-// running and inspecting need nothing but the file. The format is versioned; readers refuse a
-// newer major version rather than guess. See README "The image file".
+// running and inspecting need nothing but the file. The same bytes also follow the squashfs
+// (which ends where its superblock's bytes_used says; readers of squashfs ignore what follows),
+// in a trailer that a reader finds with two small reads and no squashfs code:
+//   [squashfs][JSON][u64 LE length of JSON]["BERTHMD1"]
+// The format is versioned; readers refuse a newer version rather than guess. See README.
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import type { ImageConfig, ResolvedImage } from '../image/source.js';
 
@@ -72,4 +76,36 @@ export function parseMetadata(text: string, file: string): ImageMetadata {
     throw new BerthError('NOT_A_BERTH_IMAGE', `${file} was made by a newer berth (image format ${version})`, 'upgrade berth to read it');
   }
   return doc as ImageMetadata;
+}
+
+const TRAILER_MAGIC = Buffer.from('BERTHMD1');
+
+export function metadataBytes(metadata: ImageMetadata): Buffer {
+  return Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`);
+}
+
+/** Appends the trailer at `offset` (the end of the squashfs) of an open image file. */
+export function writeMetadataTrailer(fd: number, offset: number, json: Buffer): void {
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeSync(fd, Buffer.concat([json, len, TRAILER_MAGIC]), 0, json.length + 16, offset);
+}
+
+/** The trailer's JSON, or undefined if the file has none (not made by this berth). */
+export function readMetadataTrailer(file: string): string | undefined {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size < 16) return undefined;
+    const tail = Buffer.alloc(16);
+    readSync(fd, tail, 0, 16, size - 16);
+    if (!tail.subarray(8).equals(TRAILER_MAGIC)) return undefined;
+    const len = Number(tail.readBigUInt64LE(0));
+    if (len > size - 16 || len > 64 * 1024 * 1024) return undefined;
+    const json = Buffer.alloc(len);
+    readSync(fd, json, 0, len, size - 16 - len);
+    return json.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
