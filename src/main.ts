@@ -72,26 +72,17 @@ const containerOptions = (cmd: Command) => cmd
   .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
   .passThroughOptions();
 
-containerOptions(program
-  .command('run')
-  .description("run an image's Entrypoint/Cmd, as docker run does (arguments replace Cmd)")
-  .argument('<image>', 'a squashfs file made by berth convert')
-  .argument('[args...]', 'arguments for the entrypoint (after --)'))
-  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('run', image, args, flags)));
-
-containerOptions(program
-  .command('exec')
-  .description('run a command in an image')
-  .argument('<image>', 'a squashfs file made by berth convert')
-  .argument('<command...>', 'the command and its arguments'))
-  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('exec', image, args, flags)));
-
-containerOptions(program
-  .command('shell')
-  .description("open the image's shell (bash if it has one, else sh)")
-  .argument('<image>', 'a squashfs file made by berth convert')
-  .argument('[args...]', 'arguments for the shell'))
-  .action((image: string, args: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand('shell', image, args, flags)));
+const containerCommands = [
+  ['run', "run an image's Entrypoint/Cmd, as docker run does (arguments replace Cmd)", '[args...]', 'arguments for the entrypoint (after --)'],
+  ['exec', 'run a command in an image', '<command...>', 'the command and its arguments'],
+  ['shell', "open the image's shell (bash if it has one, else sh)", '[args...]', 'arguments for the shell'],
+] as const;
+for (const [name, description, args, argsHelp] of containerCommands) {
+  containerOptions(program.command(name).description(description)
+    .argument('<image>', 'a squashfs file made by berth convert')
+    .argument(args, argsHelp))
+    .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
+}
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`berth: error: ${messageOf(e)}\n`);

@@ -4,6 +4,7 @@
 #define BERTH_HELPER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdnoreturn.h>
 
 #include "../exit_codes.h"
@@ -65,5 +66,8 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 /* main.c */
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,
+ * and a container shell's `wait` never waits for it. Returns 0 in it, its pid here. */
+pid_t fork_orphan(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -45,6 +46,32 @@ noreturn void fail_errno(const char *fmt, ...)
 	vreport(fmt, ap, err);
 	va_end(ap);
 	_exit(BERTH_EXIT_SETUP);
+}
+
+pid_t fork_orphan(void)
+{
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		fail_errno("cannot create a pipe");
+	pid_t mid = fork();
+	if (mid < 0)
+		fail_errno("cannot fork");
+	if (mid == 0) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(pipefd[0]);
+			close(pipefd[1]);
+			return 0;
+		}
+		_exit(write(pipefd[1], &pid, sizeof pid) == sizeof pid ? 0 : 1);
+	}
+	close(pipefd[1]);
+	waitpid(mid, NULL, 0);
+	pid_t pid = 0;
+	if (read(pipefd[0], &pid, sizeof pid) != sizeof pid || pid <= 0)
+		fail("cannot fork");
+	close(pipefd[0]);
+	return pid;
 }
 
 /* The runtime directory holds the image servers' sockets and locks: it must be the user's own. */

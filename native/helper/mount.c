@@ -257,32 +257,15 @@ static void keep_sys_admin_across_exec(void)
  * container's process ends. Returns its pid once its mount is up. */
 static pid_t start_fuse_overlayfs(const char *opts, const char *root)
 {
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) != 0)
-		fail_errno("cannot create a pipe");
-	pid_t mid = fork();
-	if (mid < 0)
-		fail_errno("cannot fork");
-	if (mid == 0) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			keep_sys_admin_across_exec();
-			int devnull = open("/dev/null", O_RDWR);
-			dup2(devnull, STDIN_FILENO);
-			dup2(devnull, STDOUT_FILENO);
-			execlp("fuse-overlayfs", "fuse-overlayfs", "-f", "-o", opts, root, (char *)NULL);
-			_exit(127);
-		}
-		if (write(pipefd[1], &pid, sizeof pid) != sizeof pid)
-			_exit(1);
-		_exit(0);
+	pid_t pid = fork_orphan();
+	if (pid == 0) {
+		keep_sys_admin_across_exec();
+		int devnull = open("/dev/null", O_RDWR);
+		dup2(devnull, STDIN_FILENO);
+		dup2(devnull, STDOUT_FILENO);
+		execlp("fuse-overlayfs", "fuse-overlayfs", "-f", "-o", opts, root, (char *)NULL);
+		_exit(127);
 	}
-	close(pipefd[1]);
-	pid_t pid = 0;
-	waitpid(mid, NULL, 0);
-	if (read(pipefd[0], &pid, sizeof pid) != sizeof pid || pid <= 0)
-		fail("cannot start fuse-overlayfs");
-	close(pipefd[0]);
 	for (int i = 0; i < 500; i++) { /* up to 5 s */
 		struct statfs st;
 		if (statfs(root, &st) == 0 && st.f_type == FUSE_SUPER_MAGIC)

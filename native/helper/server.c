@@ -127,6 +127,23 @@ static void remove_tree(const char *path)
 	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
+/* Unmounts and removes everything, holding the lock (when given) until the directories are
+ * gone: a server started next must not find them half-removed. */
+static noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
+{
+	unlink(sp->sock);
+	fuse_finish(se);
+	umount2(sp->work, MNT_DETACH);
+	rmdir(sp->mnt);
+	rmdir(sp->work);
+	rmdir(sp->dir);
+	if (lock >= 0) {
+		unlink(sp->lock);
+		close(lock);
+	}
+	_exit(0);
+}
+
 struct client {
 	int pidfd;         /* the container's process */
 	pid_t pid;
@@ -198,12 +215,8 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 			if (lock < 0)
 				continue;
 			struct pollfd pending = { .fd = listener, .events = POLLIN };
-			if (poll(&pending, 1, 0) == 0) {
-				unlink(sp->sock);
-				unlink(sp->lock);
-				close(lock);
-				break;
-			}
+			if (poll(&pending, 1, 0) == 0)
+				shut_down(sp, se, lock);
 			close(lock);
 			continue;
 		}
@@ -240,13 +253,7 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 			}
 		}
 	}
-	fuse_finish(se);
-	umount2(sp->work, MNT_DETACH);
-	rmdir(sp->mnt);
-	rmdir(sp->work);
-	unlink(sp->sock);
-	rmdir(sp->dir);
-	_exit(0);
+	shut_down(sp, se, -1);
 }
 
 /* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error
@@ -294,18 +301,12 @@ static void start_server(const struct plan *p, const struct server_paths *sp)
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) != 0)
 		fail_errno("cannot create a pipe");
-	pid_t pid = fork();
-	if (pid < 0)
-		fail_errno("cannot fork");
-	if (pid == 0) {
-		/* Fork again so that the server is nobody's child: it outlives this container. */
+	/* The server is nobody's child: it outlives this container. */
+	if (fork_orphan() == 0) {
 		close(pipefd[0]);
-		if (fork() == 0)
-			become_server(p, sp, pipefd[1]);
-		_exit(0);
+		become_server(p, sp, pipefd[1]);
 	}
 	close(pipefd[1]);
-	waitpid(pid, NULL, 0);
 	char msg[4096];
 	ssize_t len, total = 0;
 	while ((len = read(pipefd[0], msg + total, sizeof msg - 1 - (size_t)total)) > 0)
