@@ -72,8 +72,8 @@ describe('commands and exit status', () => {
 });
 
 describe('what jobs depend on', () => {
-  it('SIGTERM, SIGHUP and SIGUSR1 reach the job', async () => {
-    for (const [signal, n] of [['SIGTERM', 15], ['SIGHUP', 1], ['SIGUSR1', 10]] as const) {
+  it('SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 reach the job', async () => {
+    for (const [signal, n] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1], ['SIGUSR1', 10], ['SIGUSR2', 12]] as const) {
       const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c',
         `trap 'echo got ${signal}; exit ${n}' ${signal.slice(3)}; echo ready; while :; do sleep 0.05; done`], { env: env() });
       let out = '';
@@ -244,6 +244,13 @@ describe('errors a user can act on', () => {
     const r = await b('exec', f, 'true');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/is not a squashfs file[\s\S]*berth convert/);
+  });
+
+  it('a node without /dev/fuse', async () => {
+    // An empty /dev, in a user namespace of the test's own: the node as a machine without FUSE.
+    const r = await run('unshare', ['-Urm', 'sh', '-c', `mount -t tmpfs none /dev && exec ${process.execPath} ${BERTH} exec ${img('busybox')} true`], { env: env() });
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/\/dev\/fuse does not exist on this node; an administrator must load the fuse module/);
   });
 
   it('an image made for another architecture', async () => {
