@@ -38,7 +38,7 @@ const program = new Command('berth')
 program
   .command('convert')
   .description('convert an image into one read-only squashfs file')
-  .argument('<source>', 'oci:DIR[:TAG|@DIGEST] or docker-archive:FILE.tar[:NAME:TAG]')
+  .argument('<source>', 'oci:DIR[:TAG|@DIGEST], docker-archive:FILE.tar[:NAME:TAG] or docker://REF')
   .requiredOption('-o, --output <file>', 'the squashfs file to write')
   .addOption(new Option('--compression <name>', 'zstd | gzip | xz | lz4 | none (default: zstd, see README)'))
   .option('--level <n>', 'compression level (zstd: 1-22, default 3; gzip: 1-9)')
@@ -47,7 +47,38 @@ program
   .option('-f, --force', 'replace the output file if it exists')
   .option('-q, --quiet', 'print nothing but errors')
   .option('--json', 'print the result as JSON on stdout')
+  .option('--insecure', 'docker://: allow plain http for this registry (always allowed for localhost)')
   .action((source: string, flags) => run(async () => (await import('./cli/convert.js')).convertCommand(source, flags)));
+
+program
+  .command('pull')
+  .description('pull an image from a registry into the cache and convert it (once); print its path')
+  .argument('<reference>', 'docker://[REGISTRY/]REPO[:TAG|@DIGEST] (Docker Hub by default)')
+  .option('-o, --output <file>', 'also copy the image here')
+  .option('--platform <os/arch[/variant]>', 'which image of a multi-platform index (default: this host)')
+  .option('--insecure', 'allow plain http for this registry (always allowed for localhost)')
+  .option('--parallel <n>', 'layers downloaded at once (default 3)')
+  .option('-f, --force', 'replace the -o file if it exists')
+  .option('-q, --quiet', 'print nothing but errors')
+  .option('--json', 'print the result as JSON on stdout')
+  .action((reference: string, flags) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags)));
+
+program
+  .command('images')
+  .description('list the converted images in the cache')
+  .option('--json', 'print JSON')
+  .action((flags) => run(async () => (await import('./cli/images.js')).imagesCommand(flags)));
+
+program
+  .command('rm')
+  .description('remove converted images from the cache')
+  .argument('<image...>', 'a manifest digest (or its first 12+ hex digits), or the docker:// reference it was pulled as')
+  .action((images: string[]) => run(async () => (await import('./cli/images.js')).rmCommand(images)));
+
+program
+  .command('prune')
+  .description('remove the downloaded layers from the cache (converted images stay)')
+  .action(() => run(async () => (await import('./cli/images.js')).pruneCommand()));
 
 program
   .command('inspect')

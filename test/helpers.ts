@@ -184,3 +184,42 @@ export async function umociListing(layoutDir: string, tag: string, work: string)
     cleanup(bundle);
   }
 }
+
+/** A layer with one file, arch.txt, holding the architecture's name (made by GNU tar). */
+export function archLayer(arch: string, work: string): Buffer {
+  const src = path.join(work, `src-${arch}`);
+  mkdirSync(src, { recursive: true });
+  writeFileSync(path.join(src, 'arch.txt'), arch);
+  return spawnSync('tar', ['-C', src, '-cf', '-', 'arch.txt'], { maxBuffer: 1 << 20 }).stdout;
+}
+
+/**
+ * An OCI layout with tag "multi" on an index over linux/amd64 and linux/arm64/v8 images (each
+ * with arch.txt), and tag "armonly" on the arm64 manifest. Returns the manifests' digests.
+ */
+export async function makeMultiPlatformLayout(dir: string, work: string): Promise<Record<string, string>> {
+  const amd = makeLayout(dir, [archLayer('amd64', work)], { architecture: 'amd64' });
+  const arm = makeLayout(path.join(work, 'arm-only'), [archLayer('arm64', work)], { architecture: 'arm64' });
+  spawnSync('sh', ['-c', `cp -n ${arm.dir}/blobs/sha256/* ${dir}/blobs/sha256/`]);
+  const descriptor = (digest: string, extra: object) => ({
+    mediaType: 'application/vnd.oci.image.manifest.v1+json', digest,
+    size: readFileSync(path.join(dir, 'blobs/sha256', digest.slice(7))).length, ...extra,
+  });
+  const inner = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      descriptor(amd.manifestDigest, { platform: { os: 'linux', architecture: 'amd64' } }),
+      descriptor(arm.manifestDigest, { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+    ],
+  }));
+  const innerDigest = sha256(inner);
+  writeFileSync(path.join(dir, 'blobs/sha256', innerDigest.slice(7)), inner);
+  writeFileSync(path.join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [
+      { mediaType: 'application/vnd.oci.image.index.v1+json', digest: innerDigest, size: inner.length, annotations: { 'org.opencontainers.image.ref.name': 'multi' } },
+      descriptor(arm.manifestDigest, { annotations: { 'org.opencontainers.image.ref.name': 'armonly' } }),
+    ],
+  }));
+  return { amd64: amd.manifestDigest, arm64: arm.manifestDigest, index: innerDigest };
+}

@@ -19,6 +19,10 @@ export interface ConvertFlags {
 }
 
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<string> {
+  if (source.startsWith('docker://')) {
+    // From a registry: pulled into the cache (converted once), then copied to -o.
+    return (await import('./pull.js')).pullCommand(source, flags);
+  }
   const compression = (flags.compression ?? DEFAULT_COMPRESSION) as SquashCompression;
   if (!COMPRESSIONS.includes(compression)) {
     throw new BerthError('USAGE', `unknown compression '${flags.compression}'`, `choose one of ${COMPRESSIONS.join(', ')}`);

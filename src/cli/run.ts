@@ -56,6 +56,10 @@ export function runOptions(flags: RunFlags): RunOptions {
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
+  if (image.startsWith('docker://')) {
+    const { pullToCache } = await import('./pull.js');
+    image = (await pullToCache(image, { platform: undefined }, 'quiet')).path;
+  }
   const opened = await openImage(image);
   const plan = buildPlan(opened.path, opened.metadata, hostFacts(), runOptions(flags), { mode, args } as Command);
   if (flags.dryRun) return flags.planFormat === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2);

@@ -6,6 +6,18 @@ import { formatPlatform, platformMatches, type Platform } from './platform.js';
 import type { Compression, ImageConfig, LayerBlob, ResolvedImage } from './source.js';
 import type { Readable } from 'node:stream';
 
+/**
+ * Where resolution gets manifests, configs and layers: an OCI layout (directory or tarball)
+ * or a registry. Everything it returns has been checked against its digest.
+ */
+export interface BlobStore {
+  readonly describe: string;
+  manifest(digest: string): Promise<Buffer>;
+  config(digest: string): Promise<Buffer>;
+  /** Makes a layer blob available (a registry downloads it) and returns how to read it. */
+  layer(desc: Descriptor): Promise<(range?: { start: number; end: number }) => Readable>;
+}
+
 /** Files of a layout, wherever they live. */
 export interface LayoutFiles {
   readonly describe: string;
@@ -85,8 +97,25 @@ export interface Selector {
   platform: Platform;
 }
 
+export function layoutStore(files: LayoutFiles): BlobStore {
+  return {
+    describe: files.describe,
+    manifest: (digest) => readVerifiedBlob(files, digest),
+    config: (digest) => readVerifiedBlob(files, digest),
+    layer: async (l) => {
+      const path = blobPath(l.digest);
+      if ((await files.size(path)) === undefined) {
+        throw new BerthError('SOURCE_INVALID', `${files.describe} lacks layer blob ${l.digest}`,
+          'the image layout is incomplete; copy it again (e.g. with skopeo copy)');
+      }
+      return (range) => files.open(path, range);
+    },
+  };
+}
+
 /** Walks index.json (and nested indexes) down to one image manifest. */
 export async function resolveLayout(files: LayoutFiles, sel: Selector, reference: string): Promise<ResolvedImage> {
+  const store = layoutStore(files);
   const indexData = await files.read('index.json');
   if (!indexData) {
     throw new BerthError('SOURCE_INVALID', `${files.describe} has no index.json, so it is not an OCI image layout`,
@@ -106,10 +135,10 @@ export async function resolveLayout(files: LayoutFiles, sel: Selector, reference
       throw new BerthError('IMAGE_NOT_IN_SOURCE', `${files.describe} has no image tagged '${wanted}'`,
         tags.length ? `it has: ${tags.join(', ')}; name one as ${reference.replace(/:[^:/]*$/, '')}:TAG` : 'name one by digest with @sha256:...');
     }
-    if (named.length > 1) return resolveFromList(files, named, sel, reference);
+    if (named.length > 1) return resolveFromList(store, named, sel, reference);
     desc = named[0]!;
   }
-  return resolveDescriptor(files, desc, sel, reference, 0);
+  return resolveDescriptor(store, desc, sel, reference, 0);
 }
 
 function tagMatches(d: Descriptor, tag: string): boolean {
@@ -118,55 +147,64 @@ function tagMatches(d: Descriptor, tag: string): boolean {
   return name === tag || (full !== undefined && (full === tag || full.endsWith(`:${tag}`)));
 }
 
-async function resolveFromList(files: LayoutFiles, list: Descriptor[], sel: Selector, reference: string): Promise<ResolvedImage> {
-  const fit = list.filter((d) => !d.platform || platformMatches(d.platform, sel.platform));
+/** The entry of an index (image list) that serves the platform, or an error naming what there is. */
+export function choosePlatform(describe: string, list: Descriptor[], want: Platform): Descriptor {
+  const fit = list.filter((d) => !d.platform || platformMatches(d.platform, want));
   const chosen = fit.find((d) => d.platform) ?? fit[0];
-  if (!chosen) throw platformError(files, list, sel.platform);
-  return resolveDescriptor(files, chosen, sel, reference, 1);
-}
-
-function platformError(files: LayoutFiles, list: Descriptor[], want: Platform): BerthError {
+  if (chosen) return chosen;
   const have = list.map((d) => (d.platform ? formatPlatform(d.platform as Platform) : '?')).filter((p) => p !== 'unknown/unknown');
-  return new BerthError('PLATFORM_NOT_FOUND', `${files.describe} has no image for ${formatPlatform(want)}`,
+  throw new BerthError('PLATFORM_NOT_FOUND', `${describe} has no image for ${formatPlatform(want)}`,
     `it has: ${[...new Set(have)].join(', ')}; choose one with --platform`);
 }
 
-async function resolveDescriptor(files: LayoutFiles, desc: Descriptor, sel: Selector, reference: string, depth: number): Promise<ResolvedImage> {
-  if (depth > 4) throw new BerthError('SOURCE_INVALID', `${files.describe} nests indexes too deeply`, 'the image index is malformed');
-  const data = await readVerifiedBlob(files, desc.digest);
-  const doc = parseJson<{ mediaType?: string; schemaVersion?: number; manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] }>(data, `manifest ${desc.digest}`);
-  const mediaType = doc.mediaType ?? desc.mediaType ?? (doc.manifests ? MEDIA.ociIndex : MEDIA.ociManifest);
+async function resolveFromList(store: BlobStore, list: Descriptor[], sel: Selector, reference: string): Promise<ResolvedImage> {
+  return resolveDescriptor(store, choosePlatform(store.describe, list, sel.platform), sel, reference, 1);
+}
+
+export interface ManifestDoc {
+  mediaType?: string;
+  schemaVersion?: number;
+  manifests?: Descriptor[];
+  config?: Descriptor;
+  layers?: Descriptor[];
+}
+
+/** Refuses what is not an image index or manifest berth can read; says which it is. */
+export function manifestKind(doc: ManifestDoc, digest: string, declared?: string): 'index' | 'manifest' {
+  const mediaType = doc.mediaType ?? declared ?? (doc.manifests ? MEDIA.ociIndex : MEDIA.ociManifest);
   if (mediaType === MEDIA.dockerSchema1 || mediaType === MEDIA.dockerSchema1Signed || doc.schemaVersion === 1) {
-    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${desc.digest} is a Docker schema 1 manifest, which is deprecated and unsupported`,
+    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${digest} is a Docker schema 1 manifest, which is deprecated and unsupported`,
       'push the image again with a current Docker or skopeo, which write schema 2 or OCI manifests');
   }
-  if (INDEX_TYPES.has(mediaType) || (doc.manifests && !doc.layers)) {
-    return resolveFromList(files, doc.manifests ?? [], sel, reference);
-  }
+  if (INDEX_TYPES.has(mediaType) || (doc.manifests && !doc.layers)) return 'index';
   if (!MANIFEST_TYPES.has(mediaType) || !doc.config || !doc.layers) {
-    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${desc.digest} has media type '${mediaType}', not an image manifest`,
+    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${digest} has media type '${mediaType}', not an image manifest`,
       'name an image, not an artifact or attestation');
   }
-  const configData = await readVerifiedBlob(files, doc.config.digest);
-  const config = parseJson<ImageConfig>(configData, `image config ${doc.config.digest}`);
+  return 'manifest';
+}
+
+export async function resolveDescriptor(store: BlobStore, desc: Descriptor, sel: Selector, reference: string, depth: number): Promise<ResolvedImage> {
+  if (depth > 4) throw new BerthError('SOURCE_INVALID', `${store.describe} nests indexes too deeply`, 'the image index is malformed');
+  const data = await store.manifest(desc.digest);
+  const doc = parseJson<ManifestDoc>(data, `manifest ${desc.digest}`);
+  if (manifestKind(doc, desc.digest, desc.mediaType || undefined) === 'index') {
+    return resolveFromList(store, doc.manifests ?? [], sel, reference);
+  }
+  const configData = await store.config(doc.config!.digest);
+  const config = parseJson<ImageConfig>(configData, `image config ${doc.config!.digest}`);
+  const layerDescs = doc.layers!;
   const diffIds = config.rootfs?.diff_ids ?? [];
-  if (diffIds.length !== doc.layers.length) {
-    throw new BerthError('SOURCE_INVALID', `manifest ${desc.digest} lists ${doc.layers.length} layers but its config has ${diffIds.length} diff_ids`,
+  if (diffIds.length !== layerDescs.length) {
+    throw new BerthError('SOURCE_INVALID', `manifest ${desc.digest} lists ${layerDescs.length} layers but its config has ${diffIds.length} diff_ids`,
       'the image is inconsistent; rebuild or copy it again');
   }
-  for (const l of doc.layers) {
-    if ((await files.size(blobPath(l.digest))) === undefined) {
-      throw new BerthError('SOURCE_INVALID', `${files.describe} lacks layer blob ${l.digest}`,
-        'the image layout is incomplete; copy it again (e.g. with skopeo copy)');
-    }
-  }
-  const layers: LayerBlob[] = doc.layers.map((l, i) => {
-    const path = blobPath(l.digest);
-    return {
-      digest: l.digest, diffId: diffIds[i], mediaType: l.mediaType, size: l.size,
-      compression: layerCompression(l.mediaType),
-      open: (range) => files.open(path, range),
-    };
-  });
-  return { reference, manifestDigest: desc.digest, configDigest: doc.config.digest, config, layers };
+  for (const l of layerDescs) layerCompression(l.mediaType); // refuse artifacts before fetching anything
+  const openers = await Promise.all(layerDescs.map((l) => store.layer(l)));
+  const layers: LayerBlob[] = layerDescs.map((l, i) => ({
+    digest: l.digest, diffId: diffIds[i], mediaType: l.mediaType, size: l.size,
+    compression: layerCompression(l.mediaType),
+    open: openers[i]!,
+  }));
+  return { reference, manifestDigest: desc.digest, configDigest: doc.config!.digest, config, layers };
 }

@@ -24,8 +24,7 @@ export function parseSource(text: string): ImageSource {
       return named ? new DockerArchiveSource(named[1]!, named[2]!) : new DockerArchiveSource(rest, undefined);
     }
     case 'docker':
-      throw new BerthError('USAGE', `pulling from registries (${text}) is not available in this version of berth`,
-        `copy the image first: skopeo copy ${text} oci:DIR:TAG, then berth convert oci:DIR:TAG`);
+      throw new BerthError('USAGE', `internal: ${text} is pulled by pullImage, not parsed here`, 'report this');
     default:
       throw new BerthError('USAGE', `'${text}' does not name an image source`,
         'use oci:DIR[:TAG|@DIGEST] or docker-archive:FILE.tar[:NAME:TAG]');

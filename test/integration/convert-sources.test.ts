@@ -2,10 +2,10 @@
 // around them: the metadata travels in the image, the output is reproducible, indexes resolve
 // by tag, digest and platform.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { berth, cleanup, listImage, makeLayout, run, tempDir, umociListing, type Listing } from '../helpers.js';
+import { berth, cleanup, listImage, makeMultiPlatformLayout, run, tempDir, umociListing, type Listing } from '../helpers.js';
 
 let work: string;
 let layout: string;
@@ -136,37 +136,8 @@ describe('choosing an image from an index', () => {
   let digests: Record<string, string>;
 
   beforeAll(async () => {
-    // Two single-platform images, an index over both under one tag, and one more tag.
     multi = path.join(work, 'multi');
-    const layer = async (arch: string) => {
-      mkdirSync(path.join(work, `src-${arch}`));
-      writeFileSync(path.join(work, `src-${arch}`, 'arch.txt'), arch);
-      return Buffer.from(await sh(`tar -C ${work}/src-${arch} -cf - arch.txt | base64 -w0`), 'base64');
-    };
-    const amd = makeLayout(multi, [await layer('amd64')], { architecture: 'amd64' });
-    const arm = makeLayout(path.join(work, 'arm'), [await layer('arm64')], { architecture: 'arm64' });
-    await sh(`cp -n ${arm.dir}/blobs/sha256/* ${multi}/blobs/sha256/`);
-    digests = { amd64: amd.manifestDigest, arm64: arm.manifestDigest };
-    const descriptor = (digest: string, extra: object) => ({
-      mediaType: 'application/vnd.oci.image.manifest.v1+json', digest,
-      size: readFileSync(path.join(multi, 'blobs/sha256', digest.slice(7))).length, ...extra,
-    });
-    const inner = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
-      manifests: [
-        descriptor(amd.manifestDigest, { platform: { os: 'linux', architecture: 'amd64' } }),
-        descriptor(arm.manifestDigest, { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
-      ],
-    }));
-    const innerDigest = `sha256:${createHash('sha256').update(inner).digest('hex')}`;
-    writeFileSync(path.join(multi, 'blobs/sha256', innerDigest.slice(7)), inner);
-    writeFileSync(path.join(multi, 'index.json'), JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        { mediaType: 'application/vnd.oci.image.index.v1+json', digest: innerDigest, size: inner.length, annotations: { 'org.opencontainers.image.ref.name': 'multi' } },
-        descriptor(arm.manifestDigest, { annotations: { 'org.opencontainers.image.ref.name': 'armonly' } }),
-      ],
-    }));
+    digests = await makeMultiPlatformLayout(multi, work);
   });
 
   async function archOf(source: string, ...flags: string[]): Promise<string> {

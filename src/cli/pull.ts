@@ -1,0 +1,88 @@
+// berth pull docker://REF [-o IMAGE.sqsh]; also how convert and run take docker:// references.
+import { constants, copyFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import path from 'node:path';
+import { availableParallelism } from 'node:os';
+import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
+import { BerthError } from '../errors.js';
+import { cacheRoot } from '../image/cache.js';
+import { hostPlatform, parsePlatform } from '../image/platform.js';
+import { pullImage, type PullResult } from '../image/pull.js';
+import { clearProgress, convertProgress, formatBytes, progressMode, type ProgressMode } from './progress.js';
+
+export interface PullFlags {
+  output?: string;
+  platform?: string;
+  insecure?: boolean;
+  parallel?: string;
+  force?: boolean;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+export function isRegistryReference(text: string): boolean {
+  return text.startsWith('docker://');
+}
+
+/** Pulls into the cache (converting once); reports as convert does. */
+export async function pullToCache(reference: string, flags: PullFlags, mode: ProgressMode): Promise<PullResult> {
+  const events = convertProgress(mode);
+  let downloaded = 0;
+  let lastDraw = 0;
+  const parallel = flags.parallel === undefined ? 3 : Number(flags.parallel);
+  if (!Number.isInteger(parallel) || parallel < 1) throw new BerthError('USAGE', `--parallel wants a positive whole number, not '${flags.parallel}'`, 'e.g. --parallel 4');
+  try {
+    const result = await pullImage(reference, flags.platform ? parsePlatform(flags.platform) : hostPlatform(), {
+      cacheRoot: cacheRoot(),
+      insecure: flags.insecure ?? false,
+      parallel,
+      progress: (n) => {
+        downloaded += n;
+        if (mode === 'tty' && Date.now() - lastDraw > 100) {
+          lastDraw = Date.now();
+          process.stderr.write(`\r\x1b[Kdownloading ${formatBytes(downloaded)}`);
+        }
+      },
+    }, { compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism() }, events);
+    clearProgress(mode);
+    if (mode !== 'quiet') {
+      process.stderr.write(result.cached
+        ? `berth: ${result.reference} is in the cache (${result.manifestDigest})\n`
+        : `berth: pulled ${result.reference} (${formatBytes(downloaded)} downloaded)\n`);
+    }
+    return result;
+  } catch (e: unknown) {
+    clearProgress(mode);
+    throw e;
+  }
+}
+
+/** Copies a cached image to where the user asked, whole or not at all. */
+function copyOut(from: string, to: string, force: boolean): string {
+  const target = path.resolve(to);
+  if (statSync(target, { throwIfNoEntry: false }) && !force) {
+    throw new BerthError('OUTPUT_EXISTS', `${target} already exists`, 'pass --force to replace it, or choose another -o');
+  }
+  const temp = path.join(path.dirname(target), `.${path.basename(target)}.berth-tmp-${process.pid}`);
+  try {
+    copyFileSync(from, temp, constants.COPYFILE_FICLONE);
+    renameSync(temp, target);
+  } catch (e: unknown) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // never created
+    }
+    throw new BerthError('OUTPUT_UNWRITABLE', `cannot write ${target}: ${(e as Error).message}`, 'check the directory and free space');
+  }
+  return target;
+}
+
+export async function pullCommand(reference: string, flags: PullFlags): Promise<string> {
+  if (!isRegistryReference(reference)) {
+    throw new BerthError('USAGE', `'${reference}' is not a registry reference`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST]; for local images use berth convert');
+  }
+  const result = await pullToCache(reference, flags, progressMode(flags));
+  const file = flags.output ? copyOut(result.path, flags.output, flags.force ?? false) : result.path;
+  if (flags.json) return JSON.stringify({ ...result, path: file, cachedImage: result.path });
+  return flags.quiet ? '' : file;
+}

@@ -1,0 +1,158 @@
+// The content-addressed cache: blobs/sha256/HEX (each one checked against its digest before it
+// gets that name) and images/HEX.sqsh (converted images, by manifest digest). Many processes
+// share it: a blob is downloaded by one holder of its lock while the others wait, and a
+// download cut off (network, kill -9) resumes from its .partial file with a Range request.
+//
+// Locks are flock(2) locks held by a `flock` child process: Node has no flock, and the kernel
+// drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BerthError, messageOf } from '../errors.js';
+
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.BERTH_CACHE_DIR) return env.BERTH_CACHE_DIR;
+  return path.join(env.XDG_CACHE_HOME || path.join(env.HOME || homedir(), '.cache'), 'berth');
+}
+
+export function hexOf(digest: string): string {
+  const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
+  if (!m) throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `digest '${digest}' is not sha256`, 'berth caches sha256 content only');
+  return m[1]!;
+}
+
+/** Runs fn holding an exclusive lock on `file` (created if need be). */
+export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const holder = spawn('flock', ['--exclusive', file, '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  holder.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    holder.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    holder.stdout.once('data', () => resolve());
+    holder.once('exit', (code) => reject(new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${err.trim() || `flock exited with ${code}`}`,
+      'check that the cache directory is writable (BERTH_CACHE_DIR), and that util-linux is installed')));
+  });
+  try {
+    return await fn();
+  } finally {
+    holder.stdin.end();
+    await new Promise((resolve) => holder.once('close', resolve));
+  }
+}
+
+export interface BlobFetch {
+  /** Starts the download at byte `start`; a registry that ignores Range answers 200. */
+  (start: number): Promise<Response>;
+}
+
+/**
+ * Makes sure blob `digest` is in the cache, downloading it with `fetch` if not. Returns its path.
+ * `progress` hears of every byte that arrives.
+ */
+export async function ensureBlob(root: string, digest: string, fetchFrom: BlobFetch, what: string, progress: (n: number) => void = () => {}): Promise<string> {
+  const final = path.join(root, 'blobs', 'sha256', hexOf(digest));
+  if (statSync(final, { throwIfNoEntry: false })) return final;
+  return withLock(`${final}.lock`, async () => {
+    if (statSync(final, { throwIfNoEntry: false })) return final; // another process fetched it meanwhile
+    const partial = `${final}.partial`;
+    for (let attempt = 0; ; attempt++) {
+      const have = statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
+      try {
+        await download(partial, have, fetchFrom, progress);
+        break;
+      } catch (e: unknown) {
+        if (e instanceof BerthError || attempt >= 4) throw e;
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt)); // a dropped connection: resume
+      }
+    }
+    const actual = await hashFile(partial);
+    if (actual !== digest) {
+      unlinkSync(partial);
+      throw new BerthError('DIGEST_MISMATCH', `${what}: the registry sent data whose digest is ${actual}, not ${digest}`,
+        'the registry or something between is corrupting or tampering with the image; nothing was cached. Report it to the registry\'s admins.');
+    }
+    const fd = openSync(partial, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(partial, final);
+    return final;
+  });
+}
+
+async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void): Promise<void> {
+  const res = await fetchFrom(have);
+  const resumed = have > 0 && res.status === 206;
+  if (have > 0 && !resumed) progress(-have); // the registry ignored Range: start over
+  if (!res.body) throw new Error('empty response');
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      progress(chunk.length);
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w' }));
+  } catch (e: unknown) {
+    if ((e as { code?: string }).code === 'ENOSPC') {
+      throw new BerthError('DISK_FULL', `no space left in the cache writing ${partial}`, 'free some space, or point BERTH_CACHE_DIR elsewhere');
+    }
+    throw new Error(`download interrupted: ${messageOf(e)}`);
+  }
+}
+
+async function hashFile(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
+    for await (const chunk of source) hash.update(chunk);
+  });
+  return `sha256:${hash.digest('hex')}`;
+}
+
+export function imagePath(root: string, manifestDigest: string): string {
+  return path.join(root, 'images', `${hexOf(manifestDigest)}.sqsh`);
+}
+
+export interface CachedImage {
+  path: string;
+  manifestDigest: string;
+  size: number;
+  mtime: Date;
+}
+
+export function listImages(root: string): CachedImage[] {
+  const dir = path.join(root, 'images');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => /^[0-9a-f]{64}\.sqsh$/.test(n)).map((n) => {
+    const st = statSync(path.join(dir, n));
+    return { path: path.join(dir, n), manifestDigest: `sha256:${n.slice(0, 64)}`, size: st.size, mtime: st.mtime };
+  });
+}
+
+/** Removes every complete blob (converted images stay; downloads in flight are left alone). Returns bytes freed. */
+export function pruneBlobs(root: string): number {
+  const dir = path.join(root, 'blobs', 'sha256');
+  let freed = 0;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  for (const n of names) {
+    if (!/^[0-9a-f]{64}$/.test(n)) continue;
+    const p = path.join(dir, n);
+    freed += statSync(p).size;
+    unlinkSync(p);
+  }
+  return freed;
+}

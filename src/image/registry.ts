@@ -1,0 +1,171 @@
+// A client for the OCI distribution API: manifests and blobs, with the bearer-token flow of
+// the WWW-Authenticate challenge (anonymous or with credentials) and basic auth, retries with
+// backoff on 5xx, 429 (honouring Retry-After) and dropped connections, and timeouts that name
+// the host. Tokens are fetched again when one expires during a long pull.
+import { BerthError, messageOf } from '../errors.js';
+import type { Credentials } from './credentials.js';
+import { formatDockerReference, isLoopback, type DockerReference } from './docker-reference.js';
+
+export const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+export interface RegistryOptions {
+  insecure: boolean;
+  credentials: Credentials | undefined;
+  /** Milliseconds without an answer before a request is given up (and retried). */
+  timeoutMs: number;
+  retries: number;
+}
+
+interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+export function parseChallenge(header: string): Challenge {
+  const space = header.indexOf(' ');
+  const scheme = (space === -1 ? header : header.slice(0, space)).toLowerCase();
+  const params: Record<string, string> = {};
+  for (const m of header.slice(space + 1).matchAll(/(\w+)="([^"]*)"/g)) params[m[1]!.toLowerCase()] = m[2]!;
+  return { scheme, params };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class RegistryClient {
+  private readonly base: string;
+  private authorization: string | undefined;
+  readonly describe: string;
+
+  constructor(readonly ref: DockerReference, private readonly opts: RegistryOptions) {
+    const http = opts.insecure || isLoopback(ref.apiHost);
+    this.base = `${http ? 'http' : 'https'}://${ref.apiHost}/v2/${ref.repository}`;
+    this.describe = formatDockerReference(ref);
+  }
+
+  /** GET with auth and retries; the caller reads (or cancels) the body. */
+  async get(what: 'manifests' | 'blobs', id: string, headers: Record<string, string> = {}): Promise<Response> {
+    const url = `${this.base}/${what}/${id}`;
+    let authTried = false;
+    for (let attempt = 0; ; attempt++) {
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          headers: { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) },
+          signal: AbortSignal.timeout(this.opts.timeoutMs),
+        });
+      } catch (e: unknown) {
+        if (attempt < this.opts.retries) {
+          await sleep(backoff(attempt));
+          continue;
+        }
+        throw unreachable(this.ref.apiHost, e);
+      }
+      if (res.status === 401 && !authTried) {
+        authTried = true;
+        await res.body?.cancel();
+        await this.authenticate(res.headers.get('www-authenticate') ?? '');
+        continue;
+      }
+      if ((res.status === 429 || res.status >= 500) && attempt < this.opts.retries) {
+        await res.body?.cancel();
+        await sleep(retryAfter(res.headers.get('retry-after')) ?? backoff(attempt));
+        continue;
+      }
+      if (res.ok) return res;
+      await res.body?.cancel();
+      throw this.failure(res.status, what, id);
+    }
+  }
+
+  /** A manifest or index, its bytes and digest (from the registry, checked by the caller). */
+  async manifest(id: string): Promise<{ bytes: Buffer; mediaType: string; digest: string | undefined }> {
+    const res = await this.get('manifests', id, { accept: MANIFEST_ACCEPT });
+    const bytes = Buffer.from(await res.arrayBuffer());
+    if (bytes.length > 4 * 1024 * 1024) {
+      throw new BerthError('SOURCE_INVALID', `${this.describe}: the manifest is implausibly large (${bytes.length} bytes)`, 'check the reference');
+    }
+    return { bytes, mediaType: res.headers.get('content-type') ?? '', digest: res.headers.get('docker-content-digest') ?? undefined };
+  }
+
+  private async authenticate(header: string): Promise<void> {
+    const challenge = parseChallenge(header);
+    const creds = this.opts.credentials;
+    if (challenge.scheme === 'basic') {
+      if (!creds) throw this.needCredentials();
+      this.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      return;
+    }
+    if (challenge.scheme !== 'bearer' || !challenge.params['realm']) {
+      throw new BerthError('AUTH_FAILED', `${this.ref.apiHost} asks for an authentication scheme berth does not know ('${header.split(' ')[0]}')`,
+        'report the registry software to berth');
+    }
+    const url = new URL(challenge.params['realm']);
+    if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
+    url.searchParams.set('scope', challenge.params['scope'] ?? `repository:${this.ref.repository}:pull`);
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        headers: creds ? { authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` } : {},
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+    } catch (e: unknown) {
+      throw unreachable(url.host, e);
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw creds ? this.wrongCredentials() : this.needCredentials();
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new BerthError('AUTH_FAILED', `the token service ${url.host} answered ${res.status} for ${this.describe}`, 'try again later');
+    }
+    const body = (await res.json()) as { token?: string; access_token?: string };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new BerthError('AUTH_FAILED', `the token service ${url.host} sent no token`, 'try again later');
+    this.authorization = `Bearer ${token}`;
+  }
+
+  private needCredentials(): BerthError {
+    return new BerthError('AUTH_FAILED', `${this.describe} needs credentials`,
+      `log in with \`berth login ${this.ref.registry}\`, or set BERTH_REGISTRY_USERNAME and BERTH_REGISTRY_PASSWORD`);
+  }
+
+  private wrongCredentials(): BerthError {
+    return new BerthError('AUTH_FAILED', `${this.ref.registry} refused the credentials of user '${this.opts.credentials!.username}' for ${this.describe}`,
+      `check them, then \`berth login ${this.ref.registry}\` again (or fix BERTH_REGISTRY_USERNAME/PASSWORD)`);
+  }
+
+  private failure(status: number, what: string, id: string): BerthError {
+    if (status === 401) return this.opts.credentials ? this.wrongCredentials() : this.needCredentials();
+    if (status === 403) return new BerthError('AUTH_FAILED', `${this.ref.registry} denies access to ${this.describe}`, 'check that your account may pull it');
+    if (status === 404) {
+      return new BerthError('IMAGE_NOT_IN_SOURCE', `${this.describe} was not found (${what === 'manifests' ? 'no such repository, tag or digest' : `blob ${id} is missing`})`,
+        'check the name and tag (e.g. with skopeo inspect), and that you are logged in if it is private');
+    }
+    return new BerthError('SOURCE_INVALID', `${this.ref.apiHost} answered ${status} for ${this.describe} (${what} ${id})`, 'try again later');
+  }
+}
+
+function backoff(attempt: number): number {
+  return Math.min(8000, 250 * 2 ** attempt) * (0.75 + Math.random() / 2);
+}
+
+function retryAfter(header: string | null): number | undefined {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.min(60, seconds) * 1000;
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.min(60_000, Math.max(0, date - Date.now()));
+}
+
+function unreachable(host: string, e: unknown): BerthError {
+  const cause = (e as { cause?: { code?: string } }).cause?.code ?? messageOf(e);
+  const timeout = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError');
+  return new BerthError('REGISTRY_UNREACHABLE', timeout ? `${host} did not answer in time` : `cannot reach ${host} (${cause})`,
+    'check the registry name, the network and any proxy; berth retried with backoff before giving up', { cause: e });
+}

@@ -1,0 +1,208 @@
+// Pulling from a real registry (Debian's docker-registry on loopback, filled by skopeo with
+// images made by umoci): tags, digests, platforms, the verified cache, many pullers at once,
+// killed pullers, tampered blobs and basic auth.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BERTH, ROOT, cleanup, listImage, makeLayout, makeMultiPlatformLayout, run, tempDir } from '../helpers.js';
+import { blobData, push, startRegistry, type Registry } from '../registry.js';
+
+let work: string;
+let registry: Registry;
+let digests: Record<string, string>;
+let cacheN = 0;
+const freshCache = () => path.join(work, `cache-${++cacheN}`);
+
+function pull(cache: string, ...args: string[]) {
+  return run(process.execPath, [BERTH, 'pull', ...args], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
+}
+
+const blobGets = (r: Registry) => r.requests().filter((l) => l.startsWith('GET') && l.includes('/blobs/'));
+const manifestGets = (r: Registry) => r.requests().filter((l) => l.includes('/manifests/'));
+
+beforeAll(async () => {
+  work = tempDir('pull');
+  const made = await run(path.join(ROOT, 'test/fixtures/make-run-images.sh'), [work]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  digests = await makeMultiPlatformLayout(path.join(work, 'multi'), work);
+  registry = await startRegistry(path.join(work, 'registry'));
+  push(`oci:${work}/oci:busybox`, registry, 'lab/busybox:1.0');
+  push(`oci:${work}/multi:multi`, registry, 'lab/multi:latest', undefined, true);
+}, 180_000);
+afterAll(async () => {
+  await registry?.stop();
+  cleanup(work);
+});
+
+describe('berth pull', () => {
+  it('pulls by tag into the cache, converted as from the OCI layout, and runs it', async () => {
+    const cache = freshCache();
+    const r = await pull(cache, `docker://${registry.host}/lab/busybox:1.0`);
+    expect(r.stderr).toMatch(/pulled docker:\/\/127\.0\.0\.1:\d+\/lab\/busybox:1\.0/);
+    expect(r.code).toBe(0);
+    const image = r.stdout.trim();
+    expect(image).toMatch(new RegExp(`^${cache}/images/[0-9a-f]{64}\\.sqsh$`));
+    const local = path.join(work, 'local.sqsh');
+    expect((await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:busybox`, '-o', local, '-q'])).code).toBe(0);
+    expect(await listImage(image)).toEqual(await listImage(local));
+    const inside = await run(process.execPath, [BERTH, 'run', `docker://${registry.host}/lab/busybox:1.0`, '--', 'cat', '/etc/motd'],
+      { env: { ...process.env, BERTH_CACHE_DIR: cache, BERTH_IMAGE_LINGER: '0' } });
+    expect(inside.stdout).toBe('from the image\n');
+  });
+
+  it('an image pulled before costs one manifest request', async () => {
+    const cache = freshCache();
+    expect((await pull(cache, `docker://${registry.host}/lab/busybox:1.0`)).code).toBe(0);
+    const [manifests, blobs] = [manifestGets(registry).length, blobGets(registry).length];
+    const again = await pull(cache, `docker://${registry.host}/lab/busybox:1.0`, '--json');
+    expect(JSON.parse(again.stdout)).toMatchObject({ cached: true });
+    expect(manifestGets(registry).length - manifests).toBe(1);
+    expect(blobGets(registry).length - blobs).toBe(0);
+  });
+
+  it('resolves an index by platform, and pulls by digest', async () => {
+    const cache = freshCache();
+    const arch = async (...args: string[]) => {
+      const r = await pull(cache, ...args, '--json');
+      expect(r.stderr).not.toMatch(/error/);
+      const info = JSON.parse((await run(process.execPath, [BERTH, 'inspect', JSON.parse(r.stdout).path, '--json'])).stdout) as { image: { platform: { architecture: string } } };
+      return info.image.platform.architecture;
+    };
+    expect(await arch(`docker://${registry.host}/lab/multi`, '--platform', 'linux/arm64')).toBe('arm64');
+    expect(await arch(`docker://${registry.host}/lab/multi:latest`)).toBe(process.arch === 'arm64' ? 'arm64' : 'amd64');
+    expect(await arch(`docker://${registry.host}/lab/multi@${digests['arm64']}`)).toBe('arm64');
+    const none = await pull(cache, `docker://${registry.host}/lab/multi`, '--platform', 'linux/s390x');
+    expect(none.stderr).toMatch(/has no image for linux\/s390x[\s\S]*linux\/amd64, linux\/arm64\/v8/);
+  });
+
+  it('names the reference it tried when the repository is unknown', async () => {
+    const r = await pull(freshCache(), `docker://${registry.host}/lab/nothing:here`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`docker://${registry.host}/lab/nothing:here was not found`);
+  });
+
+  it('-o copies the image out; an existing file needs --force', async () => {
+    const cache = freshCache();
+    const out = path.join(work, 'copied.sqsh');
+    expect((await pull(cache, `docker://${registry.host}/lab/busybox:1.0`, '-o', out)).code).toBe(0);
+    expect(readFileSync(out).readUInt32LE(0)).toBe(0x73717368);
+    const again = await pull(cache, `docker://${registry.host}/lab/busybox:1.0`, '-o', out);
+    expect(again.stderr).toMatch(/already exists[\s\S]*--force/);
+  });
+
+  it('fifty pullers of one image into one cache download each blob once, and all succeed', async () => {
+    const cache = freshCache();
+    const before = new Set(blobGets(registry));
+    const counted = blobGets(registry).length;
+    const results = await Promise.all(Array.from({ length: 50 }, () => pull(cache, `docker://${registry.host}/lab/busybox:1.0`)));
+    expect(results.filter((r) => r.code !== 0).map((r) => r.stderr).slice(0, 2)).toEqual([]);
+    expect(new Set(results.map((r) => r.stdout)).size).toBe(1);
+    const fetched = blobGets(registry).slice(counted).map((l) => l.split(' ')[1]);
+    expect(fetched.length).toBe(new Set(fetched).size); // no blob twice
+    expect(fetched.length).toBe(2); // the config and the one layer
+    expect(before.size).toBeGreaterThan(0);
+  }, 120_000);
+});
+
+describe('a puller killed mid-download, and a tampered blob', () => {
+  let big: string;
+
+  beforeAll(async () => {
+    // One 64 MiB incompressible layer: long enough to kill a download in the middle.
+    const noise = createHash('sha512');
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < 1024 * 1024; i++) chunks.push(noise.update(String(i)).copy().digest());
+    const body = Buffer.concat(chunks);
+    const header = Buffer.alloc(512);
+    header.write('noise', 0);
+    header.write('0000644\0', 100);
+    header.write('0000000\0', 108);
+    header.write('0000000\0', 116);
+    header.write(`${body.length.toString(8).padStart(11, '0')}\0`, 124);
+    header.write('00000000000\0', 136);
+    header.write('0', 156);
+    header.write('ustar\x0000', 257);
+    header.fill(' ', 148, 156);
+    let sum = 0;
+    for (const byte of header) sum += byte;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    const tar = Buffer.concat([header, body, Buffer.alloc(1024)]);
+    makeLayout(path.join(work, 'big'), [tar], { compression: 'none' });
+    push(`oci:${work}/big:latest`, registry, 'lab/big:1');
+    // skopeo compresses the layer on its way into the registry: ask the registry for its digest.
+    const manifest = await fetch(`http://${registry.host}/v2/lab/big/manifests/1`, {
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
+    }).then((r) => r.json()) as { layers: { digest: string }[] };
+    big = manifest.layers[0]!.digest;
+  }, 120_000);
+
+  it('a puller killed with -9 wedges nobody: the next one resumes and succeeds', async () => {
+    const cache = freshCache();
+    const partial = path.join(cache, 'blobs/sha256', `${big.slice(7)}.partial`);
+    const child = spawn(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/big:1`], { env: { ...process.env, BERTH_CACHE_DIR: cache }, stdio: 'ignore' });
+    const size = (f: string) => (existsSync(f) ? statSync(f).size : 0);
+    for (let i = 0; i < 400 && size(partial) < 1 << 20; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(size(partial)).toBeGreaterThan(0); // killed in the middle of the download
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('close', r));
+    expect(existsSync(path.join(cache, 'blobs/sha256', big.slice(7)))).toBe(false);
+    const r = await pull(cache, `docker://${registry.host}/lab/big:1`);
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+    expect(existsSync(path.join(cache, 'blobs/sha256', big.slice(7)))).toBe(true);
+    expect(readdirSync(path.join(cache, 'blobs/sha256')).filter((n) => n.endsWith('.partial'))).toEqual([]);
+  }, 60_000);
+
+  it('a blob tampered with in the registry is refused with both digests, and nothing is cached', async () => {
+    const data = blobData(registry, big);
+    const bytes = readFileSync(data);
+    bytes[4096] = bytes[4096]! ^ 0xff;
+    writeFileSync(data, bytes);
+    const cache = freshCache();
+    const r = await pull(cache, `docker://${registry.host}/lab/big:1`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`data whose digest is sha256:[0-9a-f]{64}, not ${big}`));
+    // The config, verified, may stay; of the tampered layer there is no trace.
+    expect(readdirSync(path.join(cache, 'blobs/sha256')).filter((n) => n.startsWith(big.slice(7)) && !n.endsWith('.lock'))).toEqual([]);
+    expect(existsSync(path.join(cache, 'images')) ? readdirSync(path.join(cache, 'images')).filter((n) => n.endsWith('.sqsh')) : []).toEqual([]);
+  }, 60_000);
+});
+
+describe('a registry with basic auth (htpasswd)', () => {
+  let secured: Registry;
+  const creds = { user: 'alice', password: 's3cret-pw' };
+
+  beforeAll(async () => {
+    secured = await startRegistry(path.join(work, 'secured'), creds);
+    push(`oci:${work}/oci:busybox`, secured, 'private/busybox:1', creds);
+  }, 60_000);
+  afterAll(() => secured?.stop());
+
+  const pullAs = (env: Record<string, string>) => run(process.execPath, [BERTH, 'pull', `docker://${secured.host}/private/busybox:1`],
+    { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), HOME: work, ...env } });
+
+  it('without credentials: says so and how to give them', async () => {
+    const r = await pullAs({});
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/needs credentials[\s\S]*BERTH_REGISTRY_USERNAME/);
+  });
+
+  it('with wrong credentials: names the user, never the password', async () => {
+    const r = await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 'wrong-pw' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/refused the credentials of user 'alice'/);
+    expect(r.stderr).not.toContain('wrong-pw');
+  });
+
+  it('with credentials from the environment, or from ~/.docker/config.json', async () => {
+    expect((await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' })).code).toBe(0);
+    const dockerDir = path.join(work, 'docker-config');
+    await run('mkdir', ['-p', dockerDir]);
+    writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secured.host]: { auth: Buffer.from('alice:s3cret-pw').toString('base64') } } }));
+    const r = await pullAs({ DOCKER_CONFIG: dockerDir });
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+  });
+});
