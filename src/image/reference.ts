@@ -1,6 +1,8 @@
-// Parses the SOURCE argument: oci:DIR[:TAG|@DIGEST] and docker-archive:FILE[:NAME[:TAG]].
+// Parses the SOURCE argument: oci:DIR[:TAG|@DIGEST], docker-archive:FILE[:NAME[:TAG]], docker://REF.
 import { BerthError } from '../errors.js';
 import { DockerArchiveSource, OciDirSource } from './archive.js';
+import { cacheRoot } from './cache.js';
+import { RegistrySource } from './registry-source.js';
 import type { ImageSource } from './source.js';
 
 const DIGEST = /@([a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,})$/;
@@ -24,9 +26,10 @@ export function parseSource(text: string): ImageSource {
       return named ? new DockerArchiveSource(named[1]!, named[2]!) : new DockerArchiveSource(rest, undefined);
     }
     case 'docker':
-      throw new BerthError('USAGE', `internal: ${text} is pulled by pullImage, not parsed here`, 'report this');
+      // berth pull/convert/run go through pullImage, which adds the converted-image cache.
+      return new RegistrySource(text, { cacheRoot: cacheRoot(), insecure: false, parallel: 3 });
     default:
       throw new BerthError('USAGE', `'${text}' does not name an image source`,
-        'use oci:DIR[:TAG|@DIGEST] or docker-archive:FILE.tar[:NAME:TAG]');
+        'use oci:DIR[:TAG|@DIGEST], docker-archive:FILE.tar[:NAME:TAG] or docker://[REGISTRY/]REPO[:TAG|@DIGEST]');
   }
 }

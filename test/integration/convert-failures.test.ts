@@ -89,7 +89,7 @@ describe('refused input', () => {
   it.each([
     ['oci:/nonexistent/dir', /\/nonexistent\/dir does not exist/, /skopeo copy/],
     ['docker-archive:/nonexistent.tar', /\/nonexistent\.tar does not exist/, /docker save/],
-    ['docker://busybox', /not available in this version/, /skopeo copy docker:\/\/busybox oci:DIR:TAG/],
+    ['docker://127.0.0.1:1/nobody/here:1', /cannot reach 127\.0\.0\.1:1/, /check the registry name, the network/],
     ['busybox:latest', /does not name an image source/, /oci:DIR/],
   ])('an unusable source %s', async (source, message, hint) => {
     const r = await convertInto(source);

@@ -5,6 +5,8 @@ import { sniffCompression } from '../../src/convert/layer-stream.js';
 import { layerCompression } from '../../src/image/oci-layout.js';
 import { parsePlatform, platformMatches } from '../../src/image/platform.js';
 import { parseSource } from '../../src/image/reference.js';
+import { isLoopback, parseDockerReference } from '../../src/image/docker-reference.js';
+import { parseChallenge } from '../../src/image/registry.js';
 
 describe('parseSource', () => {
   it.each([
@@ -19,8 +21,40 @@ describe('parseSource', () => {
   });
 
   it('refuses what it cannot read, naming the forms it can', () => {
-    expect(() => parseSource('/some/file.sqsh')).toThrow(/does not name an image source/);
-    expect(() => parseSource('docker://busybox')).toThrow(/not available in this version/);
+    expect(() => parseSource('/some/file.sqsh')).toThrow(/does not name an image source[\s\S]*/);
+    expect(parseSource('docker://busybox').describe).toBe('docker://docker.io/library/busybox:latest');
+  });
+});
+
+describe('parseDockerReference (Docker defaults)', () => {
+  it.each([
+    ['docker://busybox', 'docker.io', 'registry-1.docker.io', 'library/busybox', 'latest', undefined],
+    ['docker://user/app:1.2', 'docker.io', 'registry-1.docker.io', 'user/app', '1.2', undefined],
+    ['docker://ghcr.io/org/app:v1', 'ghcr.io', 'ghcr.io', 'org/app', 'v1', undefined],
+    ['docker://localhost:5000/app', 'localhost:5000', 'localhost:5000', 'app', 'latest', undefined],
+    [`docker://nvcr.io/nvidia/pytorch@sha256:${'a'.repeat(64)}`, 'nvcr.io', 'nvcr.io', 'nvidia/pytorch', undefined, `sha256:${'a'.repeat(64)}`],
+  ])('%s', (text, registry, apiHost, repository, tag, digest) => {
+    expect(parseDockerReference(text)).toEqual({ registry, apiHost, repository, tag, digest });
+  });
+
+  it('refuses malformed references with the form to use', () => {
+    expect(() => parseDockerReference('docker://Upper/Case')).toThrow(/not a repository name/);
+    expect(() => parseDockerReference('docker://app:bad tag')).toThrow(/invalid image reference/);
+  });
+
+  it('allows plain http only on this machine', () => {
+    expect(isLoopback('127.0.0.1:5000')).toBe(true);
+    expect(isLoopback('localhost')).toBe(true);
+    expect(isLoopback('registry.example.org:5000')).toBe(false);
+  });
+});
+
+describe('WWW-Authenticate challenges', () => {
+  it('parses bearer and basic challenges', () => {
+    expect(parseChallenge('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"')).toEqual({
+      scheme: 'bearer', params: { realm: 'https://auth.example/token', service: 'registry.example', scope: 'repository:a/b:pull' },
+    });
+    expect(parseChallenge('Basic realm="berth-test"')).toEqual({ scheme: 'basic', params: { realm: 'berth-test' } });
   });
 });
 
