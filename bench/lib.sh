@@ -60,3 +60,34 @@ measure() {
 }
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# A TLS registry on loopback holding the bench image (Charliecloud pulls only over https).
+registry_up() {
+  mkdir -p "$BENCH/registry"
+  [ -f "$BENCH/registry/cert.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$BENCH/registry/key.pem" -out "$BENCH/registry/cert.pem" 2>/dev/null
+  cat > "$BENCH/registry/config.yml" <<EOF
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $BENCH/registry/data } }
+http: { addr: "127.0.0.1:5443", tls: { certificate: $BENCH/registry/cert.pem, key: $BENCH/registry/key.pem } }
+EOF
+  docker-registry serve "$BENCH/registry/config.yml" >"$BENCH/registry/log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 50); do skopeo inspect --tls-verify=false docker://127.0.0.1:5443/none:x >/dev/null 2>&1 && break
+    grep -q 'listening' "$BENCH/registry/log" && break; sleep 0.1; done
+  skopeo copy --quiet --dest-tls-verify=false "oci:$BENCH/oci:bench" docker://127.0.0.1:5443/bench:latest
+}
+
+# ch-image's --tls-no-verify is not honoured in 0.31; trusting the test certificate works.
+export CH_IMAGE_STORAGE=$BENCH/ch REQUESTS_CA_BUNDLE=$BENCH/registry/cert.pem
+ch_pull() { rm -rf "$BENCH/ch"; ch-image pull 127.0.0.1:5443/bench:latest; }
+
+# Prints "seconds peak_rss_kb" of ch-image pull + ch-convert into $1.
+charliecloud_pull_convert() {
+  local t r t2 r2
+  read -r t r < <(measure ch_pull)
+  rm -f "$1"
+  read -r t2 r2 < <(measure ch-convert -i ch-image -o squash 127.0.0.1:5443/bench:latest "$1")
+  echo "$(echo "$t + $t2" | bc) $(( r > r2 ? r : r2 ))"
+}

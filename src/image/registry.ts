@@ -37,21 +37,23 @@ export function parseChallenge(header: string): Challenge {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RegistryClient {
-  private readonly base: string;
+  private base: string;
+  /** Loopback and --insecure registries may speak plain http: tried if https fails. */
+  private httpAllowed: boolean;
   private authorization: string | undefined;
   readonly describe: string;
 
   constructor(readonly ref: DockerReference, private readonly opts: RegistryOptions) {
-    const http = opts.insecure || isLoopback(ref.apiHost);
-    this.base = `${http ? 'http' : 'https'}://${ref.apiHost}/v2/${ref.repository}`;
+    this.httpAllowed = opts.insecure || isLoopback(ref.apiHost);
+    this.base = `https://${ref.apiHost}/v2/${ref.repository}`;
     this.describe = formatDockerReference(ref);
   }
 
   /** GET with auth and retries; the caller reads (or cancels) the body. */
   async get(what: 'manifests' | 'blobs', id: string, headers: Record<string, string> = {}): Promise<Response> {
-    const url = `${this.base}/${what}/${id}`;
     let authTried = false;
     for (let attempt = 0; ; attempt++) {
+      const url = `${this.base}/${what}/${id}`;
       let res: Response;
       try {
         res = await fetch(url, {
@@ -59,6 +61,12 @@ export class RegistryClient {
           signal: AbortSignal.timeout(this.opts.timeoutMs),
         });
       } catch (e: unknown) {
+        if (this.httpAllowed && this.base.startsWith('https:')) {
+          // No TLS there (or none we can check): the plain http that such registries speak.
+          this.base = this.base.replace(/^https:/, 'http:');
+          attempt--;
+          continue;
+        }
         if (attempt < this.opts.retries) {
           await sleep(backoff(attempt));
           continue;
