@@ -64,6 +64,15 @@ program
   .action((reference: string, flags) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags)));
 
 program
+  .command('login')
+  .description('check and save credentials for a registry (in ~/.docker/config.json)')
+  .argument('<registry>', 'e.g. ghcr.io, nvcr.io, docker.io')
+  .option('-u, --username <name>', 'user name (default: $BERTH_REGISTRY_USERNAME)')
+  .option('--password-stdin', 'read the password from standard input (for scripts)')
+  .option('--insecure', 'allow plain http for this registry')
+  .action((registry: string, flags) => run(async () => (await import('./cli/login.js')).loginCommand(registry, flags)));
+
+program
   .command('images')
   .description('list the converted images in the cache')
   .option('--json', 'print JSON')

@@ -2,14 +2,24 @@
 // htpasswd basic auth, filled by skopeo. Its access log tells which requests berth made.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createSign, X509Certificate } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
+import { connect, createServer } from 'node:net';
 import path from 'node:path';
+import { run } from './helpers.js';
 
 export interface Registry {
   host: string;
   storage: string;
   requests(): string[];
   stop(): Promise<void>;
+  /** Starts it again after stop(), on the same port and storage. */
+  restart(): Promise<void>;
+}
+
+export interface RegistryAuth {
+  htpasswd?: { user: string; password: string };
+  token?: { realm: string; service: string; issuer: string; certificate: string };
 }
 
 function freePort(): Promise<number> {
@@ -21,29 +31,35 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startRegistry(dir: string, auth?: { user: string; password: string }): Promise<Registry> {
+export async function startRegistry(dir: string, auth: RegistryAuth = {}): Promise<Registry> {
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const storage = path.join(dir, 'data');
   let authConfig = '';
-  if (auth) {
-    const htpasswd = spawnSync('htpasswd', ['-Bbn', auth.user, auth.password], { encoding: 'utf8' });
+  if (auth.htpasswd) {
+    const htpasswd = spawnSync('htpasswd', ['-Bbn', auth.htpasswd.user, auth.htpasswd.password], { encoding: 'utf8' });
     writeFileSync(path.join(dir, 'htpasswd'), htpasswd.stdout);
     authConfig = `auth: { htpasswd: { realm: berth-test, path: ${path.join(dir, 'htpasswd')} } }\n`;
+  } else if (auth.token) {
+    const t = auth.token;
+    authConfig = `auth: { token: { realm: "${t.realm}", service: ${t.service}, issuer: ${t.issuer}, rootcertbundle: ${t.certificate} } }\n`;
   }
   writeFileSync(path.join(dir, 'config.yml'), `version: 0.1
 log: { level: info, accesslog: { disabled: false } }
 storage: { filesystem: { rootdirectory: ${storage} }, delete: { enabled: true } }
 http: { addr: "127.0.0.1:${port}" }
 ${authConfig}`);
-  const logFile = path.join(dir, 'log');
-  writeFileSync(logFile, '');
-  const child: ChildProcess = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
-  child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-  for (let i = 0; i < 100 && !/listening on/.test(log); i++) await new Promise((r) => setTimeout(r, 50));
-  if (!/listening on/.test(log)) throw new Error(`docker-registry did not start:\n${log}`);
+  let child: ChildProcess;
+  const start = async () => {
+    const before = log.length;
+    child = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+    for (let i = 0; i < 100 && !/listening on/.test(log.slice(before)); i++) await new Promise((r) => setTimeout(r, 50));
+    if (!/listening on/.test(log.slice(before))) throw new Error(`docker-registry did not start:\n${log}`);
+  };
+  await start();
   return {
     host: `127.0.0.1:${port}`,
     storage,
@@ -53,14 +69,80 @@ ${authConfig}`);
       child.once('close', () => resolve());
       child.kill();
     }),
+    restart: start,
   };
 }
 
-/** skopeo copy of an OCI layout tag into the registry. */
-export function push(source: string, registry: Registry, target: string, creds?: { user: string; password: string }, all = false): void {
-  const r = spawnSync('skopeo', ['copy', '--quiet', ...(all ? ['--all'] : []), '--dest-tls-verify=false',
-    ...(creds ? ['--dest-creds', `${creds.user}:${creds.password}`] : []), source, `docker://${registry.host}/${target}`], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`skopeo copy failed: ${r.stderr}`);
+/**
+ * A TCP proxy in front of a registry that lets through `bytesPerSecond` of the answers, so
+ * that a download lasts long enough to be cut in the middle.
+ */
+export async function throttledProxy(target: string, bytesPerSecond: number): Promise<{ host: string; close(): void }> {
+  const [targetHost, targetPort] = target.split(':') as [string, string];
+  const server = createServer((client) => {
+    const upstream = connect(Number(targetPort), targetHost);
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => {
+      upstream.pause();
+      client.write(chunk);
+      setTimeout(() => upstream.resume(), (chunk.length / bytesPerSecond) * 1000);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    upstream.on('close', end).on('error', end);
+    client.on('close', end).on('error', end);
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  return { host: `127.0.0.1:${port}`, close: () => server.close() };
+}
+
+/**
+ * A token service as Docker Hub's auth service is one: it checks basic credentials and signs a
+ * JWT (RS256, the certificate in x5c) that grants pull and push on any repository.
+ */
+export async function startTokenIssuer(dir: string, user: string, password: string, ttlSeconds = 300):
+  Promise<{ realm: string; service: string; issuer: string; certificate: string; issued(): number; close(): void }> {
+  mkdirSync(dir, { recursive: true });
+  const key = path.join(dir, 'token.key');
+  const certificate = path.join(dir, 'token.crt');
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=berth-test-issuer',
+    '-keyout', key, '-out', certificate], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl failed: ${r.stderr}`);
+  const der = new X509Certificate(readFileSync(certificate)).raw.toString('base64');
+  const privateKey = readFileSync(key);
+  const service = 'berth-test-registry';
+  const issuer = 'berth-test-issuer';
+  const b64url = (data: string | Buffer) => Buffer.from(data).toString('base64url');
+  let issued = 0;
+  const server = createHttpServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const given = Buffer.from((req.headers.authorization ?? '').replace(/^Basic /, ''), 'base64').toString();
+    if (given !== `${user}:${password}`) {
+      res.writeHead(401).end('{"details":"bad credentials"}');
+      return;
+    }
+    const [, name, actions] = (url.searchParams.get('scope') ?? '').split(':');
+    const now = Math.floor(Date.now() / 1000);
+    const header = b64url(JSON.stringify({ alg: 'RS256', typ: 'JWT', x5c: [der] }));
+    const claims = b64url(JSON.stringify({
+      iss: issuer, sub: user, aud: service, exp: now + ttlSeconds, nbf: now - 10, iat: now, jti: String(Math.random()),
+      access: name ? [{ type: 'repository', name, actions: (actions ?? 'pull').split(',') }] : [],
+    }));
+    const signature = createSign('RSA-SHA256').update(`${header}.${claims}`).sign(privateKey).toString('base64url');
+    issued++;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: `${header}.${claims}.${signature}`, expires_in: ttlSeconds }));
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  return { realm: `http://127.0.0.1:${port}/token`, service, issuer, certificate, issued: () => issued, close: () => server.close() };
+}
+
+/** skopeo copy of an OCI layout tag into the registry (asynchronous: a token service in this process must answer it). */
+export async function push(source: string, registry: Registry, target: string, creds?: { user: string; password: string }, all = false): Promise<void> {
+  const r = await run('skopeo', ['copy', '--quiet', ...(all ? ['--all'] : []), '--dest-tls-verify=false',
+    ...(creds ? ['--dest-creds', `${creds.user}:${creds.password}`] : []), source, `docker://${registry.host}/${target}`]);
+  if (r.code !== 0) throw new Error(`skopeo copy failed: ${r.stderr}`);
 }
 
 /** The path of a blob's data in the registry's storage, to tamper with. */

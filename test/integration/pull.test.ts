@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, makeLayout, makeMultiPlatformLayout, run, tempDir } from '../helpers.js';
-import { blobData, push, startRegistry, type Registry } from '../registry.js';
+import { blobData, push, startRegistry, startTokenIssuer, throttledProxy, type Registry } from '../registry.js';
 
 let work: string;
 let registry: Registry;
@@ -28,8 +28,8 @@ beforeAll(async () => {
   if (made.code !== 0) throw new Error(made.stderr);
   digests = await makeMultiPlatformLayout(path.join(work, 'multi'), work);
   registry = await startRegistry(path.join(work, 'registry'));
-  push(`oci:${work}/oci:busybox`, registry, 'lab/busybox:1.0');
-  push(`oci:${work}/multi:multi`, registry, 'lab/multi:latest', undefined, true);
+  await push(`oci:${work}/oci:busybox`, registry, 'lab/busybox:1.0');
+  await push(`oci:${work}/multi:multi`, registry, 'lab/multi:latest', undefined, true);
 }, 180_000);
 afterAll(async () => {
   await registry?.stop();
@@ -130,7 +130,7 @@ describe('a puller killed mid-download, and a tampered blob', () => {
     header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
     const tar = Buffer.concat([header, body, Buffer.alloc(1024)]);
     makeLayout(path.join(work, 'big'), [tar], { compression: 'none' });
-    push(`oci:${work}/big:latest`, registry, 'lab/big:1');
+    await push(`oci:${work}/big:latest`, registry, 'lab/big:1');
     // skopeo compresses the layer on its way into the registry: ask the registry for its digest.
     const manifest = await fetch(`http://${registry.host}/v2/lab/big/manifests/1`, {
       headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
@@ -155,6 +155,31 @@ describe('a puller killed mid-download, and a tampered blob', () => {
     expect(readdirSync(path.join(cache, 'blobs/sha256')).filter((n) => n.endsWith('.partial'))).toEqual([]);
   }, 60_000);
 
+  it('a registry stopped in the middle of a download and started again: the download resumes', async () => {
+    const cache = freshCache();
+    const partial = path.join(cache, 'blobs/sha256', `${big.slice(7)}.partial`);
+    const proxy = await throttledProxy(registry.host, 16 << 20); // 64 MiB take 4 s
+    try {
+      const seen = registry.requests().length;
+      const puller = pull(cache, `docker://${proxy.host}/lab/big:1`);
+      const size = () => (existsSync(partial) ? statSync(partial).size : 0);
+      for (let i = 0; i < 400 && size() < 4 << 20; i++) await new Promise((r) => setTimeout(r, 10));
+      await registry.stop();
+      const cut = size();
+      expect(cut).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 700));
+      await registry.restart();
+      const r = await puller;
+      expect(r.stderr).not.toMatch(/error/);
+      expect(r.code).toBe(0);
+      // After the restart the blob came as a 206 Partial Content: from where it had stopped.
+      const after = registry.requests().slice(seen).filter((l) => l.includes(`/blobs/${big}`));
+      expect(after.at(-1)).toMatch(/ 206$/);
+    } finally {
+      proxy.close();
+    }
+  }, 60_000);
+
   it('a blob tampered with in the registry is refused with both digests, and nothing is cached', async () => {
     const data = blobData(registry, big);
     const bytes = readFileSync(data);
@@ -175,8 +200,8 @@ describe('a registry with basic auth (htpasswd)', () => {
   const creds = { user: 'alice', password: 's3cret-pw' };
 
   beforeAll(async () => {
-    secured = await startRegistry(path.join(work, 'secured'), creds);
-    push(`oci:${work}/oci:busybox`, secured, 'private/busybox:1', creds);
+    secured = await startRegistry(path.join(work, 'secured'), { htpasswd: creds });
+    await push(`oci:${work}/oci:busybox`, secured, 'private/busybox:1', creds);
   }, 60_000);
   afterAll(() => secured?.stop());
 
@@ -204,5 +229,62 @@ describe('a registry with basic auth (htpasswd)', () => {
     const r = await pullAs({ DOCKER_CONFIG: dockerDir });
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
+  });
+});
+
+describe('a registry with token auth (the test is the token service, as Docker Hub has one)', () => {
+  let tokened: Registry;
+  let issuer: Awaited<ReturnType<typeof startTokenIssuer>>;
+  const creds = { user: 'bob', password: 'token-pw' };
+
+  beforeAll(async () => {
+    issuer = await startTokenIssuer(path.join(work, 'tokens'), creds.user, creds.password);
+    tokened = await startRegistry(path.join(work, 'tokened'), { token: issuer });
+    await push(`oci:${work}/oci:busybox`, tokened, 'team/busybox:1', creds);
+  }, 60_000);
+  afterAll(async () => {
+    await tokened?.stop();
+    issuer?.close();
+  });
+
+  it('gets a bearer token with the credentials and pulls; wrong ones are refused', async () => {
+    const before = issuer.issued();
+    const ok = await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`],
+      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'token-pw' } });
+    expect(ok.stderr).not.toMatch(/error/);
+    expect(ok.code).toBe(0);
+    expect(issuer.issued()).toBeGreaterThan(before);
+    const bad = await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`],
+      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'nope' } });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/refused the credentials of user 'bob'/);
+  });
+
+  it('berth login checks the credentials and saves them for later pulls', async () => {
+    const dockerDir = path.join(work, 'login-config');
+    const env = { ...process.env, DOCKER_CONFIG: dockerDir, BERTH_CACHE_DIR: freshCache() };
+    const wrong = await run(process.execPath, [BERTH, 'login', tokened.host, '-u', 'bob', '--password-stdin'], { env, input: 'nope\n' });
+    expect(wrong.code).toBe(1);
+    expect(existsSync(path.join(dockerDir, 'config.json'))).toBe(false);
+    const right = await run(process.execPath, [BERTH, 'login', tokened.host, '-u', 'bob', '--password-stdin'], { env, input: 'token-pw\n' });
+    expect(right.stdout).toMatch(/logged in to 127\.0\.0\.1:\d+ as bob/);
+    expect(statSync(path.join(dockerDir, 'config.json')).mode & 0o777).toBe(0o600);
+    expect((await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`], { env })).code).toBe(0);
+  });
+});
+
+describe('managing the cache', () => {
+  it('images lists, rm removes, prune frees the layers', async () => {
+    const cache = freshCache();
+    const env = { ...process.env, BERTH_CACHE_DIR: cache };
+    expect((await pull(cache, `docker://${registry.host}/lab/busybox:1.0`)).code).toBe(0);
+    const listed = await run(process.execPath, [BERTH, 'images'], { env });
+    expect(listed.stdout).toMatch(new RegExp(`[0-9a-f]{12}  .*docker://${registry.host}/lab/busybox:1\\.0`));
+    const pruned = await run(process.execPath, [BERTH, 'prune'], { env });
+    expect(pruned.stdout).toMatch(/freed \d/);
+    expect(readdirSync(path.join(cache, 'blobs/sha256')).filter((n) => /^[0-9a-f]{64}$/.test(n))).toEqual([]);
+    const removed = await run(process.execPath, [BERTH, 'rm', `docker://${registry.host}/lab/busybox:1.0`], { env });
+    expect(removed.stdout).toMatch(/^removed sha256:/);
+    expect((await run(process.execPath, [BERTH, 'images'], { env })).stdout).toMatch(/^no images/);
   });
 });
