@@ -7,6 +7,7 @@ import { BerthError } from '../errors.js';
 import { cacheRoot } from '../image/cache.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { pullImage, type PullResult } from '../image/pull.js';
+import type { DownloadEvents } from '../image/registry-source.js';
 import { clearProgress, convertProgress, formatBytes, progressMode, type ProgressMode } from './progress.js';
 
 export interface PullFlags {
@@ -23,31 +24,66 @@ export function isRegistryReference(text: string): boolean {
   return text.startsWith('docker://');
 }
 
+/**
+ * Download progress: on a terminal one redrawn bar per layer (bytes, rate); otherwise a line
+ * when each layer starts and ends.
+ */
+function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): number } {
+  const layers = new Map<string, { size: number; got: number; done: boolean; started: number }>();
+  let drawn = 0;
+  let lastDraw = 0;
+  let total = 0;
+  const draw = (force: boolean) => {
+    if (mode !== 'tty' || (!force && Date.now() - lastDraw < 100)) return;
+    lastDraw = Date.now();
+    const lines = [...layers].map(([digest, l]) => {
+      const frac = l.size > 0 ? Math.min(1, l.got / l.size) : 0;
+      const rate = l.got / Math.max(0.001, (Date.now() - l.started) / 1000);
+      const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '-');
+      return `${digest.slice(7, 19)} [${bar}] ${formatBytes(l.got)}/${formatBytes(l.size)} ${l.done ? 'done' : `${formatBytes(rate)}/s`}`;
+    });
+    process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\r\x1b[K${l}\n`).join('')}`);
+    drawn = lines.length;
+  };
+  return {
+    start(digest, size) {
+      layers.set(digest, { size, got: 0, done: false, started: Date.now() });
+      if (mode === 'plain') process.stderr.write(`berth: downloading ${digest} (${formatBytes(size)})\n`);
+      draw(true);
+    },
+    bytes(digest, n) {
+      total += n;
+      const l = layers.get(digest);
+      if (l) l.got += n;
+      draw(false);
+    },
+    done(digest) {
+      const l = layers.get(digest);
+      if (l) l.done = true;
+      if (mode === 'plain') process.stderr.write(`berth: downloaded ${digest}\n`);
+      draw(true);
+    },
+    total: () => total,
+  };
+}
+
 /** Pulls into the cache (converting once); reports as convert does. */
 export async function pullToCache(reference: string, flags: PullFlags, mode: ProgressMode): Promise<PullResult> {
-  const events = convertProgress(mode);
-  let downloaded = 0;
-  let lastDraw = 0;
   const parallel = flags.parallel === undefined ? 3 : Number(flags.parallel);
   if (!Number.isInteger(parallel) || parallel < 1) throw new BerthError('USAGE', `--parallel wants a positive whole number, not '${flags.parallel}'`, 'e.g. --parallel 4');
+  const downloads = downloadProgress(mode);
   try {
     const result = await pullImage(reference, flags.platform ? parsePlatform(flags.platform) : hostPlatform(), {
       cacheRoot: cacheRoot(),
       insecure: flags.insecure ?? false,
       parallel,
-      progress: (n) => {
-        downloaded += n;
-        if (mode === 'tty' && Date.now() - lastDraw > 100) {
-          lastDraw = Date.now();
-          process.stderr.write(`\r\x1b[Kdownloading ${formatBytes(downloaded)}`);
-        }
-      },
-    }, { compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism() }, events);
+      events: downloads,
+    }, { compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism() }, convertProgress(mode));
     clearProgress(mode);
     if (mode !== 'quiet') {
       process.stderr.write(result.cached
         ? `berth: ${result.reference} is in the cache (${result.manifestDigest})\n`
-        : `berth: pulled ${result.reference} (${formatBytes(downloaded)} downloaded)\n`);
+        : `berth: pulled ${result.reference} (${formatBytes(downloads.total())} downloaded)\n`);
     }
     return result;
   } catch (e: unknown) {

@@ -10,12 +10,19 @@ import type { Platform } from './platform.js';
 import { RegistryClient } from './registry.js';
 import type { ImageSource, ResolvedImage } from './source.js';
 
+/** What a pull reports as blobs arrive, for progress bars. */
+export interface DownloadEvents {
+  start(digest: string, size: number): void;
+  bytes(digest: string, n: number): void;
+  done(digest: string): void;
+}
+
 export interface PullOptions {
   cacheRoot: string;
   insecure: boolean;
   /** Layers downloaded at once. */
   parallel: number;
-  progress?: (bytes: number) => void;
+  events?: DownloadEvents;
 }
 
 /** Runs at most `limit` of the started tasks at a time. */
@@ -88,7 +95,12 @@ export class RegistrySource implements ImageSource {
       },
       config: async (digest) => readFileSync(await this.blob(digest, 'the image config')),
       layer: async (l: Descriptor) => {
-        const file = await run(() => this.blob(l.digest, `layer ${l.digest}`));
+        const file = await run(async () => {
+          this.opts.events?.start(l.digest, l.size);
+          const f = await this.blob(l.digest, `layer ${l.digest}`);
+          this.opts.events?.done(l.digest);
+          return f;
+        });
         return (range) => createReadStream(file, { ...range, highWaterMark: 1 << 20 });
       },
     };
@@ -97,6 +109,7 @@ export class RegistrySource implements ImageSource {
 
   private blob(digest: string, what: string): Promise<string> {
     return ensureBlob(this.opts.cacheRoot, digest, (start) =>
-      this.client.get('blobs', digest, start > 0 ? { range: `bytes=${start}-` } : {}), `${this.describe}: ${what}`, this.opts.progress);
+      this.client.get('blobs', digest, start > 0 ? { range: `bytes=${start}-` } : {}), `${this.describe}: ${what}`,
+    (n) => this.opts.events?.bytes(digest, n));
   }
 }
