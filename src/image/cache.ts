@@ -45,6 +45,8 @@ export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T
   }
 }
 
+const STALL_MS = 60_000;
+
 export interface BlobFetch {
   /** Starts the download at byte `start`; a registry that ignores Range answers 200. */
   (start: number): Promise<Response>;
@@ -89,15 +91,25 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
   const resumed = have > 0 && res.status === 206;
   if (have > 0 && !resumed) progress(-have); // the registry ignored Range: start over
   if (!res.body) throw new Error('empty response');
+  // A connection that stays open but sends nothing would hang the pull: after STALL_MS of
+  // silence the download is cut, and then resumed like any dropped one.
+  let stall: NodeJS.Timeout | undefined;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
+      stall?.refresh();
       progress(chunk.length);
       cb(null, chunk);
     },
+    flush(cb) {
+      clearTimeout(stall);
+      cb();
+    },
   });
+  stall = setTimeout(() => counter.destroy(new Error(`no data for ${STALL_MS / 1000} s`)), STALL_MS);
   try {
     await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w' }));
   } catch (e: unknown) {
+    clearTimeout(stall);
     if ((e as { code?: string }).code === 'ENOSPC') {
       throw new BerthError('DISK_FULL', `no space left in the cache writing ${partial}`, 'free some space, or point BERTH_CACHE_DIR elsewhere');
     }

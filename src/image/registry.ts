@@ -55,12 +55,17 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       const url = `${this.base}/${what}/${id}`;
       let res: Response;
+      // The timeout covers the wait for an answer, not the body: a big layer may take minutes
+      // (its reader watches for stalls instead).
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(new DOMException('timed out', 'TimeoutError')), this.opts.timeoutMs);
       try {
         res = await fetch(url, {
           headers: { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) },
-          signal: AbortSignal.timeout(this.opts.timeoutMs),
+          signal: controller.signal,
         });
       } catch (e: unknown) {
+        clearTimeout(timer);
         if (this.httpAllowed && this.base.startsWith('https:')) {
           // No TLS there (or none we can check): the plain http that such registries speak.
           this.base = this.base.replace(/^https:/, 'http:');
@@ -73,6 +78,7 @@ export class RegistryClient {
         }
         throw unreachable(this.ref.apiHost, e);
       }
+      clearTimeout(timer);
       if (res.status === 401 && !authTried) {
         authTried = true;
         await res.body?.cancel();
