@@ -33,8 +33,8 @@ function keysFor(registry: string): string[] {
     : [registry, `https://${registry}`, `http://${registry}`];
 }
 
-function fromHelper(helper: string, server: string): Credentials | undefined {
-  const r = spawnSync(`docker-credential-${helper}`, ['get'], { input: server, encoding: 'utf8', timeout: 10_000 });
+function fromHelper(helper: string, server: string, env: NodeJS.ProcessEnv): Credentials | undefined {
+  const r = spawnSync(`docker-credential-${helper}`, ['get'], { input: server, encoding: 'utf8', timeout: 10_000, env });
   if (r.status !== 0) return undefined;
   try {
     const { Username, Secret } = JSON.parse(r.stdout) as { Username?: string; Secret?: string };
@@ -52,7 +52,7 @@ export function findCredentials(registry: string, env: NodeJS.ProcessEnv = proce
   const keys = keysFor(registry);
   for (const key of keys) {
     const helper = config.credHelpers?.[key];
-    if (helper) return fromHelper(helper, key);
+    if (helper) return fromHelper(helper, key, env);
   }
   for (const key of keys) {
     const entry = config.auths?.[key];
@@ -63,7 +63,7 @@ export function findCredentials(registry: string, env: NodeJS.ProcessEnv = proce
       const colon = decoded.indexOf(':');
       if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
     }
-    if (config.credsStore) return fromHelper(config.credsStore, key);
+    if (config.credsStore) return fromHelper(config.credsStore, key, env);
   }
   return undefined;
 }

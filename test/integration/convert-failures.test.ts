@@ -77,6 +77,18 @@ describe('refused input', () => {
     expect(r.left).toEqual([]);
   });
 
+  it('a Docker schema 1 manifest, with what to do instead', async () => {
+    const layout = makeLayout(path.join(work, 'schema1'), [await tarOf('f', Buffer.from('x'))]);
+    const schema1 = Buffer.from(JSON.stringify({ schemaVersion: 1, name: 'old/app', tag: 'latest', fsLayers: [], history: [] }));
+    writeFileSync(path.join(layout.dir, 'blobs/sha256', sha256(schema1).slice(7)), schema1);
+    writeFileSync(path.join(layout.dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{
+      mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws', digest: sha256(schema1), size: schema1.length,
+    }] }));
+    const r = await convertInto(`oci:${layout.dir}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/is a Docker schema 1 manifest, which is deprecated and unsupported[\s\S]*schema 2 or OCI/);
+  });
+
   it('a manifest or index that was tampered with', async () => {
     const layout = makeLayout(path.join(work, 'bad-manifest'), [await tarOf('f', Buffer.from('x'))]);
     const manifestPath = path.join(layout.dir, 'blobs/sha256', layout.manifestDigest.slice(7));
