@@ -141,12 +141,14 @@ describe('a puller killed mid-download, and a tampered blob', () => {
   it('a puller killed with -9 wedges nobody: the next one resumes and succeeds', async () => {
     const cache = freshCache();
     const partial = path.join(cache, 'blobs/sha256', `${big.slice(7)}.partial`);
-    const child = spawn(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/big:1`], { env: { ...process.env, BERTH_CACHE_DIR: cache }, stdio: 'ignore' });
+    const proxy = await throttledProxy(registry.host, 16 << 20); // slow enough to be caught mid-way
+    const child = spawn(process.execPath, [BERTH, 'pull', `docker://${proxy.host}/lab/big:1`], { env: { ...process.env, BERTH_CACHE_DIR: cache }, stdio: 'ignore' });
     const size = (f: string) => (existsSync(f) ? statSync(f).size : 0);
-    for (let i = 0; i < 400 && size(partial) < 1 << 20; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 800 && size(partial) < 1 << 20; i++) await new Promise((r) => setTimeout(r, 5));
     expect(size(partial)).toBeGreaterThan(0); // killed in the middle of the download
     child.kill('SIGKILL');
     await new Promise((r) => child.on('close', r));
+    proxy.close();
     expect(existsSync(path.join(cache, 'blobs/sha256', big.slice(7)))).toBe(false);
     const r = await pull(cache, `docker://${registry.host}/lab/big:1`);
     expect(r.stderr).not.toMatch(/error/);
