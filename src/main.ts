@@ -57,7 +57,7 @@ program
   .option('-o, --output <file>', 'also copy the image here')
   .option('--platform <os/arch[/variant]>', 'which image of a multi-platform index (default: this host)')
   .option('--insecure', 'allow plain http for this registry (always allowed for localhost)')
-  .option('--parallel <n>', 'layers downloaded at once (default 3)')
+  .option('--parallel <n>', 'layers downloaded at once (default: pull.parallel, 3)')
   .option('-f, --force', 'replace the -o file if it exists')
   .option('-q, --quiet', 'print nothing but errors')
   .option('--json', 'print the result as JSON on stdout')
@@ -88,6 +88,12 @@ program
   .command('prune')
   .description('remove the downloaded layers from the cache (converted images stay)')
   .action(() => run(async () => (await import('./cli/images.js')).pruneCommand()));
+
+program
+  .command('config')
+  .description('show every setting, its value and where it came from')
+  .option('--json', 'print JSON')
+  .action((flags) => run(async () => (await import('./cli/config.js')).configCommand(flags)));
 
 program
   .command('inspect')

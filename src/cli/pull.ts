@@ -3,6 +3,7 @@ import { constants, copyFileSync, renameSync, statSync, unlinkSync } from 'node:
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
+import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { cacheRoot } from '../image/cache.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
@@ -69,7 +70,7 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
 
 /** Pulls into the cache (converting once); reports as convert does. */
 export async function pullToCache(reference: string, flags: PullFlags, mode: ProgressMode): Promise<PullResult> {
-  const parallel = flags.parallel === undefined ? 3 : Number(flags.parallel);
+  const parallel = flags.parallel === undefined ? Number(config().values['pull.parallel']) : Number(flags.parallel);
   if (!Number.isInteger(parallel) || parallel < 1) throw new BerthError('USAGE', `--parallel wants a positive whole number, not '${flags.parallel}'`, 'e.g. --parallel 4');
   const downloads = downloadProgress(mode);
   try {

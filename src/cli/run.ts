@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { statSync } from 'node:fs';
 import path from 'node:path';
+import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { hostFacts } from '../host/user.js';
 import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
@@ -25,7 +26,9 @@ export interface RunFlags {
 }
 
 export function runOptions(flags: RunFlags): RunOptions {
-  const binds = parseBinds(flags.bind ?? []).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  // The site's and user's default binds (run.binds) come first, then --bind.
+  const defaults = config().values['run.binds'] as string[];
+  const binds = parseBinds([...defaults, ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
   for (const b of binds) {
     if (!statSync(b.source, { throwIfNoEntry: false })) {
       throw new BerthError('BIND_SOURCE_MISSING', `--bind ${b.source}: no such file or directory on this node`,

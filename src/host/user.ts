@@ -2,6 +2,7 @@
 // modules observe, they never change anything.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import { config } from '../config/load.js';
 import type { HostFacts } from '../plan/build.js';
 
 function groupName(gid: number): string | undefined {
@@ -18,23 +19,20 @@ function groupName(gid: number): string | undefined {
 
 /** Where berth-helper makes its per-run directories: private to the user, ideally a tmpfs. */
 export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
-  if (env.BERTH_RUNTIME_DIR) return env.BERTH_RUNTIME_DIR;
+  const configured = config(env).values['runtime.dir'];
+  if (typeof configured === 'string') return configured;
   const xdg = env.XDG_RUNTIME_DIR;
   if (xdg && statSync(xdg, { throwIfNoEntry: false })?.isDirectory()) return `${xdg}/berth`;
   return `/tmp/berth-${uid}`;
 }
 
 /**
- * How long an idle image server stays up for the next container (BERTH_IMAGE_LINGER, in
- * seconds): long enough that a script's successive containers find the image warm, short
- * enough that nothing lingers after a job.
+ * How long an idle image server stays up for the next container (images.linger, or
+ * BERTH_IMAGE_LINGER, in seconds): long enough that a script's successive containers find the
+ * image warm, short enough that nothing lingers after a job.
  */
-export const DEFAULT_IMAGE_LINGER = 10;
-
 function imageLinger(env: NodeJS.ProcessEnv): number {
-  const v = env.BERTH_IMAGE_LINGER;
-  const n = v === undefined ? DEFAULT_IMAGE_LINGER : Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : DEFAULT_IMAGE_LINGER;
+  return Number(config(env).values['images.linger']);
 }
 
 export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {

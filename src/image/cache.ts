@@ -12,10 +12,12 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { config } from '../config/load.js';
 import { BerthError, messageOf } from '../errors.js';
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.BERTH_CACHE_DIR) return env.BERTH_CACHE_DIR;
+  const configured = config(env).values['cache.dir'];
+  if (typeof configured === 'string') return configured;
   return path.join(env.XDG_CACHE_HOME || path.join(env.HOME || homedir(), '.cache'), 'berth');
 }
 

@@ -1,6 +1,7 @@
 // docker:// images: manifests come from the registry, and so does every blob, into the
 // verified cache (several layers at once) before conversion reads them from there.
 import { createReadStream, readFileSync } from 'node:fs';
+import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { ensureBlob } from './cache.js';
 import { findCredentials } from './credentials.js';
@@ -50,6 +51,11 @@ export class RegistrySource implements ImageSource {
   constructor(text: string, private readonly opts: PullOptions) {
     this.ref = parseDockerReference(text);
     this.describe = formatDockerReference(this.ref);
+    const allowed = config().values['pull.registries'];
+    if (Array.isArray(allowed) && !allowed.includes(this.ref.registry)) {
+      throw new BerthError('REGISTRY_NOT_ALLOWED', `this site allows pulling only from ${allowed.join(', ')}, not ${this.ref.registry} (${config().sources['pull.registries']})`,
+        'ask the site\'s admins to add it to pull.registries, or bring the image as a file (berth convert, berth push)');
+    }
     this.client = new RegistryClient(this.ref, {
       insecure: opts.insecure, credentials: findCredentials(this.ref.registry), timeoutMs: 30_000, retries: 4,
     });

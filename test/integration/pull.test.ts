@@ -275,6 +275,23 @@ describe('a registry with token auth (the test is the token service, as Docker H
   });
 });
 
+describe('site and user configuration', () => {
+  it('cache.dir and pull.registries from the configuration file', async () => {
+    const cache = freshCache();
+    const file = path.join(work, 'berth.yaml');
+    writeFileSync(file, `cache:\n  dir: ${cache}\npull:\n  registries: [ghcr.io]\n`);
+    const env = { ...process.env, BERTH_CONFIG: file };
+    const refused = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/busybox:1.0`], { env });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`allows pulling only from ghcr.io, not ${registry.host} (${file})`);
+    writeFileSync(file, `cache:\n  dir: ${cache}\npull:\n  registries: [ghcr.io, "${registry.host}"]\n`);
+    const ok = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/busybox:1.0`], { env });
+    expect(ok.stdout.startsWith(`${cache}/images/`)).toBe(true);
+    const shown = await run(process.execPath, [BERTH, 'config', '--json'], { env });
+    expect(JSON.parse(shown.stdout)['cache.dir']).toEqual({ value: cache, source: file });
+  });
+});
+
 describe('managing the cache', () => {
   it('images lists, rm removes, prune frees the layers', async () => {
     const cache = freshCache();

@@ -1,0 +1,15 @@
+// berth config: every setting, its value and where that came from.
+import { config, SITE_CONFIG, userConfigPath } from '../config/load.js';
+import { SETTINGS, type SettingKey } from '../config/schema.js';
+
+export async function configCommand(flags: { json?: boolean }): Promise<string> {
+  const c = config();
+  const keys = Object.keys(SETTINGS) as SettingKey[];
+  if (flags.json) return JSON.stringify(Object.fromEntries(keys.map((k) => [k, { value: c.values[k] ?? null, source: c.sources[k] ?? 'unset' }])), null, 2);
+  const rows = keys.map((k) => {
+    const s = SETTINGS[k];
+    const value = c.values[k] === undefined ? '(unset)' : JSON.stringify(c.values[k]);
+    return `${k.padEnd(16)} ${value.padEnd(28)} ${(c.sources[k] ?? '').padEnd(12)} ${s.describe}${'env' in s ? ` [$${s.env}]` : ''}`;
+  });
+  return [`files: ${SITE_CONFIG} (site), then ${userConfigPath(process.env)} (yours); environment variables win`, ...rows].join('\n');
+}

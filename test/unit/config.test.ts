@@ -1,0 +1,56 @@
+// Configuration files are checked at the edge: every error names file, line and fix.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, parseConfigFile } from '../../src/config/load.js';
+import { cleanup, tempDir } from '../helpers.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = tempDir('config');
+});
+afterAll(() => cleanup(dir));
+
+describe('parseConfigFile', () => {
+  it('reads every kind of setting', () => {
+    expect(parseConfigFile('cache:\n  dir: /shared/berth\nimages:\n  linger: 0\npull:\n  parallel: 4\n  registries: [docker.io, ghcr.io]\nrun:\n  binds: ["/scratch", "/apps:/apps:ro"]\n', 'f.yaml'))
+      .toEqual({ 'cache.dir': '/shared/berth', 'images.linger': 0, 'pull.parallel': 4, 'pull.registries': ['docker.io', 'ghcr.io'], 'run.binds': ['/scratch', '/apps:/apps:ro'] });
+    expect(parseConfigFile('', 'empty.yaml')).toEqual({});
+  });
+
+  it.each([
+    ['cache:\n  dir: /x\ncahce:\n  dir: /y\n', /f\.yaml:3: unknown section 'cahce'/, /the sections are: cache, runtime, images, pull, run/],
+    ['pull:\n  parallel: 2\n  paralel: 3\n', /f\.yaml:3: unknown setting 'pull\.paralel'/, /'pull' has: parallel, registries/],
+    ['cache:\n  dir: relative/path\n', /f\.yaml:2: cache\.dir must be an absolute path/, /dir: \/shared\/berth/],
+    ['images:\n  linger: soon\n', /f\.yaml:2: images\.linger must be a whole number of seconds/, /linger: 10/],
+    ['pull:\n  parallel: 0\n', /f\.yaml:2: pull\.parallel must be a whole number of at least 1/, /parallel: 3/],
+    ['run:\n  binds: /scratch\n', /f\.yaml:2: run\.binds must be a list of strings/, /binds: \["a", "b"\]/],
+    ['cache:\n  dir: [unclosed\n', /f\.yaml:\d+: not valid YAML/, /fix the syntax/],
+  ])('refuses %j', (text, message, hint) => {
+    let err: { message: string; hint?: string } | undefined;
+    try {
+      parseConfigFile(text, 'f.yaml');
+    } catch (e: unknown) {
+      err = e as { message: string; hint?: string };
+    }
+    expect(err?.message).toMatch(message);
+    expect(err?.hint).toMatch(hint);
+  });
+});
+
+describe('loadConfig', () => {
+  it('defaults, then the site file, then the user file, then the environment', () => {
+    const site = path.join(dir, 'site.yaml');
+    const user = path.join(dir, 'user.yaml');
+    writeFileSync(site, 'cache:\n  dir: /site/cache\nimages:\n  linger: 30\npull:\n  parallel: 8\n');
+    writeFileSync(user, 'images:\n  linger: 5\n');
+    const c = loadConfig({ BERTH_CONFIG: user, BERTH_IMAGE_LINGER: '2' }, site);
+    expect(c.values).toMatchObject({ 'cache.dir': '/site/cache', 'images.linger': 2, 'pull.parallel': 8, 'run.binds': [] });
+    expect(c.sources).toMatchObject({ 'cache.dir': site, 'images.linger': '$BERTH_IMAGE_LINGER', 'pull.parallel': site, 'run.binds': 'default' });
+    expect(loadConfig({ BERTH_CONFIG: user }, site).values['images.linger']).toBe(5);
+  });
+
+  it('a BERTH_CONFIG that does not exist is an error, a missing site file is not', () => {
+    expect(() => loadConfig({ BERTH_CONFIG: path.join(dir, 'nope.yaml') }, path.join(dir, 'no-site.yaml'))).toThrow(/BERTH_CONFIG names .*nope\.yaml, which does not exist/);
+  });
+});
