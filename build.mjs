@@ -13,5 +13,7 @@ await build({
   // import.meta.url has no CommonJS equivalent of its own: give it the bundle's.
   banner: { js: "const import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': 'import_meta_url' },
+  // Loaded from node_modules only when a configuration file exists (src/config/load.ts).
+  external: ['yaml'],
   logLevel: 'warning',
 });

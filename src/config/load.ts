@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Node } from 'yaml';
+import { createRequire } from 'node:module';
+import type { Node } from 'yaml';
 import { BerthError } from '../errors.js';
 import { SETTINGS, type Config, type Setting, type SettingKey } from './schema.js';
 
@@ -21,6 +22,7 @@ function invalid(file: string, line: number, message: string, hint: string): Ber
 }
 
 function checkValue(file: string, line: number, key: SettingKey, setting: Setting, node: Node | null): string | number | string[] {
+  const { isScalar, isSeq } = yaml();
   const scalar = isScalar(node) ? node.value : undefined;
   switch (setting.type) {
     case 'path':
@@ -42,8 +44,17 @@ function checkValue(file: string, line: number, key: SettingKey, setting: Settin
   }
 }
 
+/**
+ * The YAML library, loaded only when there is a file to read: most commands find none, and
+ * every container started from the command line would otherwise pay for loading it.
+ */
+function yaml(): typeof import('yaml') {
+  return createRequire(import.meta.url)('yaml') as typeof import('yaml');
+}
+
 /** Parses one file's text into settings; throws naming file and line on anything wrong. */
 export function parseConfigFile(text: string, file: string): Partial<Record<SettingKey, string | number | string[]>> {
+  const { LineCounter, parseDocument, isMap, isScalar } = yaml();
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines });
   const lineOf = (node: { range?: [number, number, number] | null } | null | undefined) => (node?.range ? lines.linePos(node.range[0]).line : 1);
