@@ -90,6 +90,12 @@ program
   .action(() => run(async () => (await import('./cli/images.js')).pruneCommand()));
 
 program
+  .command('doctor')
+  .description('check what this node allows (user namespaces, FUSE, overlayfs, tools, directories), with fixes')
+  .option('--json', 'print JSON')
+  .action((flags) => run(async () => (await import('./cli/doctor.js')).doctorCommand(flags)));
+
+program
   .command('config')
   .description('show every setting, its value and where it came from')
   .option('--json', 'print JSON')

@@ -63,6 +63,9 @@ void report_overlay(int sock, pid_t overlay);
  * namespace), or 0. */
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base);
 
+/* probe.c: berth-helper --probe, for berth doctor */
+int probe(void);
+
 /* main.c */
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

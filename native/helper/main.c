@@ -115,6 +115,8 @@ static noreturn void exec_command(const struct plan *p)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && strcmp(argv[1], "--probe") == 0)
+		return probe();
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"berth-helper is started by berth; see `berth run --dry-run=helper` for the plans it executes.\n");

@@ -262,3 +262,20 @@ describe('errors a user can act on', () => {
     expect(r.stderr).toMatch(/was made for linux\/arm64; this node is linux\/amd64[\s\S]*--platform linux\/amd64/);
   });
 });
+
+describe('berth doctor', () => {
+  it('finds everything in order here, and says so', async () => {
+    const r = await run(process.execPath, [BERTH, 'doctor', '--json'], { env: env() });
+    const checks = JSON.parse(r.stdout) as { name: string; verdict: string }[];
+    expect(checks.filter((c) => c.verdict === 'fail')).toEqual([]);
+    expect(checks.map((c) => c.name)).toEqual(expect.arrayContaining(['/dev/fuse', 'creating a user namespace', 'overlayfs in a user namespace', 'berth-helper']));
+    expect(r.code).toBe(0);
+  });
+
+  it('names a missing /dev/fuse and its fix, and exits 1', async () => {
+    const r = await run('unshare', ['-Urm', 'sh', '-c', `mount -t tmpfs none /dev && exec ${process.execPath} ${BERTH} doctor`], { env: env() });
+    expect(r.stdout).toMatch(/FAIL\s+\/dev\/fuse\s+No such file or directory\n\s+fix: an admin loads the fuse module/);
+    expect(r.stdout).toMatch(/ok\s+creating a user namespace/);
+    expect(r.code).toBe(1);
+  });
+});

@@ -1,0 +1,144 @@
+// What this node allows, checked for real: berth doctor. Namespace checks run in berth-helper
+// (--probe), never in Node; the rest reads /proc and the filesystem. Each check says what it
+// found and, when it is not fine, what an admin or the user can do.
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import path from 'node:path';
+import { cacheRoot } from '../image/cache.js';
+import { helperPath } from '../runtime/helper.js';
+import { runtimeDir } from './user.js';
+
+export interface Check {
+  name: string;
+  verdict: 'ok' | 'warn' | 'fail';
+  detail: string;
+  fix?: string;
+}
+
+function sysctl(path: string): number | undefined {
+  try {
+    return Number(readFileSync(path, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
+function onPath(tool: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => {
+    try {
+      accessSync(path.join(dir || '.', tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function kernelCheck(): { check: Check; overlayNative: boolean } {
+  const [major = 0, minor = 0] = release().split(/[.-]/).map(Number);
+  const at = (M: number, m: number) => major > M || (major === M && minor >= m);
+  if (!at(4, 18)) {
+    return { overlayNative: false, check: { name: 'kernel', verdict: 'fail', detail: `Linux ${release()}: FUSE in a user namespace needs 4.18`, fix: 'run on a newer kernel' } };
+  }
+  return {
+    overlayNative: at(5, 11),
+    check: { name: 'kernel', verdict: 'ok', detail: `Linux ${release()}${at(5, 11) ? '' : ' (overlayfs for users needs 5.11: fuse-overlayfs stands in)'}` },
+  };
+}
+
+function userNamespaceSysctls(): Check {
+  const max = sysctl('/proc/sys/user/max_user_namespaces');
+  if (max === 0) return { name: 'user namespaces', verdict: 'fail', detail: 'user.max_user_namespaces = 0', fix: 'sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d)' };
+  if (sysctl('/proc/sys/kernel/unprivileged_userns_clone') === 0) {
+    return { name: 'user namespaces', verdict: 'fail', detail: 'kernel.unprivileged_userns_clone = 0', fix: 'sysctl -w kernel.unprivileged_userns_clone=1' };
+  }
+  if (sysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns') === 1) {
+    return { name: 'user namespaces', verdict: 'fail', detail: 'AppArmor restricts unprivileged user namespaces', fix: 'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' };
+  }
+  return { name: 'user namespaces', verdict: 'ok', detail: `allowed (user.max_user_namespaces = ${max ?? '?'})` };
+}
+
+const PROBE_FIX: Record<string, string> = {
+  fuse: 'an admin loads the fuse module (modprobe fuse) and makes /dev/fuse mode 0666',
+  userns: 'see the user namespaces line above',
+  idmap: 'an unprivileged user namespace must let you map your own uid (kernel or LSM policy)',
+  mountns: 'mount namespaces inside user namespaces are refused: check the LSM (SELinux, AppArmor) policy',
+};
+
+function probeChecks(helper: string, overlayNative: boolean): Check[] {
+  const r = spawnSync(helper, ['--probe'], { encoding: 'utf8', timeout: 10_000 });
+  const found = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    const [name, verdict, ...why] = line.split(' ');
+    if (name && verdict) found.set(name, verdict === 'ok' ? 'ok' : why.join(' '));
+  }
+  const checks: Check[] = [];
+  const names: [string, string][] = [['fuse', '/dev/fuse'], ['userns', 'creating a user namespace'], ['idmap', 'mapping your uid and gid'], ['mountns', 'mounting in it']];
+  for (const [key, label] of names) {
+    const result = found.get(key);
+    if (result === undefined) continue;
+    checks.push(result === 'ok'
+      ? { name: label, verdict: 'ok', detail: 'works' }
+      : { name: label, verdict: 'fail', detail: result, fix: PROBE_FIX[key]! });
+  }
+  const overlay = found.get('overlay');
+  if (overlay !== undefined) {
+    if (overlay === 'ok') checks.push({ name: 'overlayfs in a user namespace', verdict: 'ok', detail: 'works (root overlays, --writable-tmpfs)' });
+    else if (onPath('fuse-overlayfs')) checks.push({ name: 'overlayfs in a user namespace', verdict: 'warn', detail: `refused (${overlay}); fuse-overlayfs will stand in, a little slower` });
+    else {
+      checks.push({ name: 'overlayfs in a user namespace', verdict: 'fail', detail: `refused (${overlay})${overlayNative ? '' : ': this kernel predates 5.11'}`,
+        fix: 'install fuse-overlayfs (apt-get install fuse-overlayfs / dnf install fuse-overlayfs)' });
+    }
+  }
+  return checks;
+}
+
+function helperCheck(): { check: Check; path?: string } {
+  let helper: string;
+  try {
+    helper = helperPath();
+  } catch (e: unknown) {
+    return { check: { name: 'berth-helper', verdict: 'fail', detail: (e as Error).message, fix: 'build it: make -C native' } };
+  }
+  const mode = statSync(helper).mode;
+  if (mode & 0o6000) {
+    return { path: helper, check: { name: 'berth-helper', verdict: 'fail', detail: `${helper} is setuid or setgid`, fix: `chmod u-s,g-s ${helper}: berth needs no privilege and must not have any` } };
+  }
+  return { path: helper, check: { name: 'berth-helper', verdict: 'ok', detail: `${helper} (not setuid)` } };
+}
+
+function toolsCheck(): Check {
+  const needed = { tar2sqfs: 'squashfs-tools-ng', rdsquashfs: 'squashfs-tools-ng', zstd: 'zstd', flock: 'util-linux' };
+  const missing = Object.entries(needed).filter(([tool]) => !onPath(tool));
+  if (missing.length === 0) return { name: 'tools', verdict: 'ok', detail: Object.keys(needed).join(', ') };
+  return { name: 'tools', verdict: 'fail', detail: `missing: ${missing.map(([t]) => t).join(', ')}`, fix: `install ${[...new Set(missing.map(([, p]) => p))].join(', ')}` };
+}
+
+function dirCheck(name: string, dir: string, mustBePrivate: boolean): Check {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK);
+    const st = statSync(dir);
+    if (mustBePrivate && (st.uid !== process.getuid!() || (st.mode & 0o077))) {
+      return { name, verdict: 'fail', detail: `${dir} is not yours alone (mode ${(st.mode & 0o777).toString(8)})`, fix: `remove it, or set ${name === 'runtime directory' ? 'runtime.dir / BERTH_RUNTIME_DIR' : 'cache.dir'}` };
+    }
+    return { name, verdict: 'ok', detail: dir };
+  } catch (e: unknown) {
+    return { name, verdict: 'fail', detail: `${dir}: ${(e as Error).message}`, fix: 'point the setting elsewhere (berth config shows it)' };
+  }
+}
+
+export function diagnose(): Check[] {
+  const { check: kernel, overlayNative } = kernelCheck();
+  const helper = helperCheck();
+  return [
+    kernel,
+    userNamespaceSysctls(),
+    helper.check,
+    ...(helper.path ? probeChecks(helper.path, overlayNative) : []),
+    toolsCheck(),
+    dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
+    dirCheck('cache', cacheRoot(), false),
+  ];
+}
