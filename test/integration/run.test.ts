@@ -17,10 +17,19 @@ const runtimeBase = () => path.join(work, 'runtime');
 // image servers that leave as soon as their last container has ended (one test keeps them).
 const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtimeBase(), BERTH_IMAGE_LINGER: '0' });
 
-/** berth processes of ours still running (zombies do not count: some PID 1s never reap). */
+/**
+ * berth processes of this file still running: zombies do not count (some PID 1s never reap),
+ * nor do those of other test files running meanwhile (told apart by their BERTH_RUNTIME_DIR).
+ */
 function liveHelpers(): string[] {
-  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,comm=']).stdout.toString();
-  return ps.split('\n').filter((l) => l.includes('berth-helper') && !l.trim().startsWith('Z'));
+  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'pid=,stat=,comm=']).stdout.toString();
+  return ps.split('\n').filter((l) => l.includes('berth-helper') && !/^\s*\d+\s+Z/.test(l)).filter((l) => {
+    try {
+      return readFileSync(`/proc/${l.trim().split(/\s+/)[0]}/environ`, 'latin1').split('\0').includes(`BERTH_RUNTIME_DIR=${runtimeBase()}`);
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
 }
 
 async function until(check: () => boolean, ms: number): Promise<boolean> {
