@@ -120,6 +120,8 @@ const containerOptions = (cmd: Command) => cmd
   .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
   .option('--env-file <file>', 'set variables from KEY=VALUE lines')
   .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
+  .option('--rdma', 'bind the host InfiniBand/RDMA stack in (default: where /dev/infiniband has devices)')
+  .option('--no-rdma', 'do not bind the host RDMA stack')
   .option('--dry-run', 'print the launch plan instead of running it')
   .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
   .passThroughOptions();

@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
+import { rdmaDevices, rdmaFacts, type RdmaFacts } from '../host/rdma.js';
 import { hostFacts } from '../host/user.js';
 import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
@@ -22,6 +23,8 @@ export interface RunFlags {
   envFile?: string;
   pwd?: string;
   dryRun?: boolean;
+  /** true: --rdma, false: --no-rdma, undefined: where /dev/infiniband has devices. */
+  rdma?: boolean;
   planFormat?: string;
 }
 
@@ -54,7 +57,17 @@ export function runOptions(flags: RunFlags): RunOptions {
     cleanenv: flags.cleanenv ?? false,
     env: [...env, ...(flags.env ?? [])],
     pwd: flags.pwd,
+    rdma: rdmaFor(flags.rdma),
   };
+}
+
+function rdmaFor(flag: boolean | undefined): RdmaFacts | undefined {
+  if (flag === false || (flag === undefined && rdmaDevices().length === 0)) return undefined;
+  const facts = rdmaFacts();
+  if (flag && facts.files.length === 0) {
+    throw new BerthError('USAGE', '--rdma: this node has no libibverbs in its ld.so cache', 'install rdma-core (libibverbs) on the node, or leave out --rdma');
+  }
+  return facts;
 }
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {

@@ -2,6 +2,7 @@
 // I/O, so every rule here is unit-tested without a kernel.
 import { BerthError } from '../errors.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
+import type { RdmaFacts } from '../host/rdma.js';
 import type { LaunchPlan, MountOp } from './types.js';
 
 export interface HostFacts {
@@ -39,6 +40,8 @@ export interface RunOptions {
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
   pwd: string | undefined;
+  /** Host RDMA stack to bind in (see host/rdma.ts), or undefined for none. */
+  rdma?: RdmaFacts;
 }
 
 export type Command =
@@ -167,9 +170,22 @@ function identityOps(host: HostFacts, opts: RunOptions): MountOp[] {
   ];
 }
 
+/**
+ * The host's RDMA stack at the host's own paths (the libraries' compiled-in provider paths
+ * then hold inside too); devices keep their device nodes usable, so no nodev.
+ */
+function rdmaOps(rdma: RdmaFacts): MountOp[] {
+  return [
+    ...rdma.devices.map((d) => op('bind', d, d, ['nosuid', 'noexec'], 'create', 'rdma: device')),
+    ...rdma.files.map((f) => op('bind', f.path, f.path, ['ro', 'nosuid', 'nodev'], 'create', f.origin)),
+    ...rdma.dirs.map((d) => op('bind', d.path, d.path, ['rbind', 'ro', 'nosuid', 'nodev'], 'create', d.origin)),
+  ];
+}
+
 export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, opts: RunOptions, cmd: Command): LaunchPlan {
   const ops = systemOps(host, opts);
   ops.push(...identityOps(host, opts));
+  if (opts.rdma) ops.push(...rdmaOps(opts.rdma));
   const bound = ['/proc', '/sys', '/dev', ...(opts.containall ? [] : ['/tmp'])];
   const bindHome = opts.home && !opts.containall && host.home !== '/' && !isUnder(host.home, bound);
   if (bindHome) {
@@ -194,6 +210,12 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));
 
   const env = buildEnv(meta, host, opts, cwd);
+  if (opts.rdma && opts.rdma.files.length > 0) {
+    // The host libraries' directories first, so that they win over any the image has.
+    const dirs = [...new Set(opts.rdma.files.map((f) => f.path.slice(0, f.path.lastIndexOf('/'))))];
+    const before = env.get('LD_LIBRARY_PATH');
+    env.set('LD_LIBRARY_PATH', [...dirs, ...(before ? [before] : [])].join(':'));
+  }
   return {
     image,
     scope: host.scope,

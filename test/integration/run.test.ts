@@ -42,7 +42,7 @@ beforeAll(async () => {
   work = tempDir('run');
   const made = await run(path.join(ROOT, 'test/fixtures/make-run-images.sh'), [work]);
   if (made.code !== 0) throw new Error(made.stderr);
-  for (const tag of ['busybox', 'ep', 'python']) {
+  for (const tag of ['busybox', 'ep', 'python', 'rdma']) {
     const r = await berth('convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet');
     if (r.code !== 0) throw new Error(r.stderr);
   }
@@ -269,6 +269,19 @@ describe('errors a user can act on', () => {
     const r = await b('exec', img('arm'), 'true');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/was made for linux\/arm64; this node is linux\/amd64[\s\S]*--platform linux\/amd64/);
+  });
+});
+
+describe('RDMA binding', () => {
+  it("--rdma brings the host's libibverbs into an image that has none, and ibv_devinfo runs on it", async () => {
+    const without = await b('exec', '--no-rdma', img('rdma'), 'ibv_devinfo');
+    expect(without.code).toBe(127);
+    expect(without.stderr).toMatch(/libibverbs\.so\.1: cannot open shared object file/);
+    const r = await b('exec', '--rdma', '--env', 'LD_DEBUG=libs', img('rdma'), 'ibv_devinfo');
+    // This machine has no RDMA in its kernel: the host's own ibv_devinfo says the same.
+    expect(r.stderr).toContain('Failed to get IB devices list: Function not implemented');
+    expect(r.stderr).toMatch(/calling init: \/lib\/x86_64-linux-gnu\/libibverbs\.so\.1\n/);
+    expect(r.stderr).toMatch(/calling init: \/lib\/x86_64-linux-gnu\/libnl-route-3\.so\.200\n/);
   });
 });
 
