@@ -1,5 +1,5 @@
 // berth images | rm | prune: the converted images and downloaded blobs in the cache.
-import { unlinkSync } from 'node:fs';
+import { closeSync, openSync, unlinkSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import { cacheRoot, listImages, pruneBlobs } from '../image/cache.js';
 import { parseMetadata, readMetadataTrailer } from '../squashfs/metadata.js';
@@ -7,8 +7,13 @@ import { formatBytes } from './progress.js';
 
 function withSources() {
   return listImages(cacheRoot()).map((img) => {
-    const text = readMetadataTrailer(img.path);
-    return { ...img, source: text ? parseMetadata(text, img.path).source : '?' };
+    const fd = openSync(img.path, 'r');
+    try {
+      const text = readMetadataTrailer(fd, img.size);
+      return { ...img, source: text ? parseMetadata(text, img.path).source : '?' };
+    } finally {
+      closeSync(fd);
+    }
   });
 }
 

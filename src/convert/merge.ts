@@ -259,7 +259,7 @@ export class Merger {
 export class LayerMerger implements TarSink {
   private ordinal = -1;
   /** This layer's entries so far: path -> where its data went (null: nowhere). */
-  private local = new Map<string, { emittedAs: string | null; type: string }>();
+  private local = new Map<string, string | null>();
   private bodySize = 0;
   private emitting = false;
   private afterBody: (() => void) | undefined;
@@ -306,7 +306,7 @@ export class LayerMerger implements TarSink {
     if (visible) emittedAs = path;
     else if (waiting) emittedAs = waiting[0]!.path;
     else if (sameLayerLinks?.length) emittedAs = sameLayerLinks[0]!;
-    this.local.set(path, { emittedAs, type: e.type });
+    this.local.set(path, emittedAs);
 
     if (emittedAs === null) return false;
     this.merger.emit(encodeHeader({ ...e, name: emittedAs === '' ? '.' : emittedAs }));
@@ -342,24 +342,24 @@ export class LayerMerger implements TarSink {
     const survives = this.index ? this.index.survivors.has(this.ordinal) : true;
     const placement = survives ? this.merger.place(path, 'other', this.layerNumber) : HIDDEN;
     if (placement === ANOMALY) return this.anomaly(`'${path}' appears twice or under a non-directory`);
-    const earlier = this.local.get(target);
+    const earlier = this.local.get(target); // undefined: not in this layer; null: not emitted
     if (placement === HIDDEN) {
-      this.local.set(path, { emittedAs: null, type: 'hardlink' });
+      this.local.set(path, null);
       return false;
     }
-    if (!earlier) {
+    if (earlier === undefined) {
       // The target lies in a lower layer; its entry there decides where the data goes.
       this.merger.addPending(target, { path, layer: this.layerNumber, entry: e });
-      this.local.set(path, { emittedAs: path, type: 'hardlink' });
+      this.local.set(path, path);
       return false;
     }
-    if (earlier.emittedAs === null) {
+    if (earlier === null) {
       if (!this.index) return this.anomaly(`hard link '${path}' names '${target}', which an upper layer replaced`);
       throw new BerthError('LAYER_CORRUPT', `hard link '${path}' in ${this.describe} points to '${target}', which is not a regular file`,
         'the image is broken; rebuild it or report it to its maintainer');
     }
-    this.local.set(path, { emittedAs: earlier.emittedAs, type: 'hardlink' });
-    if (earlier.emittedAs !== path) this.merger.emit(encodeHeader(linkEntry(e, path, earlier.emittedAs)));
+    this.local.set(path, earlier);
+    if (earlier !== path) this.merger.emit(encodeHeader(linkEntry(e, path, earlier)));
     return false;
   }
 

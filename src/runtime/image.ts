@@ -2,12 +2,12 @@
 import path from 'node:path';
 import { BerthError } from '../errors.js';
 import { formatPlatform, hostPlatform } from '../image/platform.js';
-import { inspectImage } from '../cli/inspect.js';
+import { readImageInfo } from '../squashfs/image-info.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 
 export async function openImage(file: string): Promise<{ path: string; metadata: ImageMetadata }> {
   const abs = path.resolve(file);
-  const { image } = await inspectImage(abs);
+  const { image } = await readImageInfo(abs);
   const host = hostPlatform();
   if (image.platform.architecture !== host.architecture) {
     throw new BerthError('WRONG_ARCHITECTURE', `${abs} was made for ${formatPlatform(image.platform)}; this node is ${formatPlatform(host)}`,

@@ -4,7 +4,7 @@
 // in a trailer that a reader finds with two small reads and no squashfs code:
 //   [squashfs][JSON][u64 LE length of JSON]["BERTHMD1"]
 // The format is versioned; readers refuse a newer version rather than guess. See README.
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import type { ImageConfig, ResolvedImage } from '../image/source.js';
 
@@ -91,21 +91,15 @@ export function writeMetadataTrailer(fd: number, offset: number, json: Buffer): 
   writeSync(fd, Buffer.concat([json, len, TRAILER_MAGIC]), 0, json.length + 16, offset);
 }
 
-/** The trailer's JSON, or undefined if the file has none (not made by this berth). */
-export function readMetadataTrailer(file: string): string | undefined {
-  const fd = openSync(file, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    if (size < 16) return undefined;
-    const tail = Buffer.alloc(16);
-    readSync(fd, tail, 0, 16, size - 16);
-    if (!tail.subarray(8).equals(TRAILER_MAGIC)) return undefined;
-    const len = Number(tail.readBigUInt64LE(0));
-    if (len > size - 16 || len > 64 * 1024 * 1024) return undefined;
-    const json = Buffer.alloc(len);
-    readSync(fd, json, 0, len, size - 16 - len);
-    return json.toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
+/** The trailer's JSON from an open image file of `size` bytes, or undefined if it has none. */
+export function readMetadataTrailer(fd: number, size: number): string | undefined {
+  if (size < 16) return undefined;
+  const tail = Buffer.alloc(16);
+  readSync(fd, tail, 0, 16, size - 16);
+  if (!tail.subarray(8).equals(TRAILER_MAGIC)) return undefined;
+  const len = Number(tail.readBigUInt64LE(0));
+  if (len > size - 16 || len > 64 * 1024 * 1024) return undefined;
+  const json = Buffer.alloc(len);
+  readSync(fd, json, 0, len, size - 16 - len);
+  return json.toString('utf8');
 }
