@@ -25,7 +25,11 @@ export type ErrorCode =
   | 'AUTH_FAILED'
   | 'REGISTRY_UNREACHABLE'
   | 'REGISTRY_NOT_ALLOWED'
-  | 'CONFIG_INVALID';
+  | 'CONFIG_INVALID'
+  | 'HOST_INCOMPATIBLE'
+  | 'HOST_MISSING'
+  | 'MPI_ABI_MISMATCH'
+  | 'DEVICE_UNKNOWN';
 
 /** Process exit codes. setup/cannotExec/notFound are berth-helper's, from native/exit_codes.h. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, internal: 70, setup: 125, cannotExec: 126, notFound: 127, interrupted: 130 } as const;

@@ -2,6 +2,7 @@
 // The berth command line: wiring only. Commands return what goes to stdout; this file prints
 // it, and is the only place that catches errors and exits.
 import { Command, Option } from 'commander';
+import { SETTINGS, type Setting } from './config/schema.js';
 import { EXIT, isBerthError, messageOf } from './errors.js';
 
 const VERSION = '0.1.0';
@@ -110,9 +111,19 @@ program
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
-const containerOptions = (cmd: Command) => cmd
-  .option('-B, --bind <spec>', 'bind SRC[:DST[:ro|rw]] into the container; repeatable, or comma-separated', collect, [])
-  .option('--no-home', 'do not bind $HOME and the working directory')
+const settingOptions = (cmd: Command) => {
+  // Flags that are also settings come from the settings table: one name, one meaning.
+  for (const [key, s] of Object.entries(SETTINGS) as [string, Setting][]) {
+    if (!s.flag) continue;
+    if (s.type === 'strings') cmd.option(s.flag, `${s.describe} [${key}]`, collect, []);
+    else if (s.type === 'boolean') {
+      cmd.option(s.flag, `${s.describe} [${key}]`);
+      cmd.option(s.flag.replace('--', '--no-'), `the opposite of ${s.flag}`);
+    } else cmd.option(s.flag, `${s.describe} [${key}]`);
+  }
+  return cmd;
+};
+const containerOptions = (cmd: Command) => settingOptions(cmd)
   .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp and /dev/shm')
   .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
   .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges')
@@ -120,8 +131,6 @@ const containerOptions = (cmd: Command) => cmd
   .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
   .option('--env-file <file>', 'set variables from KEY=VALUE lines')
   .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
-  .option('--rdma', 'bind the host InfiniBand/RDMA stack in (default: where /dev/infiniband has devices)')
-  .option('--no-rdma', 'do not bind the host RDMA stack')
   .option('--dry-run', 'print the launch plan instead of running it')
   .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
   .passThroughOptions();

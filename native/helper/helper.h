@@ -9,12 +9,12 @@
 
 #include "../exit_codes.h"
 
-enum op_kind { OP_BIND, OP_TMPFS, OP_SYMLINK, OP_MKDIR, OP_LINE };
+enum op_kind { OP_BIND, OP_TMPFS, OP_SYMLINK, OP_MKDIR, OP_LINE, OP_VERIFY };
 enum if_missing { MISSING_FAIL, MISSING_SKIP, MISSING_CREATE };
 
 struct op {
 	enum op_kind kind;
-	char *source;  /* bind: host path; symlink: link target; line: the line */
+	char *source;  /* bind: host path; symlink: link target; line: the line; verify: the loader */
 	char *target;  /* path inside the container */
 	char *options; /* comma list, see mount.c */
 	enum if_missing missing;
@@ -62,6 +62,11 @@ void report_overlay(int sock, pid_t overlay);
  * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
  * namespace), or 0. */
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base);
+
+/* verify.c: checks the plan's injected libraries inside the finished root (after pivot_root),
+ * unless an earlier container of this image server already did; `statedir` is the server's
+ * directory, opened before the pivot. */
+void verify_libraries(const struct plan *p, int statedir);
 
 /* probe.c: berth-helper --probe, for berth doctor */
 int probe(void);

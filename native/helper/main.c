@@ -138,10 +138,15 @@ int main(int argc, char **argv)
 		fail_errno("cannot create the container's mount namespace");
 	char base[4400];
 	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
+	int statedir = open(sp.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (statedir < 0)
+		fail_errno("cannot open the image server's directory %s", sp.dir);
 	pid_t overlay = build_root(&p, &sp, base);
 	if (overlay)
 		report_overlay(server, overlay);
 	close(server);
+	verify_libraries(&p, statedir);
+	close(statedir);
 	/* This process becomes the container: its exit status and signals are the job's own. */
 	exec_command(&p);
 }

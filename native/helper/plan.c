@@ -44,7 +44,7 @@ static void push(char ***list, size_t *n, char *item)
 
 static const struct { const char *name; enum op_kind kind; } OP_KINDS[] = {
 	{ "bind", OP_BIND }, { "tmpfs", OP_TMPFS }, { "symlink", OP_SYMLINK },
-	{ "mkdir", OP_MKDIR }, { "line", OP_LINE },
+	{ "mkdir", OP_MKDIR }, { "line", OP_LINE }, { "verify", OP_VERIFY },
 };
 static const struct { const char *name; enum if_missing value; } MISSING[] = {
 	{ "fail", MISSING_FAIL }, { "skip", MISSING_SKIP }, { "create", MISSING_CREATE },

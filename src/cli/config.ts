@@ -8,8 +8,9 @@ export async function configCommand(flags: { json?: boolean }): Promise<string> 
   if (flags.json) return JSON.stringify(Object.fromEntries(keys.map((k) => [k, { value: c.values[k] ?? null, source: c.sources[k] ?? 'unset' }])), null, 2);
   const rows = keys.map((k) => {
     const s = SETTINGS[k];
-    const value = c.values[k] === undefined ? '(unset)' : JSON.stringify(c.values[k]);
-    return `${k.padEnd(16)} ${value.padEnd(28)} ${(c.sources[k] ?? '').padEnd(12)} ${s.describe}${'env' in s ? ` [$${s.env}]` : ''}`;
+    const v = c.values[k];
+    const value = v === undefined ? '(unset)' : Array.isArray(v) && JSON.stringify(v).length > 28 ? `[${v.length} entries]` : JSON.stringify(v);
+    return `${k.padEnd(22)} ${value.padEnd(28)} ${(c.sources[k] ?? '').padEnd(12)} ${s.describe}${'env' in s ? ` [$${s.env}]` : ''}`;
   });
   return [`files: ${SITE_CONFIG} (site), then ${userConfigPath(process.env)} (yours); environment variables win`, ...rows].join('\n');
 }

@@ -1,13 +1,18 @@
 // berth run | exec | shell IMAGE ...
-import { readFileSync } from 'node:fs';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
+import type { SettingKey, SettingValue } from '../config/schema.js';
 import { BerthError } from '../errors.js';
-import { rdmaDevices, rdmaFacts, type RdmaFacts } from '../host/rdma.js';
+import { ImageFiles } from '../image/files.js';
+import { cdiBinding } from '../host/cdi.js';
+import { amdBinding, gpuGrant, nvidiaBinding } from '../host/gpu.js';
+import { mpiBinding } from '../host/mpi.js';
+import { rdmaBinding, rdmaDevices } from '../host/rdma.js';
 import { hostFacts } from '../host/user.js';
 import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
+import type { HostBinding } from '../plan/types.js';
 import { runPlan } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { CommandResult } from '../main.js';
@@ -23,15 +28,21 @@ export interface RunFlags {
   envFile?: string;
   pwd?: string;
   dryRun?: boolean;
-  /** true: --rdma, false: --no-rdma, undefined: where /dev/infiniband has devices. */
   rdma?: boolean;
+  gpus?: string;
+  mpi?: boolean;
+  device?: string[];
   planFormat?: string;
 }
 
-export function runOptions(flags: RunFlags): RunOptions {
+/** A setting that has a flag: the flag for this container, else the configured value. */
+function setting<T extends SettingValue>(key: SettingKey, flag: T | undefined): T | undefined {
+  return flag ?? (config().values[key] as T | undefined);
+}
+
+export function runOptions(flags: RunFlags, image: { path: string; architecture: string }): RunOptions {
   // The site's and user's default binds (run.binds) come first, then --bind.
-  const defaults = config().values['run.binds'] as string[];
-  const binds = parseBinds([...defaults, ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  const binds = parseBinds([...(config().values['run.binds'] as string[]), ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
   for (const b of binds) {
     if (!statSync(b.source, { throwIfNoEntry: false })) {
       throw new BerthError('BIND_SOURCE_MISSING', `--bind ${b.source}: no such file or directory on this node`,
@@ -50,24 +61,48 @@ export function runOptions(flags: RunFlags): RunOptions {
   }
   return {
     binds,
-    home: flags.home !== false,
+    home: setting('run.home', flags.home) !== false,
     containall: flags.containall ?? false,
     writableTmpfs: flags.writableTmpfs ?? false,
     fakeroot: flags.fakeroot ?? false,
     cleanenv: flags.cleanenv ?? false,
     env: [...env, ...(flags.env ?? [])],
     pwd: flags.pwd,
-    rdma: rdmaFor(flags.rdma),
+    bindings: hostBindings(flags, image),
   };
 }
 
-function rdmaFor(flag: boolean | undefined): RdmaFacts | undefined {
-  if (flag === false || (flag === undefined && rdmaDevices().length === 0)) return undefined;
-  const facts = rdmaFacts();
-  if (flag && facts.files.length === 0) {
-    throw new BerthError('USAGE', '--rdma: this node has no libibverbs in its ld.so cache', 'install rdma-core (libibverbs) on the node, or leave out --rdma');
+/** What of this node goes into the container: RDMA, GPUs, CDI devices, MPI. */
+export function hostBindings(flags: RunFlags, image: { path: string; architecture: string }): HostBinding[] {
+  const c = config().values;
+  const root = c['host.root'] as string;
+  const out: HostBinding[] = [];
+  const rdma = setting<boolean>('run.rdma', flags.rdma);
+  if (rdma === true || (rdma === undefined && rdmaDevices(root).length > 0)) {
+    const b = rdmaBinding(root, c['rdma.libraries'] as string[]);
+    if (rdma && b.binds.length === 0) {
+      throw new BerthError('HOST_MISSING', "--rdma: this node has no libibverbs in its ld.so cache", 'install rdma-core (libibverbs) on the node, or leave out --rdma');
+    }
+    out.push(b);
   }
-  return facts;
+  const grant = gpuGrant(setting<string>('run.gpus', flags.gpus), process.env);
+  const lists = (vendor: string) => ({ libraries: c[`gpu.${vendor}-libraries` as SettingKey] as string[], binaries: c[`gpu.${vendor}-binaries` as SettingKey] as string[] });
+  const gpus = [nvidiaBinding(root, grant, lists('nvidia')), amdBinding(root, grant, lists('amd'))].filter((b): b is HostBinding => !!b);
+  if (gpus.length === 0 && flags.gpus !== undefined && grant !== 'none') {
+    throw new BerthError('HOST_MISSING', `--gpus ${flags.gpus}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
+  }
+  out.push(...gpus);
+  const devices = [...(c['run.devices'] as string[]), ...(flags.device ?? [])];
+  if (devices.length > 0) out.push(cdiBinding(root, c['cdi.dirs'] as string[], devices));
+  if (setting<boolean>('run.mpi', flags.mpi)) {
+    const files = new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64');
+    try {
+      out.push(mpiBinding(root, { library: c['mpi.library'] as string | undefined, allowOlderMinor: c['mpi.allow-older-minor'] === true }, files, process.env));
+    } finally {
+      files.close();
+    }
+  }
+  return out;
 }
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
@@ -77,7 +112,8 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
     image = (await pullToCache(image, { platform: undefined }, 'quiet')).path;
   }
   const opened = await openImage(image);
-  const plan = buildPlan(opened.path, opened.metadata, hostFacts(), runOptions(flags), { mode, args } as Command);
+  const options = runOptions(flags, { path: opened.path, architecture: opened.metadata.platform.architecture });
+  const plan = buildPlan(opened.path, opened.metadata, hostFacts(), options, { mode, args } as Command);
   if (flags.dryRun) return flags.planFormat === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2);
   return { exitCode: await runPlan(plan) };
 }

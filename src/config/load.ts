@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Node } from 'yaml';
 import { BerthError } from '../errors.js';
-import { SETTINGS, type Config, type Setting, type SettingKey } from './schema.js';
+import { SETTINGS, type Config, type Setting, type SettingKey, type SettingValue } from './schema.js';
 
 export const SITE_CONFIG = '/etc/berth/config.yaml';
 
@@ -21,7 +21,7 @@ function invalid(file: string, line: number, message: string, hint: string): Ber
   return new BerthError('CONFIG_INVALID', `${file}:${line}: ${message}`, hint);
 }
 
-function checkValue(file: string, line: number, key: SettingKey, setting: Setting, node: Node | null): string | number | string[] {
+function checkValue(file: string, line: number, key: SettingKey, setting: Setting, node: Node | null): SettingValue {
   const { isScalar, isSeq } = yaml();
   const scalar = isScalar(node) ? node.value : undefined;
   switch (setting.type) {
@@ -36,6 +36,12 @@ function checkValue(file: string, line: number, key: SettingKey, setting: Settin
       }
       return scalar;
     }
+    case 'string':
+      if (typeof scalar !== 'string' || scalar === '') throw invalid(file, line, `${key} must be a string`, `e.g. ${key.split('.')[1]}: all`);
+      return scalar;
+    case 'boolean':
+      if (typeof scalar !== 'boolean') throw invalid(file, line, `${key} must be true or false`, `e.g. ${key.split('.')[1]}: true`);
+      return scalar;
     case 'strings':
       if (!isSeq(node) || !node.items.every((i) => isScalar(i) && typeof i.value === 'string' && i.value !== '')) {
         throw invalid(file, line, `${key} must be a list of strings`, `e.g. ${key.split('.')[1]}: ["a", "b"]`);
@@ -48,12 +54,12 @@ function checkValue(file: string, line: number, key: SettingKey, setting: Settin
  * The YAML library, loaded only when there is a file to read: most commands find none, and
  * every container started from the command line would otherwise pay for loading it.
  */
-function yaml(): typeof import('yaml') {
+export function yaml(): typeof import('yaml') {
   return createRequire(import.meta.url)('yaml') as typeof import('yaml');
 }
 
 /** Parses one file's text into settings; throws naming file and line on anything wrong. */
-export function parseConfigFile(text: string, file: string): Partial<Record<SettingKey, string | number | string[]>> {
+export function parseConfigFile(text: string, file: string): Partial<Record<SettingKey, SettingValue>> {
   const { LineCounter, parseDocument, isMap, isScalar } = yaml();
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines });
@@ -62,7 +68,7 @@ export function parseConfigFile(text: string, file: string): Partial<Record<Sett
     const e = doc.errors[0]!;
     throw invalid(file, lines.linePos(e.pos[0]).line, `not valid YAML: ${e.message.split('\n')[0]}`, 'fix the syntax (indentation, colons, quotes)');
   }
-  const out: Partial<Record<SettingKey, string | number | string[]>> = {};
+  const out: Partial<Record<SettingKey, SettingValue>> = {};
   if (doc.contents === null) return out;
   if (!isMap(doc.contents)) throw invalid(file, 1, 'the file must be a mapping of sections', 'e.g.\ncache:\n  dir: /shared/berth');
   const known = Object.keys(SETTINGS);
@@ -99,7 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, sitePath = SITE
   const config: Config = { values: {}, sources: {} };
   for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
     if (setting.default !== undefined) {
-      config.values[key] = setting.default as string | number | string[];
+      config.values[key] = setting.default as SettingValue;
       config.sources[key] = 'default';
     }
   }
@@ -109,7 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, sitePath = SITE
       if (file === env.BERTH_CONFIG) throw new BerthError('CONFIG_INVALID', `BERTH_CONFIG names ${file}, which does not exist`, 'fix the path or unset BERTH_CONFIG');
       continue;
     }
-    for (const [key, value] of Object.entries(parseConfigFile(text, file)) as [SettingKey, string | number | string[]][]) {
+    for (const [key, value] of Object.entries(parseConfigFile(text, file)) as [SettingKey, SettingValue][]) {
       config.values[key] = value;
       config.sources[key] = file;
     }
@@ -117,7 +123,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, sitePath = SITE
   for (const [key, setting] of Object.entries(SETTINGS) as [SettingKey, Setting][]) {
     const raw = setting.env ? env[setting.env] : undefined;
     if (raw === undefined || raw === '') continue;
-    config.values[key] = setting.type === 'seconds' || setting.type === 'count' ? Number(raw) : raw;
+    config.values[key] = setting.type === 'seconds' || setting.type === 'count' ? Number(raw)
+      : setting.type === 'boolean' ? ['1', 'true', 'yes'].includes(raw.toLowerCase()) : raw;
     config.sources[key] = `$${setting.env}`;
     if (typeof config.values[key] === 'number' && !Number.isInteger(config.values[key])) {
       throw new BerthError('CONFIG_INVALID', `$${setting.env}=${raw} is not a whole number`, `e.g. ${setting.env}=${setting.default}`);

@@ -23,12 +23,14 @@ const MACHINES: Record<number, string> = { 62: 'x86_64', 183: 'aarch64', 21: 'pp
 const PT_LOAD = 1, PT_DYNAMIC = 2;
 const DT = { NULL: 0, NEEDED: 1, STRTAB: 5, STRSZ: 10, SONAME: 14, RPATH: 15, RUNPATH: 29, VERDEF: 0x6ffffffc, VERDEFNUM: 0x6ffffffd, VERNEED: 0x6ffffffe, VERNEEDNUM: 0x6fffffff };
 
-export function readElf(file: string): ElfInfo {
-  const fd = openSync(file, 'r');
+/** Reads a file's ELF dynamic section; `source` is a path, or the file's bytes (read from an image). */
+export function readElf(source: string | Buffer, file = typeof source === 'string' ? source : 'ELF data'): ElfInfo {
+  const fd = typeof source === 'string' ? openSync(source, 'r') : -1;
   try {
-    const size = fstatSync(fd).size;
+    const size = fd >= 0 ? fstatSync(fd).size : (source as Buffer).length;
     const read = (offset: number, length: number): Buffer => {
       if (offset < 0 || offset + length > size) throw notElf(file, 'truncated');
+      if (fd < 0) return (source as Buffer).subarray(offset, offset + length);
       const buf = Buffer.alloc(length);
       readSync(fd, buf, 0, length, offset);
       return buf;
@@ -116,7 +118,7 @@ export function readElf(file: string): ElfInfo {
     }
     return info;
   } finally {
-    closeSync(fd);
+    if (fd >= 0) closeSync(fd);
   }
 }
 

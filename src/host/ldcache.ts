@@ -26,6 +26,11 @@ export function readLdCache(root = '/'): CachedLibrary[] {
   } catch (e: unknown) {
     throw new BerthError('SOURCE_INVALID', `cannot read ${file}: ${(e as Error).message}`, 'run ldconfig on the node (as root) to create it');
   }
+  return parseLdCache(data, file);
+}
+
+/** The entries of an ld.so.cache file's bytes (the host's, or an image's). */
+export function parseLdCache(data: Buffer, file: string): CachedLibrary[] {
   // Old caches put an "ld.so-1.7.0" table first; the new one follows it, 8-byte aligned.
   const start = data.indexOf(MAGIC);
   if (start === -1) throw new BerthError('SOURCE_INVALID', `${file} is not a glibc ld.so cache in the 1.1 format`, 'run ldconfig on the node to rebuild it');

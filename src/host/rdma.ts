@@ -1,24 +1,14 @@
-// What InfiniBand/RDMA binding needs from this node: the uverbs and rdma_cm devices, the host's
+// What InfiniBand/RDMA binding takes from this node: the uverbs and rdma_cm devices, the host's
 // libibverbs and librdmacm (found where the host's loader finds them: its ld.so cache), their
-// provider plugins and /etc/libibverbs.d driver files, and every library those need that a
-// container cannot be assumed to have. Facts only: nothing is mounted here. `root` stands in
-// for / in tests (a tree with an `ldconfig -r` cache).
-import { readdirSync, realpathSync, statSync } from 'node:fs';
+// provider plugins and /etc/libibverbs.d driver files, every library those need that a
+// container cannot be assumed to have, and the fabric libraries the site lists (UCX,
+// libfabric). Everything keeps its host path inside: libibverbs looks for its providers at a
+// path compiled into it. Facts only: nothing is mounted here. `root` stands in for / in tests.
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { readElf } from './elf.js';
-import { findInCache, readLdCache, type CachedLibrary } from './ldcache.js';
-
-export interface RdmaFacts {
-  /** Container paths of the character devices (/dev/infiniband/uverbs0, rdma_cm, ...). */
-  devices: string[];
-  /** Host files to bind at the same path inside, with why each is there. */
-  files: { path: string; origin: string }[];
-  /** Directories bound whole: the provider plugins and the driver files. */
-  dirs: { path: string; origin: string }[];
-}
-
-/** The C library and the loader: every image has its own, and they must stay its own. */
-const IMAGE_OWN = /^(libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|ld-linux|libgcc_s\.so|libstdc\+\+\.so)/;
+import { readLdCache, findInCache } from './ldcache.js';
+import { libraryClosure, onHost } from './libraries.js';
+import { emptyBinding, type HostBinding } from '../plan/types.js';
 
 const ENTRY_POINTS = ['libibverbs.so.1', 'librdmacm.so.1'];
 
@@ -34,46 +24,51 @@ export function rdmaDevices(root = '/'): string[] {
   return list(path.join(root, 'dev/infiniband')).map((n) => `/dev/infiniband/${n}`);
 }
 
-export function rdmaFacts(root = '/'): RdmaFacts {
-  const cache: CachedLibrary[] = readLdCache(root);
-  const files = new Map<string, string>();
-  const seen = new Set<string>();
-  // A library and, through DT_NEEDED, what it needs (the ldd closure, without running ldd).
-  const add = (hostPath: string, origin: string) => {
-    if (seen.has(hostPath)) return;
-    seen.add(hostPath);
-    files.set(hostPath, origin);
-    for (const soname of readElf(path.join(root, hostPath)).needed) {
-      if (IMAGE_OWN.test(soname)) continue;
-      const dep = findInCache(cache, soname);
-      if (dep) add(dep, `rdma: ${soname}, needed by ${path.basename(hostPath)}`);
-    }
-  };
-  const dirs: RdmaFacts['dirs'] = [];
+/**
+ * `extra`: the site's rdma.libraries: sonames (found through the ld.so cache, with what they
+ * need) or absolute paths (bound as they are: UCX's and libfabric's plugin directories).
+ */
+export function rdmaBinding(root = '/', extra: string[] = []): HostBinding {
+  const b = emptyBinding();
+  b.devices = rdmaDevices(root).map((d) => ({ source: onHost(root, d), target: d }));
+  const cache = readLdCache(root);
+  const entries: { path: string; soname: string; origin: string }[] = [];
+  const providers: string[] = [];
   for (const soname of ENTRY_POINTS) {
     const found = findInCache(cache, soname);
     if (!found) continue;
-    add(found, `rdma: ${soname} from the host's ld.so cache`);
-    if (soname === 'libibverbs.so.1') {
-      // Providers live beside the real file, in libibverbs/ (rdma-core's build layout).
-      const realDir = path.dirname(realpathSync(path.join(root, found)));
-      const providerDir = path.join('/', path.relative(path.resolve(root), realDir), 'libibverbs');
-      const providers = list(path.join(root, providerDir)).filter((n) => n.endsWith('.so'));
-      if (providers.length > 0) {
-        dirs.push({ path: providerDir, origin: 'rdma: libibverbs provider plugins' });
-        for (const p of providers) {
-          for (const soname2 of readElf(path.join(root, providerDir, p)).needed) {
-            if (IMAGE_OWN.test(soname2) || ENTRY_POINTS.includes(soname2)) continue;
-            const dep = findInCache(cache, soname2);
-            if (dep) add(dep, `rdma: ${soname2}, needed by provider ${p}`);
-          }
-        }
-      }
+    entries.push({ path: found, soname, origin: `${soname} from the host's ld.so cache` });
+    if (soname !== 'libibverbs.so.1') continue;
+    // Providers live beside the real file, in libibverbs/ (rdma-core's layout), each needing more.
+    const realDir = path.dirname(realpathSync(onHost(root, found)));
+    const providerDir = path.join('/', path.relative(path.resolve(root), realDir), 'libibverbs');
+    for (const p of list(onHost(root, providerDir)).filter((n) => n.endsWith('.so'))) {
+      providers.push(`${providerDir}/${p}`);
+      entries.push({ path: `${providerDir}/${p}`, soname: p, origin: `provider ${p}` });
+      // Some providers are links to a library of their own beside libibverbs (libmlx5.so.1, libefa.so.1).
+      const real = path.join('/', path.relative(path.resolve(root), realpathSync(onHost(root, `${providerDir}/${p}`))));
+      if (path.dirname(real) !== providerDir) b.binds.push({ source: onHost(root, real), target: real, origin: `rdma: ${path.basename(real)}, provider ${p}` });
     }
+    if (providers.length > 0) b.binds.push({ source: onHost(root, providerDir), target: providerDir, origin: 'rdma: libibverbs provider plugins' });
   }
+  for (const item of extra) {
+    if (item.startsWith('/')) {
+      if (existsSync(onHost(root, item))) b.binds.push({ source: onHost(root, item), target: item, origin: 'rdma: rdma.libraries' });
+      continue;
+    }
+    const found = findInCache(cache, item);
+    if (found) entries.push({ path: found, soname: item, origin: `${item} (rdma.libraries)` });
+  }
+  // The providers are bound with their directory; the rest one file each, at their host paths.
+  for (const lib of libraryClosure(root, cache, entries)) {
+    if (!providers.includes(lib.path)) b.binds.push({ source: onHost(root, lib.path), target: lib.path, origin: `rdma: ${lib.origin}` });
+    if (!b.libraryPath.includes(path.dirname(lib.path))) b.libraryPath.push(path.dirname(lib.path));
+  }
+  b.libraryPath = b.libraryPath.filter((d) => !providers.some((p) => path.dirname(p) === d));
   const driverDir = '/etc/libibverbs.d';
-  if (statSync(path.join(root, driverDir), { throwIfNoEntry: false })?.isDirectory()) {
-    dirs.push({ path: driverDir, origin: 'rdma: provider driver files' });
+  if (statSync(onHost(root, driverDir), { throwIfNoEntry: false })?.isDirectory()) {
+    b.binds.push({ source: onHost(root, driverDir), target: driverDir, origin: 'rdma: provider driver files' });
   }
-  return { devices: rdmaDevices(root), files: [...files].map(([p, origin]) => ({ path: p, origin })), dirs };
+  b.verify = entries.map((e) => e.path);
+  return b;
 }

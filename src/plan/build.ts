@@ -2,8 +2,7 @@
 // I/O, so every rule here is unit-tested without a kernel.
 import { BerthError } from '../errors.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import type { RdmaFacts } from '../host/rdma.js';
-import type { LaunchPlan, MountOp } from './types.js';
+import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp } from './types.js';
 
 export interface HostFacts {
   uid: number;
@@ -40,8 +39,8 @@ export interface RunOptions {
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
   pwd: string | undefined;
-  /** Host RDMA stack to bind in (see host/rdma.ts), or undefined for none. */
-  rdma?: RdmaFacts;
+  /** What of the host to bind in: RDMA, GPUs, MPI, CDI devices (src/host computes them). */
+  bindings: HostBinding[];
 }
 
 export type Command =
@@ -170,22 +169,40 @@ function identityOps(host: HostFacts, opts: RunOptions): MountOp[] {
   ];
 }
 
+/** The loader of each architecture, at its ABI's path: it checks injected libraries inside. */
+const LOADERS: Record<string, string> = { amd64: '/lib64/ld-linux-x86-64.so.2', arm64: '/lib/ld-linux-aarch64.so.1', ppc64le: '/lib64/ld64.so.2' };
+
 /**
- * The host's RDMA stack at the host's own paths (the libraries' compiled-in provider paths
- * then hold inside too); devices keep their device nodes usable, so no nodev.
+ * Host parts (devices, files, libraries) in the container. Libraries go into a tmpfs at
+ * HOST_LIB_DIR so that the image's own files stay untouched; devices keep working device
+ * nodes, so no nodev. The first binding to claim a target or a library name wins.
  */
-function rdmaOps(rdma: RdmaFacts): MountOp[] {
-  return [
-    ...rdma.devices.map((d) => op('bind', d, d, ['nosuid', 'noexec'], 'create', 'rdma: device')),
-    ...rdma.files.map((f) => op('bind', f.path, f.path, ['ro', 'nosuid', 'nodev'], 'create', f.origin)),
-    ...rdma.dirs.map((d) => op('bind', d.path, d.path, ['rbind', 'ro', 'nosuid', 'nodev'], 'create', d.origin)),
-  ];
+function bindingOps(bindings: HostBinding[], architecture: string): { ops: MountOp[]; libraryPath: string[]; env: string[] } {
+  const ops: MountOp[] = [];
+  const targets = new Set<string>();
+  const claim = (t: string) => !targets.has(t) && !!targets.add(t);
+  const libraries = bindings.flatMap((b) => b.libraries).filter((l) => claim(`${HOST_LIB_DIR}/${l.name}`));
+  if (libraries.length > 0) {
+    ops.push(op('tmpfs', '', HOST_LIB_DIR, ['nosuid', 'nodev', 'mode=755'], 'create', 'host libraries'));
+    ops.push(...libraries.map((l) => op('bind', l.source, `${HOST_LIB_DIR}/${l.name}`, ['ro', 'nosuid', 'nodev'], 'create', l.origin)));
+  }
+  for (const b of bindings) {
+    ops.push(...b.devices.filter((d) => claim(d.target)).map((d) => op('bind', d.source, d.target, ['nosuid', 'noexec'], 'create', `device ${d.target}`)));
+    ops.push(...b.binds.filter((f) => claim(f.target)).map((f) => op('bind', f.source, f.target, ['rbind', ...(f.writable ? [] : ['ro']), 'nosuid', 'nodev'], 'create', f.origin)));
+    ops.push(...b.symlinks.filter((l) => claim(l.link)).map((l) => op('symlink', l.target, l.link, [], 'create', l.origin)));
+  }
+  const loader = LOADERS[architecture];
+  const verify = [...new Set(bindings.flatMap((b) => b.verify))];
+  if (loader) ops.push(...verify.map((lib) => op('verify', loader, lib, [], 'skip', 'check that an injected library resolves inside')));
+  const libraryPath = [...new Set([...(libraries.length > 0 ? [HOST_LIB_DIR] : []), ...bindings.flatMap((b) => b.libraryPath)])];
+  return { ops, libraryPath, env: bindings.flatMap((b) => b.env) };
 }
 
 export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, opts: RunOptions, cmd: Command): LaunchPlan {
   const ops = systemOps(host, opts);
   ops.push(...identityOps(host, opts));
-  if (opts.rdma) ops.push(...rdmaOps(opts.rdma));
+  const hostBound = bindingOps(opts.bindings, meta.platform.architecture);
+  ops.push(...hostBound.ops.filter((o) => o.kind !== 'verify'));
   const bound = ['/proc', '/sys', '/dev', ...(opts.containall ? [] : ['/tmp'])];
   const bindHome = opts.home && !opts.containall && host.home !== '/' && !isUnder(host.home, bound);
   if (bindHome) {
@@ -209,13 +226,14 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
   if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));
 
-  const env = buildEnv(meta, host, opts, cwd);
-  if (opts.rdma && opts.rdma.files.length > 0) {
-    // The host libraries' directories first, so that they win over any the image has.
-    const dirs = [...new Set(opts.rdma.files.map((f) => f.path.slice(0, f.path.lastIndexOf('/'))))];
+  const env = buildEnv(meta, host, { ...opts, env: [...hostBound.env, ...opts.env] }, cwd);
+  if (hostBound.libraryPath.length > 0) {
+    // The host libraries first, so that they win over any the image has.
     const before = env.get('LD_LIBRARY_PATH');
-    env.set('LD_LIBRARY_PATH', [...dirs, ...(before ? [before] : [])].join(':'));
+    env.set('LD_LIBRARY_PATH', [...hostBound.libraryPath, ...(before ? [before] : [])].join(':'));
   }
+  // Checked last, when every file is in place.
+  ops.push(...hostBound.ops.filter((o) => o.kind === 'verify'));
   return {
     image,
     scope: host.scope,

@@ -3,14 +3,14 @@
 // it in the text form of serialize.ts. GPU, MPI and RDMA binding and the Slurm plugin add to
 // or reuse plans; they never need the helper to make decisions.
 
-export type OpKind = 'bind' | 'tmpfs' | 'symlink' | 'mkdir' | 'line';
+export type OpKind = 'bind' | 'tmpfs' | 'symlink' | 'mkdir' | 'line' | 'verify';
 
 /** What the helper does when the target (or a bind's source) does not exist. */
 export type IfMissing = 'fail' | 'skip' | 'create';
 
 export interface MountOp {
   kind: OpKind;
-  /** bind: host path; symlink: link target; line: the line to append; otherwise ''. */
+  /** bind: host path; symlink: link target; line: the line to append; verify: the image's loader; otherwise ''. */
   source: string;
   /** Absolute path inside the container. */
   target: string;
@@ -42,4 +42,32 @@ export interface LaunchPlan {
   env: string[];
   argv: string[];
   ops: MountOp[];
+}
+
+/**
+ * What binding one part of the host (the RDMA stack, a GPU vendor's driver, MPI, a CDI device)
+ * adds to a container. Computed from the node (src/host) before anything is mounted; buildPlan
+ * turns it into ops. Sources are host paths (under a host root in tests), targets are inside.
+ */
+export interface HostBinding {
+  /** Device nodes, bound without nodev. */
+  devices: { source: string; target: string }[];
+  /** Files and directories, bound read-only unless writable. */
+  binds: { source: string; target: string; origin: string; writable?: boolean }[];
+  /** Libraries bound into HOST_LIB_DIR under `name`; that directory leads LD_LIBRARY_PATH. */
+  libraries: { source: string; name: string; origin: string }[];
+  /** Container directories put before the image's LD_LIBRARY_PATH (libraries bound in place). */
+  libraryPath: string[];
+  /** Symbolic links made inside: link -> target. */
+  symlinks: { link: string; target: string; origin: string }[];
+  env: string[];
+  /** Injected libraries (container paths) that must resolve inside, checked before the command starts. */
+  verify: string[];
+}
+
+/** Where injected host libraries appear in every container (a tmpfs, so the image is untouched). */
+export const HOST_LIB_DIR = '/.berth/host/lib';
+
+export function emptyBinding(): HostBinding {
+  return { devices: [], binds: [], libraries: [], libraryPath: [], symlinks: [], env: [], verify: [] };
 }

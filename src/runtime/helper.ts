@@ -1,28 +1,18 @@
 // Starts berth-helper with a plan and waits for the container: its exit status becomes
 // berth's, and signals sent to berth reach the container.
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { constants } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BerthError } from '../errors.js';
 import { serializePlan } from '../plan/serialize.js';
 import type { LaunchPlan } from '../plan/types.js';
+import { nativeFile } from './native.js';
 
 /** berth-helper: BERTH_HELPER, else native/build/ of the checkout or package this file is in. */
 export function helperPath(): string {
   if (process.env.BERTH_HELPER) return process.env.BERTH_HELPER;
-  // This code runs from src/runtime (tests), dist/runtime, or the dist/berth.cjs bundle.
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let up = 0; up < 3; up++, dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'native/build/berth-helper');
-    try {
-      accessSync(candidate, fsConstants.X_OK);
-      return candidate;
-    } catch {
-      // keep looking upwards
-    }
-  }
+  const found = nativeFile('berth-helper', fsConstants.X_OK);
+  if (found) return found;
   throw new BerthError('HELPER_MISSING', 'berth-helper is not built', 'build it: make -C native (the README setup does), or set BERTH_HELPER');
 }
 

@@ -1,0 +1,50 @@
+// Finds berth's native parts (native/build/): the helper and the Node addon.
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BerthError } from '../errors.js';
+
+/** native/build/NAME of the checkout or package this code runs from (src/, dist/ or the bundle). */
+export function nativeFile(name: string, mode = fsConstants.R_OK): string | undefined {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let up = 0; up < 3; up++, dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'native/build', name);
+    try {
+      accessSync(candidate, mode);
+      return candidate;
+    } catch {
+      // keep looking upwards
+    }
+  }
+  return undefined;
+}
+
+export interface SquashfsEntry {
+  type: 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+  mode: number;
+  size: number;
+  target?: string;
+}
+
+export interface SquashfsImageHandle {
+  /** The entry at an absolute path, symlinks not followed; null when there is none. */
+  lstat(p: string): SquashfsEntry | null;
+  read(p: string): Buffer;
+  close(): void;
+}
+
+interface Addon {
+  SquashfsImage: new (image: string) => SquashfsImageHandle;
+}
+
+let addon: Addon | undefined;
+
+/** berth.node (native/addon): it only observes, never changes the Node process's namespaces. */
+export function loadAddon(): Addon {
+  if (addon) return addon;
+  const file = nativeFile('berth.node');
+  if (!file) throw new BerthError('HELPER_MISSING', 'the native addon berth.node is not built', 'build it: make -C native (the README setup does)');
+  addon = createRequire(import.meta.url)(file) as Addon;
+  return addon;
+}
