@@ -17,7 +17,7 @@ const host: HostFacts = {
 };
 
 const opts = (o: Partial<RunOptions> = {}): RunOptions => ({
-  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, ...o,
+  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, bindings: [], ...o,
 });
 
 const envOf = (plan: { env: string[] }) => Object.fromEntries(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
