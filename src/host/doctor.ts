@@ -5,8 +5,15 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import path from 'node:path';
+import { config } from '../config/load.js';
+import type { SettingKey } from '../config/schema.js';
 import { cacheRoot } from '../image/cache.js';
 import { helperPath } from '../runtime/helper.js';
+import { loadAddon } from '../runtime/native.js';
+import { loadCdiSpecs } from './cdi.js';
+import { amdBinding, nvidiaBinding } from './gpu.js';
+import { hostMpi } from './mpi.js';
+import { rdmaBinding, rdmaDevices } from './rdma.js';
 import { runtimeDir } from './user.js';
 
 export interface Check {
@@ -129,6 +136,62 @@ function dirCheck(name: string, dir: string, mustBePrivate: boolean): Check {
   }
 }
 
+function addonCheck(): Check {
+  try {
+    loadAddon();
+    return { name: 'berth.node', verdict: 'ok', detail: 'loaded (reads images without mounting them, for --mpi)' };
+  } catch (e: unknown) {
+    return { name: 'berth.node', verdict: 'fail', detail: (e as Error).message, fix: 'build it: make -C native (needs g++ and node_api.h: libnode-dev)' };
+  }
+}
+
+/** A check that reports its own failure instead of ending doctor. */
+function guarded(name: string, check: () => Check): Check {
+  try {
+    return check();
+  } catch (e: unknown) {
+    return { name, verdict: 'fail', detail: (e as Error).message, fix: (e as { hint?: string }).hint ?? 'see the message' };
+  }
+}
+
+/** What GPU, MPI and RDMA binding would do on this node. */
+function bindingChecks(): Check[] {
+  const c = config().values;
+  const root = c['host.root'] as string;
+  const lists = (vendor: string) => ({ libraries: c[`gpu.${vendor}-libraries` as SettingKey] as string[], binaries: c[`gpu.${vendor}-binaries` as SettingKey] as string[] });
+  return [
+    guarded('RDMA', () => {
+      const devices = rdmaDevices(root);
+      if (devices.length === 0) return { name: 'RDMA', verdict: 'ok', detail: 'no /dev/infiniband devices: nothing is bound unless --rdma' };
+      const b = rdmaBinding(root, c['rdma.libraries'] as string[]);
+      if (b.verify.length === 0) return { name: 'RDMA', verdict: 'fail', detail: `${devices.length} devices, but no libibverbs in the ld.so cache`, fix: 'install rdma-core (libibverbs1, ibverbs-providers) and run ldconfig' };
+      return { name: 'RDMA', verdict: 'ok', detail: `bound by default: ${devices.length} devices, ${b.binds.length} libraries and directories, ${b.verify.length - 2} providers` };
+    }),
+    guarded('GPU', () => {
+      const found = [['NVIDIA', nvidiaBinding(root, 'all', lists('nvidia'))], ['AMD', amdBinding(root, 'all', lists('amd'))]] as const;
+      const present = found.filter(([, b]) => b);
+      if (present.length === 0) return { name: 'GPU', verdict: 'ok', detail: 'no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU on this node' };
+      const noDriver = present.find(([, b]) => b!.libraries.length === 0);
+      if (noDriver) {
+        return { name: 'GPU', verdict: 'warn', detail: `${noDriver[0]} devices, but none of the driver's libraries in the ld.so cache`, fix: "install the driver's user-space libraries and run ldconfig, or list them in gpu.*-libraries" };
+      }
+      return { name: 'GPU', verdict: 'ok', detail: present.map(([v, b]) => `${v}: ${b!.devices.length} devices, ${b!.libraries.length} libraries, ${b!.binds.length} utilities/firmware`).join('; ') + ' (bound for the GPUs a job is given; --gpus)' };
+    }),
+    guarded('MPI', () => {
+      try {
+        const mpi = hostMpi(root, { library: c['mpi.library'] as string | undefined, allowOlderMinor: false });
+        return { name: 'MPI', verdict: 'ok', detail: `--mpi would use ${mpi.real} (MPICH ABI ${mpi.version.join('.')})` };
+      } catch (e: unknown) {
+        return { name: 'MPI', verdict: 'warn', detail: (e as Error).message, fix: (e as { hint?: string }).hint };
+      }
+    }),
+    guarded('CDI', () => {
+      const specs = loadCdiSpecs(root, c['cdi.dirs'] as string[]);
+      return { name: 'CDI', verdict: 'ok', detail: specs.length === 0 ? `no specs in ${(c['cdi.dirs'] as string[]).join(', ')}` : `--device can use ${specs.flatMap((s) => s.devices.map((d) => `${s.kind}=${d.name}`)).join(', ')}` };
+    }),
+  ];
+}
+
 export function diagnose(): Check[] {
   const { check: kernel, overlayNative } = kernelCheck();
   const helper = helperCheck();
@@ -138,6 +201,8 @@ export function diagnose(): Check[] {
     helper.check,
     ...(helper.path ? probeChecks(helper.path, overlayNative) : []),
     toolsCheck(),
+    addonCheck(),
+    ...bindingChecks(),
     dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
     dirCheck('cache', cacheRoot(), false),
   ];

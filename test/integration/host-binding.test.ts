@@ -112,4 +112,12 @@ describe('--gpus (a host root with a stand-in NVIDIA driver)', () => {
     expect(r.stdout).toContain('\nyes\n');
     expect(r.stdout).toMatch(new RegExp(`/${LIB}/libcuda.so -> libcuda.so.1\n/${LIB}\n`));
   });
+
+  it('berth doctor says what GPU and CDI binding would do on this node', async () => {
+    const r = await b(onGpuRoot(), 'doctor', '--json');
+    const checks = Object.fromEntries((JSON.parse(r.stdout) as { name: string; detail: string; verdict: string }[]).map((c) => [c.name, c]));
+    expect(checks.GPU).toMatchObject({ verdict: 'ok', detail: expect.stringMatching(/^NVIDIA: 5 devices, 4 libraries, 2 utilities\/firmware; AMD: 3 devices/) });
+    expect(checks.CDI!.detail).toBe('--device can use vendor.org/fpga=a, example.com/gpu=0, example.com/gpu=1');
+    expect(checks.MPI).toMatchObject({ verdict: 'warn', detail: expect.stringContaining('no MPICH-ABI MPI') });
+  });
 });
