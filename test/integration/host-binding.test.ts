@@ -73,6 +73,17 @@ describe('--mpi', () => {
     expect(allowed.stdout).toMatch(/^rank 0 of 1 lib \/\.berth\/host\/lib\/libmpich\.so\.12 /);
   });
 
+  it("passes the Slurm step's PMIx socket directories in, writable", async () => {
+    const pmix = path.join(work, 'pmix-server');
+    mkdirSync(pmix);
+    const file = path.join(work, 'pmi.yaml');
+    writeFileSync(file, mpiConfig('libmpich.so.12'));
+    const r = await run(process.execPath, [BERTH, 'exec', '--mpi', '--containall', '--dry-run', img('mpich'), 'mpi_hello'],
+      { env: { ...process.env, BERTH_CONFIG: file, PMIX_SERVER_TMPDIR: pmix } });
+    const plan = JSON.parse(r.stdout) as { ops: { source: string; target: string; options: string[] }[] };
+    expect(plan.ops.find((o) => o.target === pmix)).toMatchObject({ source: pmix, options: ['rbind', 'nosuid', 'nodev'] });
+  });
+
   it('refuses an image without an MPICH-ABI MPI', async () => {
     const r = await b(mpiConfig('libmpich.so.12'), 'exec', '--mpi', img('rdma'), 'true');
     expect(r.code).toBe(1);

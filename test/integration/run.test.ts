@@ -124,7 +124,7 @@ describe('what jobs depend on', () => {
     const { metadata } = await import('../../src/runtime/image.js').then((m) => m.openImage(img('busybox')));
     const { hostFacts } = await import('../../src/host/user.js');
     const plan = buildPlan(img('busybox'), metadata, { ...hostFacts(env()), cwd: work }, {
-      binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined,
+      binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, bindings: [],
     }, { mode: 'exec', args: ['sh', '-c', 'cat /etc/motd > /dev/null && echo ok'] });
     const planFile = path.join(work, 'plan.txt');
     writeFileSync(planFile, serializePlan(plan));
