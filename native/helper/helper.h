@@ -34,6 +34,9 @@ struct plan {
 	size_t nenv;
 	char **argv;
 	size_t nargv;
+	char **unset; /* a step plan: host variables a task must not keep (its env lines are additions) */
+	size_t nunset;
+	unsigned steplinger; /* seconds a step's container waits for the next task */
 	struct op *ops;
 	size_t nops;
 };
@@ -54,9 +57,23 @@ void fuse_finish(struct fuse_session *se); /* unmount and free */
 /* server.c: finds or starts the image server and joins its namespaces. */
 struct server_paths {
 	char lock[4200], dir[4200], sock[4300], mnt[4300], work[4300];
+	int dirfd, parentfd; /* dir and its parent, for cleaning up from anywhere */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
 void report_overlay(int sock, pid_t overlay);
+/* Shared with step.c: a server's directory fds, its socket, its life, and its start. */
+void open_server_dirs(struct server_paths *sp);
+int listen_on(const char *path);
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger);
+typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
+/* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */
+void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become);
+
+/* step.c: Slurm steps. One container per step (or named container) and node, served like an
+ * image: the first task starts it, every task joins it. */
+int step_server_main(const char *planfile, const char *stepdir); /* --step-server */
+noreturn void join_main(char **argv);                            /* --join -- CMD... */
+noreturn void exec_in_container(const struct plan *p);           /* main.c: chdir, no_new_privs, exec */
 
 /* mount.c: builds the root at base/root from the image served at sp->mnt, then pivots into
  * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
@@ -72,6 +89,7 @@ void verify_libraries(const struct plan *p, int statedir);
 int probe(void);
 
 /* main.c */
+void check_runtime_dir(const char *base);
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,

@@ -75,7 +75,7 @@ pid_t fork_orphan(void)
 }
 
 /* The runtime directory holds the image servers' sockets and locks: it must be the user's own. */
-static void check_runtime_dir(const char *base)
+void check_runtime_dir(const char *base)
 {
 	struct stat st;
 	if (mkdir(base, 0700) != 0 && errno != EEXIST)
@@ -84,8 +84,10 @@ static void check_runtime_dir(const char *base)
 		fail("the runtime directory %s must be a directory of yours with mode 0700; remove it or set BERTH_RUNTIME_DIR", base);
 }
 
-static noreturn void exec_command(const struct plan *p)
+noreturn void exec_in_container(const struct plan *p)
 {
+	if (p->nargv == 0)
+		fail("the launch plan has no command to run");
 	if (chdir(p->cwd) != 0)
 		fail_errno("cannot enter the working directory %s inside the container", p->cwd);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
@@ -117,8 +119,14 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && strcmp(argv[1], "--probe") == 0)
 		return probe();
+	if (argc == 4 && strcmp(argv[1], "--step-server") == 0)
+		return step_server_main(argv[2], argv[3]);
+	if (argc >= 4 && strcmp(argv[1], "--join") == 0 && strcmp(argv[2], "--") == 0)
+		join_main(argv + 3);
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
+				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
+				"       berth-helper --join -- COMMAND...   (a task of `berth srun`: the plan in $BERTH_STEP_PLAN)\n"
 				"berth-helper is started by berth; see `berth run --dry-run=helper` for the plans it executes.\n");
 		return 2;
 	}
@@ -148,5 +156,5 @@ int main(int argc, char **argv)
 	verify_libraries(&p, statedir);
 	close(statedir);
 	/* This process becomes the container: its exit status and signals are the job's own. */
-	exec_command(&p);
+	exec_in_container(&p);
 }

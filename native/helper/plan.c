@@ -9,26 +9,15 @@
 #include <string.h>
 
 #include "helper.h"
+#include "../common/plantext.h"
 
-#define PLAN_HEADER "# berth-plan v1"
 #define MAX_FIELDS 8
 
-static char *unescape(char *s)
+static char *unescape(const char *s)
 {
-	if (strcmp(s, "-") == 0)
-		return strdup("");
-	char *out = malloc(strlen(s) + 1), *w = out;
+	char *out = plan_unescape(s);
 	if (!out)
 		fail("out of memory");
-	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
-			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-			r += 3;
-		} else {
-			*w++ = *r;
-		}
-	}
-	*w = '\0';
 	return out;
 }
 
@@ -127,6 +116,8 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "path") == 0) p->path = v;
 		else if (strcmp(key, "env") == 0) push(&p->env, &p->nenv, v);
 		else if (strcmp(key, "arg") == 0) push(&p->argv, &p->nargv, v);
+		else if (strcmp(key, "unset") == 0) push(&p->unset, &p->nunset, v);
+		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10);
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}
 	free(line);
@@ -135,8 +126,6 @@ void plan_read(int fd, struct plan *p)
 		fail("the launch plan is empty");
 	if (!p->image || !p->runtime || !p->cwd || !p->path)
 		fail("the launch plan lacks image, runtime, cwd or path");
-	if (p->nargv == 0)
-		fail("the launch plan has no command to run");
 	if (!p->scope)
 		p->scope = strdup("");
 	if (!p->env)

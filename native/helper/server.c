@@ -12,6 +12,7 @@
  * When a container's process exits, its c-PID directory is removed; when none is left for
  * `linger` seconds, the server unmounts, removes img-KEY and exits. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #include "helper.h"
+#include "../common/plantext.h"
 
 #define MAX_CLIENTS 4096
 
@@ -52,23 +54,12 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	snprintf(sp->work, sizeof sp->work, "%s/work", sp->dir);
 }
 
-/* flock on a lock file that may be unlinked by its holder: retry until the held file is the
- * one at the path. */
 static int lock_path(const char *path, int nonblock)
 {
-	for (;;) {
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (fd < 0)
-			fail_errno("cannot open the lock %s", path);
-		if (flock(fd, LOCK_EX | (nonblock ? LOCK_NB : 0)) != 0) {
-			close(fd);
-			return -1;
-		}
-		struct stat held, now;
-		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
-			return fd;
-		close(fd);
-	}
+	int fd = lock_file(path, nonblock);
+	if (fd < 0 && !(nonblock && errno == EWOULDBLOCK))
+		fail_errno("cannot open the lock %s", path);
+	return fd;
 }
 
 static int connect_to(const char *path)
@@ -128,20 +119,46 @@ static void remove_tree(const char *path)
 }
 
 /* Unmounts and removes everything, holding the lock (when given) until the directories are
- * gone: a server started next must not find them half-removed. */
+ * gone: a server started next must not find them half-removed. Through directory fds opened
+ * at the start: a step server no longer sees these paths from inside its container. */
 static noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
 {
-	unlink(sp->sock);
-	fuse_finish(se);
-	umount2(sp->work, MNT_DETACH);
-	rmdir(sp->mnt);
-	rmdir(sp->work);
-	rmdir(sp->dir);
+	unlinkat(sp->dirfd, "sock", 0);
+	if (se) {
+		fuse_finish(se);
+		umount2(sp->work, MNT_DETACH);
+	}
+	/* What else the directory holds: mnt, work, verification stamps. */
+	int fd = openat(sp->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	for (struct dirent *e; d && (e = readdir(d));)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(sp->dirfd, e->d_name, e->d_type == DT_DIR ? AT_REMOVEDIR : 0);
+	if (d)
+		closedir(d);
+	const char *name = strrchr(sp->dir, '/') + 1;
+	unlinkat(sp->parentfd, name, AT_REMOVEDIR);
+	char plan[4300];
+	snprintf(plan, sizeof plan, "%s.plan", name);
+	unlinkat(sp->parentfd, plan, 0); /* a step server's plan, beside its directory */
 	if (lock >= 0) {
-		unlink(sp->lock);
+		unlinkat(sp->parentfd, strrchr(sp->lock, '/') + 1, 0);
 		close(lock);
 	}
 	_exit(0);
+}
+
+void open_server_dirs(struct server_paths *sp)
+{
+	if (mkdir(sp->dir, 0700) != 0 && errno != EEXIST)
+		fail_errno("cannot create %s", sp->dir);
+	sp->dirfd = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	char parent[4200];
+	snprintf(parent, sizeof parent, "%s", sp->dir);
+	*strrchr(parent, '/') = '\0';
+	sp->parentfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sp->dirfd < 0 || sp->parentfd < 0)
+		fail_errno("cannot open %s", sp->dir);
 }
 
 struct client {
@@ -177,15 +194,17 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	}
 	if (c->conn >= 0)
 		close(c->conn);
-	char dir[4400];
-	snprintf(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
-	remove_tree(dir);
+	if (*sp->work) {
+		char dir[4400];
+		snprintf(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
+		remove_tree(dir);
+	}
 	close(c->pidfd);
 }
 
-/* The server's life after it is ready: serve FUSE, hand out namespaces, clean up after
- * containers, and leave when idle. */
-static noreturn void serve(const struct plan *p, const struct server_paths *sp, struct fuse_session *se, int listener)
+/* The server's life after it is ready: serve FUSE (an image server), hand out its namespaces,
+ * clean up after the processes that joined, and leave `linger` seconds after the last. */
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger)
 {
 	int userns = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
 	int mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
@@ -195,7 +214,7 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 	size_t n = 0;
 	time_t idle_since = time(NULL);
 	for (;;) {
-		fds[0] = (struct pollfd){ .fd = fuse_session_fd_of(se), .events = POLLIN };
+		fds[0] = (struct pollfd){ .fd = se ? fuse_session_fd_of(se) : -1, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
 		for (size_t i = 0; i < n; i++) {
 			fds[2 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
@@ -203,7 +222,7 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 		}
 		int timeout = -1;
 		if (n == 0) {
-			long left = (long)p->linger - (long)(time(NULL) - idle_since);
+			long left = (long)linger - (long)(time(NULL) - idle_since);
 			timeout = left > 0 ? (int)left * 1000 : 0;
 		}
 		int ready = poll(fds, 2 * n + 2, timeout);
@@ -258,8 +277,9 @@ static noreturn void serve(const struct plan *p, const struct server_paths *sp, 
 
 /* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error
  * that prevented it) on `report`. */
-static noreturn void become_server(const struct plan *p, const struct server_paths *sp, int report)
+static noreturn void become_server(const struct plan *p, const struct server_paths *given, int report)
 {
+	struct server_paths local = *given, *sp = &local;
 	setsid();
 	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
 	 * else of the helper's is kept: above all not its lock, which flock ties to the file
@@ -270,21 +290,14 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	/* Slave, not private: the host's later mounts (autofs homes, scratch) still show up. */
 	if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot make the image server's mounts private");
-	if (mkdir(sp->dir, 0700) != 0 && errno != EEXIST)
-		fail_errno("cannot create %s", sp->dir);
+	open_server_dirs(sp);
 	if ((mkdir(sp->mnt, 0700) != 0 && errno != EEXIST) || (mkdir(sp->work, 0700) != 0 && errno != EEXIST))
 		fail_errno("cannot create the directories in %s", sp->dir);
 	if (mount("tmpfs", sp->work, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") != 0)
 		fail_errno("cannot mount a tmpfs on %s", sp->work);
 	struct fuse_session *se = fuse_mount_image(p->image, sp->mnt);
 
-	unlink(sp->sock);
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	strcpy(addr.sun_path, sp->sock);
-	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(listener, 1024) != 0)
-		fail_errno("cannot listen on %s", sp->sock);
-	chmod(sp->sock, 0600);
+	int listener = listen_on(sp->sock);
 	if (chdir("/") != 0)
 		fail_errno("cannot enter /");
 	int devnull = open("/dev/null", O_RDWR);
@@ -293,10 +306,24 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	dup2(devnull, STDERR_FILENO);
 	/* stderr was the report pipe: replacing it with /dev/null is EOF without a message: ready. */
 	signal(SIGPIPE, SIG_IGN);
-	serve(p, sp, se, listener);
+	serve(sp, se, listener, p->linger);
 }
 
-static void start_server(const struct plan *p, const struct server_paths *sp)
+int listen_on(const char *path)
+{
+	unlink(path);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof addr.sun_path)
+		fail("the runtime directory path is too long for a socket: %s (set BERTH_RUNTIME_DIR to a shorter one)", path);
+	strcpy(addr.sun_path, path);
+	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(listener, 1024) != 0)
+		fail_errno("cannot listen on %s", path);
+	chmod(path, 0600);
+	return listener;
+}
+
+void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become)
 {
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) != 0)
@@ -304,7 +331,7 @@ static void start_server(const struct plan *p, const struct server_paths *sp)
 	/* The server is nobody's child: it outlives this container. */
 	if (fork_orphan() == 0) {
 		close(pipefd[0]);
-		become_server(p, sp, pipefd[1]);
+		become(p, sp, pipefd[1]);
 	}
 	close(pipefd[1]);
 	char msg[4096];
@@ -326,7 +353,7 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 	int lock = lock_path(sp->lock, 0);
 	int sock = connect_to(sp->sock);
 	if (sock < 0) {
-		start_server(p, sp);
+		start_detached(p, sp, become_server);
 		if ((sock = connect_to(sp->sock)) < 0)
 			fail_errno("the image server for %s did not start", p->image);
 	}

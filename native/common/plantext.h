@@ -1,0 +1,27 @@
+/* Shared by berth-helper and the SPANK plugin: the plan's text form (src/plan/serialize.ts)
+ * and joining a Slurm step's container. Nothing here exits the process: the plugin runs inside
+ * slurmstepd's task and must report errors, not die. */
+#ifndef BERTH_PLANTEXT_H
+#define BERTH_PLANTEXT_H
+
+#include <stddef.h>
+
+#define PLAN_HEADER "# berth-plan v1"
+
+/* A field of a plan line with its \ooo escapes undone ("-" is empty); malloc'd, NULL if out of memory. */
+char *plan_unescape(const char *s);
+
+/* flock(LOCK_EX) on a lock file that its holder may unlink: retried until the file held is
+ * the one at the path. Returns the fd, or -1 with errno set (EWOULDBLOCK when nonblock). */
+int lock_file(const char *path, int nonblock);
+
+/* Where a Slurm step's container lives on this node, under the user's runtime directory:
+ * one per step, or per job and --container-name. */
+void step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node);
+
+/* Joins the container served at SOCK (its user and mount namespaces, as the step server hands
+ * them out): afterwards this process sees the container's root. Returns 0, or -1 with a
+ * message in err (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
+int join_container(const char *sock, char *err, size_t errsize);
+
+#endif

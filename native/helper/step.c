@@ -1,0 +1,171 @@
+/* Slurm steps: one container per step and node (or per job, node and --container-name), built
+ * by the first task and joined by every task after it, as pyxis does with enroot: the 64 ranks
+ * of a node cost one container, and share its writable layer. The container is served the way
+ * an image is (server.c): its process holds the namespaces instead of running a command, hands
+ * them to each task that connects, follows the tasks by pidfd, and leaves `steplinger` seconds
+ * after the last one, taking its directory with it. The SPANK plugin starts it with
+ * --step-server and joins it itself; `berth srun`'s tasks run --join. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "helper.h"
+#include "../common/plantext.h"
+
+extern char **environ;
+
+static void step_paths(const char *stepdir, struct server_paths *sp)
+{
+	memset(sp, 0, sizeof *sp);
+	snprintf(sp->lock, sizeof sp->lock, "%s.lock", stepdir);
+	snprintf(sp->dir, sizeof sp->dir, "%s", stepdir);
+	snprintf(sp->sock, sizeof sp->sock, "%s/sock", stepdir);
+}
+
+static noreturn void become_step_server(const struct plan *p, const struct server_paths *given, int report)
+{
+	struct server_paths sp = *given;
+	setsid();
+	dup2(report, STDERR_FILENO);
+	close_range(3, ~0U, 0);
+	open_server_dirs(&sp);
+	int listener = listen_on(sp.sock);
+	/* Its pid, for the job epilog that stops named containers when the job ends. */
+	FILE *pidfile = fopen(strcat(strcpy((char[4300]){ 0 }, sp.dir), "/pid"), "we");
+	if (pidfile) {
+		fprintf(pidfile, "%d\n", getpid());
+		fclose(pidfile);
+	}
+	struct server_paths image;
+	int server = attach_image(p, &image);
+	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
+		fail_errno("cannot create the container's mount namespace");
+	int statedir = open(image.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (statedir < 0)
+		fail_errno("cannot open the image server's directory %s", image.dir);
+	char base[4400];
+	snprintf(base, sizeof base, "%s/c-%d", image.work, getpid());
+	pid_t overlay = build_root(p, &image, base);
+	if (overlay)
+		report_overlay(server, overlay);
+	close(server);
+	verify_libraries(p, statedir);
+	close(statedir);
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, STDIN_FILENO);
+	dup2(devnull, STDOUT_FILENO);
+	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: ready */
+	signal(SIGPIPE, SIG_IGN);
+	serve(&sp, NULL, listener, p->steplinger);
+}
+
+/* Whether a step server listens at `sock` (a killed one leaves a socket nobody answers). */
+static int serving(const char *sock)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof addr.sun_path)
+		fail("the runtime directory path is too long for a socket: %s (set a shorter runtime.dir)", sock);
+	memcpy(addr.sun_path, sock, strlen(sock) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* Under the step's lock: starts the step's container unless one is served. */
+static void ensure_step_server(const struct plan *p, const struct server_paths *sp)
+{
+	int lock = lock_file(sp->lock, 0);
+	if (lock < 0)
+		fail_errno("cannot open the lock %s", sp->lock);
+	if (!serving(sp->sock))
+		start_detached(p, sp, become_step_server);
+	close(lock);
+}
+
+static void read_plan_file(const char *planfile, struct plan *p)
+{
+	int fd = open(planfile, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail_errno("cannot open the plan %s", planfile);
+	plan_read(fd, p);
+}
+
+int step_server_main(const char *planfile, const char *stepdir)
+{
+	struct plan p;
+	read_plan_file(planfile, &p);
+	check_runtime_dir(p.runtime);
+	p.scope = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : (char *)stepdir;
+	struct server_paths sp;
+	step_paths(stepdir, &sp);
+	ensure_step_server(&p, &sp);
+	return 0;
+}
+
+static int in_list(char **list, size_t n, const char *kv)
+{
+	size_t len = strcspn(kv, "=");
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(list[i], kv, len) == 0 && (list[i][len] == '=' || list[i][len] == '\0'))
+			return 1;
+	return 0;
+}
+
+noreturn void join_main(char **argv)
+{
+	const char *text = getenv("BERTH_STEP_PLAN");
+	const char *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID"), *node = getenv("SLURMD_NODENAME");
+	if (!text || !job || !step || !node)
+		fail("berth-helper --join runs as a task of a Slurm step started by `berth srun` ($BERTH_STEP_PLAN and Slurm's variables are missing)");
+	int fd = memfd_create("berth-plan", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || lseek(fd, 0, SEEK_SET) != 0)
+		fail_errno("cannot hold the plan");
+	struct plan p;
+	plan_read(fd, &p);
+	check_runtime_dir(p.runtime);
+	char stepdir[4200];
+	step_dir(stepdir, sizeof stepdir, p.runtime, job, step, NULL, node);
+	p.scope = strrchr(stepdir, '/') + 1;
+	struct server_paths sp;
+	step_paths(stepdir, &sp);
+	char err[1024];
+	/* A container leaving just as this task arrives is started anew. */
+	for (int tries = 0;; tries++) {
+		ensure_step_server(&p, &sp);
+		if (join_container(sp.sock, err, sizeof err) == 0)
+			break;
+		if (tries == 4)
+			fail("%s", err);
+	}
+	/* The task's own environment (its rank, its PMI), less what the plan unsets or sets, plus the plan's. */
+	char **env = NULL;
+	size_t n = 0;
+	for (char **e = environ; *e; e++)
+		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
+			n++;
+	env = calloc(n + p.nenv + 1, sizeof *env);
+	n = 0;
+	for (char **e = environ; *e; e++)
+		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
+			env[n++] = *e;
+	for (size_t i = 0; i < p.nenv; i++)
+		env[n++] = p.env[i];
+	p.env = env;
+	p.nenv = n;
+	p.argv = argv;
+	for (p.nargv = 0; argv[p.nargv]; p.nargv++)
+		;
+	exec_in_container(&p);
+}
