@@ -147,6 +147,32 @@ for (const [name, description, args, argsHelp] of containerCommands) {
     .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
 }
 
+containerOptions(program.command('plan')
+  .description('print the launch plan for an image on this node, without running anything')
+  .argument('<image>', 'a squashfs file, or docker://')
+  .argument('[command...]', 'the command (default: the image\'s Entrypoint/Cmd)'))
+  .option('--slurm-step', "the plan of a Slurm step's container, which each task joins (the SPANK plugin's)")
+  .option('--keep-env <names>', 'with --slurm-step: host variables that pass as they are, comma-separated')
+  .option('--step-linger <seconds>', "with --slurm-step: how long the step's container waits for the next task (default 2)")
+  .addOption(new Option('--format <format>', 'json, or helper (the text berth-helper reads)').choices(['json', 'helper']))
+  .option('-o, --output <file>', 'write it here (atomically) instead of stdout')
+  .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/plan.js')).planCommand(image, rest, flags)));
+
+program.command('resolve')
+  .description("pin a docker:// reference to this platform's image manifest digest (what a job's nodes then run)")
+  .argument('<reference>', 'docker://[REGISTRY/]REPO[:TAG|@DIGEST]')
+  .option('--platform <os/arch[/variant]>', 'which image of a multi-platform index (default: this host)')
+  .option('--insecure', 'allow plain http for this registry (always allowed for localhost)')
+  .action((reference: string, flags) => run(async () => (await import('./cli/pull.js')).resolveCommand(reference, flags)));
+
+program.command('srun')
+  .description('run a command in an image under Slurm without the SPANK plugin: berth srun [SRUN OPTIONS] --image IMAGE [OPTIONS] -- COMMAND')
+  .argument('[args...]', 'srun options, --image IMAGE, berth options (as for exec), -- and the command')
+  .allowUnknownOption()
+  .helpOption(false)
+  .passThroughOptions()
+  .action((args: string[]) => run(async () => (await import('./cli/srun.js')).srunCommand(args, containerOptions)));
+
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`berth: error: ${messageOf(e)}\n`);
   process.exitCode = EXIT.usage;

@@ -7,7 +7,7 @@ import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { cacheRoot } from '../image/cache.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
-import { pullImage, type PullResult } from '../image/pull.js';
+import { pullImage, resolveReference, type PullResult } from '../image/pull.js';
 import type { DownloadEvents } from '../image/registry-source.js';
 import { clearProgress, convertProgress, formatBytes, progressMode, type ProgressMode } from './progress.js';
 
@@ -122,4 +122,11 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
   const file = flags.output ? copyOut(result.path, flags.output, flags.force ?? false) : result.path;
   if (flags.json) return JSON.stringify({ ...result, path: file, cachedImage: result.path });
   return flags.quiet ? '' : file;
+}
+
+/** berth resolve: the reference pinned to a digest, for every node of a job to run the same image. */
+export async function resolveCommand(reference: string, flags: { platform?: string; insecure?: boolean }): Promise<string> {
+  return resolveReference(reference, flags.platform ? parsePlatform(flags.platform) : hostPlatform(), {
+    cacheRoot: cacheRoot(), insecure: flags.insecure ?? false, parallel: 1,
+  });
 }

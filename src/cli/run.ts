@@ -10,9 +10,9 @@ import { amdBinding, gpuGrant, nvidiaBinding } from '../host/gpu.js';
 import { mpiBinding } from '../host/mpi.js';
 import { rdmaBinding, rdmaDevices } from '../host/rdma.js';
 import { hostFacts } from '../host/user.js';
-import { buildPlan, parseBinds, parseEnvFile, type Command, type RunOptions } from '../plan/build.js';
+import { buildPlan, parseBinds, parseEnvFile, type Command, type HostFacts, type RunOptions } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
-import type { HostBinding } from '../plan/types.js';
+import type { HostBinding, LaunchPlan } from '../plan/types.js';
 import { runPlan } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { CommandResult } from '../main.js';
@@ -105,15 +105,22 @@ export function hostBindings(flags: RunFlags, image: { path: string; architectur
   return out;
 }
 
-export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
-  if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
+/** The launch plan for IMAGE (a file, or docker:// pulled through the cache) on this node. */
+export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, host: HostFacts = hostFacts()): Promise<LaunchPlan> {
   if (image.startsWith('docker://')) {
     const { pullToCache } = await import('./pull.js');
     image = (await pullToCache(image, { platform: undefined }, 'quiet')).path;
   }
   const opened = await openImage(image);
   const options = runOptions(flags, { path: opened.path, architecture: opened.metadata.platform.architecture });
-  const plan = buildPlan(opened.path, opened.metadata, hostFacts(), options, { mode, args } as Command);
-  if (flags.dryRun) return flags.planFormat === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2);
+  return buildPlan(opened.path, opened.metadata, host, options, { mode, args } as Command);
+}
+
+export const formatPlan = (plan: LaunchPlan, format: string | undefined) => (format === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2));
+
+export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
+  if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
+  const plan = await preparePlan(mode, image, args, flags);
+  if (flags.dryRun) return formatPlan(plan, flags.planFormat);
   return { exitCode: await runPlan(plan) };
 }

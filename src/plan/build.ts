@@ -248,3 +248,19 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
     ops,
   };
 }
+
+/**
+ * The plan of a Slurm step's container, which every task of the step on a node joins (the
+ * SPANK plugin, `berth srun`). The tasks differ in their environment (SLURM_PROCID, PMI
+ * ranks, GPUs), so the plan carries the difference from the environment it was computed in:
+ * what the container sets (the image's variables the host lacks, PATH, HOME, --env, the host
+ * libraries' LD_LIBRARY_PATH) and the host variables it drops (ENV_DENY). `keep` names host
+ * variables that pass as they are (pyxis's --container-env). The image server and the step
+ * container are per step: nothing lingers after it but the step container's own wait.
+ */
+export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number): LaunchPlan {
+  const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);
+  const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));
+  return { ...plan, scope: '', linger: 0, env, unset, stepLinger };
+}

@@ -24,6 +24,8 @@ export function serializePlan(plan: LaunchPlan): string {
     `path ${field(plan.path)}`,
     ...plan.env.map((e) => `env ${field(e)}`),
     ...plan.argv.map((a) => `arg ${field(a)}`),
+    ...(plan.unset ?? []).map((u) => `unset ${field(u)}`),
+    ...(plan.stepLinger !== undefined ? [`steplinger ${plan.stepLinger}`] : []),
     ...plan.ops.map((op) => ['op', op.kind, op.source, op.target, op.options.join(','), op.ifMissing, op.origin].map((f, i) => (i < 2 ? f : field(f))).join(' ')),
   ];
   return `${lines.join('\n')}\n`;

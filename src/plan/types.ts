@@ -42,6 +42,13 @@ export interface LaunchPlan {
   env: string[];
   argv: string[];
   ops: MountOp[];
+  /**
+   * A Slurm step's plan (see stepPlan): each task keeps its own environment (rank, PMI, GPUs),
+   * so `env` holds only what changes and these host variables are removed.
+   */
+  unset?: string[];
+  /** A step's container: seconds it waits for the next task after the last has ended. */
+  stepLinger?: number;
 }
 
 /**

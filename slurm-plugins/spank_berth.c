@@ -1,0 +1,473 @@
+/* berth's SPANK plugin: `srun --container-image=IMAGE ...` (or `#SBATCH --container-image`)
+ * runs every task of a step in a berth container. The options are pyxis's, so job scripts
+ * written for pyxis run unchanged, plus berth's own --container-mpi, --container-gpus and
+ * --container-rdma; each also reads a BERTH_CONTAINER_* variable, and the command line wins.
+ *
+ * The plugin stays thin. On each node, the first task of a step asks berth for the step's plan
+ * (`berth plan --slurm-step`: the one Node process of the step on that node) and has
+ * berth-helper start the step's container (--step-server); then every task joins that
+ * container's user and mount namespaces, applies the plan's environment changes to its own
+ * environment and lets slurmstepd exec the command inside: 64 ranks on a node cost one
+ * container, and a task's own start costs a connect and two setns calls. A docker:// tag is
+ * pinned to a digest once, at submission (srun or sbatch), so every node runs the same image.
+ * Built against the installed Slurm's <slurm/spank.h>. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <slurm/slurm.h>
+#include <slurm/spank.h>
+
+#include "../native/common/plantext.h"
+
+SPANK_PLUGIN(berth, 1);
+
+/* Named containers live until the job ends (the job epilog stops them). */
+#define NAMED_LINGER "31536000"
+
+enum { O_IMAGE = 1, O_MOUNTS, O_WORKDIR, O_ENV, O_WRITABLE, O_READONLY, O_HOME, O_NO_HOME, O_REMAP, O_NO_REMAP,
+       O_ENTRYPOINT, O_NO_ENTRYPOINT, O_NAME, O_SAVE, O_MPI, O_GPUS, O_RDMA, O_NO_RDMA };
+
+/* What the user asked for: a string, or a switch that is -1 (not given), 0 or 1. */
+static struct {
+	char *image, *mounts, *workdir, *env, *name, *save, *gpus;
+	int writable, home, remap, entrypoint, mpi, rdma;
+} req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1 };
+
+/* plugstack.conf arguments. */
+static struct {
+	char berth[1024], helper[1024], runtime[1024];
+	int execute_entrypoint, sbatch_support;
+} conf = { "berth", "berth-helper", "/tmp/berth-%U", 0, 1 };
+
+static int set_switch(int *field, int value, const char *yes, const char *no)
+{
+	if (*field != -1 && *field != value) {
+		slurm_error("berth: --%s and --%s contradict each other; give one of them", yes, no);
+		return -1;
+	}
+	*field = value;
+	return 0;
+}
+
+static int set_string(char **field, const char *value, const char *name)
+{
+	if (!value || !*value) {
+		slurm_error("berth: --%s needs a value", name);
+		return -1;
+	}
+	free(*field);
+	*field = strdup(value);
+	return 0;
+}
+
+static int option(int val, const char *arg, int remote)
+{
+	(void)remote;
+	switch (val) {
+	case O_IMAGE: return set_string(&req.image, arg, "container-image");
+	case O_MOUNTS: return set_string(&req.mounts, arg, "container-mounts");
+	case O_WORKDIR: return set_string(&req.workdir, arg, "container-workdir");
+	case O_ENV: return set_string(&req.env, arg, "container-env");
+	case O_NAME: return set_string(&req.name, arg, "container-name");
+	case O_SAVE: return set_string(&req.save, arg, "container-save");
+	case O_GPUS: return set_string(&req.gpus, arg, "container-gpus");
+	case O_WRITABLE: return set_switch(&req.writable, 1, "container-writable", "container-readonly");
+	case O_READONLY: return set_switch(&req.writable, 0, "container-writable", "container-readonly");
+	case O_HOME: return set_switch(&req.home, 1, "container-mount-home", "no-container-mount-home");
+	case O_NO_HOME: return set_switch(&req.home, 0, "container-mount-home", "no-container-mount-home");
+	case O_REMAP: return set_switch(&req.remap, 1, "container-remap-root", "no-container-remap-root");
+	case O_NO_REMAP: return set_switch(&req.remap, 0, "container-remap-root", "no-container-remap-root");
+	case O_ENTRYPOINT: return set_switch(&req.entrypoint, 1, "container-entrypoint", "no-container-entrypoint");
+	case O_NO_ENTRYPOINT: return set_switch(&req.entrypoint, 0, "container-entrypoint", "no-container-entrypoint");
+	case O_MPI: return set_switch(&req.mpi, 1, "container-mpi", "no-container-mpi");
+	case O_RDMA: return set_switch(&req.rdma, 1, "container-rdma", "no-container-rdma");
+	case O_NO_RDMA: return set_switch(&req.rdma, 0, "container-rdma", "no-container-rdma");
+	}
+	return -1;
+}
+
+static struct spank_option options[] = {
+	{ "container-image", "[docker://]IMAGE", "run the step in a berth container of IMAGE (a squashfs file, or a registry reference) [BERTH_CONTAINER_IMAGE]", 1, O_IMAGE, option },
+	{ "container-mounts", "SRC:DST[:ro|rw],...", "bind host paths into the container [BERTH_CONTAINER_MOUNTS]", 1, O_MOUNTS, option },
+	{ "container-workdir", "PATH", "working directory inside the container [BERTH_CONTAINER_WORKDIR]", 1, O_WORKDIR, option },
+	{ "container-env", "NAME[,NAME...]", "host variables that keep their host value inside [BERTH_CONTAINER_ENV]", 1, O_ENV, option },
+	{ "container-writable", NULL, "make the container's root writable (changes vanish with the container) [BERTH_CONTAINER_WRITABLE=1]", 0, O_WRITABLE, option },
+	{ "container-readonly", NULL, "keep the container's root read-only (the default) [BERTH_CONTAINER_WRITABLE=0]", 0, O_READONLY, option },
+	{ "container-mount-home", NULL, "bind $HOME (the default) [BERTH_CONTAINER_MOUNT_HOME=1]", 0, O_HOME, option },
+	{ "no-container-mount-home", NULL, "do not bind $HOME [BERTH_CONTAINER_MOUNT_HOME=0]", 0, O_NO_HOME, option },
+	{ "container-remap-root", NULL, "be root inside (still only your own privileges) [BERTH_CONTAINER_REMAP_ROOT=1]", 0, O_REMAP, option },
+	{ "no-container-remap-root", NULL, "be yourself inside (the default) [BERTH_CONTAINER_REMAP_ROOT=0]", 0, O_NO_REMAP, option },
+	{ "container-entrypoint", NULL, "run the image's entrypoint: not supported, see berth's README [BERTH_CONTAINER_ENTRYPOINT=1]", 0, O_ENTRYPOINT, option },
+	{ "no-container-entrypoint", NULL, "do not run the image's entrypoint (the default) [BERTH_CONTAINER_ENTRYPOINT=0]", 0, O_NO_ENTRYPOINT, option },
+	{ "container-name", "NAME", "a named container that later steps of the job join [BERTH_CONTAINER_NAME]", 1, O_NAME, option },
+	{ "container-save", "PATH", "save the container as an image: not supported yet [BERTH_CONTAINER_SAVE]", 1, O_SAVE, option },
+	{ "container-mpi", NULL, "replace the image's MPICH-ABI MPI with the node's [BERTH_CONTAINER_MPI=1]", 0, O_MPI, option },
+	{ "container-gpus", "all|none|LIST", "GPUs with the node's driver (default: the step's) [BERTH_CONTAINER_GPUS]", 1, O_GPUS, option },
+	{ "container-rdma", NULL, "bind the node's InfiniBand/RDMA stack (default: where there is one) [BERTH_CONTAINER_RDMA=1]", 0, O_RDMA, option },
+	{ "no-container-rdma", NULL, "do not bind the node's RDMA stack [BERTH_CONTAINER_RDMA=0]", 0, O_NO_RDMA, option },
+};
+
+static int parse_args(int ac, char **av)
+{
+	for (int i = 0; i < ac; i++) {
+		const char *eq = strchr(av[i], '=');
+		size_t klen = eq ? (size_t)(eq - av[i]) : strlen(av[i]);
+		const char *v = eq ? eq + 1 : "";
+#define KEY(k) (klen == strlen(k) && strncmp(av[i], k, klen) == 0)
+		if (KEY("berth")) snprintf(conf.berth, sizeof conf.berth, "%s", v);
+		else if (KEY("helper")) snprintf(conf.helper, sizeof conf.helper, "%s", v);
+		else if (KEY("runtime_dir")) snprintf(conf.runtime, sizeof conf.runtime, "%s", v);
+		else if (KEY("execute_entrypoint")) conf.execute_entrypoint = atoi(v);
+		else if (KEY("sbatch_support")) conf.sbatch_support = atoi(v);
+		else {
+			slurm_error("berth: unknown argument '%s' in plugstack.conf; the arguments are berth=PATH, helper=PATH, runtime_dir=DIR (%%U: the uid), execute_entrypoint=0|1, sbatch_support=0|1", av[i]);
+			return -1;
+		}
+#undef KEY
+	}
+	if (conf.execute_entrypoint) {
+		slurm_error("berth: execute_entrypoint=1 is not supported: berth's plugin runs the task's command itself, not the image's entrypoint");
+		return -1;
+	}
+	return 0;
+}
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+	if (parse_args(ac, av) != 0)
+		return -1;
+	if (spank_context() == S_CTX_ALLOCATOR && !conf.sbatch_support)
+		return 0;
+	/* Registered here, not as a static table: sbatch and salloc see only registered options. */
+	for (size_t i = 0; i < sizeof options / sizeof *options; i++)
+		if (spank_option_register(sp, &options[i]) != ESPANK_SUCCESS)
+			return -1;
+	return 0;
+}
+
+/* The job's value of a variable: srun's or sbatch's own environment, or the job's in a task. */
+static const char *variable(spank_t sp, const char *name)
+{
+	static char buf[8192];
+	if (!spank_remote(sp))
+		return getenv(name);
+	return spank_getenv(sp, name, buf, sizeof buf) == ESPANK_SUCCESS ? buf : NULL;
+}
+
+static void from_env_string(spank_t sp, char **field, const char *name)
+{
+	const char *v;
+	if (!*field && (v = variable(sp, name)) && *v)
+		*field = strdup(v);
+}
+
+static void from_env_switch(spank_t sp, int *field, const char *name)
+{
+	const char *v;
+	if (*field == -1 && (v = variable(sp, name)) && *v)
+		*field = strcmp(v, "0") != 0;
+}
+
+static void from_environment(spank_t sp)
+{
+	from_env_string(sp, &req.image, "BERTH_CONTAINER_IMAGE");
+	from_env_string(sp, &req.mounts, "BERTH_CONTAINER_MOUNTS");
+	from_env_string(sp, &req.workdir, "BERTH_CONTAINER_WORKDIR");
+	from_env_string(sp, &req.env, "BERTH_CONTAINER_ENV");
+	from_env_string(sp, &req.name, "BERTH_CONTAINER_NAME");
+	from_env_string(sp, &req.save, "BERTH_CONTAINER_SAVE");
+	from_env_string(sp, &req.gpus, "BERTH_CONTAINER_GPUS");
+	from_env_switch(sp, &req.writable, "BERTH_CONTAINER_WRITABLE");
+	from_env_switch(sp, &req.home, "BERTH_CONTAINER_MOUNT_HOME");
+	from_env_switch(sp, &req.remap, "BERTH_CONTAINER_REMAP_ROOT");
+	from_env_switch(sp, &req.entrypoint, "BERTH_CONTAINER_ENTRYPOINT");
+	from_env_switch(sp, &req.mpi, "BERTH_CONTAINER_MPI");
+	from_env_switch(sp, &req.rdma, "BERTH_CONTAINER_RDMA");
+}
+
+/* Runs argv with env, as this process's user; its stdout (when out) is captured and its
+ * stderr goes to ours (the user's terminal or job output). Returns the exit status. */
+static int run(char *const argv[], char *const env[], char *out, size_t outsize)
+{
+	int pipefd[2] = { -1, -1 };
+	if (out && pipe2(pipefd, O_CLOEXEC) != 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (out)
+			dup2(pipefd[1], STDOUT_FILENO);
+		else
+			dup2(STDERR_FILENO, STDOUT_FILENO);
+		execvpe(argv[0], argv, env);
+		fprintf(stderr, "berth: error: cannot run %s: %s (set berth= and helper= in plugstack.conf)\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	size_t len = 0;
+	if (out) {
+		close(pipefd[1]);
+		ssize_t got;
+		while ((got = read(pipefd[0], out + len, outsize - 1 - len)) > 0 && (len += (size_t)got) < outsize - 1)
+			;
+		out[len] = '\0';
+		close(pipefd[0]);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+extern char **environ;
+
+/* At submission: refuse what cannot work before the job queues, and pin a docker:// tag. */
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	if (spank_remote(sp))
+		return 0;
+	from_environment(sp);
+	if (!req.image)
+		return 0;
+	if (req.save) {
+		slurm_error("berth: --container-save is not supported yet; convert the image you need with berth convert");
+		return -1;
+	}
+	if (req.entrypoint == 1) {
+		slurm_error("berth: --container-entrypoint is not supported: the plugin runs the step's command itself; name the entrypoint in the command");
+		return -1;
+	}
+	if (strncmp(req.image, "docker://", 9) != 0 || strchr(req.image, '@'))
+		return 0;
+	/* Pinned already by an enclosing sbatch for this very reference? */
+	const char *pinned = getenv("BERTH_CONTAINER_IMAGE_RESOLVED");
+	size_t n = strlen(req.image);
+	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
+		return 0;
+	char out[4096];
+	char *argv[] = { conf.berth, "resolve", req.image, NULL };
+	if (run(argv, environ, out, sizeof out) != 0)
+		return -1; /* berth printed why */
+	out[strcspn(out, "\n")] = '\0';
+	char value[8300];
+	snprintf(value, sizeof value, "%s=%s", req.image, out);
+	setenv("BERTH_CONTAINER_IMAGE_RESOLVED", value, 1); /* srun and sbatch pass it to the job */
+	return 0;
+}
+
+static void expand_runtime(char *out, size_t size, uid_t uid)
+{
+	const char *at = strstr(conf.runtime, "%U");
+	if (at)
+		snprintf(out, size, "%.*s%u%s", (int)(at - conf.runtime), conf.runtime, (unsigned)uid, at + 2);
+	else
+		snprintf(out, size, "%s", conf.runtime);
+}
+
+/* --container-mounts SRC:DST[:ro|rw],... as berth --bind values (the same syntax; pyxis's other flags are refused). */
+static int add_mounts(char **argv, int *argc, int max)
+{
+	if (!req.mounts)
+		return 0;
+	char *copy = strdup(req.mounts), *save = NULL;
+	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+		char *flags = strchr(m, ':') ? strchr(strchr(m, ':') + 1, ':') : NULL;
+		if (flags && strcmp(flags, ":ro") && strcmp(flags, ":rw")) {
+			fprintf(stderr, "berth: error: --container-mounts %s: berth takes SRC:DST[:ro|rw]\n", m);
+			return -1;
+		}
+		if (*argc + 2 >= max)
+			return -1;
+		argv[(*argc)++] = "--bind";
+		argv[(*argc)++] = strdup(m);
+	}
+	return 0;
+}
+
+/* The step's plan, made once per node by the first task: the one Node process of the step here. */
+static int make_plan(spank_t sp, const char *image, const char *planfile, const char *runtime)
+{
+	char *argv[64];
+	int n = 0;
+	argv[n++] = conf.berth;
+	argv[n++] = "plan";
+	argv[n++] = "--slurm-step";
+	argv[n++] = "-o";
+	argv[n++] = (char *)planfile;
+	if (req.name) {
+		argv[n++] = "--step-linger";
+		argv[n++] = NAMED_LINGER;
+	}
+	if (req.workdir) { argv[n++] = "--pwd"; argv[n++] = req.workdir; }
+	if (req.env) { argv[n++] = "--keep-env"; argv[n++] = req.env; }
+	if (req.writable == 1) argv[n++] = "--writable-tmpfs";
+	if (req.home == 0) argv[n++] = "--no-home";
+	if (req.home == 1) argv[n++] = "--home";
+	if (req.remap == 1) argv[n++] = "--fakeroot";
+	if (req.mpi == 1) argv[n++] = "--mpi";
+	if (req.rdma != -1) argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
+	if (req.gpus) { argv[n++] = "--gpus"; argv[n++] = req.gpus; }
+	if (add_mounts(argv, &n, 60) != 0)
+		return -1;
+	argv[n++] = (char *)image;
+	argv[n] = NULL;
+	/* The job's environment, and this node's runtime directory. */
+	char **jobenv = NULL;
+	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
+		return -1;
+	size_t count = 0;
+	while (jobenv[count])
+		count++;
+	char **env = calloc(count + 2, sizeof *env);
+	memcpy(env, jobenv, count * sizeof *env);
+	char rt[1200];
+	snprintf(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime);
+	env[count] = rt;
+	int status = run(argv, env, NULL, 0);
+	free(env);
+	return status == 0 ? 0 : -1;
+}
+
+/* The plan's environment changes, applied to this task's own environment, and its cwd. */
+static int apply_plan(spank_t sp, const char *planfile, char *cwd, size_t cwdsize)
+{
+	FILE *in = fopen(planfile, "re");
+	if (!in) {
+		fprintf(stderr, "berth: error: cannot read the step's plan %s: %s\n", planfile, strerror(errno));
+		return -1;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	while ((len = getline(&line, &cap, in)) > 0) {
+		line[strcspn(line, "\n")] = '\0';
+		char *sp_at = strchr(line, ' ');
+		if (!sp_at)
+			continue;
+		*sp_at = '\0';
+		char *value = plan_unescape(sp_at + 1);
+		if (!value)
+			break;
+		if (strcmp(line, "env") == 0 && strchr(value, '=')) {
+			char *eq = strchr(value, '=');
+			*eq = '\0';
+			spank_setenv(sp, value, eq + 1, 1);
+		} else if (strcmp(line, "unset") == 0) {
+			spank_unsetenv(sp, value);
+		} else if (strcmp(line, "cwd") == 0) {
+			snprintf(cwd, cwdsize, "%s", value);
+		}
+		free(value);
+	}
+	free(line);
+	fclose(in);
+	return 0;
+}
+
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	uint32_t job, step;
+	uid_t uid;
+	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
+		return -1;
+	/* The batch script and the extern step stay on the host: the sruns inside a batch script
+	 * carry its --container-* options to their own steps. */
+	if (step == SLURM_BATCH_SCRIPT || step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP)
+		return 0;
+	from_environment(sp);
+	if (!req.image)
+		return 0;
+	char image[8300];
+	snprintf(image, sizeof image, "%s", req.image);
+	const char *pinned = variable(sp, "BERTH_CONTAINER_IMAGE_RESOLVED");
+	size_t n = strlen(req.image);
+	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
+		snprintf(image, sizeof image, "%s", pinned + n + 1);
+
+	char runtime[1100], stepdir[1400], planfile[1500], lockfile[1500], sock[1500], jobs[16], steps[16], node[256] = "node";
+	expand_runtime(runtime, sizeof runtime, uid);
+	if (mkdir(runtime, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "berth: error: cannot create the runtime directory %s: %s\n", runtime, strerror(errno));
+		return -1;
+	}
+	const char *nodename = variable(sp, "SLURMD_NODENAME");
+	if (nodename && strlen(nodename) < sizeof node)
+		memcpy(node, nodename, strlen(nodename) + 1);
+	snprintf(jobs, sizeof jobs, "%u", job);
+	snprintf(steps, sizeof steps, "%u", step);
+	step_dir(stepdir, sizeof stepdir, runtime, jobs, steps, req.name, node);
+	snprintf(planfile, sizeof planfile, "%s.plan", stepdir);
+	snprintf(lockfile, sizeof lockfile, "%s.lock", stepdir);
+	snprintf(sock, sizeof sock, "%s/sock", stepdir);
+
+	char err[1024];
+	for (int tries = 0; join_container(sock, err, sizeof err) != 0; tries++) {
+		if (tries == 3) {
+			fprintf(stderr, "berth: error: %s\n", err);
+			return -1;
+		}
+		/* Not served yet (or leaving just now): make the plan once, then start the container. */
+		int lock = lock_file(lockfile, 0);
+		if (lock < 0) {
+			fprintf(stderr, "berth: error: cannot lock %s: %s\n", lockfile, strerror(errno));
+			return -1;
+		}
+		int made = access(planfile, R_OK) == 0 ? 0 : make_plan(sp, image, planfile, runtime);
+		close(lock);
+		if (made != 0)
+			return -1; /* berth printed why */
+		char *argv[] = { conf.helper, "--step-server", planfile, stepdir, NULL };
+		if (run(argv, environ, NULL, 0) != 0)
+			return -1; /* the helper printed why */
+	}
+	char cwd[4096] = "/";
+	if (apply_plan(sp, planfile, cwd, sizeof cwd) != 0)
+		return -1;
+	if (chdir(cwd) != 0) {
+		fprintf(stderr, "berth: error: cannot enter %s inside the container: %s\n", cwd, strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return 0;
+}
+
+/* At the job's end, on each node: named containers (kept for the job's later steps) go. */
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	uint32_t job;
+	uid_t uid;
+	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
+		return 0;
+	char runtime[1100], pattern[1300];
+	expand_runtime(runtime, sizeof runtime, uid);
+	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
+	glob_t g;
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return 0;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		FILE *f = fopen(g.gl_pathv[i], "re");
+		int pid = 0;
+		if (f && fscanf(f, "%d", &pid) == 1 && pid > 1)
+			kill(pid, SIGTERM); /* it removes its own directory */
+		if (f)
+			fclose(f);
+	}
+	globfree(&g);
+	return 0;
+}
