@@ -427,6 +427,8 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 			return -1;
 		}
 		int made = access(planfile, R_OK) == 0 ? 0 : make_plan(sp, image, planfile, runtime);
+		if (made != 0)
+			unlink(lockfile); /* nothing will be served: leave nothing behind */
 		close(lock);
 		if (made != 0)
 			return -1; /* berth printed why */

@@ -202,6 +202,13 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	close(c->pidfd);
 }
 
+static volatile sig_atomic_t stop_requested;
+static void request_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
 /* The server's life after it is ready: serve FUSE (an image server), hand out its namespaces,
  * clean up after the processes that joined, and leave `linger` seconds after the last. */
 noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger)
@@ -213,6 +220,9 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	static struct pollfd fds[2 * MAX_CLIENTS + 2];
 	size_t n = 0;
 	time_t idle_since = time(NULL);
+	/* SIGTERM (the job epilog, for a named container; an admin) ends it cleanly. */
+	struct sigaction stop = { .sa_handler = request_stop };
+	sigaction(SIGTERM, &stop, NULL);
 	for (;;) {
 		fds[0] = (struct pollfd){ .fd = se ? fuse_session_fd_of(se) : -1, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
@@ -226,7 +236,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			timeout = left > 0 ? (int)left * 1000 : 0;
 		}
 		int ready = poll(fds, 2 * n + 2, timeout);
-		if (ready < 0 && errno != EINTR)
+		if (stop_requested || (ready < 0 && errno != EINTR))
 			break;
 		if (ready == 0 && n == 0) {
 			/* Idle: leave, unless a client is connecting right now (it holds the lock). */
@@ -272,7 +282,9 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			}
 		}
 	}
-	shut_down(sp, se, -1);
+	for (size_t i = 0; i < n; i++)
+		drop_client(sp, &clients[i]);
+	shut_down(sp, se, lock_path(sp->lock, 1));
 }
 
 /* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error

@@ -1,0 +1,191 @@
+// berth under a real Slurm (test/slurm/cluster: munged, slurmctld and three slurmd on this
+// machine, with berth's SPANK plugin in plugstack.conf; test/run starts it as root), used by
+// an ordinary user as job scripts do: srun and sbatch with --container-* options, the MPICH
+// image with the host's MPI over PMI2, a docker:// image pulled once for a whole job, a
+// cancelled job that leaves nothing behind, and the `berth srun` wrapper.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
+import { push, startRegistry, type Registry } from '../registry.js';
+
+let work: string;
+let registry: Registry;
+const img = (name: string) => path.join(work, `${name}.sqsh`);
+const runtime = `/tmp/berth-${userInfo().uid}`;
+const env = (more: Record<string, string> = {}) => ({ ...process.env, BERTH_CACHE_DIR: path.join(work, 'cache'), ...more });
+const srun = (...args: string[]) => run('srun', args, { cwd: work, env: env() });
+
+/** srun's stderr without its notes on waiting for resources (the suite's files run in parallel). */
+const errors = (stderr: string) => stderr.split('\n').filter((l) => l && !/^srun: job \d+ (queued|has been allocated)/.test(l)).join('\n');
+
+/** Processes of this user that belong to berth (helpers, step and image servers), zombies aside. */
+function berthProcesses(): string[] {
+  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,args=']).stdout.toString();
+  return ps.split('\n').filter((l) => /berth-helper/.test(l) && !/^Z/.test(l.trim()));
+}
+const stepDirs = () => (existsSync(runtime) ? readdirSync(runtime).filter((n) => /^(step|named)-/.test(n)) : []);
+
+async function until(check: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) if (check()) return true;
+  return check();
+}
+
+beforeAll(async () => {
+  const up = spawnSync('sinfo', ['-h', '-o', '%D %T'], { encoding: 'utf8' });
+  if (up.status !== 0 || !process.env.SLURM_CONF) {
+    throw new Error(`no test Slurm cluster (SLURM_CONF=${process.env.SLURM_CONF}): start it as root with test/slurm/cluster start, as test/run does\n${up.stderr}`);
+  }
+  work = tempDir('slurm');
+  const made = await run(path.join(ROOT, 'test/fixtures/make-run-images.sh'), [work]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  for (const tag of ['busybox', 'mpich']) {
+    const r = await berth('convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet');
+    if (r.code !== 0) throw new Error(r.stderr);
+  }
+  registry = await startRegistry(path.join(work, 'registry'));
+  await push(`oci:${work}/oci:busybox`, registry, 'lab/busybox:1.0');
+}, 240_000);
+afterAll(async () => {
+  await registry?.stop();
+  cleanup(work);
+});
+
+describe('the SPANK plugin', () => {
+  it('runs a one-task step in the image, with the exit status of the task', async () => {
+    const r = await srun('-n1', `--container-image=${img('busybox')}`, 'sh', '-c', 'cat /etc/motd; exit 3');
+    expect(r.stdout).toBe('from the image\n');
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/task 0: Exited with exit code 3/);
+  });
+
+  it('lists its options in srun --help, and refuses contradictory ones before the job starts', async () => {
+    expect((await run('srun', ['--help'])).stdout).toMatch(/--container-image=\[docker:\/\/\]IMAGE[\s\S]*--container-mpi[\s\S]*--container-gpus/);
+    const r = await srun('-n1', `--container-image=${img('busybox')}`, '--container-writable', '--container-readonly', 'true');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('--container-writable and --container-readonly contradict each other');
+  });
+
+  it('shares one container among the tasks of a step on a node: one mount namespace per node', async () => {
+    const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--container-writable', 'sh', '-c',
+      'echo "$SLURMD_NODENAME $(readlink /proc/self/ns/mnt) $(cat /etc/motd)"');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').sort();
+    expect(lines).toHaveLength(4);
+    const byNode = new Map<string, Set<string>>();
+    for (const l of lines) {
+      const [node, ns] = l.split(' ');
+      byNode.set(node!, (byNode.get(node!) ?? new Set()).add(ns!));
+      expect(l).toMatch(/ from the image$/);
+    }
+    expect(byNode.size).toBe(2);
+    for (const set of byNode.values()) expect(set.size).toBe(1);
+    const nsOfEach = [...byNode.values()].map((s) => [...s][0]);
+    expect(nsOfEach[0]).not.toBe(nsOfEach[1]);
+    expect(nsOfEach).not.toContain(readlinkSync('/proc/self/ns/mnt'));
+  });
+
+  it("runs MPI hello world across three nodes with srun --mpi=pmi2 on the host's MPICH (--container-mpi)", async () => {
+    // The three "nodes" are one machine: UCX would try shared memory between different nodes'
+    // containers (different user namespaces), which real nodes never do. TCP it is.
+    const r = await run('srun', ['-N3', '-n3', '--mpi=pmi2', `--container-image=${img('mpich')}`, '--container-mpi', 'mpi_hello'],
+      { cwd: work, env: env({ UCX_TLS: 'tcp,self' }) });
+    expect(errors(r.stderr)).toBe('');
+    const st = statSync('/usr/lib/x86_64-linux-gnu/libmpich.so.12');
+    const file = `${Math.floor(st.dev / 256)}:${st.dev % 256}:${st.ino}`;
+    expect(r.stdout.trim().split('\n').sort()).toEqual([0, 1, 2].map((i) => `rank ${i} of 3 lib /.berth/host/lib/libmpich.so.12 file ${file}`));
+  });
+
+  it('runs the steps of an sbatch script whose #SBATCH lines name the image', async () => {
+    const script = path.join(work, 'job.sh');
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH --container-image=${img('busybox')}`,
+      '#SBATCH -N2 -n2',
+      `#SBATCH -o ${work}/job.out`,
+      'test -e /suid/busybox && echo "batch script: in a container" || echo "batch script: on the host"',
+      'srun sh -c \'echo "task $SLURM_PROCID: $(cat /etc/motd)"\'',
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
+    expect(r.code).toBe(0);
+    const out = readFileSync(path.join(work, 'job.out'), 'utf8').split('\n');
+    expect(out[0]).toBe('batch script: on the host');
+    expect(out.slice(1).filter(Boolean).sort()).toEqual(['task 0: from the image', 'task 1: from the image']);
+  });
+
+  it('keeps a named container for the later steps of a job (--container-name)', async () => {
+    const script = path.join(work, 'named.sh');
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH -N1 -o ${work}/named.out`,
+      `srun --container-image=${img('busybox')} --container-name=keep --container-writable sh -c 'echo kept > /etc/state'`,
+      `srun --container-image=${img('busybox')} --container-name=keep cat /etc/state`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
+    expect(r.code).toBe(0);
+    expect(readFileSync(path.join(work, 'named.out'), 'utf8')).toBe('kept\n');
+    // The job epilog stops it.
+    await until(() => !stepDirs().some((d) => d.startsWith('named-')), 15_000);
+    expect(stepDirs().filter((d) => d.startsWith('named-'))).toEqual([]);
+  });
+
+  it('pulls a docker:// image once for a multi-node job, and runs that digest everywhere', async () => {
+    const before = registry.requests().length;
+    const ref = `docker://${registry.host}/lab/busybox:1.0`;
+    const r = await srun('-N3', '-n6', `--container-image=${ref}`, 'cat', '/etc/motd');
+    expect(errors(r.stderr)).toBe('');
+    expect(r.stdout).toBe('from the image\n'.repeat(6));
+    const requests = registry.requests().slice(before);
+    const blobs = requests.filter((l) => l.startsWith('GET') && l.includes('/blobs/'));
+    expect(blobs.length).toBeGreaterThan(0);
+    expect(new Set(blobs).size).toBe(blobs.length); // each blob once, for the whole job
+    // The tag was resolved once, at submission; the nodes asked only by digest.
+    expect(requests.filter((l) => l.includes('/manifests/1.0'))).toHaveLength(1);
+    expect(requests.filter((l) => l.includes('/manifests/') && !l.includes('/manifests/sha256:') && !l.includes('/manifests/1.0'))).toEqual([]);
+    const again = registry.requests().length;
+    expect((await srun('-N3', '-n3', `--container-image=${ref}`, 'true')).code).toBe(0);
+    expect(registry.requests().slice(again).filter((l) => l.includes('/blobs/'))).toEqual([]);
+  });
+
+  it('reports a missing image in one readable message', async () => {
+    const r = await srun('-n1', `--container-image=${work}/nope.sqsh`, 'true');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/berth: error: .*nope\.sqsh/);
+  });
+
+  it('leaves nothing on the nodes after a cancelled job', async () => {
+    const script = path.join(work, 'long.sh');
+    writeFileSync(script, `#!/bin/bash\n#SBATCH -N2 -n2 -o /dev/null\nsrun --container-image=${img('busybox')} sleep 300\n`, { mode: 0o755 });
+    const sub = await run('sbatch', ['--parsable', script], { cwd: work, env: env() });
+    const job = sub.stdout.trim();
+    expect(await until(() => stepDirs().filter((d) => d.startsWith(`step-${job}.`)).length === 2, 30_000)).toBe(true);
+    expect((await run('scancel', [job])).code).toBe(0);
+    await until(() => readdirSync(runtime).every((d) => !d.includes(`-${job}.`)) && berthProcesses().length === 0, 30_000);
+    expect(readdirSync(runtime).filter((n) => n.includes(`-${job}.`))).toEqual([]);
+    expect(berthProcesses()).toEqual([]);
+  });
+});
+
+describe('berth srun (no plugin needed)', () => {
+  it('runs each task in the step container of its node, with exit codes', async () => {
+    const r = await run(process.execPath, [BERTH, 'srun', '-N2', '-n4', '--image', img('busybox'), '--', 'sh', '-c',
+      'echo "$SLURM_PROCID $(readlink /proc/self/ns/mnt) $(cat /etc/motd)"'], { cwd: work, env: env() });
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').sort();
+    expect(lines.map((l) => l.split(' ')[0])).toEqual(['0', '1', '2', '3']);
+    expect(new Set(lines.map((l) => l.split(' ')[1])).size).toBe(2); // one container per node
+    const failed = await run(process.execPath, [BERTH, 'srun', '-n1', '--image', img('busybox'), '--', 'sh', '-c', 'exit 5'], { cwd: work, env: env() });
+    expect(failed.code).toBe(5);
+  });
+
+  it('passes berth options on, such as --mpi', async () => {
+    const r = await run(process.execPath, [BERTH, 'srun', '-n2', '--mpi=pmi2', '--image', img('mpich'), '--mpi', '--', 'mpi_hello'], { cwd: work, env: env() });
+    expect(errors(r.stderr)).toBe('');
+    expect(r.stdout.trim().split('\n').map((l) => l.split(' lib ')[0]).sort()).toEqual(['rank 0 of 2', 'rank 1 of 2']);
+    expect(r.stdout).toContain('/.berth/host/lib/libmpich.so.12');
+  });
+});
