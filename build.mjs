@@ -14,6 +14,6 @@ await build({
   banner: { js: "const import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': 'import_meta_url' },
   // Loaded from node_modules only when a configuration file exists (src/config/load.ts).
-  external: ['yaml'],
+  external: ['yaml', 'ssh2'],
   logLevel: 'warning',
 });

@@ -29,7 +29,12 @@ export type ErrorCode =
   | 'HOST_INCOMPATIBLE'
   | 'HOST_MISSING'
   | 'MPI_ABI_MISMATCH'
-  | 'DEVICE_UNKNOWN';
+  | 'DEVICE_UNKNOWN'
+  | 'SSH_UNREACHABLE'
+  | 'HOST_KEY_UNKNOWN'
+  | 'HOST_KEY_CHANGED'
+  | 'REMOTE_FAILED'
+  | 'REMOTE_DISK_FULL';
 
 /** Process exit codes. setup/cannotExec/notFound are berth-helper's, from native/exit_codes.h. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, internal: 70, setup: 125, cannotExec: 126, notFound: 127, interrupted: 130 } as const;

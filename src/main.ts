@@ -11,7 +11,14 @@ const VERSION = '0.1.0';
 export type CommandResult = string | { out?: string; exitCode: number };
 
 function run(action: () => Promise<CommandResult>): Promise<void> {
-  return action().then(
+  // A command whose work was dropped (an event nobody answers) must not look like a success.
+  let settled = false;
+  process.once('beforeExit', () => {
+    if (settled) return;
+    process.stderr.write('berth: internal error: the command stopped before it finished; this is a bug in berth\n');
+    process.exitCode = EXIT.internal;
+  });
+  return action().finally(() => { settled = true; }).then(
     (result) => {
       const out = typeof result === 'string' ? result : result.out;
       if (out) process.stdout.write(out.endsWith('\n') ? out : `${out}\n`);
@@ -172,6 +179,23 @@ program.command('srun')
   .helpOption(false)
   .passThroughOptions()
   .action((args: string[]) => run(async () => (await import('./cli/srun.js')).srunCommand(args, containerOptions)));
+
+program.command('push')
+  .description('copy an image to a cluster over SSH (SFTP): resumable, verified, skipped when already there')
+  .argument('<image>', 'a squashfs file')
+  .argument('<destination>', '[USER@]HOST:[PATH] (HOST may be a ~/.ssh/config alias; default PATH: ~/berth-images/)')
+  .option('--accept-new-host-key', "trust the host's key if it is not in known_hosts yet (never a changed one)")
+  .option('-q, --quiet', 'print nothing but errors')
+  .option('--json', 'print the result as JSON on stdout')
+  .action((image: string, destination: string, flags) => run(async () => (await import('./cli/push.js')).pushCommand(image, destination, flags)));
+
+program.command('submit')
+  .description('submit a job to a cluster over SSH: berth submit [USER@]HOST --image IMAGE [SBATCH OPTIONS] [--wait] -- COMMAND')
+  .argument('[args...]', 'the host, --image IMAGE.sqsh|docker://REF, sbatch options, --wait, --accept-new-host-key, -- and the command')
+  .allowUnknownOption()
+  .helpOption(false)
+  .passThroughOptions()
+  .action((args: string[]) => run(async () => (await import('./cli/submit.js')).submitCommand(args)));
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`berth: error: ${messageOf(e)}\n`);

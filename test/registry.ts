@@ -4,7 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createSign, X509Certificate } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { run } from './helpers.js';
 
@@ -74,28 +74,41 @@ ${authConfig}`);
 }
 
 /**
- * A TCP proxy in front of a registry that lets through `bytesPerSecond` of the answers, so
- * that a download lasts long enough to be cut in the middle.
+ * A TCP proxy in front of a registry (or an sshd) that lets through `bytesPerSecond` each way,
+ * so that a download or an upload lasts long enough to be cut in the middle: cut() drops every
+ * connection, as a network failure would.
  */
-export async function throttledProxy(target: string, bytesPerSecond: number): Promise<{ host: string; close(): void }> {
+export async function throttledProxy(target: string, bytesPerSecond: number): Promise<{ host: string; close(): void; cut(): void }> {
   const [targetHost, targetPort] = target.split(':') as [string, string];
+  const live = new Set<Socket>();
+  const throttle = (from: Socket, to: Socket) => from.on('data', (chunk: Buffer) => {
+    from.pause();
+    to.write(chunk);
+    setTimeout(() => from.resume(), (chunk.length / bytesPerSecond) * 1000);
+  });
   const server = createServer((client) => {
     const upstream = connect(Number(targetPort), targetHost);
-    client.pipe(upstream);
-    upstream.on('data', (chunk: Buffer) => {
-      upstream.pause();
-      client.write(chunk);
-      setTimeout(() => upstream.resume(), (chunk.length / bytesPerSecond) * 1000);
-    });
+    live.add(client).add(upstream);
+    throttle(client, upstream);
+    throttle(upstream, client);
     const end = () => {
       client.destroy();
       upstream.destroy();
+      live.delete(client);
+      live.delete(upstream);
     };
     upstream.on('close', end).on('error', end);
     client.on('close', end).on('error', end);
   });
   const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
-  return { host: `127.0.0.1:${port}`, close: () => server.close() };
+  return {
+    host: `127.0.0.1:${port}`,
+    close: () => server.close(),
+    cut: () => {
+      server.close();
+      for (const s of live) s.destroy();
+    },
+  };
 }
 
 /**

@@ -19,6 +19,15 @@ export function formatBytes(n: number): string {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** One redrawn progress line: label, bar, percent, bytes, rate. */
+export function barLine(label: string, done: number, total: number, started: number): string {
+  const frac = total > 0 ? Math.min(1, done / total) : 0;
+  const width = 24;
+  const filled = Math.round(frac * width);
+  const rate = done / Math.max(0.001, (Date.now() - started) / 1000);
+  return `\r\x1b[K${label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.round(frac * 100)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s`;
+}
+
 export function convertProgress(mode: ProgressMode, write: (s: string) => void = (s) => process.stderr.write(s)): ConvertEvents {
   const started = Date.now();
   let total = 0;
@@ -30,11 +39,7 @@ export function convertProgress(mode: ProgressMode, write: (s: string) => void =
     const now = Date.now();
     if (!force && now - lastDraw < 100) return;
     lastDraw = now;
-    const frac = total > 0 ? Math.min(1, done / total) : 0;
-    const width = 24;
-    const filled = Math.round(frac * width);
-    const rate = done / Math.max(0.001, (now - started) / 1000);
-    write(`\r\x1b[K${label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.round(frac * 100)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s`);
+    write(barLine(label, done, total, started));
   };
   const line = (s: string) => {
     if (mode === 'quiet') return;
