@@ -165,35 +165,27 @@ static const char *variable(spank_t sp, const char *name)
 	return spank_getenv(sp, name, buf, sizeof buf) == ESPANK_SUCCESS ? buf : NULL;
 }
 
-static void from_env_string(spank_t sp, char **field, const char *name)
-{
-	const char *v;
-	if (!*field && (v = variable(sp, name)) && *v)
-		*field = strdup(v);
-}
-
-static void from_env_switch(spank_t sp, int *field, const char *name)
-{
-	const char *v;
-	if (*field == -1 && (v = variable(sp, name)) && *v)
-		*field = strcmp(v, "0") != 0;
-}
+/* Each option's variable, read where the command line did not give the option. */
+static const struct { char **field; const char *name; } STRING_VARS[] = {
+	{ &req.image, "BERTH_CONTAINER_IMAGE" }, { &req.mounts, "BERTH_CONTAINER_MOUNTS" },
+	{ &req.workdir, "BERTH_CONTAINER_WORKDIR" }, { &req.env, "BERTH_CONTAINER_ENV" },
+	{ &req.name, "BERTH_CONTAINER_NAME" }, { &req.save, "BERTH_CONTAINER_SAVE" }, { &req.gpus, "BERTH_CONTAINER_GPUS" },
+};
+static const struct { int *field; const char *name; } SWITCH_VARS[] = {
+	{ &req.writable, "BERTH_CONTAINER_WRITABLE" }, { &req.home, "BERTH_CONTAINER_MOUNT_HOME" },
+	{ &req.remap, "BERTH_CONTAINER_REMAP_ROOT" }, { &req.entrypoint, "BERTH_CONTAINER_ENTRYPOINT" },
+	{ &req.mpi, "BERTH_CONTAINER_MPI" }, { &req.rdma, "BERTH_CONTAINER_RDMA" },
+};
 
 static void from_environment(spank_t sp)
 {
-	from_env_string(sp, &req.image, "BERTH_CONTAINER_IMAGE");
-	from_env_string(sp, &req.mounts, "BERTH_CONTAINER_MOUNTS");
-	from_env_string(sp, &req.workdir, "BERTH_CONTAINER_WORKDIR");
-	from_env_string(sp, &req.env, "BERTH_CONTAINER_ENV");
-	from_env_string(sp, &req.name, "BERTH_CONTAINER_NAME");
-	from_env_string(sp, &req.save, "BERTH_CONTAINER_SAVE");
-	from_env_string(sp, &req.gpus, "BERTH_CONTAINER_GPUS");
-	from_env_switch(sp, &req.writable, "BERTH_CONTAINER_WRITABLE");
-	from_env_switch(sp, &req.home, "BERTH_CONTAINER_MOUNT_HOME");
-	from_env_switch(sp, &req.remap, "BERTH_CONTAINER_REMAP_ROOT");
-	from_env_switch(sp, &req.entrypoint, "BERTH_CONTAINER_ENTRYPOINT");
-	from_env_switch(sp, &req.mpi, "BERTH_CONTAINER_MPI");
-	from_env_switch(sp, &req.rdma, "BERTH_CONTAINER_RDMA");
+	const char *v;
+	for (size_t i = 0; i < sizeof STRING_VARS / sizeof *STRING_VARS; i++)
+		if (!*STRING_VARS[i].field && (v = variable(sp, STRING_VARS[i].name)) && *v)
+			*STRING_VARS[i].field = strdup(v);
+	for (size_t i = 0; i < sizeof SWITCH_VARS / sizeof *SWITCH_VARS; i++)
+		if (*SWITCH_VARS[i].field == -1 && (v = variable(sp, SWITCH_VARS[i].name)) && *v)
+			*SWITCH_VARS[i].field = strcmp(v, "0") != 0;
 }
 
 /* Runs argv with env, as this process's user; its stdout (when out) is captured and its

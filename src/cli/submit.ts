@@ -87,6 +87,7 @@ export async function submitCommand(args: string[]): Promise<CommandResult> {
     if (!a.wait) return `${id}`;
     process.stderr.write(`berth: submitted job ${id} on ${conn.target.alias}; following it\n`);
     // The output as it grows, until the job has ended and the last lines are in.
+    let tailStream: { close(): void } | undefined;
     const tail = new Promise<void>((resolve) => {
       conn.client.exec(`exec tail -n +1 -F ${shellQuote(outputOf(id))} 2>/dev/null`, (err, stream) => {
         if (err) return resolve();
@@ -95,7 +96,6 @@ export async function submitCommand(args: string[]): Promise<CommandResult> {
         tailStream = stream;
       });
     });
-    let tailStream: { close(): void } | undefined;
     let end: { state: string; code: number } | undefined;
     while (!(end = await jobEnd(conn, id))) await new Promise((r) => setTimeout(r, 1000));
     await new Promise((r) => setTimeout(r, 1500));

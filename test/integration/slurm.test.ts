@@ -68,6 +68,14 @@ describe('the SPANK plugin', () => {
     expect(r.stderr).toContain('--container-writable and --container-readonly contradict each other');
   });
 
+  it('reads BERTH_CONTAINER_* variables, and the command line wins over them', async () => {
+    const fromEnv = await run('srun', ['-n1', 'cat', '/etc/motd'], { cwd: work, env: env({ BERTH_CONTAINER_IMAGE: img('busybox') }) });
+    expect(fromEnv.stdout).toBe('from the image\n');
+    const both = await run('srun', ['-n1', `--container-image=${img('busybox')}`, 'cat', '/etc/motd'],
+      { cwd: work, env: env({ BERTH_CONTAINER_IMAGE: `${work}/no-such.sqsh` }) });
+    expect(both.stdout).toBe('from the image\n');
+  });
+
   it('shares one container among the tasks of a step on a node: one mount namespace per node', async () => {
     const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--container-writable', 'sh', '-c',
       'echo "$SLURMD_NODENAME $(readlink /proc/self/ns/mnt) $(cat /etc/motd)"');
