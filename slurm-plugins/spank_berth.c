@@ -288,48 +288,83 @@ static int add_mounts(char **argv, int *argc, int max)
 	return 0;
 }
 
-/* The step's plan, made once per node by the first task: the one Node process of the step here. */
-static int make_plan(spank_t sp, const char *image, const char *planfile, const char *runtime)
-{
+/* `berth plan --slurm-step ... IMAGE`, with the job's environment and this node's runtime directory. */
+struct plan_command {
 	char *argv[64];
+	int output; /* argv's slot for the plan file */
+	char **env;
+};
+
+static int plan_command(spank_t sp, const char *image, const char *runtime, struct plan_command *c)
+{
 	int n = 0;
-	argv[n++] = conf.berth;
-	argv[n++] = "plan";
-	argv[n++] = "--slurm-step";
-	argv[n++] = "-o";
-	argv[n++] = (char *)planfile;
+	c->argv[n++] = conf.berth;
+	c->argv[n++] = "plan";
+	c->argv[n++] = "--slurm-step";
+	c->argv[n++] = "-o";
+	c->output = n++;
 	if (req.name) {
-		argv[n++] = "--step-linger";
-		argv[n++] = NAMED_LINGER;
+		c->argv[n++] = "--step-linger";
+		c->argv[n++] = NAMED_LINGER;
 	}
-	if (req.workdir) { argv[n++] = "--pwd"; argv[n++] = req.workdir; }
-	if (req.env) { argv[n++] = "--keep-env"; argv[n++] = req.env; }
-	if (req.writable == 1) argv[n++] = "--writable-tmpfs";
-	if (req.home == 0) argv[n++] = "--no-home";
-	if (req.home == 1) argv[n++] = "--home";
-	if (req.remap == 1) argv[n++] = "--fakeroot";
-	if (req.mpi == 1) argv[n++] = "--mpi";
-	if (req.rdma != -1) argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
-	if (req.gpus) { argv[n++] = "--gpus"; argv[n++] = req.gpus; }
-	if (add_mounts(argv, &n, 60) != 0)
+	if (req.workdir) { c->argv[n++] = "--pwd"; c->argv[n++] = req.workdir; }
+	if (req.env) { c->argv[n++] = "--keep-env"; c->argv[n++] = req.env; }
+	if (req.writable == 1) c->argv[n++] = "--writable-tmpfs";
+	if (req.home == 0) c->argv[n++] = "--no-home";
+	if (req.home == 1) c->argv[n++] = "--home";
+	if (req.remap == 1) c->argv[n++] = "--fakeroot";
+	if (req.mpi == 1) c->argv[n++] = "--mpi";
+	if (req.rdma != -1) c->argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
+	if (req.gpus) { c->argv[n++] = "--gpus"; c->argv[n++] = req.gpus; }
+	if (add_mounts(c->argv, &n, 60) != 0)
 		return -1;
-	argv[n++] = (char *)image;
-	argv[n] = NULL;
-	/* The job's environment, and this node's runtime directory. */
+	c->argv[n++] = (char *)image;
+	c->argv[n] = NULL;
 	char **jobenv = NULL;
 	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
 		return -1;
 	size_t count = 0;
 	while (jobenv[count])
 		count++;
-	char **env = calloc(count + 2, sizeof *env);
-	memcpy(env, jobenv, count * sizeof *env);
-	char rt[1200];
+	c->env = calloc(count + 2, sizeof *c->env);
+	memcpy(c->env, jobenv, count * sizeof *c->env);
+	static char rt[1200];
 	snprintf(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime);
-	env[count] = rt;
-	int status = run(argv, env, NULL, 0);
-	free(env);
-	return status == 0 ? 0 : -1;
+	c->env[count] = rt;
+	return 0;
+}
+
+/* Slurm's own variables change from step to step (ranks, step ids, ports, PMI) and a plan never
+ * reads them, except those that grant GPUs: they stay in the key. */
+static int varies_per_step(const char *kv)
+{
+	static const char *const kept[] = { "SLURM_STEP_GPUS=", "SLURM_JOB_GPUS=", "SLURM_JOB_ID=" };
+	for (size_t i = 0; i < sizeof kept / sizeof *kept; i++)
+		if (strncmp(kv, kept[i], strlen(kept[i])) == 0)
+			return 0;
+	return strncmp(kv, "SLURM_", 6) == 0 || strncmp(kv, "SLURMD_", 7) == 0 || strncmp(kv, "PMI_", 4) == 0;
+}
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return (h ^ 0xff) * 0x100000001b3ULL;
+}
+
+/* Everything a step's plan depends on: the options and image (argv), the working directory and
+ * the job's environment. Later steps of a job with the same key reuse the first one's plan: no
+ * Node process at all for them. */
+static uint64_t plan_key(const struct plan_command *c, const char *cwd)
+{
+	uint64_t h = fnv(0xcbf29ce484222325ULL, cwd);
+	for (int i = 0; c->argv[i]; i++)
+		if (i != c->output)
+			h = fnv(h, c->argv[i]);
+	for (char **e = c->env; *e; e++)
+		if (!varies_per_step(*e))
+			h = fnv(h, *e);
+	return h;
 }
 
 /* The plan's environment changes, applied to this task's own environment, and its cwd. */
@@ -402,9 +437,19 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	snprintf(jobs, sizeof jobs, "%u", job);
 	snprintf(steps, sizeof steps, "%u", step);
 	step_dir(stepdir, sizeof stepdir, runtime, jobs, steps, req.name, node);
-	snprintf(planfile, sizeof planfile, "%s.plan", stepdir);
 	snprintf(lockfile, sizeof lockfile, "%s.lock", stepdir);
 	snprintf(sock, sizeof sock, "%s/sock", stepdir);
+	struct plan_command cmd;
+	char here[4096] = "/";
+	if (plan_command(sp, image, runtime, &cmd) != 0 || !getcwd(here, sizeof here))
+		return -1;
+	/* One plan per job, node and key (the job epilog removes them); a named container keeps the
+	 * plan it was made with, for the later steps that join it. */
+	if (req.name)
+		snprintf(planfile, sizeof planfile, "%s.plan", stepdir);
+	else
+		snprintf(planfile, sizeof planfile, "%s/plan-%u-%s-%016llx", runtime, job, node, (unsigned long long)plan_key(&cmd, here));
+	cmd.argv[cmd.output] = planfile;
 
 	char err[1024];
 	for (int tries = 0; join_container(sock, err, sizeof err) != 0; tries++) {
@@ -418,7 +463,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 			fprintf(stderr, "berth: error: cannot lock %s: %s\n", lockfile, strerror(errno));
 			return -1;
 		}
-		int made = access(planfile, R_OK) == 0 ? 0 : make_plan(sp, image, planfile, runtime);
+		int made = access(planfile, R_OK) == 0 ? 0 : run(cmd.argv, cmd.env, NULL, 0);
 		if (made != 0)
 			unlink(lockfile); /* nothing will be served: leave nothing behind */
 		close(lock);
@@ -428,6 +473,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		if (run(argv, environ, NULL, 0) != 0)
 			return -1; /* the helper printed why */
 	}
+	free(cmd.env);
 	char cwd[4096] = "/";
 	if (apply_plan(sp, planfile, cwd, sizeof cwd) != 0)
 		return -1;
@@ -440,7 +486,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	return 0;
 }
 
-/* At the job's end, on each node: named containers (kept for the job's later steps) go. */
+/* At the job's end, on each node: the job's plans and its named containers (kept for its later steps) go. */
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
@@ -450,8 +496,13 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 		return 0;
 	char runtime[1100], pattern[1300];
 	expand_runtime(runtime, sizeof runtime, uid);
-	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
 	glob_t g;
+	snprintf(pattern, sizeof pattern, "%s/plan-%u-*", runtime, job);
+	if (glob(pattern, 0, NULL, &g) == 0)
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			unlink(g.gl_pathv[i]);
+	globfree(&g);
+	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return 0;
 	for (size_t i = 0; i < g.gl_pathc; i++) {

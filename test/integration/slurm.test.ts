@@ -115,13 +115,17 @@ describe('the SPANK plugin', () => {
       `#SBATCH -o ${work}/job.out`,
       'test -e /suid/busybox && echo "batch script: in a container" || echo "batch script: on the host"',
       'srun sh -c \'echo "task $SLURM_PROCID: $(cat /etc/motd)"\'',
+      'srun true',
+      // A plan per node for the whole job: the second step started no Node process.
+      `echo "plans: $(ls ${runtime} | grep -c "^plan-$SLURM_JOB_ID-")"`,
       '',
     ].join('\n'), { mode: 0o755 });
     const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
     expect(r.code).toBe(0);
-    const out = readFileSync(path.join(work, 'job.out'), 'utf8').split('\n');
+    const out = readFileSync(path.join(work, 'job.out'), 'utf8').split('\n').filter(Boolean);
     expect(out[0]).toBe('batch script: on the host');
-    expect(out.slice(1).filter(Boolean).sort()).toEqual(['task 0: from the image', 'task 1: from the image']);
+    expect(out.slice(1, 3).sort()).toEqual(['task 0: from the image', 'task 1: from the image']);
+    expect(out[3]).toBe('plans: 2');
   });
 
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
@@ -172,8 +176,9 @@ describe('the SPANK plugin', () => {
     const job = sub.stdout.trim();
     expect(await until(() => stepDirs().filter((d) => d.startsWith(`step-${job}.`)).length === 2, 30_000)).toBe(true);
     expect((await run('scancel', [job])).code).toBe(0);
-    await until(() => readdirSync(runtime).every((d) => !d.includes(`-${job}.`)) && berthProcesses().length === 0, 30_000);
-    expect(readdirSync(runtime).filter((n) => n.includes(`-${job}.`))).toEqual([]);
+    const ofJob = (n: string) => n.includes(`-${job}.`) || n.startsWith(`plan-${job}-`);
+    await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses().length === 0, 30_000);
+    expect(readdirSync(runtime).filter(ofJob)).toEqual([]);
     expect(berthProcesses()).toEqual([]);
   });
 });
