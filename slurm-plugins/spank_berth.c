@@ -36,19 +36,19 @@ SPANK_PLUGIN(berth, 1);
 #define NAMED_LINGER "31536000"
 
 enum { O_IMAGE = 1, O_MOUNTS, O_WORKDIR, O_ENV, O_WRITABLE, O_READONLY, O_HOME, O_NO_HOME, O_REMAP, O_NO_REMAP,
-       O_ENTRYPOINT, O_NO_ENTRYPOINT, O_NAME, O_SAVE, O_MPI, O_GPUS, O_RDMA, O_NO_RDMA };
+       O_ENTRYPOINT, O_NO_ENTRYPOINT, O_NAME, O_SAVE, O_MPI, O_GPUS, O_RDMA, O_NO_RDMA, O_STAGE, O_NO_STAGE };
 
 /* What the user asked for: a string, or a switch that is -1 (not given), 0 or 1. */
 static struct {
 	char *image, *mounts, *workdir, *env, *name, *save, *gpus;
-	int writable, home, remap, entrypoint, mpi, rdma;
-} req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1 };
+	int writable, home, remap, entrypoint, mpi, rdma, stage;
+} req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1, .stage = -1 };
 
 /* plugstack.conf arguments. */
 static struct {
-	char berth[1024], helper[1024], runtime[1024];
+	char berth[1024], helper[1024], runtime[1024], stage_dir[1024];
 	int execute_entrypoint, sbatch_support;
-} conf = { "berth", "berth-helper", "/tmp/berth-%U", 0, 1 };
+} conf = { "berth", "berth-helper", "/tmp/berth-%U", "", 0, 1 };
 
 static int set_switch(int *field, int value, const char *yes, const char *no)
 {
@@ -93,6 +93,8 @@ static int option(int val, const char *arg, int remote)
 	case O_MPI: return set_switch(&req.mpi, 1, "container-mpi", "no-container-mpi");
 	case O_RDMA: return set_switch(&req.rdma, 1, "container-rdma", "no-container-rdma");
 	case O_NO_RDMA: return set_switch(&req.rdma, 0, "container-rdma", "no-container-rdma");
+	case O_STAGE: return set_switch(&req.stage, 1, "container-stage", "no-container-stage");
+	case O_NO_STAGE: return set_switch(&req.stage, 0, "container-stage", "no-container-stage");
 	}
 	return -1;
 }
@@ -116,6 +118,8 @@ static struct spank_option options[] = {
 	{ "container-gpus", "all|none|LIST", "GPUs with the node's driver (default: the step's) [BERTH_CONTAINER_GPUS]", 1, O_GPUS, option },
 	{ "container-rdma", NULL, "bind the node's InfiniBand/RDMA stack (default: where there is one) [BERTH_CONTAINER_RDMA=1]", 0, O_RDMA, option },
 	{ "no-container-rdma", NULL, "do not bind the node's RDMA stack [BERTH_CONTAINER_RDMA=0]", 0, O_NO_RDMA, option },
+	{ "container-stage", NULL, "copy the image to node-local storage with sbcast (the default where the site set stage_dir) [BERTH_CONTAINER_STAGE=1]", 0, O_STAGE, option },
+	{ "no-container-stage", NULL, "run the image from where it is, not staged [BERTH_CONTAINER_STAGE=0]", 0, O_NO_STAGE, option },
 };
 
 static int parse_args(int ac, char **av)
@@ -128,10 +132,11 @@ static int parse_args(int ac, char **av)
 		if (KEY("berth")) snprintf(conf.berth, sizeof conf.berth, "%s", v);
 		else if (KEY("helper")) snprintf(conf.helper, sizeof conf.helper, "%s", v);
 		else if (KEY("runtime_dir")) snprintf(conf.runtime, sizeof conf.runtime, "%s", v);
+		else if (KEY("stage_dir")) snprintf(conf.stage_dir, sizeof conf.stage_dir, "%s", v);
 		else if (KEY("execute_entrypoint")) conf.execute_entrypoint = atoi(v);
 		else if (KEY("sbatch_support")) conf.sbatch_support = atoi(v);
 		else {
-			slurm_error("berth: unknown argument '%s' in plugstack.conf; the arguments are berth=PATH, helper=PATH, runtime_dir=DIR (%%U: the uid), execute_entrypoint=0|1, sbatch_support=0|1", av[i]);
+			slurm_error("berth: unknown argument '%s' in plugstack.conf; the arguments are berth=PATH, helper=PATH, runtime_dir=DIR (%%U: the uid), stage_dir=DIR, execute_entrypoint=0|1, sbatch_support=0|1", av[i]);
 			return -1;
 		}
 #undef KEY
@@ -174,7 +179,7 @@ static const struct { char **field; const char *name; } STRING_VARS[] = {
 static const struct { int *field; const char *name; } SWITCH_VARS[] = {
 	{ &req.writable, "BERTH_CONTAINER_WRITABLE" }, { &req.home, "BERTH_CONTAINER_MOUNT_HOME" },
 	{ &req.remap, "BERTH_CONTAINER_REMAP_ROOT" }, { &req.entrypoint, "BERTH_CONTAINER_ENTRYPOINT" },
-	{ &req.mpi, "BERTH_CONTAINER_MPI" }, { &req.rdma, "BERTH_CONTAINER_RDMA" },
+	{ &req.mpi, "BERTH_CONTAINER_MPI" }, { &req.rdma, "BERTH_CONTAINER_RDMA" }, { &req.stage, "BERTH_CONTAINER_STAGE" },
 };
 
 static void from_environment(spank_t sp)
@@ -190,7 +195,7 @@ static void from_environment(spank_t sp)
 
 /* Runs argv with env, as this process's user; its stdout (when out) is captured and its
  * stderr goes to ours (the user's terminal or job output). Returns the exit status. */
-static int run(char *const argv[], char *const env[], char *out, size_t outsize)
+static int run_capturing(char *const argv[], char *const env[], char *out, size_t outsize, int with_stderr)
 {
 	int pipefd[2] = { -1, -1 };
 	if (out && pipe2(pipefd, O_CLOEXEC) != 0)
@@ -199,9 +204,11 @@ static int run(char *const argv[], char *const env[], char *out, size_t outsize)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		if (out)
+		if (out) {
 			dup2(pipefd[1], STDOUT_FILENO);
-		else
+			if (with_stderr)
+				dup2(pipefd[1], STDERR_FILENO);
+		} else
 			dup2(STDERR_FILENO, STDOUT_FILENO);
 		execvpe(argv[0], argv, env);
 		fprintf(stderr, "berth: error: cannot run %s: %s (set berth= and helper= in plugstack.conf)\n", argv[0], strerror(errno));
@@ -222,7 +229,76 @@ static int run(char *const argv[], char *const env[], char *out, size_t outsize)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+static int run(char *const argv[], char *const env[], char *out, size_t outsize)
+{
+	return run_capturing(argv, env, out, outsize, 0);
+}
+
 extern char **environ;
+
+/* The image this job runs: the one given, with a docker:// tag pinned at submission. */
+static void job_image(spank_t sp, char *out, size_t size)
+{
+	snprintf(out, size, "%s", req.image);
+	const char *pinned = variable(sp, "BERTH_CONTAINER_IMAGE_RESOLVED");
+	size_t n = strlen(req.image);
+	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
+		snprintf(out, size, "%s", pinned + n + 1);
+}
+
+/* Where sbcast puts a job's image on each node: named by the job and the image (a file's name,
+ * or a registry image's digest), so that every step of the job finds the one copy. */
+static int staged_path(char *out, size_t size, uint32_t job, const char *image)
+{
+	if (!*conf.stage_dir || req.stage == 0)
+		return 0;
+	const char *at = strstr(image, "@sha256:");
+	if (strncmp(image, "docker://", 9) == 0 && !at)
+		return 0;
+	if (at)
+		snprintf(out, size, "%s/berth-%u-%s.sqsh", conf.stage_dir, job, at + 8);
+	else
+		snprintf(out, size, "%s/berth-%u-%s", conf.stage_dir, job, strrchr(image, '/') ? strrchr(image, '/') + 1 : image);
+	return 1;
+}
+
+/* In srun, once the job has its nodes and before the tasks start: with stage_dir= set by the
+ * site, the image goes to each node's local storage through Slurm's own sbcast, so that the
+ * nodes read their own disks and not the shared file system. Once per job: a later step finds
+ * it there ("File exists"). A registry image is pulled here first, into the cache. */
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	uint32_t job;
+	char image[8300], dest[9500], file[8300], jobs[16], out[8192];
+	if (!req.image || spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS)
+		return 0;
+	job_image(sp, image, sizeof image);
+	if (!staged_path(dest, sizeof dest, job, image))
+		return 0;
+	snprintf(file, sizeof file, "%s", image);
+	if (strncmp(image, "docker://", 9) == 0) {
+		/* Quiet (the job's stderr is no place for progress bars), and the path from the JSON. */
+		char *pull[] = { conf.berth, "pull", "--quiet", "--json", image, NULL }, *at;
+		if (run(pull, environ, out, sizeof out) != 0)
+			return -1; /* berth printed why */
+		if (!(at = strstr(out, "\"path\":\"")) || sscanf(at + 8, "%8299[^\"]", file) != 1) {
+			slurm_error("berth: berth pull did not say where it put %s", image);
+			return -1;
+		}
+	} else if (access(file, R_OK) != 0) {
+		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno));
+		return -1;
+	}
+	snprintf(jobs, sizeof jobs, "%u", job);
+	char *argv[] = { "sbcast", "--jobid", jobs, file, dest, NULL };
+	int status = run_capturing(argv, environ, out, sizeof out, 1);
+	if (status != 0 && status != 17 /* EEXIST: staged by an earlier step */) {
+		slurm_error("berth: staging %s to %s on the job's nodes with sbcast failed: %s", file, dest, out);
+		return -1;
+	}
+	return 0;
+}
 
 /* At submission: refuse what cannot work before the job queues, and pin a docker:// tag. */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
@@ -302,7 +378,8 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	c->argv[n++] = "plan";
 	c->argv[n++] = "--slurm-step";
 	c->argv[n++] = "-o";
-	c->output = n++;
+	c->output = n;
+	c->argv[n++] = "";
 	if (req.name) {
 		c->argv[n++] = "--step-linger";
 		c->argv[n++] = NAMED_LINGER;
@@ -358,13 +435,16 @@ static uint64_t fnv(uint64_t h, const char *s)
 static uint64_t plan_key(const struct plan_command *c, const char *cwd)
 {
 	uint64_t h = fnv(0xcbf29ce484222325ULL, cwd);
+
 	for (int i = 0; c->argv[i]; i++)
 		if (i != c->output)
 			h = fnv(h, c->argv[i]);
+	/* The environment's order changes from step to step: a sum does not care. */
+	uint64_t env = 0;
 	for (char **e = c->env; *e; e++)
 		if (!varies_per_step(*e))
-			h = fnv(h, *e);
-	return h;
+			env += fnv(0xcbf29ce484222325ULL, *e);
+	return h ^ env;
 }
 
 /* The plan's environment changes, applied to this task's own environment, and its cwd. */
@@ -418,12 +498,10 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	from_environment(sp);
 	if (!req.image)
 		return 0;
-	char image[8300];
-	snprintf(image, sizeof image, "%s", req.image);
-	const char *pinned = variable(sp, "BERTH_CONTAINER_IMAGE_RESOLVED");
-	size_t n = strlen(req.image);
-	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
-		snprintf(image, sizeof image, "%s", pinned + n + 1);
+	char image[9500], staged[9500];
+	job_image(sp, image, sizeof image);
+	if (staged_path(staged, sizeof staged, job, image) && access(staged, R_OK) == 0)
+		snprintf(image, sizeof image, "%s", staged);
 
 	char runtime[1100], stepdir[1400], planfile[1500], lockfile[1500], sock[1500], jobs[16], steps[16], node[256] = "node";
 	expand_runtime(runtime, sizeof runtime, uid);
@@ -486,17 +564,26 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	return 0;
 }
 
-/* At the job's end, on each node: the job's plans and its named containers (kept for its later steps) go. */
+/* At the job's end, on each node: the job's staged images, plans and named containers go. */
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
-	(void)ac, (void)av;
 	uint32_t job;
+	if (parse_args(ac, av) != 0)
+		return -1;
 	uid_t uid;
 	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
 		return 0;
 	char runtime[1100], pattern[1300];
 	expand_runtime(runtime, sizeof runtime, uid);
 	glob_t g;
+	if (*conf.stage_dir) {
+		char staged[1200];
+		snprintf(staged, sizeof staged, "%s/berth-%u-*", conf.stage_dir, job);
+		if (glob(staged, 0, NULL, &g) == 0)
+			for (size_t i = 0; i < g.gl_pathc; i++)
+				unlink(g.gl_pathv[i]);
+		globfree(&g);
+	}
 	snprintf(pattern, sizeof pattern, "%s/plan-%u-*", runtime, job);
 	if (glob(pattern, 0, NULL, &g) == 0)
 		for (size_t i = 0; i < g.gl_pathc; i++)

@@ -77,7 +77,7 @@ describe('the SPANK plugin', () => {
   });
 
   it('shares one container among the tasks of a step on a node: one mount namespace per node', async () => {
-    const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--container-writable', 'sh', '-c',
+    const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--no-container-stage', '--container-writable', 'sh', '-c',
       'echo "$SLURMD_NODENAME $(readlink /proc/self/ns/mnt) $(cat /etc/motd)"');
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n').sort();
@@ -98,7 +98,7 @@ describe('the SPANK plugin', () => {
   it("runs MPI hello world across three nodes with srun --mpi=pmi2 on the host's MPICH (--container-mpi)", async () => {
     // The three "nodes" are one machine: UCX would try shared memory between different nodes'
     // containers (different user namespaces), which real nodes never do. TCP it is.
-    const r = await run('srun', ['-N3', '-n3', '--mpi=pmi2', `--container-image=${img('mpich')}`, '--container-mpi', 'mpi_hello'],
+    const r = await run('srun', ['-N3', '-n3', '--mpi=pmi2', `--container-image=${img('mpich')}`, '--no-container-stage', '--container-mpi', 'mpi_hello'],
       { cwd: work, env: env({ UCX_TLS: 'tcp,self' }) });
     expect(errors(r.stderr)).toBe('');
     const st = statSync('/usr/lib/x86_64-linux-gnu/libmpich.so.12');
@@ -126,6 +126,28 @@ describe('the SPANK plugin', () => {
     expect(out[0]).toBe('batch script: on the host');
     expect(out.slice(1, 3).sort()).toEqual(['task 0: from the image', 'task 1: from the image']);
     expect(out[3]).toBe('plans: 2');
+  });
+
+  it("stages the image to the nodes with sbcast where the site says so (stage_dir), once per job, and removes it after", async () => {
+    const stage = path.join(path.dirname(process.env.SLURM_CONF!), '../stage');
+    const script = path.join(work, 'staged.sh');
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH -N2 -n2 -o ${work}/staged.out`,
+      `srun --container-image=${img('busybox')} cat /etc/motd`,
+      `srun --container-image=${img('busybox')} true`,
+      `ls ${stage} | grep "^berth-$SLURM_JOB_ID-"`,
+      `grep -h "^image " ${runtime}/plan-$SLURM_JOB_ID-*`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const r = await run('sbatch', ['--wait', '--parsable', script], { cwd: work, env: env() });
+    expect(r.code).toBe(0);
+    const job = r.stdout.trim();
+    const staged = path.join(stage, `berth-${job}-busybox.sqsh`);
+    expect(readFileSync(path.join(work, 'staged.out'), 'utf8')).toBe(
+      `from the image\nfrom the image\nberth-${job}-busybox.sqsh\n${`image ${staged}\n`.repeat(2)}`);
+    await until(() => !existsSync(staged), 15_000);
+    expect(existsSync(staged)).toBe(false);
   });
 
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
