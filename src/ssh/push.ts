@@ -3,7 +3,7 @@
 // equal the local one before it is renamed into place, atomically), and skipped when the remote
 // side already holds the same image. Nothing half-written ever sits at the destination.
 import { createHash } from 'node:crypto';
-import { createReadStream, statSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { BerthError } from '../errors.js';
@@ -58,31 +58,67 @@ async function mkdirs(sftp: SFTPWrapper, dir: string): Promise<void> {
   await call((cb) => sftp.mkdir(dir, cb)).catch(() => undefined);
 }
 
+/** Chunks of an upload, and how many are in flight: one at a time, each write would wait a round trip. */
+const CHUNK = 64 * 1024;
+const IN_FLIGHT = 16;
+
+/**
+ * Writes local[from..size) into the open remote file, IN_FLIGHT writes at a time. Writes can
+ * land out of order, so after a cut only the data before the last IN_FLIGHT chunks of the
+ * file's size is sure to be there: resumeOffset() rewinds by that much.
+ */
+async function upload(sftp: SFTPWrapper, local: string, partial: string, from: number, size: number, onBytes: (n: number) => void): Promise<Error | undefined> {
+  const handle = await new Promise<Buffer>((resolve, reject) => sftp.open(partial, from > 0 ? 'r+' : 'w', { mode: 0o644 }, (e, h) => (e ? reject(e) : resolve(h))));
+  const fd = openSync(local, 'r');
+  let offset = from;
+  let active = 0;
+  let error: Error | undefined;
+  await new Promise<void>((resolve) => {
+    const pump = () => {
+      while (!error && active < IN_FLIGHT && offset < size) {
+        const len = Math.min(CHUNK, size - offset);
+        const buf = Buffer.allocUnsafe(len);
+        readSync(fd, buf, 0, len, offset);
+        active++;
+        sftp.write(handle, buf, 0, len, offset, (e) => {
+          active--;
+          if (e) error ??= e;
+          else onBytes(len);
+          if (active === 0 && (error || offset >= size)) resolve();
+          else pump();
+        });
+        offset += len;
+      }
+      if (active === 0) resolve();
+    };
+    pump();
+  });
+  closeSync(fd);
+  await call((cb) => sftp.close(handle, cb)).catch((e: Error) => { error ??= e; });
+  return error;
+}
+
+const resumeOffset = (partialSize: number, size: number) => (partialSize > size ? 0 : Math.max(0, partialSize - IN_FLIGHT * CHUNK));
+
 export async function pushImage(conn: Connection, local: string, remote: string, events: PushEvents, localSha?: string): Promise<PushResult> {
   const size = statSync(local).size;
-  const sha256 = localSha ?? (await sha256File(local));
+  // Hashed while the upload runs (the other core), unless the remote side may hold it already.
+  const hashing = localSha ? Promise.resolve(localSha) : sha256File(local);
+  hashing.catch(() => undefined);
   const sftp = await sftpOf(conn);
   try {
     const target = await destination(sftp, local, remote);
     const where = `${conn.target.alias}:${target}`;
     const existing = await statRemote(sftp, target);
-    if (existing && existing.size === size && (await remoteSha256(conn, target)) === sha256) {
-      return { remotePath: target, sha256, already: true, resumedAt: 0, sent: 0 };
+    if (existing && existing.size === size && (await remoteSha256(conn, target)) === (await hashing)) {
+      return { remotePath: target, sha256: await hashing, already: true, resumedAt: 0, sent: 0 };
     }
     await mkdirs(sftp, path.posix.dirname(target));
     const partial = path.posix.join(path.posix.dirname(target), `.${path.posix.basename(target)}.berth-partial`);
     const before = await statRemote(sftp, partial);
-    const from = before && before.size <= size ? before.size : 0;
+    const from = before ? resumeOffset(before.size, size) : 0;
     events.start(size, from);
-    const written = await conn.guard(new Promise<Error | undefined>((resolve) => {
-      const out = sftp.createWriteStream(partial, { flags: from > 0 ? 'r+' : 'w', start: from, mode: 0o644 });
-      const input = createReadStream(local, { start: from, highWaterMark: 256 * 1024 });
-      input.on('data', (d) => events.bytes(d.length));
-      input.on('error', resolve);
-      out.on('error', resolve);
-      out.on('close', () => resolve(undefined));
-      input.pipe(out);
-    })).catch((e: Error) => e);
+    const written = await conn.guard(upload(sftp, local, partial, from, size, events.bytes)).catch((e: Error) => e);
     // A write the server refused does not always surface as a stream error: the size says.
     const landed = written ? undefined : (await conn.guard(statRemote(sftp, partial)))?.size;
     if (written || landed !== size) {
@@ -97,6 +133,7 @@ export async function pushImage(conn: Connection, local: string, remote: string,
       throw new BerthError('REMOTE_FAILED', `the upload to ${where} stopped at a connection or write error: ${written?.message ?? `${landed ?? 0} of ${size} bytes arrived`}`,
         'push again: it continues where it stopped');
     }
+    const sha256 = await hashing;
     const got = await remoteSha256(conn, partial);
     if (got !== sha256) {
       await call((cb) => sftp.unlink(partial, cb)).catch(() => undefined);

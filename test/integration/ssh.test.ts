@@ -184,7 +184,8 @@ describe('berth push', () => {
     const partial = path.join(work, 'remote/.cut.sqsh.berth-partial');
     sshConfig(`Host slow\n  HostName 127.0.0.1\n  Port ${proxyPort}\n  IdentityFile ${work}/id_plain\n`);
     const pushing = b(['push', image, `slow:${work}/remote/cut.sqsh`]);
-    for (let i = 0; i < 100 && !(existsSync(partial) && statSync(partial).size > 512 * 1024); i++) await new Promise((r) => setTimeout(r, 50));
+    // More than the writes in flight (1 MiB), so that the next push has something to keep.
+    for (let i = 0; i < 200 && !(existsSync(partial) && statSync(partial).size > 1.5 * 1024 * 1024); i++) await new Promise((r) => setTimeout(r, 50));
     proxy.cut();
     const cut = await pushing;
     expect(cut.code).toBe(1);
