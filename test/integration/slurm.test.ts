@@ -157,14 +157,19 @@ describe('the SPANK plugin', () => {
       `#SBATCH -N1 -o ${work}/named.out`,
       `srun --container-image=${img('busybox')} --container-name=keep --container-writable sh -c 'echo kept > /etc/state'`,
       `srun --container-image=${img('busybox')} --container-name=keep cat /etc/state`,
+      // The epilog reads pid files the user can write: one naming slurmctld must not stop it.
+      `mkdir ${runtime}/named-$SLURM_JOB_ID-forged-n1 && cat ${path.dirname(process.env.SLURM_CONF!)}/../run/slurmctld.pid > ${runtime}/named-$SLURM_JOB_ID-forged-n1/pid`,
       '',
     ].join('\n'), { mode: 0o755 });
     const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
     expect(r.code).toBe(0);
     expect(readFileSync(path.join(work, 'named.out'), 'utf8')).toBe('kept\n');
-    // The job epilog stops it.
-    await until(() => !stepDirs().some((d) => d.startsWith('named-')), 15_000);
-    expect(stepDirs().filter((d) => d.startsWith('named-'))).toEqual([]);
+    // The job epilog stops the container, as the job's user: slurmctld lives on.
+    await until(() => !stepDirs().some((d) => d.startsWith('named-') && !d.includes('-forged-')), 15_000);
+    expect(stepDirs().filter((d) => d.startsWith('named-') && !d.includes('-forged-'))).toEqual([]);
+    const ctld = Number(readFileSync(path.join(path.dirname(process.env.SLURM_CONF!), '../run/slurmctld.pid'), 'utf8'));
+    expect(() => process.kill(ctld, 0)).toThrow(/EPERM/); // alive, and not ours
+    for (const d of stepDirs().filter((n) => n.includes('-forged-'))) cleanup(path.join(runtime, d));
   });
 
   it('pulls a docker:// image once for a multi-node job, and runs that digest everywhere', async () => {
