@@ -99,7 +99,7 @@ program
 
 program
   .command('doctor')
-  .description('check what this node allows (user namespaces, FUSE, overlayfs, tools, directories), with fixes')
+  .description('check what this node allows (user namespaces, FUSE, overlayfs, tools, directories) and what GPU, MPI, RDMA and CDI binding would do, with fixes')
   .option('--json', 'print JSON')
   .action((flags) => run(async () => (await import('./cli/doctor.js')).doctorCommand(flags)));
 
