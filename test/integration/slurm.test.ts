@@ -76,6 +76,19 @@ describe('the SPANK plugin', () => {
     expect(both.stdout).toBe('from the image\n');
   });
 
+  it('rejects an unknown plugstack.conf argument, naming the known ones', async () => {
+    // A client-side copy of the configuration whose plugstack gives the plugin a typo.
+    const etc = path.dirname(process.env.SLURM_CONF!);
+    const conf = path.join(work, 'slurm.conf');
+    const stack = path.join(work, 'plugstack.conf');
+    const line = readFileSync(path.join(etc, 'plugstack.conf.d/berth.conf'), 'utf8').trim();
+    writeFileSync(stack, `${line} colour=blue\n`);
+    writeFileSync(conf, readFileSync(process.env.SLURM_CONF!, 'utf8').replace(/^PlugStackConfig=.*$/m, `PlugStackConfig=${stack}`));
+    const r = await run('srun', ['-n1', 'true'], { cwd: work, env: env({ SLURM_CONF: conf }) });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/berth: unknown argument 'colour=blue' in plugstack\.conf; the arguments are berth=PATH, helper=PATH, runtime_dir=DIR/);
+  });
+
   it('shares one container among the tasks of a step on a node: one mount namespace per node', async () => {
     const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--no-container-stage', '--container-writable', 'sh', '-c',
       'echo "$SLURMD_NODENAME $(readlink /proc/self/ns/mnt) $(cat /etc/motd)"');
