@@ -103,3 +103,10 @@ int join_container(const char *sock, char *err, size_t errsize)
 	}
 	return 0;
 }
+
+unsigned long long fnv1a(unsigned long long h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return (h ^ 0xff) * 0x100000001b3ULL; /* a terminator, so that "ab"+"c" differs from "a"+"bc" */
+}

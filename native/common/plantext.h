@@ -24,4 +24,8 @@ void step_dir(char *out, size_t size, const char *runtime, const char *job, cons
  * message in err (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
 int join_container(const char *sock, char *err, size_t errsize);
 
+/* FNV-1a of a string, chained from h (start with FNV1A_BASIS): keys for stamps and plan files. */
+#define FNV1A_BASIS 0xcbf29ce484222325ULL
+unsigned long long fnv1a(unsigned long long h, const char *s);
+
 #endif

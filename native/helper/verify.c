@@ -16,13 +16,7 @@
 #include <unistd.h>
 
 #include "helper.h"
-
-static uint64_t fnv(uint64_t h, const char *s)
-{
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-	return (h ^ 0xff) * 0x100000001b3ULL;
-}
+#include "../common/plantext.h"
 
 static const char *env_value(const struct plan *p, const char *name)
 {
@@ -81,17 +75,17 @@ static const char *line_with(char *out, const char *what)
 
 void verify_libraries(const struct plan *p, int statedir)
 {
-	uint64_t key = 0xcbf29ce484222325ULL;
+	uint64_t key = FNV1A_BASIS;
 	size_t checks = 0;
 	for (size_t i = 0; i < p->nops; i++) {
 		const struct op *op = &p->ops[i];
-		key = fnv(fnv(fnv(key, op->source), op->target), op->options);
+		key = fnv1a(fnv1a(fnv1a(key, op->source), op->target), op->options);
 		checks += op->kind == OP_VERIFY;
 	}
 	if (checks == 0)
 		return;
 	const char *libpath = env_value(p, "LD_LIBRARY_PATH");
-	key = fnv(key, libpath ? libpath : "");
+	key = fnv1a(key, libpath ? libpath : "");
 	char stamp[64];
 	snprintf(stamp, sizeof stamp, "verified-%016llx", (unsigned long long)key);
 	if (faccessat(statedir, stamp, F_OK, 0) == 0)

@@ -1,0 +1,69 @@
+/* berth's SPANK plugin: `srun --container-image=IMAGE ...` (or `#SBATCH --container-image`)
+ * runs every task of a step in a berth container. The options are pyxis's, so job scripts
+ * written for pyxis run unchanged, plus berth's own --container-mpi, --container-gpus and
+ * --container-rdma; each also reads a BERTH_CONTAINER_* variable, and the command line wins.
+ *
+ * The plugin stays thin. On each node, the first task of a step asks berth for the step's plan
+ * (`berth plan --slurm-step`: the one Node process of the step on that node) and has
+ * berth-helper start the step's container (--step-server); then every task joins that
+ * container's user and mount namespaces, applies the plan's environment changes to its own
+ * environment and lets slurmstepd exec the command inside: 64 ranks on a node cost one
+ * container, and a task's own start costs a connect and two setns calls. A docker:// tag is
+ * pinned to a digest once, at submission (srun or sbatch), so every node runs the same image.
+ * Built against the installed Slurm's <slurm/spank.h>.
+ *
+ * Its files, one per concern; this header holds what they share:
+ *   options.c  the options, their BERTH_CONTAINER_* variables, plugstack.conf, slurm_spank_init
+ *   submit.c   srun/sbatch on the submitting node: refusals, pinning a tag, staging with sbcast
+ *   task.c     each task on a node: the step's plan, its container, joining it
+ *   epilog.c   the job's end on each node: what the job left
+ *   process.c  running berth, the helper and sbcast */
+#ifndef BERTH_SPANK_H
+#define BERTH_SPANK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <slurm/slurm.h>
+#include <slurm/spank.h>
+
+#include "../native/common/plantext.h"
+
+/* Named containers live until the job ends (the job epilog stops them). */
+#define NAMED_LINGER "31536000"
+
+/* What the user asked for: a string, or a switch that is -1 (not given), 0 or 1. */
+struct request {
+	char *image, *mounts, *workdir, *env, *name, *save, *gpus;
+	int writable, home, remap, entrypoint, mpi, rdma, stage;
+};
+extern struct request req;
+
+/* plugstack.conf arguments. */
+struct plugstack {
+	char berth[1024], helper[1024], runtime[1024], stage_dir[1024];
+	int execute_entrypoint, sbatch_support;
+};
+extern struct plugstack conf;
+
+/* options.c */
+int parse_args(int ac, char **av);
+/* The job's value of a variable: srun's or sbatch's own environment, or the job's in a task. */
+const char *variable(spank_t sp, const char *name);
+/* Fills what the command line did not give from the BERTH_CONTAINER_* variables. */
+void from_environment(spank_t sp);
+/* The image this job runs: the one given, with a docker:// tag pinned at submission. */
+void job_image(spank_t sp, char *out, size_t size);
+/* Where sbcast puts a job's image on each node; 0 when it is not staged. */
+int staged_path(char *out, size_t size, uint32_t job, const char *image);
+/* runtime_dir= with %U expanded. */
+void expand_runtime(char *out, size_t size, uid_t uid);
+
+/* process.c: runs argv with env as this process's user; stdout (and stderr, if asked) is
+ * captured in out when given, else it goes to our stderr. Returns the exit status. */
+int run_capturing(char *const argv[], char *const env[], char *out, size_t outsize, int with_stderr);
+int run(char *const argv[], char *const env[], char *out, size_t outsize);
+extern char **environ;
+
+#endif

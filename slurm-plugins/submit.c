@@ -1,0 +1,84 @@
+/* On the submitting node (srun, sbatch): refuse what cannot work before the job queues, pin a
+ * docker:// tag to a digest, and stage the image to the nodes with sbcast. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spank_berth.h"
+
+/* In srun, once the job has its nodes and before the tasks start: with stage_dir= set by the
+ * site, the image goes to each node's local storage through Slurm's own sbcast, so that the
+ * nodes read their own disks and not the shared file system. Once per job: a later step finds
+ * it there ("File exists"). A registry image is pulled here first, into the cache. */
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	uint32_t job;
+	char image[8300], dest[9500], file[8300], jobs[16], out[8192];
+	if (!req.image || spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS)
+		return 0;
+	job_image(sp, image, sizeof image);
+	if (!staged_path(dest, sizeof dest, job, image))
+		return 0;
+	snprintf(file, sizeof file, "%s", image);
+	if (strncmp(image, "docker://", 9) == 0) {
+		/* Quiet (the job's stderr is no place for progress bars), and the path from the JSON. */
+		char *pull[] = { conf.berth, "pull", "--quiet", "--json", image, NULL }, *at;
+		if (run(pull, environ, out, sizeof out) != 0)
+			return -1; /* berth printed why */
+		if (!(at = strstr(out, "\"path\":\"")) || sscanf(at + 8, "%8299[^\"]", file) != 1) {
+			slurm_error("berth: berth pull did not say where it put %s", image);
+			return -1;
+		}
+	} else if (access(file, R_OK) != 0) {
+		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno));
+		return -1;
+	}
+	snprintf(jobs, sizeof jobs, "%u", job);
+	char *argv[] = { "sbcast", "--jobid", jobs, file, dest, NULL };
+	int status = run_capturing(argv, environ, out, sizeof out, 1);
+	if (status != 0 && status != 17 /* EEXIST: staged by an earlier step */) {
+		slurm_error("berth: staging %s to %s on the job's nodes with sbcast failed: %s", file, dest, out);
+		return -1;
+	}
+	return 0;
+}
+
+/* At submission: refuse what cannot work before the job queues, and pin a docker:// tag. */
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	if (spank_remote(sp))
+		return 0;
+	from_environment(sp);
+	if (!req.image)
+		return 0;
+	if (req.save) {
+		slurm_error("berth: --container-save is not supported yet; convert the image you need with berth convert");
+		return -1;
+	}
+	if (req.entrypoint == 1) {
+		slurm_error("berth: --container-entrypoint is not supported: the plugin runs the step's command itself; name the entrypoint in the command");
+		return -1;
+	}
+	if (strncmp(req.image, "docker://", 9) != 0 || strchr(req.image, '@'))
+		return 0;
+	/* Pinned already by an enclosing sbatch for this very reference? */
+	const char *pinned = getenv("BERTH_CONTAINER_IMAGE_RESOLVED");
+	size_t n = strlen(req.image);
+	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
+		return 0;
+	char out[4096];
+	char *argv[] = { conf.berth, "resolve", req.image, NULL };
+	if (run(argv, environ, out, sizeof out) != 0)
+		return -1; /* berth printed why */
+	out[strcspn(out, "\n")] = '\0';
+	char value[8300];
+	snprintf(value, sizeof value, "%s=%s", req.image, out);
+	setenv("BERTH_CONTAINER_IMAGE_RESOLVED", value, 1); /* srun and sbatch pass it to the job */
+	return 0;
+}
