@@ -78,8 +78,8 @@ static struct spank_option options[] = {
 	{ "no-container-mount-home", NULL, "do not bind $HOME [BERTH_CONTAINER_MOUNT_HOME=0]", 0, O_NO_HOME, option },
 	{ "container-remap-root", NULL, "be root inside (still only your own privileges) [BERTH_CONTAINER_REMAP_ROOT=1]", 0, O_REMAP, option },
 	{ "no-container-remap-root", NULL, "be yourself inside (the default) [BERTH_CONTAINER_REMAP_ROOT=0]", 0, O_NO_REMAP, option },
-	{ "container-entrypoint", NULL, "run the image's entrypoint: not supported, see berth's README [BERTH_CONTAINER_ENTRYPOINT=1]", 0, O_ENTRYPOINT, option },
-	{ "no-container-entrypoint", NULL, "do not run the image's entrypoint (the default) [BERTH_CONTAINER_ENTRYPOINT=0]", 0, O_NO_ENTRYPOINT, option },
+	{ "container-entrypoint", NULL, "run the image's entrypoint once when the step's container starts (default: plugstack's execute_entrypoint) [BERTH_CONTAINER_ENTRYPOINT=1]", 0, O_ENTRYPOINT, option },
+	{ "no-container-entrypoint", NULL, "do not run the image's entrypoint [BERTH_CONTAINER_ENTRYPOINT=0]", 0, O_NO_ENTRYPOINT, option },
 	{ "container-name", "NAME", "a named container that later steps of the job join [BERTH_CONTAINER_NAME]", 1, O_NAME, option },
 	{ "container-save", "PATH", "save the container as an image: not supported yet [BERTH_CONTAINER_SAVE]", 1, O_SAVE, option },
 	{ "container-mpi", NULL, "replace the image's MPICH-ABI MPI with the node's [BERTH_CONTAINER_MPI=1]", 0, O_MPI, option },
@@ -108,10 +108,6 @@ int parse_args(int ac, char **av)
 			return -1;
 		}
 #undef KEY
-	}
-	if (conf.execute_entrypoint) {
-		slurm_error("berth: execute_entrypoint=1 is not supported: berth's plugin runs the task's command itself, not the image's entrypoint");
-		return -1;
 	}
 	return 0;
 }

@@ -61,10 +61,6 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 		slurm_error("berth: --container-save is not supported yet; convert the image you need with berth convert");
 		return -1;
 	}
-	if (req.entrypoint == 1) {
-		slurm_error("berth: --container-entrypoint is not supported: the plugin runs the step's command itself; name the entrypoint in the command");
-		return -1;
-	}
 	if (strncmp(req.image, "docker://", 9) != 0 || strchr(req.image, '@'))
 		return 0;
 	/* Pinned already by an enclosing sbatch for this very reference? */

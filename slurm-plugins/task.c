@@ -57,6 +57,7 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	if (req.workdir) { c->argv[n++] = "--pwd"; c->argv[n++] = req.workdir; }
 	if (req.env) { c->argv[n++] = "--keep-env"; c->argv[n++] = req.env; }
 	if (req.writable == 1) c->argv[n++] = "--writable-tmpfs";
+	if (req.entrypoint == 1 || (req.entrypoint == -1 && conf.execute_entrypoint)) c->argv[n++] = "--entrypoint";
 	if (req.home == 0) c->argv[n++] = "--no-home";
 	if (req.home == 1) c->argv[n++] = "--home";
 	if (req.remap == 1) c->argv[n++] = "--fakeroot";

@@ -161,6 +161,7 @@ containerOptions(program.command('plan')
   .option('--slurm-step', "the plan of a Slurm step's container, which each task joins (the SPANK plugin's)")
   .option('--keep-env <names>', 'with --slurm-step: host variables that pass as they are, comma-separated')
   .option('--step-linger <seconds>', "with --slurm-step: how long the step's container waits for the next task (default 2)")
+  .option('--entrypoint', "with --slurm-step: run the image's Entrypoint once when the step's container starts")
   .addOption(new Option('--format <format>', 'json, or helper (the text berth-helper reads)').choices(['json', 'helper']))
   .option('-o, --output <file>', 'write it here (atomically) instead of stdout')
   .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/plan.js')).planCommand(image, rest, flags)));

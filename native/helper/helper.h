@@ -37,6 +37,8 @@ struct plan {
 	char **unset; /* a step plan: host variables a task must not keep (its env lines are additions) */
 	size_t nunset;
 	unsigned steplinger; /* seconds a step's container waits for the next task */
+	char **init; /* a step's container runs this once when it starts (the image's entrypoint) */
+	size_t ninit;
 	struct op *ops;
 	size_t nops;
 };

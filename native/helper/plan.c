@@ -117,6 +117,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "env") == 0) push(&p->env, &p->nenv, v);
 		else if (strcmp(key, "arg") == 0) push(&p->argv, &p->nargv, v);
 		else if (strcmp(key, "unset") == 0) push(&p->unset, &p->nunset, v);
+		else if (strcmp(key, "init") == 0) push(&p->init, &p->ninit, v);
 		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10);
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}

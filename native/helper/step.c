@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -30,6 +31,32 @@ static void step_paths(const char *stepdir, struct server_paths *sp)
 	snprintf(sp->lock, sizeof sp->lock, "%s.lock", stepdir);
 	snprintf(sp->dir, sizeof sp->dir, "%s", stepdir);
 	snprintf(sp->sock, sizeof sp->sock, "%s/sock", stepdir);
+}
+
+/* --container-entrypoint: the image's entrypoint runs once, in the finished container and
+ * before any task joins, with `true` for a command (pyxis runs it when its container starts).
+ * Its output goes where the server's stdout does (the first task's output: stderr is the
+ * server's report pipe, where anything written means failure); a failure fails the step. */
+static void run_init(const struct plan *p)
+{
+	if (p->ninit == 0)
+		return;
+	pid_t pid = fork();
+	if (pid < 0)
+		fail_errno("cannot fork");
+	if (pid == 0) {
+		dup2(STDOUT_FILENO, STDERR_FILENO);
+		struct plan init = *p;
+		init.argv = p->init;
+		init.nargv = p->ninit;
+		exec_in_container(&init);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail("the image's entrypoint (%s) failed with status %d when the step's container started; run without --container-entrypoint, or fix the entrypoint",
+		     p->init[0], WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 static noreturn void become_step_server(const struct plan *p, const struct server_paths *given, int report)
@@ -61,6 +88,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	close(server);
 	verify_libraries(p, statedir);
 	close(statedir);
+	run_init(p);
 	int devnull = open("/dev/null", O_RDWR);
 	dup2(devnull, STDIN_FILENO);
 	dup2(devnull, STDOUT_FILENO);

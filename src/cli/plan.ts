@@ -5,6 +5,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { stepPlan } from '../plan/build.js';
+import { openImage } from '../runtime/image.js';
 import { formatPlan, preparePlan, type RunFlags } from './run.js';
 
 export interface PlanFlags extends RunFlags {
@@ -13,6 +14,14 @@ export interface PlanFlags extends RunFlags {
   stepLinger?: string;
   output?: string;
   format?: string;
+  /** With --slurm-step: run the image's Entrypoint once when the step's container starts. */
+  entrypoint?: boolean;
+}
+
+/** The image's Entrypoint with `true` as its command: run once, it does its setup and ends. */
+export function entrypointInit(meta: { config: { Entrypoint: string[] | null } }): string[] {
+  const ep = meta.config.Entrypoint ?? [];
+  return ep.length > 0 ? [...ep, 'true'] : [];
 }
 
 /** Host facts for a step: the runtime directory every node has (a login session's XDG_RUNTIME_DIR is not on them). */
@@ -28,7 +37,9 @@ export async function planCommand(image: string, args: string[], flags: PlanFlag
     const linger = Number(flags.stepLinger ?? 2);
     if (!Number.isInteger(linger) || linger < 0) throw new BerthError('USAGE', `--step-linger ${flags.stepLinger}: expected seconds`, 'e.g. --step-linger 2');
     const host = stepHostFacts();
-    const plan = stepPlan(await preparePlan('exec', image, args, flags, host), host, (flags.keepEnv ?? '').split(',').filter(Boolean), linger);
+    const prepared = await preparePlan('exec', image, args, flags, host);
+    const init = flags.entrypoint ? entrypointInit((await openImage(prepared.image)).metadata) : [];
+    const plan = stepPlan(prepared, host, (flags.keepEnv ?? '').split(',').filter(Boolean), linger, init);
     text = formatPlan(plan, flags.format ?? 'helper');
   } else {
     text = formatPlan(await preparePlan(args.length > 0 ? 'exec' : 'run', image, args, flags), flags.format ?? 'json');

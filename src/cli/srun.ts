@@ -11,7 +11,8 @@ import { stepPlan } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
 import type { CommandResult } from '../main.js';
-import { stepHostFacts } from './plan.js';
+import { openImage } from '../runtime/image.js';
+import { entrypointInit, stepHostFacts } from './plan.js';
 import { preparePlan, type RunFlags } from './run.js';
 
 export interface SrunArgs {
@@ -42,9 +43,10 @@ export async function srunCommand(args: string[], containerOptions: (cmd: Comman
   const split = splitSrunArgs(args);
   // berth's own options, parsed by the same table as run/exec take them.
   const parser = containerOptions(new Command('berth srun').exitOverride().allowExcessArguments(false))
-    .option('--keep-env <names>', "host variables that pass as they are, comma-separated (pyxis's --container-env)");
+    .option('--keep-env <names>', "host variables that pass as they are, comma-separated (pyxis's --container-env)")
+    .option('--entrypoint', "run the image's Entrypoint once when each node's container starts (pyxis's --container-entrypoint)");
   parser.parse(split.berth, { from: 'user' });
-  const flags = parser.opts<RunFlags & { keepEnv?: string }>();
+  const flags = parser.opts<RunFlags & { keepEnv?: string; entrypoint?: boolean }>();
   let image = split.image;
   if (image.startsWith('docker://')) {
     // Pulled once, here, into the cache the nodes share; the tasks run the very file.
@@ -52,7 +54,9 @@ export async function srunCommand(args: string[], containerOptions: (cmd: Comman
     image = (await pullToCache(image, { platform: undefined }, process.stderr.isTTY ? 'tty' : 'quiet')).path;
   }
   const host = stepHostFacts();
-  const plan = stepPlan(await preparePlan('exec', image, [], flags, host), host, (flags.keepEnv ?? '').split(',').filter(Boolean), 2);
+  const prepared = await preparePlan('exec', image, [], flags, host);
+  const init = flags.entrypoint ? entrypointInit((await openImage(prepared.image)).metadata) : [];
+  const plan = stepPlan(prepared, host, (flags.keepEnv ?? '').split(',').filter(Boolean), 2, init);
   const child = spawn('srun', [...split.srun, helperPath(), '--join', '--', ...split.command], {
     stdio: 'inherit',
     env: { ...process.env, BERTH_STEP_PLAN: serializePlan(plan) },

@@ -258,9 +258,9 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
  * variables that pass as they are (pyxis's --container-env). The image server and the step
  * container are per step: nothing lingers after it but the step container's own wait.
  */
-export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number): LaunchPlan {
+export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number, init: string[] = []): LaunchPlan {
   const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));
-  return { ...plan, scope: '', linger: 0, env, unset, stepLinger };
+  return { ...plan, scope: '', linger: 0, env, unset, stepLinger, ...(init.length > 0 ? { init } : {}) };
 }

@@ -26,6 +26,7 @@ export function serializePlan(plan: LaunchPlan): string {
     ...plan.argv.map((a) => `arg ${field(a)}`),
     ...(plan.unset ?? []).map((u) => `unset ${field(u)}`),
     ...(plan.stepLinger !== undefined ? [`steplinger ${plan.stepLinger}`] : []),
+    ...(plan.init ?? []).map((a) => `init ${field(a)}`),
     ...plan.ops.map((op) => ['op', op.kind, op.source, op.target, op.options.join(','), op.ifMissing, op.origin].map((f, i) => (i < 2 ? f : field(f))).join(' ')),
   ];
   return `${lines.join('\n')}\n`;

@@ -41,7 +41,7 @@ beforeAll(async () => {
   work = tempDir('slurm');
   const made = await run(path.join(ROOT, 'test/fixtures/make-run-images.sh'), [work]);
   if (made.code !== 0) throw new Error(made.stderr);
-  for (const tag of ['busybox', 'mpich']) {
+  for (const tag of ['busybox', 'mpich', 'ep']) {
     const r = await berth('convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet');
     if (r.code !== 0) throw new Error(r.stderr);
   }
@@ -201,6 +201,16 @@ describe('the SPANK plugin', () => {
     const again = registry.requests().length;
     expect((await srun('-N3', '-n3', `--container-image=${ref}`, 'true')).code).toBe(0);
     expect(registry.requests().slice(again).filter((l) => l.includes('/blobs/'))).toEqual([]);
+  });
+
+  it("runs the image's entrypoint once when the step's container starts (--container-entrypoint)", async () => {
+    // ep's entrypoint is `/bin/echo ep`: started with `true`, it prints "ep true".
+    const r = await srun('-N1', '-n2', `--container-image=${img('ep')}`, '--container-entrypoint', 'sh', '-c', 'echo task $SLURM_PROCID');
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n').filter(Boolean).sort()).toEqual(['task 0', 'task 1']);
+    expect(errors(r.stderr)).toBe('ep true');
+    const without = await srun('-n1', `--container-image=${img('ep')}`, 'true');
+    expect(errors(without.stderr)).toBe('');
   });
 
   it('reports a missing image in one readable message', async () => {
