@@ -88,7 +88,10 @@ function connectOne(target: SshTarget, opts: ConnectOptions, sock: Duplex | unde
   return new Promise((resolve, reject) => {
     void authMethods(target, opts.askPassphrase ?? askOnTerminal).then(({ methods, notes }) => {
       const client = new Client();
-      const name = knownHostsName(target.host, target.port);
+      // HostKeyAlias files the key under another name, without a port (as OpenSSH does).
+      const keyHost = target.hostKeyAlias ?? target.host;
+      const keyPort = target.hostKeyAlias ? 22 : target.port;
+      const name = knownHostsName(keyHost, keyPort);
       let hostKeyError: BerthError | undefined;
       const tried: string[] = [];
       const queue = [...methods];
@@ -100,11 +103,11 @@ function connectOne(target: SshTarget, opts: ConnectOptions, sock: Duplex | unde
         readyTimeout: 20_000,
         keepaliveInterval: 15_000,
         hostVerifier: (key: Buffer) => {
-          const verdict = checkHostKey(target.knownHostsFiles, target.host, target.port, key);
+          const verdict = checkHostKey(target.knownHostsFiles, keyHost, keyPort, key);
           if (verdict === 'trusted') return true;
           const shown = `${keyType(key)} ${fingerprint(key)}`;
           if (verdict === 'unknown' && opts.acceptNewHostKey) {
-            addHostKey(target.knownHostsFiles[0]!, target.host, target.port, keyType(key), key);
+            addHostKey(target.knownHostsFiles[0]!, keyHost, keyPort, keyType(key), key);
             process.stderr.write(`berth: trusting ${name}'s host key ${shown} from now on (added to ${target.knownHostsFiles[0]})\n`);
             return true;
           }
