@@ -5,7 +5,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { stepPlan } from '../plan/build.js';
-import { openImage } from '../runtime/image.js';
+import type { LaunchPlan } from '../plan/types.js';
 import { formatPlan, preparePlan, type RunFlags } from './run.js';
 
 export interface PlanFlags extends RunFlags {
@@ -18,10 +18,17 @@ export interface PlanFlags extends RunFlags {
   entrypoint?: boolean;
 }
 
-/** The image's Entrypoint with `true` as its command: run once, it does its setup and ends. */
-export function entrypointInit(meta: { config: { Entrypoint: string[] | null } }): string[] {
-  const ep = meta.config.Entrypoint ?? [];
-  return ep.length > 0 ? [...ep, 'true'] : [];
+/**
+ * The plan of a Slurm step's container (the plugin's `berth plan --slurm-step`, and `berth
+ * srun`'s): `keepEnv` as pyxis's --container-env, and with `entrypoint` the image's Entrypoint
+ * run once, with `true` as its command, when the container starts.
+ */
+export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: { keepEnv?: string; linger: number; entrypoint?: boolean }): Promise<LaunchPlan> {
+  const host = stepHostFacts();
+  const { plan, metadata } = await preparePlan('exec', image, args, flags, host);
+  const entrypoint = metadata.config.Entrypoint ?? [];
+  const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
+  return stepPlan(plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
 }
 
 /** Host facts for a step: the runtime directory every node has (a login session's XDG_RUNTIME_DIR is not on them). */
@@ -36,13 +43,9 @@ export async function planCommand(image: string, args: string[], flags: PlanFlag
   if (flags.slurmStep) {
     const linger = Number(flags.stepLinger ?? 2);
     if (!Number.isInteger(linger) || linger < 0) throw new BerthError('USAGE', `--step-linger ${flags.stepLinger}: expected seconds`, 'e.g. --step-linger 2');
-    const host = stepHostFacts();
-    const prepared = await preparePlan('exec', image, args, flags, host);
-    const init = flags.entrypoint ? entrypointInit((await openImage(prepared.image)).metadata) : [];
-    const plan = stepPlan(prepared, host, (flags.keepEnv ?? '').split(',').filter(Boolean), linger, init);
-    text = formatPlan(plan, flags.format ?? 'helper');
+    text = formatPlan(await prepareStepPlan(image, args, flags, { keepEnv: flags.keepEnv, linger, entrypoint: flags.entrypoint }), flags.format ?? 'helper');
   } else {
-    text = formatPlan(await preparePlan(args.length > 0 ? 'exec' : 'run', image, args, flags), flags.format ?? 'json');
+    text = formatPlan((await preparePlan(args.length > 0 ? 'exec' : 'run', image, args, flags)).plan, flags.format ?? 'json');
   }
   if (!flags.output) return text;
   const tmp = `${flags.output}.tmp-${process.pid}`;

@@ -15,6 +15,7 @@ import { serializePlan } from '../plan/serialize.js';
 import type { HostBinding, LaunchPlan } from '../plan/types.js';
 import { runPlan } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
+import type { ImageMetadata } from '../squashfs/metadata.js';
 import type { CommandResult } from '../main.js';
 
 export interface RunFlags {
@@ -105,22 +106,22 @@ export function hostBindings(flags: RunFlags, image: { path: string; architectur
   return out;
 }
 
-/** The launch plan for IMAGE (a file, or docker:// pulled through the cache) on this node. */
-export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, host: HostFacts = hostFacts()): Promise<LaunchPlan> {
+/** The launch plan for IMAGE (a file, or docker:// pulled through the cache) on this node, and the image's metadata. */
+export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, host: HostFacts = hostFacts()): Promise<{ plan: LaunchPlan; metadata: ImageMetadata }> {
   if (image.startsWith('docker://')) {
     const { pullToCache } = await import('./pull.js');
     image = (await pullToCache(image, { platform: undefined }, 'quiet')).path;
   }
   const opened = await openImage(image);
   const options = runOptions(flags, { path: opened.path, architecture: opened.metadata.platform.architecture });
-  return buildPlan(opened.path, opened.metadata, host, options, { mode, args } as Command);
+  return { plan: buildPlan(opened.path, opened.metadata, host, options, { mode, args } as Command), metadata: opened.metadata };
 }
 
 export const formatPlan = (plan: LaunchPlan, format: string | undefined) => (format === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2));
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunFlags): Promise<CommandResult> {
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
-  const plan = await preparePlan(mode, image, args, flags);
+  const { plan } = await preparePlan(mode, image, args, flags);
   if (flags.dryRun) return formatPlan(plan, flags.planFormat);
   return { exitCode: await runPlan(plan) };
 }

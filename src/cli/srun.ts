@@ -7,13 +7,11 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { Command } from 'commander';
 import { BerthError, EXIT } from '../errors.js';
-import { stepPlan } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
 import type { CommandResult } from '../main.js';
-import { openImage } from '../runtime/image.js';
-import { entrypointInit, stepHostFacts } from './plan.js';
-import { preparePlan, type RunFlags } from './run.js';
+import { prepareStepPlan } from './plan.js';
+import type { RunFlags } from './run.js';
 
 export interface SrunArgs {
   srun: string[];
@@ -53,10 +51,7 @@ export async function srunCommand(args: string[], containerOptions: (cmd: Comman
     const { pullToCache } = await import('./pull.js');
     image = (await pullToCache(image, { platform: undefined }, process.stderr.isTTY ? 'tty' : 'quiet')).path;
   }
-  const host = stepHostFacts();
-  const prepared = await preparePlan('exec', image, [], flags, host);
-  const init = flags.entrypoint ? entrypointInit((await openImage(prepared.image)).metadata) : [];
-  const plan = stepPlan(prepared, host, (flags.keepEnv ?? '').split(',').filter(Boolean), 2, init);
+  const plan = await prepareStepPlan(image, [], flags, { keepEnv: flags.keepEnv, linger: 2, entrypoint: flags.entrypoint });
   const child = spawn('srun', [...split.srun, helperPath(), '--join', '--', ...split.command], {
     stdio: 'inherit',
     env: { ...process.env, BERTH_STEP_PLAN: serializePlan(plan) },

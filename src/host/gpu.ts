@@ -6,7 +6,7 @@ import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { BerthError } from '../errors.js';
 import { findInCache, readLdCache, type CachedLibrary } from './ldcache.js';
-import { IMAGE_OWN, libraryClosure, onHost } from './libraries.js';
+import { libraryClosure, onHost } from './libraries.js';
 import { emptyBinding, HOST_LIB_DIR, type HostBinding } from '../plan/types.js';
 
 /** Which GPUs: all the node has, none, or these device numbers. */
@@ -79,7 +79,6 @@ function utilities(b: HostBinding, root: string, cache: CachedLibrary[], names: 
     // What a utility links beyond the driver libraries (rare) comes too.
     const have = new Set(b.libraries.map((l) => l.name));
     for (const lib of libraryClosure(root, cache, [{ path: `${dir}/${name}`, soname: name, origin: name }], (s) => have.has(s)).slice(1)) {
-      if (IMAGE_OWN.test(lib.soname)) continue;
       b.libraries.push({ source: onHost(root, lib.path), name: lib.soname, origin: `gpu: ${lib.origin}` });
       have.add(lib.soname);
     }
