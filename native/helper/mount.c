@@ -1,13 +1,13 @@
 /* Builds the container's root from the plan, in the container process's own mount namespace:
  * a kernel overlay of the image (read-only FUSE mount) under a small tmpfs, so that mount
  * points, passwd entries and --writable-tmpfs need no write access to the image; then the
- * plan's ops in order; then pivot_root. Targets are resolved with openat2(RESOLVE_IN_ROOT), so
- * a symlink in the image can never point a mount at the host. */
+ * plan's ops in order; then pivot_root. Targets are looked up and created inside the root only
+ * (rootpath.c), so a symlink in the image can never point a mount, or a file the helper makes,
+ * at the host; a bind's flags (ro, nosuid, nodev, noexec) hold for its submounts too (mounttree.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/openat2.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,94 +16,29 @@
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/statfs.h>
-#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "helper.h"
-
-static const struct op *current; /* for messages: the op being carried out */
-
-static noreturn void op_fail(const char *what)
-{
-	fail_errno("%s %s (%s)", what, current->target, current->origin);
-}
-
-static int open_in_root(int rootfd, const char *path, int flags, mode_t mode)
-{
-	struct open_how how = {
-		.flags = (unsigned long long)(flags | O_CLOEXEC),
-		.mode = (flags & O_CREAT) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-	};
-	return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
-}
-
-/* mkdir -p inside the root; returns an O_PATH fd of the directory. */
-static int make_dirs(int rootfd, const char *path)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-		op_fail("path too long:");
-	for (char *slash = buf + 1;; slash++) {
-		char *next = strchr(slash, '/');
-		if (next)
-			*next = '\0';
-		if (*slash) {
-			int fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY, 0);
-			if (fd < 0 && errno == ENOENT) {
-				char *base = strrchr(buf, '/');
-				*base = '\0';
-				int parent = open_in_root(rootfd, *buf ? buf : "/", O_PATH | O_DIRECTORY, 0);
-				*base = '/';
-				if (parent < 0 || (mkdirat(parent, base + 1, 0755) != 0 && errno != EEXIST))
-					op_fail("cannot create");
-				close(parent);
-				fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY, 0);
-			}
-			if (fd < 0)
-				op_fail("cannot open");
-			if (!next)
-				return fd;
-			close(fd);
-		}
-		if (!next)
-			return open_in_root(rootfd, "/", O_PATH | O_DIRECTORY, 0);
-		*next = '/';
-		slash = next;
-	}
-}
+#include "root.h"
 
 /* Opens the target as O_PATH, creating it (and its parents) as a directory or empty file if
  * the op allows. Returns -1 when it is missing and the op says skip. */
-static int target_fd(int rootfd, const struct op *op, int want_dir)
+static int target_fd(const struct root *r, const struct op *op, enum node kind)
 {
-	int fd = open_in_root(rootfd, op->target, O_PATH, 0);
+	int fd = open_in_root(r->fd, op->target, O_PATH, 0);
 	if (fd >= 0)
 		return fd;
 	if (errno != ENOENT)
-		op_fail("cannot open");
+		op_fail(op, "cannot open");
 	if (op->missing == MISSING_SKIP)
 		return -1;
 	if (op->missing == MISSING_FAIL) {
 		errno = ENOENT;
-		op_fail("cannot mount on");
+		op_fail(op, "cannot mount on");
 	}
-	if (want_dir)
-		return make_dirs(rootfd, op->target);
-	char parent[4096];
-	snprintf(parent, sizeof parent, "%s", op->target);
-	*strrchr(parent, '/') = '\0';
-	int dir = make_dirs(rootfd, *parent ? parent : "/");
-	int file = openat(dir, strrchr(op->target, '/') + 1, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-	if (file < 0)
-		op_fail("cannot create");
-	close(file);
-	close(dir);
-	fd = open_in_root(rootfd, op->target, O_PATH, 0);
-	if (fd < 0)
-		op_fail("cannot open");
+	if ((fd = open_creating(r, op, op->target, kind, NULL)) < 0)
+		op_fail(op, "cannot create");
 	return fd;
 }
 
@@ -113,11 +48,11 @@ static const struct { const char *name; unsigned long flag; } FLAGS[] = {
 };
 
 /* Splits "ro,nosuid,mode=755" into mount flags and data ("mode=755"). Unknown words fail. */
-static unsigned long parse_options(const char *options, char *data, size_t datalen)
+static unsigned long parse_options(const struct op *op, char *data, size_t datalen)
 {
 	unsigned long flags = 0;
 	char buf[1024];
-	snprintf(buf, sizeof buf, "%s", options);
+	snprintf(buf, sizeof buf, "%s", op->options);
 	data[0] = '\0';
 	for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
 		size_t i;
@@ -128,30 +63,13 @@ static unsigned long parse_options(const char *options, char *data, size_t datal
 		} else if (!strncmp(w, "mode=", 5) || !strncmp(w, "size=", 5)) {
 			snprintf(data + strlen(data), datalen - strlen(data), "%s%s", *data ? "," : "", w);
 		} else {
-			fail("unknown mount option '%s' for %s (%s)", w, current->target, current->origin);
+			fail("unknown mount option '%s' for %s (%s)", w, op->target, op->origin);
 		}
 	}
 	return flags;
 }
 
-/* A remount of a bind must keep the flags the kernel locked on the source mount. */
-static unsigned long locked_flags(const char *path)
-{
-	struct statvfs st;
-	unsigned long f = 0;
-	if (statvfs(path, &st) != 0)
-		return 0;
-	if (st.f_flag & ST_RDONLY) f |= MS_RDONLY;
-	if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
-	if (st.f_flag & ST_NODEV) f |= MS_NODEV;
-	if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
-	if (st.f_flag & ST_NOATIME) f |= MS_NOATIME;
-	if (st.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
-	if (st.f_flag & ST_RELATIME) f |= MS_RELATIME;
-	return f;
-}
-
-static void do_bind(int rootfd, const struct op *op)
+static void do_bind(const struct root *r, const struct op *op)
 {
 	struct stat st;
 	if (stat(op->source, &st) != 0) {
@@ -160,8 +78,8 @@ static void do_bind(int rootfd, const struct op *op)
 		fail_errno("cannot bind %s to %s (%s)", op->source, op->target, op->origin);
 	}
 	char data[256], where[64];
-	unsigned long flags = parse_options(op->options, data, sizeof data);
-	int fd = target_fd(rootfd, op, S_ISDIR(st.st_mode));
+	unsigned long flags = parse_options(op, data, sizeof data);
+	int fd = target_fd(r, op, S_ISDIR(st.st_mode) ? NODE_DIR : NODE_FILE);
 	if (fd < 0)
 		return;
 	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
@@ -172,52 +90,78 @@ static void do_bind(int rootfd, const struct op *op)
 	if (!extra)
 		return;
 	/* The fd still names the directory under the new mount: look the target up again. */
-	if ((fd = open_in_root(rootfd, op->target, O_PATH, 0)) < 0)
-		op_fail("cannot open");
-	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
-	if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | extra | locked_flags(op->source), NULL) != 0)
-		fail_errno("cannot remount %s with %s (%s)", op->target, op->options, op->origin);
+	if ((fd = open_in_root(r->fd, op->target, O_PATH, 0)) < 0)
+		op_fail(op, "cannot open");
+	restrict_tree(op, fd, extra);
 	close(fd);
 }
 
-static void do_tmpfs(int rootfd, const struct op *op)
+static void do_tmpfs(struct root *r, const struct op *op)
 {
 	char data[256], where[64];
-	unsigned long flags = parse_options(op->options, data, sizeof data);
-	int fd = target_fd(rootfd, op, 1);
+	unsigned long flags = parse_options(op, data, sizeof data);
+	int fd = target_fd(r, op, NODE_DIR);
 	if (fd < 0)
 		return;
 	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
 	if (mount("tmpfs", where, "tmpfs", flags, data) != 0)
-		op_fail("cannot mount a tmpfs on");
+		op_fail(op, "cannot mount a tmpfs on");
+	close(fd);
+	if ((fd = open_in_root(r->fd, op->target, O_PATH, 0)) < 0)
+		op_fail(op, "cannot open");
+	add_own(r, fd);
 	close(fd);
 }
 
-static void do_symlink(int rootfd, const struct op *op)
+static void do_symlink(const struct root *r, const struct op *op)
 {
-	char parent[4096];
-	snprintf(parent, sizeof parent, "%s", op->target);
-	*strrchr(parent, '/') = '\0';
-	int dir = make_dirs(rootfd, *parent ? parent : "/");
-	if (symlinkat(op->source, dir, strrchr(op->target, '/') + 1) != 0 && errno != EEXIST)
-		op_fail("cannot create symlink");
-	close(dir);
+	int fd = open_creating(r, op, op->target, NODE_SYMLINK, op->source);
+	if (fd < 0)
+		op_fail(op, "cannot create symlink");
+	close(fd);
 }
 
-/* Appends `line` to a text file (passwd, group) unless a line already starts with the key. */
-static void do_line(int rootfd, const struct op *op)
+/* The file a line goes into, open for reading and writing: a regular file of the container's own
+ * (an image's /etc/passwd that is a FIFO would hang the start; one that is a symlink into a host
+ * directory bound in, /tmp or your home, would have berth write there). */
+static int open_line_file(const struct root *r, const struct op *op)
 {
-	int fd = open_in_root(rootfd, op->target, O_RDWR, 0);
+	int fd = open_in_root(r->fd, op->target, O_PATH, 0);
 	if (fd < 0 && errno == ENOENT && op->missing == MISSING_CREATE) {
-		close(target_fd(rootfd, op, 0));
-		fd = open_in_root(rootfd, op->target, O_RDWR, 0);
+		close(target_fd(r, op, NODE_FILE));
+		fd = open_in_root(r->fd, op->target, O_PATH, 0);
 	}
 	if (fd < 0) {
 		if (op->missing == MISSING_SKIP)
-			return;
-		op_fail("cannot open");
+			return -1;
+		op_fail(op, "cannot open");
 	}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		op_fail(op, "cannot stat");
+	if (!S_ISREG(st.st_mode))
+		fail("cannot add a line to %s (%s): the image has something else than a regular file there", op->target, op->origin);
+	if (!is_own(r, fd))
+		fail("cannot add a line to %s (%s): a symlink in the image leads it out of the container's own files, into a "
+		     "directory bound from the host; berth writes nothing there", op->target, op->origin);
+	char where[64];
+	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
+	int rw = open(where, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC); /* this very file, not its path again */
+	if (rw < 0)
+		op_fail(op, "cannot open");
+	close(fd);
+	return rw;
+}
+
+/* Appends `line` to a text file (passwd, group) unless a line already starts with the key. */
+static void do_line(const struct root *r, const struct op *op)
+{
+	int fd = open_line_file(r, op);
+	if (fd < 0)
+		return;
 	FILE *f = fdopen(fd, "r+");
+	if (!f)
+		op_fail(op, "cannot open");
 	char *text = NULL;
 	size_t cap = 0, keylen = strlen(op->options);
 	ssize_t n;
@@ -232,7 +176,7 @@ static void do_line(int rootfd, const struct op *op)
 	}
 	fprintf(f, "%s%s\n", last_newline ? "" : "\n", op->source);
 	if (fclose(f) != 0)
-		op_fail("cannot write");
+		op_fail(op, "cannot write");
 	free(text);
 }
 
@@ -301,21 +245,22 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 	    (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
 	     mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0))
 		overlay = start_fuse_overlayfs(opts, root);
-	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (rootfd < 0)
+	struct root r = { .fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC) };
+	if (r.fd < 0)
 		fail_errno("cannot open %s", root);
+	add_own(&r, r.fd);
 	for (size_t i = 0; i < p->nops; i++) {
-		current = &p->ops[i];
-		switch (current->kind) {
-		case OP_BIND: do_bind(rootfd, current); break;
-		case OP_TMPFS: do_tmpfs(rootfd, current); break;
-		case OP_SYMLINK: do_symlink(rootfd, current); break;
-		case OP_MKDIR: close(target_fd(rootfd, current, 1)); break;
-		case OP_LINE: do_line(rootfd, current); break;
+		const struct op *op = &p->ops[i];
+		switch (op->kind) {
+		case OP_BIND: do_bind(&r, op); break;
+		case OP_TMPFS: do_tmpfs(&r, op); break;
+		case OP_SYMLINK: do_symlink(&r, op); break;
+		case OP_MKDIR: close(target_fd(&r, op, NODE_DIR)); break;
+		case OP_LINE: do_line(&r, op); break;
 		case OP_VERIFY: break; /* verify.c, once the root is complete */
 		}
 	}
-	close(rootfd);
+	close(r.fd);
 	/* When the runtime directory lies under a bound host directory (/tmp, $HOME), the rbind
 	 * brought the image server's mounts in, this very root among them: take those copies out. */
 	for (size_t i = 0; i < sizeof hidden / sizeof *hidden; i++) {
