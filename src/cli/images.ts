@@ -1,45 +1,58 @@
-// berth images | rm | prune: the converted images and downloaded blobs in the cache.
-import { closeSync, openSync, unlinkSync } from 'node:fs';
+// berth images | rm | prune: the converted images in the caches (the user's own and the site's)
+// and the downloaded blobs in the user's. An image that the caches' rules do not believe is
+// listed apart, with the reason, never among the images berth would use.
 import { BerthError } from '../errors.js';
-import { cacheRoot, listImages, pruneBlobs } from '../image/cache.js';
-import { parseMetadata, readMetadataTrailer } from '../squashfs/metadata.js';
+import { pruneBlobs } from '../image/cache.js';
+import { Caches, type CachedImage } from '../image/caches.js';
+import { describeDoubt } from '../image/trust.js';
 import { formatBytes } from './progress.js';
+import { printable } from './terminal.js';
 
-function withSources() {
-  return listImages(cacheRoot()).map((img) => {
-    const fd = openSync(img.path, 'r');
-    try {
-      const text = readMetadataTrailer(fd, img.size);
-      return { ...img, source: text ? parseMetadata(text, img.path).source : '?' };
-    } finally {
-      closeSync(fd);
-    }
-  });
+function caches(): Caches {
+  return new Caches((line) => process.stderr.write(`${printable(line)}\n`));
 }
 
 export async function imagesCommand(flags: { json?: boolean }): Promise<string> {
-  const images = withSources();
-  if (flags.json) return JSON.stringify(images.map(({ path, manifestDigest, size, source, mtime }) => ({ path, manifestDigest, size, source, converted: mtime })), null, 2);
-  if (images.length === 0) return `no images in ${cacheRoot()}`;
-  return ['DIGEST        SIZE      SOURCE', ...images.map((i) =>
-    `${i.manifestDigest.slice(7, 19)}  ${formatBytes(i.size).padEnd(8)}  ${i.source}`)].join('\n');
+  const c = caches();
+  const { images, doubts } = await c.listImages();
+  if (flags.json) {
+    return JSON.stringify(images.map(({ path, cache, manifestDigest, size, source, mtime, doubt }) => ({
+      path, cache, manifestDigest, size, source: source ?? null, converted: mtime, trusted: !doubt, ...(doubt ? { problem: describeDoubt(doubt) } : {}),
+    })), null, 2);
+  }
+  const good = images.filter((i) => !i.doubt);
+  const bad = [...doubts, ...images.flatMap((i) => (i.doubt ? [i.doubt] : []))];
+  // Each line escaped on its own: a source is the image's text, and a newline in it must not start a line.
+  const lines = good.length === 0 ? [`no images in ${[c.site, userRootOrNone(c)].filter(Boolean).join(' or ')}`]
+    : ['DIGEST        SIZE      SOURCE', ...good.map((i) => `${i.manifestDigest.slice(7, 19)}  ${formatBytes(i.size).padEnd(8)}  ${i.source ?? '?'}${i.cache === 'site' ? ' (site cache)' : ''}`)];
+  if (bad.length) lines.push('', 'not used, not trusted (see berth doctor):', ...bad.map((d) => `  ${describeDoubt(d)}: ${d.fix}`));
+  return lines.map(printable).join('\n');
+}
+
+function userRootOrNone(c: Caches): string | undefined {
+  try {
+    return c.userRoot();
+  } catch {
+    return undefined;
+  }
 }
 
 export async function rmCommand(names: string[]): Promise<string> {
-  const images = withSources();
+  const c = caches();
+  const images = (await c.listImages()).images.filter((i) => i.cache === 'user');
   const removed: string[] = [];
   for (const name of names) {
     const hex = name.replace(/^sha256:/, '');
-    const matches = images.filter((i) => i.source === name || (/^[0-9a-f]{12,64}$/.test(hex) && i.manifestDigest.slice(7).startsWith(hex)));
-    if (matches.length === 0) throw new BerthError('IMAGE_NOT_IN_SOURCE', `no cached image matches '${name}'`, 'see `berth images`');
+    const matches = images.filter((i: CachedImage) => (i.source !== undefined && i.source === name) || (/^[0-9a-f]{12,64}$/.test(hex) && i.manifestDigest.slice(7).startsWith(hex)));
+    if (matches.length === 0) throw new BerthError('IMAGE_NOT_IN_SOURCE', `no cached image of yours matches '${name}'`, 'see `berth images` (the site cache is its owner\'s to change)');
     for (const m of matches) {
-      unlinkSync(m.path);
-      removed.push(`removed ${m.manifestDigest} (${m.source})`);
+      c.remove(m);
+      removed.push(printable(`removed ${m.manifestDigest} (${m.source ?? '?'})`));
     }
   }
   return removed.join('\n');
 }
 
 export async function pruneCommand(): Promise<string> {
-  return `freed ${formatBytes(pruneBlobs(cacheRoot()))} of downloaded layers`;
+  return `freed ${formatBytes(pruneBlobs(caches().userRoot()))} of downloaded layers`;
 }

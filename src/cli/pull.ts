@@ -5,11 +5,12 @@ import { availableParallelism } from 'node:os';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
-import { cacheRoot } from '../image/cache.js';
+import { Caches } from '../image/caches.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { pullImage, resolveReference, type PullResult } from '../image/pull.js';
 import type { DownloadEvents } from '../image/registry-source.js';
 import { clearProgress, convertProgress, formatBytes, progressMode, type ProgressMode } from './progress.js';
+import { printable } from './terminal.js';
 
 export interface PullFlags {
   output?: string;
@@ -19,6 +20,15 @@ export interface PullFlags {
   force?: boolean;
   quiet?: boolean;
   json?: boolean;
+}
+
+/**
+ * The caches, with their warnings on stderr. A warning about a cache entry that is not used is
+ * printed even in quiet mode (berth run pulls quietly): it says that something in a cache the
+ * user relies on could have been planted, which they need to know and act on.
+ */
+export function openCaches(): Caches {
+  return new Caches((line) => process.stderr.write(`${printable(line)}\n`));
 }
 
 export function isRegistryReference(text: string): boolean {
@@ -75,7 +85,7 @@ export async function pullToCache(reference: string, flags: PullFlags, mode: Pro
   const downloads = downloadProgress(mode);
   try {
     const result = await pullImage(reference, flags.platform ? parsePlatform(flags.platform) : hostPlatform(), {
-      cacheRoot: cacheRoot(),
+      caches: openCaches(),
       insecure: flags.insecure ?? false,
       parallel,
       events: downloads,
@@ -83,7 +93,7 @@ export async function pullToCache(reference: string, flags: PullFlags, mode: Pro
     clearProgress(mode);
     if (mode !== 'quiet') {
       process.stderr.write(result.cached
-        ? `berth: ${result.reference} is in the cache (${result.manifestDigest})\n`
+        ? `berth: ${result.reference} is in the ${result.cache === 'site' ? 'site cache' : 'cache'} (${result.manifestDigest})\n`
         : `berth: pulled ${result.reference} (${formatBytes(downloads.total())} downloaded)\n`);
     }
     return result;
@@ -127,6 +137,6 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
 /** berth resolve: the reference pinned to a digest, for every node of a job to run the same image. */
 export async function resolveCommand(reference: string, flags: { platform?: string; insecure?: boolean }): Promise<string> {
   return resolveReference(reference, flags.platform ? parsePlatform(flags.platform) : hostPlatform(), {
-    cacheRoot: cacheRoot(), insecure: flags.insecure ?? false, parallel: 1,
+    caches: openCaches(), insecure: flags.insecure ?? false, parallel: 1,
   });
 }

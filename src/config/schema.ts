@@ -22,7 +22,15 @@ export type SettingValue = string | number | boolean | string[];
 export const SETTINGS = {
   'cache.dir': {
     type: 'path', env: 'BERTH_CACHE_DIR', default: undefined,
-    describe: 'where pulled blobs and converted images are kept; a shared directory serves a whole site (default: ~/.cache/berth)',
+    describe: 'your own cache of pulled blobs and converted images, which only you may write (default: ~/.cache/berth)',
+  },
+  'cache.site': {
+    type: 'path', env: 'BERTH_SITE_CACHE', default: undefined,
+    describe: "a site's shared cache of converted images: read, never written, by everyone but its owner (cache.site-owner), who fills it with berth pull",
+  },
+  'cache.site-owner': {
+    type: 'string', default: undefined,
+    describe: 'the account (name or uid) that writes cache.site; its files are trusted like root\'s (default: root alone)',
   },
   'runtime.dir': {
     type: 'path', env: 'BERTH_RUNTIME_DIR', default: undefined,

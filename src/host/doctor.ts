@@ -7,7 +7,8 @@ import { release } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
 import type { SettingKey } from '../config/schema.js';
-import { cacheRoot } from '../image/cache.js';
+import { Caches } from '../image/caches.js';
+import { checkDirPath, describeDoubt, ownerName } from '../image/trust.js';
 import { helperPath } from '../runtime/helper.js';
 import { loadAddon } from '../runtime/native.js';
 import { loadCdiSpecs } from './cdi.js';
@@ -136,6 +137,35 @@ function dirCheck(name: string, dir: string, mustBePrivate: boolean): Check {
   }
 }
 
+/**
+ * The caches, by the rules berth applies when it uses them (src/image/trust.ts): the user's own
+ * must be writable by no one else (else berth falls back to the default one, or refuses), and the
+ * site cache by its owner alone (else berth ignores it). Either kind of problem is named here.
+ */
+function cacheChecks(): Check[] {
+  const told: string[] = [];
+  let caches: Caches;
+  try {
+    caches = new Caches((line) => told.push(line.replace(/^berth: warning: /, '')));
+  } catch (e: unknown) {
+    return [{ name: 'cache', verdict: 'fail', detail: (e as Error).message, fix: (e as { hint?: string }).hint ?? 'see the message' }];
+  }
+  const user = guarded('cache', () => {
+    const root = caches.writable();
+    if (told.length === 0) return { name: 'cache', verdict: 'ok', detail: `${root} (yours alone)` };
+    return { name: 'cache', verdict: 'warn', detail: told.join('; '), fix: 'set cache.dir (BERTH_CACHE_DIR) to a directory that only you can write' };
+  });
+  if (!caches.site) return [user];
+  const site = caches.site;
+  const problem = [site, `${site}/images`].map((dir) => checkDirPath(dir, caches.trust)).find((c) => c.doubt || c.missing);
+  if (problem?.doubt) {
+    return [user, { name: 'site cache', verdict: 'fail', detail: `${describeDoubt(problem.doubt)}: berth ignores it`,
+      fix: `an admin makes it belong to root or cache.site-owner, writable by that owner only (chmod go-w)` }];
+  }
+  if (problem?.missing) return [user, { name: 'site cache', verdict: 'warn', detail: `${site}/images does not exist`, fix: 'its owner fills it: BERTH_CACHE_DIR=SITE berth pull docker://...' }];
+  return [user, { name: 'site cache', verdict: 'ok', detail: `${site} (owner ${ownerName(statSync(site).uid)}, read only for others)` }];
+}
+
 function addonCheck(): Check {
   try {
     loadAddon();
@@ -204,6 +234,6 @@ export function diagnose(): Check[] {
     addonCheck(),
     ...bindingChecks(),
     dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
-    dirCheck('cache', cacheRoot(), false),
+    ...cacheChecks(),
   ];
 }

@@ -1,5 +1,6 @@
 // The content-addressed cache: blobs/sha256/HEX (each one checked against its digest before it
-// gets that name) and images/HEX.sqsh (converted images, by manifest digest). Many processes
+// gets that name, and again before a cached one is used) and images/HEX.sqsh (converted images,
+// by manifest digest; caches.ts finds them and decides which cache may be believed). Many processes
 // share it: a blob is downloaded by one holder of its lock while the others wait, and a
 // download cut off (network, kill -9) resumes from its .partial file with a Range request.
 //
@@ -7,18 +8,18 @@
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { createReadStream, createWriteStream, lstatSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { config } from '../config/load.js';
 import { BerthError, messageOf } from '../errors.js';
+import { openTrusted, type Doubt, type Trust } from './trust.js';
 
-export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  const configured = config(env).values['cache.dir'];
-  if (typeof configured === 'string') return configured;
-  return path.join(env.XDG_CACHE_HOME || path.join(env.HOME || homedir(), '.cache'), 'berth');
+/** The user's own, checked cache (Caches.blobDir): the only place blobs are written. */
+export interface BlobDir {
+  root: string;
+  trust: Trust;
+  warn(d: Doubt, instead: string): void;
 }
 
 export function hexOf(digest: string): string {
@@ -27,9 +28,11 @@ export function hexOf(digest: string): string {
   return m[1]!;
 }
 
-/** Runs fn holding an exclusive lock on `file` (created if need be). */
+/**
+ * Runs fn holding an exclusive lock on `file` (created if need be) in a directory made and
+ * checked before (Caches.writable): nothing here creates directories.
+ */
 export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
-  mkdirSync(path.dirname(file), { recursive: true });
   const holder = spawn('flock', ['--exclusive', file, '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'pipe'] });
   holder.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
@@ -58,11 +61,11 @@ export interface BlobFetch {
  * Makes sure blob `digest` is in the cache, downloading it with `fetch` if not. Returns its path.
  * `progress` hears of every byte that arrives.
  */
-export async function ensureBlob(root: string, digest: string, fetchFrom: BlobFetch, what: string, progress: (n: number) => void = () => {}): Promise<string> {
-  const final = path.join(root, 'blobs', 'sha256', hexOf(digest));
-  if (statSync(final, { throwIfNoEntry: false })) return final;
+export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFetch, what: string, progress: (n: number) => void = () => {}): Promise<string> {
+  const final = path.join(dir.root, 'blobs', 'sha256', hexOf(digest));
+  if (await cachedBlob(dir, final, digest)) return final;
   return withLock(`${final}.lock`, async () => {
-    if (statSync(final, { throwIfNoEntry: false })) return final; // another process fetched it meanwhile
+    if (await cachedBlob(dir, final, digest)) return final; // another process fetched it meanwhile
     const partial = `${final}.partial`;
     for (let attempt = 0; ; attempt++) {
       const have = statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
@@ -88,6 +91,25 @@ export async function ensureBlob(root: string, digest: string, fetchFrom: BlobFe
   });
 }
 
+/**
+ * Whether the cached blob at `file` is one to use: believed by trust.ts's rules and, hashed again
+ * through the descriptor that was checked, still `digest` (a disk error, or a file put there by
+ * hand). One that is not is removed, with a warning, and downloaded again.
+ */
+async function cachedBlob(dir: BlobDir, file: string, digest: string): Promise<boolean> {
+  const opened = openTrusted(file, dir.trust);
+  if (!opened) return false;
+  if ('doubt' in opened) {
+    dir.warn(opened.doubt, 'downloading it again');
+  } else {
+    const actual = await hashFile(file, opened.fd);
+    if (actual === digest) return true;
+    dir.warn({ path: file, owner: opened.st.uid, mode: opened.st.mode, why: `has digest ${actual}`, fix: 'it is damaged' }, 'downloading it again');
+  }
+  unlinkSync(file); // the directory is the user's own (BlobDir), so this removes nothing of anyone else's
+  return false;
+}
+
 async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void): Promise<void> {
   const res = await fetchFrom(have);
   const resumed = have > 0 && res.status === 206;
@@ -109,7 +131,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
   });
   stall = setTimeout(() => counter.destroy(new Error(`no data for ${STALL_MS / 1000} s`)), STALL_MS);
   try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w' }));
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
   } catch (e: unknown) {
     clearTimeout(stall);
     if ((e as { code?: string }).code === 'ENOSPC') {
@@ -119,9 +141,10 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
   }
 }
 
-async function hashFile(file: string): Promise<string> {
+/** The sha256 of a file, read from `fd` (closed after) when one is given. */
+async function hashFile(file: string, fd?: number): Promise<string> {
   const hash = createHash('sha256');
-  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
+  await pipeline(createReadStream(file, { highWaterMark: 1 << 20, ...(fd === undefined ? {} : { fd }) }), async (source: AsyncIterable<Buffer>) => {
     for await (const chunk of source) hash.update(chunk);
   });
   return `sha256:${hash.digest('hex')}`;
@@ -129,27 +152,6 @@ async function hashFile(file: string): Promise<string> {
 
 export function imagePath(root: string, manifestDigest: string): string {
   return path.join(root, 'images', `${hexOf(manifestDigest)}.sqsh`);
-}
-
-export interface CachedImage {
-  path: string;
-  manifestDigest: string;
-  size: number;
-  mtime: Date;
-}
-
-export function listImages(root: string): CachedImage[] {
-  const dir = path.join(root, 'images');
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names.filter((n) => /^[0-9a-f]{64}\.sqsh$/.test(n)).map((n) => {
-    const st = statSync(path.join(dir, n));
-    return { path: path.join(dir, n), manifestDigest: `sha256:${n.slice(0, 64)}`, size: st.size, mtime: st.mtime };
-  });
 }
 
 /** Removes every complete blob (converted images stay; downloads in flight are left alone). Returns bytes freed. */
@@ -165,7 +167,7 @@ export function pruneBlobs(root: string): number {
   for (const n of names) {
     if (!/^[0-9a-f]{64}$/.test(n)) continue;
     const p = path.join(dir, n);
-    freed += statSync(p).size;
+    freed += lstatSync(p).size;
     unlinkSync(p);
   }
   return freed;

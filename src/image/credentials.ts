@@ -1,10 +1,13 @@
 // Registry credentials, where users already keep them: BERTH_REGISTRY_USERNAME and
-// BERTH_REGISTRY_PASSWORD (batch jobs), then ~/.docker/config.json: credHelpers, credsStore
-// (docker-credential-* programs) and auths. Secrets are never printed or logged.
+// BERTH_REGISTRY_PASSWORD for the registry BERTH_REGISTRY names (batch jobs), then
+// ~/.docker/config.json: credHelpers, credsStore (docker-credential-* programs) and auths, each
+// kept under the registry it is for. Secrets are never printed or logged. Where they may be sent
+// is registry.ts's rule (mayCarryCredentials).
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { BerthError } from '../errors.js';
 
 export interface Credentials {
   username: string;
@@ -44,10 +47,38 @@ function fromHelper(helper: string, server: string, env: NodeJS.ProcessEnv): Cre
   }
 }
 
-export function findCredentials(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
-  if (env.BERTH_REGISTRY_USERNAME && env.BERTH_REGISTRY_PASSWORD !== undefined) {
-    return { username: env.BERTH_REGISTRY_USERNAME, password: env.BERTH_REGISTRY_PASSWORD };
+/** A registry's name as the user may write it (a scheme, a trailing slash, Docker Hub's aliases) in one form. */
+export function registryKey(text: string): string {
+  const bare = text.trim().toLowerCase().replace(/^https?:\/\//, '').replace(/\/+$/, '');
+  if (['docker.io', 'index.docker.io', 'registry-1.docker.io', 'index.docker.io/v1'].includes(bare)) return 'docker.io';
+  return bare;
+}
+
+/**
+ * BERTH_REGISTRY_USERNAME/PASSWORD, for the registry BERTH_REGISTRY names only. Without
+ * BERTH_REGISTRY they are refused rather than ignored: a job script that sets them means to use
+ * them, and an error naming the fix at the first pull beats a later "needs credentials" (or a
+ * password sent to whichever registry an image happens to name, as before).
+ */
+function fromEnvironment(registry: string, env: NodeJS.ProcessEnv): Credentials | undefined {
+  const username = env.BERTH_REGISTRY_USERNAME;
+  const password = env.BERTH_REGISTRY_PASSWORD;
+  if (!username || password === undefined) return undefined;
+  const scope = env.BERTH_REGISTRY;
+  if (!scope) {
+    throw new BerthError('CONFIG_INVALID', 'BERTH_REGISTRY_USERNAME and BERTH_REGISTRY_PASSWORD are set, but not BERTH_REGISTRY, the registry they are for',
+      `set BERTH_REGISTRY to that registry's host[:port] (e.g. BERTH_REGISTRY=${registry} if they are for ${registry}): berth sends them there only`);
   }
+  const key = registryKey(scope);
+  if (key.includes('/') || key === '') {
+    throw new BerthError('CONFIG_INVALID', `BERTH_REGISTRY='${scope}' is not a registry host`, 'write the host[:port] alone, e.g. BERTH_REGISTRY=ghcr.io');
+  }
+  return key === registryKey(registry) ? { username, password } : undefined;
+}
+
+export function findCredentials(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  const fromEnv = fromEnvironment(registry, env);
+  if (fromEnv) return fromEnv;
   const config = dockerConfig(env);
   const keys = keysFor(registry);
   for (const key of keys) {

@@ -1,7 +1,8 @@
 // Parses the SOURCE argument: oci:DIR[:TAG|@DIGEST], docker-archive:FILE[:NAME[:TAG]], docker://REF.
 import { BerthError } from '../errors.js';
 import { DockerArchiveSource, OciDirSource } from './archive.js';
-import { cacheRoot } from './cache.js';
+import { printable } from '../cli/terminal.js';
+import { Caches } from './caches.js';
 import { RegistrySource } from './registry-source.js';
 import type { ImageSource } from './source.js';
 
@@ -27,7 +28,7 @@ export function parseSource(text: string): ImageSource {
     }
     case 'docker':
       // berth pull/convert/run go through pullImage, which adds the converted-image cache.
-      return new RegistrySource(text, { cacheRoot: cacheRoot(), insecure: false, parallel: 3 });
+      return new RegistrySource(text, { caches: new Caches((line) => process.stderr.write(`${printable(line)}\n`)), insecure: false, parallel: 3 });
     default:
       throw new BerthError('USAGE', `'${text}' does not name an image source`,
         'use oci:DIR[:TAG|@DIGEST], docker-archive:FILE.tar[:NAME:TAG] or docker://[REGISTRY/]REPO[:TAG|@DIGEST]');

@@ -4,6 +4,7 @@ import { createReadStream, readFileSync } from 'node:fs';
 import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { ensureBlob } from './cache.js';
+import type { Caches } from './caches.js';
 import { findCredentials } from './credentials.js';
 import { formatDockerReference, parseDockerReference, type DockerReference } from './docker-reference.js';
 import { choosePlatform, manifestKind, parseJson, resolveDescriptor, sha256, type BlobStore, type Descriptor, type ManifestDoc } from './oci-layout.js';
@@ -19,7 +20,8 @@ export interface DownloadEvents {
 }
 
 export interface PullOptions {
-  cacheRoot: string;
+  /** Where images are found, and blobs and images written (the user's own cache). */
+  caches: Caches;
   insecure: boolean;
   /** Layers downloaded at once. */
   parallel: number;
@@ -57,7 +59,9 @@ export class RegistrySource implements ImageSource {
         'ask the site\'s admins to add it to pull.registries, or bring the image as a file (berth convert, berth push)');
     }
     this.client = new RegistryClient(this.ref, {
-      insecure: opts.insecure, credentials: findCredentials(this.ref.registry), timeoutMs: 30_000, retries: 4,
+      // Looked up only when the registry asks for them: a public image needs none, and a
+      // credential helper is a program to run.
+      insecure: opts.insecure, credentials: () => findCredentials(this.ref.registry), timeoutMs: 30_000, retries: 4,
     });
   }
 
@@ -114,7 +118,7 @@ export class RegistrySource implements ImageSource {
   }
 
   private blob(digest: string, what: string): Promise<string> {
-    return ensureBlob(this.opts.cacheRoot, digest, (start) =>
+    return ensureBlob(this.opts.caches.blobDir(), digest, (start) =>
       this.client.get('blobs', digest, start > 0 ? { range: `bytes=${start}-` } : {}), `${this.describe}: ${what}`,
     (n) => this.opts.events?.bytes(digest, n));
   }

@@ -2,6 +2,17 @@
 // the WWW-Authenticate challenge (anonymous or with credentials) and basic auth, retries with
 // backoff on 5xx, 429 (honouring Retry-After) and dropped connections, and timeouts that name
 // the host. Tokens are fetched again when one expires during a long pull.
+//
+// Where credentials go (SECURITY.md, "Registries"): the credentials found for registry R are
+// sent only to R's own API host and to the token realm that R names in its WWW-Authenticate
+// challenge, and to either only over https, or over plain http where both R and that host are
+// this machine's loopback (127.0.0.0/8, ::1, localhost: a test or a port-forward). A realm on
+// another host gets them over https, as Docker sends them (Docker Hub's realm is auth.docker.io,
+// not registry-1.docker.io); over plain http never, nor does R itself over http (--insecure)
+// unless it is on loopback: anyone on the path would read them. A bearer token obtained with
+// credentials counts as the credentials. fetch() drops the Authorization header when a
+// redirect leaves the origin (the Fetch standard; undici does so), so a blob redirected to a
+// CDN or downgraded to http never carries it.
 import { BerthError, messageOf } from '../errors.js';
 import type { Credentials } from './credentials.js';
 import { formatDockerReference, isLoopback, type DockerReference } from './docker-reference.js';
@@ -15,7 +26,8 @@ export const MANIFEST_ACCEPT = [
 
 export interface RegistryOptions {
   insecure: boolean;
-  credentials: Credentials | undefined;
+  /** The credentials for this registry, or how to find them when it asks for them. */
+  credentials: Credentials | undefined | (() => Credentials | undefined);
   /** Milliseconds without an answer before a request is given up (and retried). */
   timeoutMs: number;
   retries: number;
@@ -36,11 +48,20 @@ export function parseChallenge(header: string): Challenge {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The rule above: may a request to `url` carry registry `apiHost`'s credentials? */
+export function mayCarryCredentials(url: URL, apiHost: string): boolean {
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && isLoopback(url.host) && isLoopback(apiHost);
+}
+
 export class RegistryClient {
   private base: string;
   /** Loopback and --insecure registries may speak plain http: tried if https fails. */
   private httpAllowed: boolean;
   private authorization: string | undefined;
+  /** The authorization came from the user's credentials (not an anonymous token). */
+  private authorizationIsSecret = false;
+  private found: { credentials: Credentials | undefined } | undefined;
   readonly describe: string;
 
   constructor(readonly ref: DockerReference, private readonly opts: RegistryOptions) {
@@ -54,6 +75,7 @@ export class RegistryClient {
     let authTried = false;
     for (let attempt = 0; ; attempt++) {
       const url = `${this.base}/${what}/${id}`;
+      if (this.authorizationIsSecret && !mayCarryCredentials(new URL(url), this.ref.apiHost)) throw this.plainHttp(new URL(url));
       let res: Response;
       // The timeout covers the wait for an answer, not the body: a big layer may take minutes
       // (its reader watches for stalls instead).
@@ -106,21 +128,51 @@ export class RegistryClient {
     return { bytes, mediaType: res.headers.get('content-type') ?? '', digest: res.headers.get('docker-content-digest') ?? undefined };
   }
 
+  /** The credentials, looked up once, when the registry first asks. */
+  private credentials(): Credentials | undefined {
+    const given = this.opts.credentials;
+    this.found ??= { credentials: typeof given === 'function' ? given() : given };
+    return this.found.credentials;
+  }
+
   private async authenticate(header: string): Promise<void> {
     const challenge = parseChallenge(header);
-    const creds = this.opts.credentials;
+    const creds = this.credentials();
     if (challenge.scheme === 'basic') {
       if (!creds) throw this.needCredentials();
+      if (!mayCarryCredentials(new URL(this.base), this.ref.apiHost)) throw this.plainHttp(new URL(this.base));
       this.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      this.authorizationIsSecret = true;
       return;
     }
     if (challenge.scheme !== 'bearer' || !challenge.params['realm']) {
       throw new BerthError('AUTH_FAILED', `${this.ref.apiHost} asks for an authentication scheme berth does not know ('${header.split(' ')[0]}')`,
         'report the registry software to berth');
     }
-    const url = new URL(challenge.params['realm']);
+    const url = this.realmUrl(challenge);
+    // Without credentials the token is anonymous and may be fetched over anything.
+    if (creds && !mayCarryCredentials(url, this.ref.apiHost)) throw this.plainHttp(url);
+    const token = await this.fetchToken(url, creds);
+    this.authorization = `Bearer ${token}`;
+    this.authorizationIsSecret = creds !== undefined;
+  }
+
+  private realmUrl(challenge: Challenge): URL {
+    let url: URL;
+    try {
+      url = new URL(challenge.params['realm']!);
+    } catch {
+      throw new BerthError('AUTH_FAILED', `${this.ref.apiHost} names a token service that is not a URL`, 'report it to the registry\'s admins');
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new BerthError('AUTH_FAILED', `${this.ref.apiHost} names a token service over ${url.protocol}, not http(s)`, 'report it to the registry\'s admins');
+    }
     if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
     url.searchParams.set('scope', challenge.params['scope'] ?? `repository:${this.ref.repository}:pull`);
+    return url;
+  }
+
+  private async fetchToken(url: URL, creds: Credentials | undefined): Promise<string> {
     let res: Response;
     try {
       res = await fetch(url, {
@@ -141,21 +193,30 @@ export class RegistryClient {
     const body = (await res.json()) as { token?: string; access_token?: string };
     const token = body.token ?? body.access_token;
     if (!token) throw new BerthError('AUTH_FAILED', `the token service ${url.host} sent no token`, 'try again later');
-    this.authorization = `Bearer ${token}`;
+    return token;
+  }
+
+  /** Credentials would go over plain http to a host that is not loopback: refused before any is sent. */
+  private plainHttp(url: URL): BerthError {
+    const realm = url.host !== this.ref.apiHost;
+    return new BerthError('AUTH_FAILED',
+      `${this.describe}: refusing to send your credentials for ${this.ref.registry} over plain http to ${url.host}${realm ? ' (the token service the registry names)' : ''}`,
+      realm ? 'the registry\'s token service must use https; report it to the registry\'s admins, or pull anonymously (without credentials for it)'
+        : 'use the registry over https (without --insecure), or pull a public image from it without credentials');
   }
 
   private needCredentials(): BerthError {
     return new BerthError('AUTH_FAILED', `${this.describe} needs credentials`,
-      `log in with \`berth login ${this.ref.registry}\`, or set BERTH_REGISTRY_USERNAME and BERTH_REGISTRY_PASSWORD`);
+      `log in with \`berth login ${this.ref.registry}\`, or set BERTH_REGISTRY=${this.ref.registry} with BERTH_REGISTRY_USERNAME and BERTH_REGISTRY_PASSWORD`);
   }
 
   private wrongCredentials(): BerthError {
-    return new BerthError('AUTH_FAILED', `${this.ref.registry} refused the credentials of user '${this.opts.credentials!.username}' for ${this.describe}`,
+    return new BerthError('AUTH_FAILED', `${this.ref.registry} refused the credentials of user '${this.credentials()!.username}' for ${this.describe}`,
       `check them, then \`berth login ${this.ref.registry}\` again (or fix BERTH_REGISTRY_USERNAME/PASSWORD)`);
   }
 
   private failure(status: number, what: string, id: string): BerthError {
-    if (status === 401) return this.opts.credentials ? this.wrongCredentials() : this.needCredentials();
+    if (status === 401) return this.credentials() ? this.wrongCredentials() : this.needCredentials();
     if (status === 403) return new BerthError('AUTH_FAILED', `${this.ref.registry} denies access to ${this.describe}`, 'check that your account may pull it');
     if (status === 404) {
       return new BerthError('IMAGE_NOT_IN_SOURCE', `${this.describe} was not found (${what === 'manifests' ? 'no such repository, tag or digest' : `blob ${id} is missing`})`,

@@ -1,9 +1,10 @@
 // Pulling from a real registry (Debian's docker-registry on loopback, filled by skopeo with
 // images made by umoci): tags, digests, platforms, the verified cache, many pullers at once,
-// killed pullers, tampered blobs and basic auth.
+// killed pullers, tampered blobs, basic auth, and what the cache refuses to believe. (Another
+// user's files in a cache: test/security/cache.test.ts, which runs as root to be two users.)
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, makeLayout, makeMultiPlatformLayout, run, tempDir } from '../helpers.js';
@@ -213,24 +214,37 @@ describe('a registry with basic auth (htpasswd)', () => {
   it('without credentials: says so and how to give them', async () => {
     const r = await pullAs({});
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/needs credentials[\s\S]*BERTH_REGISTRY_USERNAME/);
+    expect(r.stderr).toMatch(/needs credentials[\s\S]*BERTH_REGISTRY=127\.0\.0\.1:\d+ with BERTH_REGISTRY_USERNAME/);
   });
 
   it('with wrong credentials: names the user, never the password', async () => {
-    const r = await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 'wrong-pw' });
+    const r = await pullAs({ BERTH_REGISTRY: secured.host, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 'wrong-pw' });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/refused the credentials of user 'alice'/);
     expect(r.stderr).not.toContain('wrong-pw');
   });
 
   it('with credentials from the environment, or from ~/.docker/config.json', async () => {
-    expect((await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' })).code).toBe(0);
+    expect((await pullAs({ BERTH_REGISTRY: secured.host, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' })).code).toBe(0);
     const dockerDir = path.join(work, 'docker-config');
     await run('mkdir', ['-p', dockerDir]);
     writeFileSync(path.join(dockerDir, 'config.json'), JSON.stringify({ auths: { [secured.host]: { auth: Buffer.from('alice:s3cret-pw').toString('base64') } } }));
     const r = await pullAs({ DOCKER_CONFIG: dockerDir });
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
+  });
+
+  it('environment credentials without BERTH_REGISTRY are refused, naming the fix; for another registry they are not sent', async () => {
+    const unscoped = await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
+    expect(unscoped.code).toBe(1);
+    expect(unscoped.stderr).toContain(`not BERTH_REGISTRY, the registry they are for\nberth: hint: set BERTH_REGISTRY to that registry's host[:port] (e.g. BERTH_REGISTRY=${secured.host}`);
+    const elsewhere = await pullAs({ BERTH_REGISTRY: 'ghcr.io', BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
+    expect(elsewhere.code).toBe(1);
+    expect(elsewhere.stderr).toMatch(/needs credentials/); // the registry got none: htpasswd would have let alice in
+    const scheme = await pullAs({ BERTH_REGISTRY: `https://${secured.host}/`, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
+    expect(scheme.code).toBe(0);
+    const repo = await pullAs({ BERTH_REGISTRY: `${secured.host}/private`, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
+    expect(repo.stderr).toMatch(/is not a registry host[\s\S]*host\[:port\] alone/);
   });
 });
 
@@ -252,12 +266,12 @@ describe('a registry with token auth (the test is the token service, as Docker H
   it('gets a bearer token with the credentials and pulls; wrong ones are refused', async () => {
     const before = issuer.issued();
     const ok = await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`],
-      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'token-pw' } });
+      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY: tokened.host, BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'token-pw' } });
     expect(ok.stderr).not.toMatch(/error/);
     expect(ok.code).toBe(0);
     expect(issuer.issued()).toBeGreaterThan(before);
     const bad = await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`],
-      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'nope' } });
+      { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY: tokened.host, BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'nope' } });
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/refused the credentials of user 'bob'/);
   });
@@ -305,5 +319,108 @@ describe('managing the cache', () => {
     const removed = await run(process.execPath, [BERTH, 'rm', `docker://${registry.host}/lab/busybox:1.0`], { env });
     expect(removed.stdout).toMatch(/^removed sha256:/);
     expect((await run(process.execPath, [BERTH, 'images'], { env })).stdout).toMatch(/^no images/);
+  });
+});
+
+describe('what the cache believes (one user; test/security/cache.test.ts plays another)', () => {
+  const ref = () => `docker://${registry.host}/lab/busybox:1.0`;
+  let pinned: string;
+  let local: string;
+
+  beforeAll(async () => {
+    const r = await run(process.execPath, [BERTH, 'resolve', ref()]);
+    pinned = r.stdout.trim();
+    local = path.join(work, 'believed-local.sqsh');
+    await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:busybox`, '-o', local, '-q']);
+  });
+
+  const pullJson = async (env: Record<string, string>, reference = pinned) => {
+    const r = await run(process.execPath, [BERTH, 'pull', reference, '--json'], { env: { ...process.env, ...env } });
+    expect(r.code, r.stderr).toBe(0);
+    return { ...(JSON.parse(r.stdout) as { path: string; cache: string; cached: boolean }), stderr: r.stderr };
+  };
+  const imageFile = (cache: string) => path.join(cache, 'images', `${pinned.split('@sha256:')[1]}.sqsh`);
+
+  it('a site cache is read, never written: a pinned image there costs no request', async () => {
+    const site = freshCache();
+    await pullJson({ BERTH_CACHE_DIR: site });
+    const own = freshCache();
+    const seen = registry.requests().length;
+    const hit = await pullJson({ BERTH_SITE_CACHE: site, BERTH_CACHE_DIR: own });
+    expect(hit).toMatchObject({ path: imageFile(site), cache: 'site', cached: true });
+    expect(registry.requests().length).toBe(seen);
+    expect(existsSync(path.join(own, 'images'))).toBe(false);
+    const listed = await run(process.execPath, [BERTH, 'images'], { env: { ...process.env, BERTH_SITE_CACHE: site, BERTH_CACHE_DIR: own } });
+    expect(listed.stdout).toMatch(/lab\/busybox@sha256:[0-9a-f]{64} \(site cache\)/);
+  });
+
+  it('an image under another image\'s name is not used: the digest it carries decides', async () => {
+    const cache = freshCache();
+    await pullJson({ BERTH_CACHE_DIR: cache });
+    const other = await pullJson({ BERTH_CACHE_DIR: cache }, `docker://${registry.host}/lab/multi@${digests['amd64']}`);
+    copyFileSync(other.path, imageFile(cache));
+    const again = await pullJson({ BERTH_CACHE_DIR: cache });
+    expect(again.stderr).toMatch(new RegExp(`warning: ignoring ${imageFile(cache)} \\(owner [^,]+, mode 0644\\) holds ${digests['amd64']}, not sha256:`));
+    expect(again).toMatchObject({ path: imageFile(cache), cached: false });
+    expect(await listImage(again.path)).toEqual(await listImage(local));
+  });
+
+  it('an image of one\'s own that others could write, or a symlink in its place, is converted again', async () => {
+    const cache = freshCache();
+    const file = imageFile(cache);
+    await pullJson({ BERTH_CACHE_DIR: cache });
+    chmodSync(file, 0o666);
+    const writable = await pullJson({ BERTH_CACHE_DIR: cache });
+    expect(writable.stderr).toMatch(/mode 0666\) can be written by other users/);
+    expect(writable.cached).toBe(false);
+    expect(statSync(file).mode & 0o022).toBe(0);
+    unlinkSync(file);
+    symlinkSync(local, file);
+    const linked = await pullJson({ BERTH_CACHE_DIR: cache });
+    expect(linked.stderr).toMatch(/is a symlink, which berth never follows in a cache/);
+    expect(lstatSync(file).isFile()).toBe(true);
+  });
+
+  it('a damaged blob is hashed again before use, and downloaded again', async () => {
+    const cache = freshCache();
+    await pullJson({ BERTH_CACHE_DIR: cache });
+    unlinkSync(imageFile(cache));
+    const blobs = path.join(cache, 'blobs/sha256');
+    const layer = readdirSync(blobs).filter((n) => /^[0-9a-f]{64}$/.test(n)).sort((a, b) => statSync(path.join(blobs, b)).size - statSync(path.join(blobs, a)).size)[0]!;
+    const bytes = readFileSync(path.join(blobs, layer));
+    bytes[100] = bytes[100]! ^ 0xff;
+    writeFileSync(path.join(blobs, layer), bytes);
+    const before = blobGets(registry).length;
+    const again = await pullJson({ BERTH_CACHE_DIR: cache });
+    expect(again.stderr).toMatch(new RegExp(`ignoring ${blobs}/${layer} \\(owner [^)]+\\) has digest sha256:[0-9a-f]{64}: it is damaged; downloading it again`));
+    expect(blobGets(registry).slice(before).map((l) => l.split(' ')[1])).toEqual([`/v2/lab/busybox/blobs/sha256:${layer}`]);
+    expect(await listImage(again.path)).toEqual(await listImage(local));
+  });
+
+  it('a cache.dir that others can write is not used: berth says so and uses the default cache', async () => {
+    const shared = freshCache();
+    mkdirSync(shared);
+    chmodSync(shared, 0o777);
+    const xdg = freshCache();
+    const env = { BERTH_CACHE_DIR: shared, XDG_CACHE_HOME: xdg };
+    const r = await pullJson(env);
+    expect(r.stderr).toContain(`warning: ignoring ${shared} (owner `);
+    expect(r.stderr).toMatch(/mode 0777\) can be written by other users: chmod go-w .*; using .*\/berth instead/);
+    expect(r.path).toBe(imageFile(path.join(xdg, 'berth')));
+    expect(readdirSync(shared)).toEqual([]);
+    const doctor = await run(process.execPath, [BERTH, 'doctor'], { env: { ...process.env, ...env } });
+    expect(doctor.stdout).toMatch(/WARN {2}cache +.*mode 0777\) can be written by other users/);
+    expect(statSync(path.join(xdg, 'berth')).mode & 0o777).toBe(0o700);
+  });
+
+  it('berth images lists what it would not use apart, with the reason', async () => {
+    const cache = freshCache();
+    await pullJson({ BERTH_CACHE_DIR: cache });
+    chmodSync(imageFile(cache), 0o664);
+    const listed = await run(process.execPath, [BERTH, 'images'], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
+    expect(listed.stdout).toMatch(/^no images in /);
+    expect(listed.stdout).toMatch(/not used, not trusted[^\n]*\n {2}.*\.sqsh \(owner .*, mode 0664\) can be written by other users/);
+    const json = JSON.parse((await run(process.execPath, [BERTH, 'images', '--json'], { env: { ...process.env, BERTH_CACHE_DIR: cache } })).stdout) as { trusted: boolean; cache: string }[];
+    expect(json).toEqual([expect.objectContaining({ trusted: false, cache: 'user' })]);
   });
 });

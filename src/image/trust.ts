@@ -1,0 +1,177 @@
+// Whether a cache's directories and files can be believed, by who could have written them
+// (STYLE.md section 10; the rules are listed in SECURITY.md under "Caches"):
+//   - trusted owners are the user berth runs as, root, and the site cache's owner (cache.site-owner);
+//   - a directory is believed when it is a real directory owned by a trusted owner that no one
+//     else can write (group or other write), or that is sticky (others may add names there but
+//     not rename or remove the owner's), and so is every directory above it;
+//   - a file is believed when it is a regular file (opened with O_NOFOLLOW: never through a
+//     symlink) owned by a trusted owner and writable by no one else, in a believed directory.
+// Once every directory of a path is believed, only trusted owners can change what the path
+// names, so later opens by name (the helper mounting the image) see the file that was checked.
+import { spawnSync } from 'node:child_process';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, type Stats } from 'node:fs';
+import path from 'node:path';
+import { BerthError, errnoOf } from '../errors.js';
+
+export interface Trust {
+  /** The user berth runs as. */
+  self: number;
+  /** Whose files are believed: self, root and the site cache's owner. */
+  owners: ReadonlySet<number>;
+}
+
+/** Why a path is not believed: what it is, whose, its mode, why, and what to do. */
+export interface Doubt {
+  path: string;
+  owner: number;
+  mode: number;
+  why: string;
+  fix: string;
+}
+
+const OTHERS_WRITE = 0o022;
+const STICKY = 0o1000; // S_ISVTX: in such a directory only an entry's owner may rename or remove it
+const MAX_SYMLINKS = 40; // as the kernel's ELOOP limit
+
+export function makeTrust(self: number, siteOwner?: number): Trust {
+  return { self, owners: new Set([self, 0, ...(siteOwner === undefined ? [] : [siteOwner])]) };
+}
+
+const names = new Map<number, string>();
+
+/** A uid's name through NSS (getent: LDAP and sssd users too), else the number. */
+export function ownerName(uid: number): string {
+  if (!names.has(uid)) {
+    const r = spawnSync('getent', ['passwd', String(uid)], { encoding: 'utf8', timeout: 5000 });
+    const name = r.status === 0 ? r.stdout.split(':')[0] : undefined;
+    names.set(uid, name ? name : `uid ${uid}`);
+  }
+  return names.get(uid)!;
+}
+
+/** The uid of cache.site-owner, a user name or a number. */
+export function uidOf(user: string, setting: string): number {
+  if (/^\d+$/.test(user)) return Number(user);
+  const r = spawnSync('getent', ['passwd', user], { encoding: 'utf8', timeout: 5000 });
+  const uid = r.status === 0 ? Number(r.stdout.split(':')[2]) : NaN;
+  if (!Number.isInteger(uid)) {
+    throw new BerthError('CONFIG_INVALID', `${setting} names the user '${user}', who does not exist on this node`,
+      'set it to the account that writes the site cache (a user name or uid), or remove it to trust root alone');
+  }
+  return uid;
+}
+
+export function modeText(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+/** One line: the path, its owner and mode, why it is not used. */
+export function describeDoubt(d: Doubt): string {
+  return `${d.path} (owner ${ownerName(d.owner)}, mode ${modeText(d.mode)}) ${d.why}`;
+}
+
+function doubt(p: string, st: Stats, why: string, fix: string): Doubt {
+  return { path: p, owner: st.uid, mode: st.mode, why, fix };
+}
+
+const ASK_OWNER = 'only files of yours, root\'s or the site cache owner\'s are used: remove it, or ask its owner or an admin to';
+
+export function dirDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined {
+  if (!st.isDirectory()) return doubt(p, st, 'is not a directory', 'remove it, or set cache.dir elsewhere');
+  if (!trust.owners.has(st.uid)) return doubt(p, st, 'belongs to another user', ASK_OWNER);
+  if (st.mode & OTHERS_WRITE && !(st.mode & STICKY)) {
+    return doubt(p, st, 'can be written by other users', `${st.uid === trust.self ? `chmod go-w ${p}` : 'ask its owner to chmod go-w it'}, or set cache.dir to a directory only you can write`);
+  }
+  return undefined;
+}
+
+export function fileDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined {
+  if (st.isSymbolicLink()) return doubt(p, st, 'is a symlink, which berth never follows in a cache', 'remove it');
+  if (!st.isFile()) return doubt(p, st, 'is not a regular file', 'remove it');
+  if (!trust.owners.has(st.uid)) return doubt(p, st, 'belongs to another user', ASK_OWNER);
+  if (st.mode & OTHERS_WRITE) return doubt(p, st, 'can be written by other users', st.uid === trust.self ? `remove it (berth pulls it again)` : ASK_OWNER);
+  return undefined;
+}
+
+export interface PathCheck {
+  /** Set when a directory on the way is not believed. */
+  doubt?: Doubt;
+  /** The walk stopped at a directory that does not exist (and was not to be created). */
+  missing: boolean;
+}
+
+/**
+ * Checks every directory from / down to `dir` by lstat, following symlinks as the kernel would
+ * (a symlink can be changed only by whoever can write the directory it is in, which was
+ * checked before it). `create` makes missing directories with that mode (umask permitting) and
+ * accepts one only if it then belongs to this user: never an existing one that another made.
+ */
+export function checkDirPath(dir: string, trust: Trust, create?: number): PathCheck {
+  const pending = path.resolve(dir).split('/').filter(Boolean);
+  let here = '/';
+  const top = dirDoubt('/', lstatSync('/'), trust);
+  if (top) return { doubt: top, missing: false };
+  for (let hops = 0; pending.length > 0;) {
+    const name = pending.shift()!;
+    if (name === '.') continue;
+    // `here` holds no symlinks and every directory above it was checked on the way down.
+    if (name === '..') {
+      here = path.dirname(here);
+      continue;
+    }
+    const next = path.join(here, name);
+    let st = lstatSync(next, { throwIfNoEntry: false });
+    if (!st) {
+      if (create === undefined) return { missing: true };
+      st = makeDir(next, create);
+      if (st.uid !== trust.self) return { doubt: doubt(next, st, 'was made by another user just now', ASK_OWNER), missing: false };
+    }
+    if (st.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINKS) return { doubt: doubt(next, st, 'is one of too many symlinks in a row', 'fix the path'), missing: false };
+      const target = readlinkSync(next);
+      if (target.startsWith('/')) here = '/';
+      pending.unshift(...target.split('/').filter(Boolean));
+      continue;
+    }
+    const d = dirDoubt(next, st, trust);
+    if (d) return { doubt: d, missing: false };
+    here = next;
+  }
+  return { missing: false };
+}
+
+function makeDir(p: string, mode: number): Stats {
+  try {
+    mkdirSync(p, { mode });
+  } catch (e: unknown) {
+    if (errnoOf(e) !== 'EEXIST') {
+      throw new BerthError('OUTPUT_UNWRITABLE', `cannot create the cache directory ${p}: ${(e as Error).message}`,
+        'set cache.dir (BERTH_CACHE_DIR) to a directory you can write');
+    }
+  }
+  return lstatSync(p);
+}
+
+/**
+ * Opens a cache file for reading if it is believed: O_NOFOLLOW (a symlink fails with ELOOP and
+ * is reported as one), O_NONBLOCK (a FIFO planted there cannot hang the open), then fstat of
+ * what was opened. Returns undefined when there is no such file.
+ */
+export function openTrusted(file: string, trust: Trust): { fd: number; st: Stats } | { doubt: Doubt } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e: unknown) {
+    if (errnoOf(e) === 'ENOENT') return undefined;
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    if (!st) return undefined;
+    return { doubt: fileDoubt(file, st, trust) ?? doubt(file, st, `cannot be read (${errnoOf(e) ?? 'error'})`, 'check its permissions') };
+  }
+  const st = fstatSync(fd);
+  const d = fileDoubt(file, st, trust);
+  if (d) {
+    closeSync(fd);
+    return { doubt: d };
+  }
+  return { fd, st };
+}
