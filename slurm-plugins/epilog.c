@@ -1,11 +1,16 @@
 /* At the job's end, on each node (slurmd, as root): what the job left goes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdnoreturn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,40 +19,92 @@
 static void remove_matching(const char *pattern)
 {
 	glob_t g;
-	if (glob(pattern, 0, NULL, &g) == 0)
+	if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0)
 		for (size_t i = 0; i < g.gl_pathc; i++)
 			unlink(g.gl_pathv[i]);
 	globfree(&g);
 }
 
+/* A file of /proc/PID, whole (cmdline's NULs kept); its length, or -1. */
+static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", pid, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (len >= 0)
+		buf[len] = '\0';
+	return len;
+}
+
+/* Whether PID is, beyond doubt, the step server of STEPDIR started for uid: every uid it has
+ * is the job's, and it runs `HELPER --step-server PLAN STEPDIR` as this plugin started it. A pid file names a
+ * number, and numbers are reused: the pidfd, opened first, is what gets signalled, so a
+ * process that died meanwhile and whose number went to another is not signalled at all. */
+static int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
+{
+	char status[4096], cmd[8192];
+	const char *at = read_proc(pid, "status", status, sizeof status) > 0 ? strstr(status, "\nUid:") : NULL;
+	unsigned u[4];
+	if (!at || sscanf(at, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) != 4)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		if (u[i] != (unsigned)uid)
+			return 0;
+	ssize_t len = read_proc(pid, "cmdline", cmd, sizeof cmd);
+	const char *argv[4] = { 0 };
+	for (ssize_t off = 0, i = 0; len > 0 && off < len && i < 4; off += (ssize_t)strlen(cmd + off) + 1)
+		argv[i++] = cmd + off;
+	return argv[3] && strcmp(argv[0], conf.helper) == 0 && strcmp(argv[1], "--step-server") == 0 &&
+	       strcmp(argv[3], stepdir) == 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* Stops the named containers of the job, whose step servers wrote their pids beside them. */
+static void stop_named(const char *runtime, uid_t uid, uint32_t job)
+{
+	char pattern[1300];
+	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
+	glob_t g;
+	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+		return;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		char err[512], stepdir[1300];
+		int fd = open_owned_file(g.gl_pathv[i], uid, err, sizeof err);
+		FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
+		int pid = 0;
+		if (f && fscanf(f, "%d", &pid) == 1 && pid > 1 && format(stepdir, sizeof stepdir, "%s", g.gl_pathv[i]) == 0) {
+			*strrchr(stepdir, '/') = '\0';
+			int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+			if (pidfd >= 0 && prove_step_server(pidfd, pid, uid, stepdir))
+				syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0); /* it removes its own directory */
+			if (pidfd >= 0)
+				close(pidfd);
+		}
+		if (f)
+			fclose(f);
+	}
+	globfree(&g);
+}
+
 /* The epilog's cleanup, in a child that has become the job's user: the paths and the pid
- * files it reads are the user's to write, so root must not act on them (a pid file could name
- * any process, a runtime directory could be a link to anywhere). */
-static void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
+ * files it reads are the user's to write, so root must not act on them. It acts only in a
+ * runtime directory proven the user's (trusted.h), and on the user's own files in stage_dir. */
+static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 {
 	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
 		_exit(1);
-	char runtime[1100], pattern[1300];
-	expand_runtime(runtime, sizeof runtime, uid);
-	if (*conf.stage_dir) {
-		snprintf(pattern, sizeof pattern, "%s/berth-%u-*", conf.stage_dir, job);
-		remove_matching(pattern);
-	}
+	char runtime[1100], pattern[1300], err[1024];
+	if (*conf.stage_dir && format(pattern, sizeof pattern, "%s/berth-%u-%u-*", conf.stage_dir, job, (unsigned)uid) == 0)
+		remove_matching(pattern); /* in a sticky directory only one's own files go */
+	int dir = expand_runtime(runtime, sizeof runtime, uid) == 0 ? open_private_dir(runtime, uid, 0, err, sizeof err) : -1;
+	if (dir < 0)
+		_exit(0);
+	close(dir);
 	snprintf(pattern, sizeof pattern, "%s/plan-%u-*", runtime, job);
 	remove_matching(pattern);
-	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
-	glob_t g;
-	if (glob(pattern, 0, NULL, &g) == 0) {
-		for (size_t i = 0; i < g.gl_pathc; i++) {
-			FILE *f = fopen(g.gl_pathv[i], "re");
-			int pid = 0;
-			if (f && fscanf(f, "%d", &pid) == 1 && pid > 1)
-				kill(pid, SIGTERM); /* it removes its own directory */
-			if (f)
-				fclose(f);
-		}
-	}
-	globfree(&g);
+	stop_named(runtime, uid, job);
 	_exit(0);
 }
 

@@ -15,7 +15,7 @@
  * Its files, one per concern; this header holds what they share:
  *   options.c  the options, their BERTH_CONTAINER_* variables, plugstack.conf, slurm_spank_init
  *   submit.c   srun/sbatch on the submitting node: refusals, pinning a tag, staging with sbcast
- *   task.c     each task on a node: the step's plan, its container, joining it
+ *   task.c     each task on a node: its runtime directory, the step's plan, its container, joining it
  *   epilog.c   the job's end on each node: what the job left
  *   process.c  running berth, the helper and sbcast */
 #ifndef BERTH_SPANK_H
@@ -29,6 +29,8 @@
 #include <slurm/spank.h>
 
 #include "../native/common/plantext.h"
+#include "../native/common/trusted.h"
+#include "../native/exit_codes.h"
 
 /* Named containers live until the job ends (the job epilog stops them). */
 #define NAMED_LINGER "31536000"
@@ -49,16 +51,20 @@ extern struct plugstack conf;
 
 /* options.c */
 int parse_args(int ac, char **av);
+/* 1/true/yes/y -> 1, 0/false/no/n -> 0 (any case), anything else -1. */
+int parse_bool(const char *v);
 /* The job's value of a variable: srun's or sbatch's own environment, or the job's in a task. */
 const char *variable(spank_t sp, const char *name);
-/* Fills what the command line did not give from the BERTH_CONTAINER_* variables. */
-void from_environment(spank_t sp);
+/* An error where the user sees it: srun's stderr, or the task's. */
+void complain(spank_t sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Fills what the command line did not give from the BERTH_CONTAINER_* variables; -1 on a bad value. */
+int from_environment(spank_t sp);
 /* The image this job runs: the one given, with a docker:// tag pinned at submission. */
 void job_image(spank_t sp, char *out, size_t size);
 /* Where sbcast puts a job's image on each node; 0 when it is not staged. */
-int staged_path(char *out, size_t size, uint32_t job, const char *image);
-/* runtime_dir= with %U expanded. */
-void expand_runtime(char *out, size_t size, uid_t uid);
+int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, const char *image);
+/* runtime_dir= with %U expanded; -1 when it does not fit. */
+int expand_runtime(char *out, size_t size, uid_t uid);
 
 /* process.c: runs argv with env as this process's user; stdout (and stderr, if asked) is
  * captured in out when given, else it goes to our stderr. Returns the exit status. */

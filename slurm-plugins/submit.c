@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
@@ -22,7 +23,7 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 	if (!req.image || spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS)
 		return 0;
 	job_image(sp, image, sizeof image);
-	if (!staged_path(dest, sizeof dest, job, image))
+	if (!staged_path(sp, dest, sizeof dest, job, getuid(), image))
 		return 0;
 	snprintf(file, sizeof file, "%s", image);
 	if (strncmp(image, "docker://", 9) == 0) {
@@ -48,13 +49,36 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 	return 0;
 }
 
+/* The job's staging token, drawn once (an sbatch's sruns keep their job's): the staged file's
+ * name is then one that no other user can know ahead of the job and plant. */
+static int stage_token(void)
+{
+	const char *have = getenv("BERTH_CONTAINER_STAGE_TOKEN");
+	if (!*conf.stage_dir || (have && *have))
+		return 0;
+	unsigned char bytes[16];
+	char hex[33];
+	if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) {
+		slurm_error("berth: cannot draw a staging token: %s", strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof bytes; i++)
+		sprintf(hex + 2 * i, "%02x", bytes[i]);
+	setenv("BERTH_CONTAINER_STAGE_TOKEN", hex, 1); /* srun and sbatch pass it to the job */
+	return 0;
+}
+
 /* At submission: refuse what cannot work before the job queues, and pin a docker:// tag. */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
 	if (spank_remote(sp))
 		return 0;
-	from_environment(sp);
+	if (from_environment(sp) != 0)
+		return -1;
+	/* Drawn in every sbatch and salloc too, image or not: the sruns of the job share it. */
+	if (stage_token() != 0)
+		return -1;
 	if (!req.image)
 		return 0;
 	if (req.save) {

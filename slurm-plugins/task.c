@@ -1,9 +1,19 @@
-/* Each task of a step on a node: the first one has berth make the step's plan (or finds the
- * job's plan) and berth-helper start the step's container; every task joins it, applies the
- * plan's environment changes to its own environment, and returns to slurmstepd, which execs
- * the command inside. */
+/* Each task of a step on a node. As root (task_init_privileged), the plugin makes the user's
+ * runtime directory where only root can (runtime_dir's parent is root's alone, as /run/berth
+ * is). As the user (task_init), it proves that directory private (trusted.h), has berth make
+ * the step's plan there once per job, node and key, reads the plan (before joining: the
+ * runtime directory need not be visible inside), has berth-helper start the step's container
+ * unless one is served, joins it, applies the plan's environment changes to its own
+ * environment, and returns to slurmstepd, which execs the command inside.
+ *
+ * It fails closed: a task that asked for a container and cannot have one ends here with the
+ * reason, even where plugstack.conf loads the plugin as `optional` (Slurm then ignores a
+ * failing callback, and the task would run on the host with the host's software). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdnoreturn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +23,76 @@
 #include <unistd.h>
 
 #include "spank_berth.h"
+
+static noreturn void task_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static noreturn void task_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("berth: error: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\n", stderr);
+	va_end(ap);
+	fflush(stderr);
+	_exit(BERTH_EXIT_SETUP);
+}
+
+/* Whether this task asked for a container, and who and where it is. The batch script and the
+ * extern step stay on the host: the sruns inside a batch script carry its --container-*
+ * options to their own steps. */
+struct task {
+	uint32_t job, step;
+	uid_t uid;
+	gid_t gid;
+	char runtime[1100];
+};
+
+static int container_task(spank_t sp, struct task *t)
+{
+	if (spank_get_item(sp, S_JOB_ID, &t->job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &t->step) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_UID, &t->uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &t->gid) != ESPANK_SUCCESS)
+		return 0;
+	if (t->step == SLURM_BATCH_SCRIPT || t->step == SLURM_EXTERN_CONT || t->step == SLURM_INTERACTIVE_STEP)
+		return 0;
+	if (from_environment(sp) != 0)
+		_exit(BERTH_EXIT_SETUP); /* it said why */
+	if (!req.image)
+		return 0;
+	if (expand_runtime(t->runtime, sizeof t->runtime, t->uid) != 0)
+		task_fail("runtime_dir=%s is too long for uid %u; set a shorter one in plugstack.conf", conf.runtime, (unsigned)t->uid);
+	return 1;
+}
+
+/* As root: the runtime directory, made and given to the user where its parent is root's alone
+ * (and that parent made, when missing, in a grandparent that is root's alone). Anywhere else
+ * (/tmp) the user makes it, and task_init proves it either way. */
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	struct task t;
+	if (!container_task(sp, &t))
+		return 0;
+	char parent[1100], grand[1100];
+	snprintf(parent, sizeof parent, "%s", t.runtime);
+	char *name = strrchr(parent, '/');
+	if (!name || name == parent)
+		return 0;
+	*name++ = '\0';
+	snprintf(grand, sizeof grand, "%s", parent);
+	*strrchr(grand, '/') = '\0';
+	struct stat st;
+	int root_only = 0;
+	if (lstat(parent, &st) != 0 && errno == ENOENT && lstat(*grand ? grand : "/", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
+		mkdir(parent, 0755);
+	if (lstat(parent, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
+		root_only = 1;
+	int dir = root_only ? open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (dir >= 0 && mkdirat(dir, name, 0700) == 0 && fchownat(dir, name, t.uid, t.gid, AT_SYMLINK_NOFOLLOW) != 0)
+		task_fail("cannot give %s to uid %u: %s", t.runtime, (unsigned)t.uid, strerror(errno));
+	if (dir >= 0)
+		close(dir);
+	return 0;
+}
 
 /* --container-mounts SRC:DST[:ro|rw],... as berth --bind values (the same syntax; pyxis's other flags are refused). */
 static int add_mounts(char **argv, int *argc, int max)
@@ -71,11 +151,15 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	char **jobenv = NULL;
 	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
 		return -1;
-	size_t count = 0;
+	size_t count = 0, n_env = 0;
 	while (jobenv[count])
 		count++;
 	c->env = calloc(count + 2, sizeof *c->env);
-	memcpy(c->env, jobenv, count * sizeof *c->env);
+	/* The runtime directory is the plugin's to say, not the job's. */
+	for (size_t i = 0; i < count; i++)
+		if (strncmp(jobenv[i], "BERTH_RUNTIME_DIR=", 18) != 0)
+			c->env[n_env++] = jobenv[i];
+	count = n_env;
 	static char rt[1200];
 	snprintf(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime);
 	c->env[count] = rt;
@@ -111,18 +195,26 @@ static uint64_t plan_key(const struct plan_command *c, const char *cwd)
 	return h ^ env;
 }
 
-/* The plan's environment changes, applied to this task's own environment, and its cwd. */
-static int apply_plan(spank_t sp, const char *planfile, char *cwd, size_t cwdsize)
+/* What a task takes from the step's plan: its environment changes and its working directory.
+ * Read before joining the container (the runtime directory is the host's), applied after. */
+struct plan_env {
+	char **set, **unset; /* "NAME=VALUE" and "NAME" */
+	size_t nset, nunset;
+	char cwd[4096];
+};
+
+static int read_plan_env(const char *planfile, uid_t uid, struct plan_env *pe)
 {
-	FILE *in = fopen(planfile, "re");
-	if (!in) {
-		fprintf(stderr, "berth: error: cannot read the step's plan %s: %s\n", planfile, strerror(errno));
-		return -1;
-	}
+	char err[1200];
+	int fd = open_owned_file(planfile, uid, err, sizeof err);
+	FILE *in = fd >= 0 ? fdopen(fd, "re") : NULL;
+	if (!in)
+		task_fail("refusing the step's plan: %s", err);
+	memset(pe, 0, sizeof *pe);
+	snprintf(pe->cwd, sizeof pe->cwd, "/");
 	char *line = NULL;
 	size_t cap = 0;
-	ssize_t len;
-	while ((len = getline(&line, &cap, in)) > 0) {
+	while (getline(&line, &cap, in) > 0) {
 		line[strcspn(line, "\n")] = '\0';
 		char *sp_at = strchr(line, ' ');
 		if (!sp_at)
@@ -130,100 +222,116 @@ static int apply_plan(spank_t sp, const char *planfile, char *cwd, size_t cwdsiz
 		*sp_at = '\0';
 		char *value = plan_unescape(sp_at + 1);
 		if (!value)
-			break;
-		if (strcmp(line, "env") == 0 && strchr(value, '=')) {
-			char *eq = strchr(value, '=');
-			*eq = '\0';
-			spank_setenv(sp, value, eq + 1, 1);
-		} else if (strcmp(line, "unset") == 0) {
-			spank_unsetenv(sp, value);
-		} else if (strcmp(line, "cwd") == 0) {
-			snprintf(cwd, cwdsize, "%s", value);
-		}
-		free(value);
+			task_fail("out of memory reading the step's plan");
+		char ***list = strcmp(line, "env") == 0 && strchr(value, '=') ? &pe->set : strcmp(line, "unset") == 0 ? &pe->unset : NULL;
+		size_t *n = list == &pe->set ? &pe->nset : &pe->nunset;
+		if (list && (*list = realloc(*list, (*n + 1) * sizeof **list)))
+			(*list)[(*n)++] = value;
+		else if (strcmp(line, "cwd") == 0 && format(pe->cwd, sizeof pe->cwd, "%s", value) != 0)
+			task_fail("the step's working directory is too long: %s", value);
+		if (!list)
+			free(value);
 	}
 	free(line);
 	fclose(in);
 	return 0;
 }
 
+static void apply_plan_env(spank_t sp, const struct plan_env *pe)
+{
+	for (size_t i = 0; i < pe->nunset; i++)
+		spank_unsetenv(sp, pe->unset[i]);
+	for (size_t i = 0; i < pe->nset; i++) {
+		char *eq = strchr(pe->set[i], '=');
+		*eq = '\0';
+		spank_setenv(sp, pe->set[i], eq + 1, 1);
+		*eq = '=';
+	}
+}
+
+/* The image to run: a staged copy, when staging is on and the copy is the user's own. */
+static void choose_image(spank_t sp, const struct task *t, char *image, size_t size)
+{
+	char staged[9500], err[10000];
+	job_image(sp, image, size);
+	if (!staged_path(sp, staged, sizeof staged, t->job, t->uid, image))
+		return;
+	int fd = open_owned_file(staged, t->uid, err, sizeof err);
+	if (fd < 0 && errno != ENOENT)
+		task_fail("refusing the staged image: %s; the job does not run it (ask the site to check stage_dir=%s)", err, conf.stage_dir);
+	if (fd >= 0 && format(image, size, "%s", staged) == 0)
+		close(fd);
+}
+
+/* Starts the step's container: the one join path's `start` (plantext.h). */
+struct starter {
+	struct plan_command *cmd;
+	char *planfile, *stepdir;
+};
+
+static int start_step_container(void *ctx)
+{
+	struct starter *s = ctx;
+	char *argv[] = { conf.helper, "--step-server", s->planfile, s->stepdir, NULL };
+	return run(argv, environ, NULL, 0) == 0 ? 0 : -1; /* the helper printed why */
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
-	uint32_t job, step;
-	uid_t uid;
-	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
-	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
-		return -1;
-	/* The batch script and the extern step stay on the host: the sruns inside a batch script
-	 * carry its --container-* options to their own steps. */
-	if (step == SLURM_BATCH_SCRIPT || step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP)
+	struct task t;
+	if (!container_task(sp, &t))
 		return 0;
-	from_environment(sp);
-	if (!req.image)
-		return 0;
-	char image[9500], staged[9500];
-	job_image(sp, image, sizeof image);
-	if (staged_path(staged, sizeof staged, job, image) && access(staged, R_OK) == 0)
-		snprintf(image, sizeof image, "%s", staged);
+	char image[9500];
+	choose_image(sp, &t, image, sizeof image);
 
-	char runtime[1100], stepdir[1400], planfile[1500], lockfile[1500], sock[1500], jobs[16], steps[16], node[256] = "node";
-	expand_runtime(runtime, sizeof runtime, uid);
-	if (mkdir(runtime, 0700) != 0 && errno != EEXIST) {
-		fprintf(stderr, "berth: error: cannot create the runtime directory %s: %s\n", runtime, strerror(errno));
-		return -1;
-	}
+	char err[1200];
+	int rt = open_private_dir(t.runtime, t.uid, 1, err, sizeof err);
+	if (rt < 0)
+		task_fail("cannot use the runtime directory: %s; remove it, or have the site set runtime_dir= in plugstack.conf to a directory under a root-owned parent (the default /run/berth/%%U)", err);
+	close(rt);
+	char stepdir[1400], planfile[1500], lockfile[1500], sock[1500], jobs[16], steps[16], node[256] = "node";
 	const char *nodename = variable(sp, "SLURMD_NODENAME");
-	if (nodename && strlen(nodename) < sizeof node)
+	if (nodename && strlen(nodename) < sizeof node && !strchr(nodename, '/'))
 		memcpy(node, nodename, strlen(nodename) + 1);
-	snprintf(jobs, sizeof jobs, "%u", job);
-	snprintf(steps, sizeof steps, "%u", step);
-	step_dir(stepdir, sizeof stepdir, runtime, jobs, steps, req.name, node);
-	snprintf(lockfile, sizeof lockfile, "%s.lock", stepdir);
-	snprintf(sock, sizeof sock, "%s/sock", stepdir);
+	snprintf(jobs, sizeof jobs, "%u", t.job);
+	snprintf(steps, sizeof steps, "%u", t.step);
+	if (req.name && strchr(req.name, '/'))
+		task_fail("--container-name=%s: a name cannot contain '/'", req.name);
+	step_dir(stepdir, sizeof stepdir, t.runtime, jobs, steps, req.name, node);
 	struct plan_command cmd;
 	char here[4096] = "/";
-	if (plan_command(sp, image, runtime, &cmd) != 0 || !getcwd(here, sizeof here))
-		return -1;
+	if (plan_command(sp, image, t.runtime, &cmd) != 0 || !getcwd(here, sizeof here))
+		task_fail("cannot prepare the step's plan: too many options, or the job's environment is unreadable");
 	/* One plan per job, node and key (the job epilog removes them); a named container keeps the
 	 * plan it was made with, for the later steps that join it. */
-	if (req.name)
-		snprintf(planfile, sizeof planfile, "%s.plan", stepdir);
-	else
-		snprintf(planfile, sizeof planfile, "%s/plan-%u-%s-%016llx", runtime, job, node, (unsigned long long)plan_key(&cmd, here));
+	int fits = format(lockfile, sizeof lockfile, "%s.lock", stepdir) == 0 && format(sock, sizeof sock, "%s/sock", stepdir) == 0 &&
+		   (req.name ? format(planfile, sizeof planfile, "%s.plan", stepdir)
+			     : format(planfile, sizeof planfile, "%s/plan-%u-%s-%016llx", t.runtime, t.job, node, (unsigned long long)plan_key(&cmd, here))) == 0;
+	if (!fits)
+		task_fail("the runtime directory's path %s is too long; set a shorter runtime_dir=", t.runtime);
 	cmd.argv[cmd.output] = planfile;
 
-	char err[1024];
-	for (int tries = 0; join_container(sock, err, sizeof err) != 0; tries++) {
-		if (tries == 3) {
-			fprintf(stderr, "berth: error: %s\n", err);
-			return -1;
-		}
-		/* Not served yet (or leaving just now): make the plan once, then start the container. */
-		int lock = lock_file(lockfile, 0);
-		if (lock < 0) {
-			fprintf(stderr, "berth: error: cannot lock %s: %s\n", lockfile, strerror(errno));
-			return -1;
-		}
-		int made = access(planfile, R_OK) == 0 ? 0 : run(cmd.argv, cmd.env, NULL, 0);
-		if (made != 0)
-			unlink(lockfile); /* nothing will be served: leave nothing behind */
-		close(lock);
-		if (made != 0)
-			return -1; /* berth printed why */
-		char *argv[] = { conf.helper, "--step-server", planfile, stepdir, NULL };
-		if (run(argv, environ, NULL, 0) != 0)
-			return -1; /* the helper printed why */
-	}
+	/* The plan, made once under the step's lock (a task that finds it skips Node altogether). */
+	int lock = lock_file(lockfile, 0);
+	if (lock < 0)
+		task_fail("cannot lock %s: %s", lockfile, strerror(errno));
+	int made = access(planfile, F_OK) == 0 ? 0 : run(cmd.argv, cmd.env, NULL, 0);
+	if (made != 0)
+		unlink(lockfile); /* nothing will be served: leave nothing behind */
+	close(lock);
+	if (made != 0)
+		_exit(BERTH_EXIT_SETUP); /* berth printed why */
 	free(cmd.env);
-	char cwd[4096] = "/";
-	if (apply_plan(sp, planfile, cwd, sizeof cwd) != 0)
-		return -1;
-	if (chdir(cwd) != 0) {
-		fprintf(stderr, "berth: error: cannot enter %s inside the container: %s\n", cwd, strerror(errno));
-		return -1;
-	}
+	struct plan_env pe;
+	read_plan_env(planfile, t.uid, &pe);
+	struct starter starter = { &cmd, planfile, stepdir };
+	if (join_step(sock, start_step_container, &starter, err, sizeof err) != 0)
+		task_fail("%s", err);
+	apply_plan_env(sp, &pe);
+	if (chdir(pe.cwd) != 0)
+		task_fail("cannot enter %s inside the container: %s", pe.cwd, strerror(errno));
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
+		task_fail("cannot set no_new_privs: %s", strerror(errno));
 	return 0;
 }

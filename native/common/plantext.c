@@ -34,8 +34,13 @@ char *plan_unescape(const char *s)
 
 int lock_file(const char *path, int nonblock)
 {
+	return lock_file_at(AT_FDCWD, path, nonblock);
+}
+
+int lock_file_at(int dirfd, const char *path, int nonblock)
+{
 	for (;;) {
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		int fd = openat(dirfd, path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return -1;
 		if (flock(fd, LOCK_EX | (nonblock ? LOCK_NB : 0)) != 0) {
@@ -45,7 +50,7 @@ int lock_file(const char *path, int nonblock)
 			return -1;
 		}
 		struct stat held, now;
-		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+		if (fstat(fd, &held) == 0 && fstatat(dirfd, path, &now, 0) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
 			return fd;
 		close(fd);
 	}
@@ -75,6 +80,12 @@ int join_container(const char *sock, char *err, size_t errsize)
 			close(fd);
 		snprintf(err, errsize, "no container is served at %s: %s", sock, strerror(e));
 		errno = e == ENOENT ? ENOENT : ECONNREFUSED;
+		return -1;
+	}
+	if (!peer_is_self(fd)) {
+		close(fd);
+		snprintf(err, errsize, "the container server at %s is not yours; refusing its namespaces", sock);
+		errno = EPERM;
 		return -1;
 	}
 	char byte, ctl[CMSG_SPACE(2 * sizeof(int))];
@@ -109,4 +120,25 @@ unsigned long long fnv1a(unsigned long long h, const char *s)
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
 	return (h ^ 0xff) * 0x100000001b3ULL; /* a terminator, so that "ab"+"c" differs from "a"+"bc" */
+}
+
+int peer_is_self(int sock)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	return getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == getuid();
+}
+
+int join_step(const char *sock, int (*start)(void *ctx), void *ctx, char *err, size_t errsize)
+{
+	for (int tries = 0;; tries++) {
+		if (join_container(sock, err, errsize) == 0)
+			return 0;
+		if (errno == EPERM || tries == 4)
+			return -1; /* not ours, or not joinable: starting another would not help */
+		if (start(ctx) != 0) {
+			snprintf(err, errsize, "the step's container did not start (see above)");
+			return -1;
+		}
+	}
 }

@@ -14,6 +14,9 @@ char *plan_unescape(const char *s);
 /* flock(LOCK_EX) on a lock file that its holder may unlink: retried until the file held is
  * the one at the path. Returns the fd, or -1 with errno set (EWOULDBLOCK when nonblock). */
 int lock_file(const char *path, int nonblock);
+/* The same, relative to a directory fd: a server that no longer sees the path (a step server
+ * inside its container) still locks by the directory it opened before. */
+int lock_file_at(int dirfd, const char *path, int nonblock);
 
 /* Where a Slurm step's container lives on this node, under the user's runtime directory:
  * one per step, or per job and --container-name. */
@@ -23,6 +26,16 @@ void step_dir(char *out, size_t size, const char *runtime, const char *job, cons
  * them out): afterwards this process sees the container's root. Returns 0, or -1 with a
  * message in err (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
 int join_container(const char *sock, char *err, size_t errsize);
+
+/* The one join path of the plugin's tasks and `berth srun`'s: joins the step's container at
+ * SOCK, calling start(ctx) to have it started when none answers, or when the one there is
+ * leaving just now; a few tries. Returns 0, or -1 with a message in err. */
+int join_step(const char *sock, int (*start)(void *ctx), void *ctx, char *err, size_t errsize);
+
+/* Whether the process at the other end of a connected unix socket is this process's user. A
+ * server of another user would hand us its namespaces: its root, its binaries (and root, who
+ * may enter anyone's user namespace, would run them). */
+int peer_is_self(int sock);
 
 /* FNV-1a of a string, chained from h (start with FNV1A_BASIS): keys for stamps and plan files. */
 #define FNV1A_BASIS 0xcbf29ce484222325ULL

@@ -92,6 +92,8 @@ int probe(void);
 
 /* main.c */
 void check_runtime_dir(const char *base);
+/* A plan file, opened only when it is the caller's own and no one else could have written it. */
+int open_plan_file(const char *path);
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "helper.h"
+#include "../common/trusted.h"
 
 static void vreport(const char *fmt, va_list ap, int err)
 {
@@ -74,14 +75,24 @@ pid_t fork_orphan(void)
 	return pid;
 }
 
-/* The runtime directory holds the image servers' sockets and locks: it must be the user's own. */
+/* The runtime directory holds the image servers' sockets and locks and the steps' plans: it
+ * must be the user's own, and so must every directory on the way to it (trusted.h). */
 void check_runtime_dir(const char *base)
 {
-	struct stat st;
-	if (mkdir(base, 0700) != 0 && errno != EEXIST)
-		fail_errno("cannot create the runtime directory %s", base);
-	if (lstat(base, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
-		fail("the runtime directory %s must be a directory of yours with mode 0700; remove it or set BERTH_RUNTIME_DIR", base);
+	char err[1024];
+	int fd = open_private_dir(base, getuid(), 1, err, sizeof err);
+	if (fd < 0)
+		fail("cannot use the runtime directory: %s; remove it, or set BERTH_RUNTIME_DIR (runtime_dir= for the Slurm plugin) to a directory of yours", err);
+	close(fd);
+}
+
+int open_plan_file(const char *path)
+{
+	char err[1024];
+	int fd = open_owned_file(path, getuid(), err, sizeof err);
+	if (fd < 0)
+		fail("refusing the plan: %s", err);
+	return fd;
 }
 
 noreturn void exec_in_container(const struct plan *p)
@@ -131,8 +142,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int plan_fd = 3;
-	if (argc == 2 && (plan_fd = open(argv[1], O_RDONLY | O_CLOEXEC)) < 0)
-		fail_errno("cannot open the plan %s", argv[1]);
+	if (argc == 2)
+		plan_fd = open_plan_file(argv[1]);
 	struct plan p;
 	plan_read(plan_fd, &p);
 	if (access(p.image, R_OK) != 0)

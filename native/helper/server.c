@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,6 +63,17 @@ static int lock_path(const char *path, int nonblock)
 	return fd;
 }
 
+/* A running server's own lock, through the directory it opened at its start. */
+static int server_lock(const struct server_paths *sp)
+{
+	int fd = lock_file_at(sp->parentfd, strrchr(sp->lock, '/') + 1, 1);
+	if (fd < 0 && errno != EWOULDBLOCK)
+		fail_errno("cannot open the lock %s", sp->lock);
+	return fd;
+}
+
+static const char *p_runtime = "";
+
 static int connect_to(const char *path)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -71,8 +83,11 @@ static int connect_to(const char *path)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		fail_errno("cannot create a socket");
-	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
+	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+		if (!peer_is_self(fd))
+			fail("the image server at %s is not yours; refusing its namespaces (remove the runtime directory %s)", path, p_runtime);
 		return fd;
+	}
 	close(fd);
 	return -1;
 }
@@ -240,7 +255,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			break;
 		if (ready == 0 && n == 0) {
 			/* Idle: leave, unless a client is connecting right now (it holds the lock). */
-			int lock = lock_path(sp->lock, 1);
+			int lock = server_lock(sp);
 			if (lock < 0)
 				continue;
 			struct pollfd pending = { .fd = listener, .events = POLLIN };
@@ -272,7 +287,8 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			struct ucred cred;
 			socklen_t len = sizeof cred;
 			int pidfd = -1;
-			if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && n < MAX_CLIENTS)
+			/* Only the server's own user gets its namespaces (the socket's mode says so too). */
+			if (c >= 0 && getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == getuid() && n < MAX_CLIENTS)
 				pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 			if (pidfd >= 0) {
 				clients[n++] = (struct client){ pidfd, cred.pid, c, -1 };
@@ -284,7 +300,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	}
 	for (size_t i = 0; i < n; i++)
 		drop_client(sp, &clients[i]);
-	shut_down(sp, se, lock_path(sp->lock, 1));
+	shut_down(sp, se, server_lock(sp));
 }
 
 /* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error
@@ -299,6 +315,10 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	dup2(report, STDERR_FILENO);
 	close_range(3, ~0U, 0);
 	enter_user_namespace(p->fakeroot);
+	/* Not dumpable (once its maps are written: that needs /proc/self to be its own): no
+	 * container, even a --fakeroot one with every capability in this user namespace, may reach
+	 * this process's root, memory or fds through /proc, since its mm belongs to the host's. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	/* Slave, not private: the host's later mounts (autofs homes, scratch) still show up. */
 	if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot make the image server's mounts private");
@@ -361,6 +381,7 @@ void start_detached(const struct plan *p, const struct server_paths *sp, become_
 
 int attach_image(const struct plan *p, struct server_paths *sp)
 {
+	p_runtime = p->runtime;
 	key_paths(p, sp);
 	int lock = lock_path(sp->lock, 0);
 	int sock = connect_to(sp->sock);

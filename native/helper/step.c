@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -68,10 +69,10 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	open_server_dirs(&sp);
 	int listener = listen_on(sp.sock);
 	/* Its pid, for the job epilog that stops named containers when the job ends. */
-	FILE *pidfile = fopen(strcat(strcpy((char[4300]){ 0 }, sp.dir), "/pid"), "we");
-	if (pidfile) {
-		fprintf(pidfile, "%d\n", getpid());
-		fclose(pidfile);
+	int pidfile = openat(sp.dirfd, "pid", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (pidfile >= 0) {
+		dprintf(pidfile, "%d\n", getpid());
+		close(pidfile);
 	}
 	struct server_paths image;
 	int server = attach_image(p, &image);
@@ -94,6 +95,10 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	dup2(devnull, STDOUT_FILENO);
 	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: ready */
 	signal(SIGPIPE, SIG_IGN);
+	/* As an image server (server.c): out of its containers' reach through /proc. Only now: an
+	 * image server it started had to write its own uid_map, which a non-dumpable parent's
+	 * children cannot. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	serve(&sp, NULL, listener, p->steplinger);
 }
 
@@ -122,23 +127,38 @@ static void ensure_step_server(const struct plan *p, const struct server_paths *
 	close(lock);
 }
 
-static void read_plan_file(const char *planfile, struct plan *p)
+/* Whether `path` sits directly in the directory `dir`. */
+static int directly_in(const char *path, const char *dir)
 {
-	int fd = open(planfile, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fail_errno("cannot open the plan %s", planfile);
-	plan_read(fd, p);
+	const char *slash = strrchr(path, '/');
+	return slash && (size_t)(slash - path) == strlen(dir) && strncmp(path, dir, strlen(dir)) == 0 && slash[1];
 }
 
 int step_server_main(const char *planfile, const char *stepdir)
 {
 	struct plan p;
-	read_plan_file(planfile, &p);
+	plan_read(open_plan_file(planfile), &p);
+	/* The plan names its runtime directory; it is believed only where the plan itself lies
+	 * there, and that directory is then proven the caller's. */
+	if (!directly_in(planfile, p.runtime) || !directly_in(stepdir, p.runtime))
+		fail("refusing the plan %s: its runtime directory is %s, where neither it nor the step directory %s lies", planfile, p.runtime, stepdir);
 	check_runtime_dir(p.runtime);
 	p.scope = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : (char *)stepdir;
 	struct server_paths sp;
 	step_paths(stepdir, &sp);
 	ensure_step_server(&p, &sp);
+	return 0;
+}
+
+/* join_step's `start`: the step's container, unless one is served (a failure exits). */
+struct step_start {
+	const struct plan *p;
+	const struct server_paths *sp;
+};
+static int start_step(void *ctx)
+{
+	struct step_start *s = ctx;
+	ensure_step_server(s->p, s->sp);
 	return 0;
 }
 
@@ -169,14 +189,9 @@ noreturn void join_main(char **argv)
 	struct server_paths sp;
 	step_paths(stepdir, &sp);
 	char err[1024];
-	/* A container leaving just as this task arrives is started anew. */
-	for (int tries = 0;; tries++) {
-		ensure_step_server(&p, &sp);
-		if (join_container(sp.sock, err, sizeof err) == 0)
-			break;
-		if (tries == 4)
-			fail("%s", err);
-	}
+	struct step_start start = { &p, &sp };
+	if (join_step(sp.sock, start_step, &start, err, sizeof err) != 0)
+		fail("%s", err);
 	/* The task's own environment (its rank, its PMI), less what the plan unsets or sets, plus the plan's. */
 	char **env = NULL;
 	size_t n = 0;

@@ -53,10 +53,11 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /**
  * Host variables that never enter the container: they describe the host's files (PATH,
  * the loader's LD_* variables, Python's and the module system's paths) and would break or
- * subvert the image's own programs. The image's values, or --env, apply instead.
+ * subvert the image's own programs. The image's values, or --env, apply instead. Nor do
+ * berth's own (its configuration, BERTH_REGISTRY_PASSWORD): they are for berth, not the job.
  */
 export const ENV_DENY = [
-  /^PATH$/, /^LD_/, /^PYTHONHOME$/, /^BASH_ENV$/, /^ENV$/, /^BASH_FUNC_/, /^PROMPT_COMMAND$/,
+  /^BERTH_/, /^PATH$/, /^LD_/, /^PYTHONHOME$/, /^BASH_ENV$/, /^ENV$/, /^BASH_FUNC_/, /^PROMPT_COMMAND$/,
   /^PWD$/, /^OLDPWD$/, /^SHLVL$/, /^_$/, /^MODULEPATH/, /^MODULESHOME$/, /^LOADEDMODULES$/, /^_LMFILES_/, /^LMOD_/,
 ];
 

@@ -14,7 +14,7 @@ import { push, startRegistry, type Registry } from '../registry.js';
 let work: string;
 let registry: Registry;
 const img = (name: string) => path.join(work, `${name}.sqsh`);
-const runtime = `/tmp/berth-${userInfo().uid}`;
+const runtime = `/run/berth/${userInfo().uid}`;
 const env = (more: Record<string, string> = {}) => ({ ...process.env, BERTH_CACHE_DIR: path.join(work, 'cache'), ...more });
 const srun = (...args: string[]) => run('srun', args, { cwd: work, env: env() });
 
@@ -141,14 +141,14 @@ describe('the SPANK plugin', () => {
     expect(out[3]).toBe('plans: 2');
   });
 
-  it("stages the image to the nodes with sbcast where the site says so (stage_dir), once per job, and removes it after", async () => {
+  it("stages the image to the nodes with sbcast where the site says so (stage_dir), once per job that names it, and removes it after", async () => {
     const stage = path.join(path.dirname(process.env.SLURM_CONF!), '../stage');
     const script = path.join(work, 'staged.sh');
     writeFileSync(script, [
       '#!/bin/bash',
-      `#SBATCH -N2 -n2 -o ${work}/staged.out`,
-      `srun --container-image=${img('busybox')} cat /etc/motd`,
-      `srun --container-image=${img('busybox')} true`,
+      `#SBATCH -N2 -n2 -o ${work}/staged.out --container-image=${img('busybox')}`,
+      'srun cat /etc/motd',
+      'srun true',
       `ls ${stage} | grep "^berth-$SLURM_JOB_ID-"`,
       `grep -h "^image " ${runtime}/plan-$SLURM_JOB_ID-*`,
       '',
@@ -156,9 +156,13 @@ describe('the SPANK plugin', () => {
     const r = await run('sbatch', ['--wait', '--parsable', script], { cwd: work, env: env() });
     expect(r.code).toBe(0);
     const job = r.stdout.trim();
-    const staged = path.join(stage, `berth-${job}-busybox.sqsh`);
-    expect(readFileSync(path.join(work, 'staged.out'), 'utf8')).toBe(
-      `from the image\nfrom the image\nberth-${job}-busybox.sqsh\n${`image ${staged}\n`.repeat(2)}`);
+    // Named by the job, the user, a token drawn at submission (no one can plant it ahead) and the image.
+    const name = new RegExp(`^berth-${job}-${userInfo().uid}-[0-9a-f]{32}-busybox\\.sqsh$`);
+    const [motd1, motd2, listed, ...plans] = readFileSync(path.join(work, 'staged.out'), 'utf8').trim().split('\n');
+    expect([motd1, motd2]).toEqual(['from the image', 'from the image']);
+    expect(listed).toMatch(name);
+    const staged = path.join(stage, listed!);
+    expect(plans).toEqual([`image ${staged}`, `image ${staged}`]);
     await until(() => !existsSync(staged), 15_000);
     expect(existsSync(staged)).toBe(false);
   });
