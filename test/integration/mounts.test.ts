@@ -4,7 +4,7 @@
 // a read-only bind is read-only all the way down, its submounts (and /sys's) included.
 // Images: test/fixtures/hostile_layers.py (hand-made layers), converted by berth.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,6 +71,18 @@ describe('symlinks in the image never lead the helper out of the root (#11)', ()
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe(`hello from src\n${HOME}/pwned-data\n`);
     expect(inHome()).toEqual([]);
+  });
+
+  it('a missing target named directly in your home, with no symlink on the way, is still made there', async () => {
+    const dir = path.join(HOME, `berth-mounts-direct-${process.pid}`);
+    try {
+      const r = await b(['exec', '--bind', `${src}:${dir}/in`, img('symlinks'), 'cat', `${dir}/in/hello`]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('hello from src\n');
+      expect(existsSync(path.join(dir, 'in'))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('symlinks that stay inside the image keep working: a bind through one, a dangling /etc/resolv.conf', async () => {
