@@ -8,7 +8,7 @@
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, lstatSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
+import { createReadStream, createWriteStream, fchmodSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -63,9 +63,9 @@ export interface BlobFetch {
  */
 export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFetch, what: string, progress: (n: number) => void = () => {}): Promise<string> {
   const final = path.join(dir.root, 'blobs', 'sha256', hexOf(digest));
-  if (await cachedBlob(dir, final, digest)) return final;
+  if (await cachedBlob(dir, final, digest, false)) return final;
   return withLock(`${final}.lock`, async () => {
-    if (await cachedBlob(dir, final, digest)) return final; // another process fetched it meanwhile
+    if (await cachedBlob(dir, final, digest, true)) return final; // another process fetched it meanwhile
     const partial = `${final}.partial`;
     for (let attempt = 0; ; attempt++) {
       const have = statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
@@ -84,6 +84,7 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
         'the registry or something between is corrupting or tampering with the image; nothing was cached. Report it to the registry\'s admins.');
     }
     const fd = openSync(partial, 'r');
+    fchmodSync(fd, 0o644); // a .partial from an older berth under umask 002 was group-writable
     fsyncSync(fd);
     closeSync(fd);
     renameSync(partial, final);
@@ -94,18 +95,22 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
 /**
  * Whether the cached blob at `file` is one to use: believed by trust.ts's rules and, hashed again
  * through the descriptor that was checked, still `digest` (a disk error, or a file put there by
- * hand). One that is not is removed, with a warning, and downloaded again.
+ * hand). One that is not is, under the blob's lock (`repair`), removed with a warning, to be
+ * downloaded again; without the lock it is left alone, as another process may be replacing it.
  */
-async function cachedBlob(dir: BlobDir, file: string, digest: string): Promise<boolean> {
+async function cachedBlob(dir: BlobDir, file: string, digest: string, repair: boolean): Promise<boolean> {
   const opened = openTrusted(file, dir.trust);
   if (!opened) return false;
+  let doubt: Doubt;
   if ('doubt' in opened) {
-    dir.warn(opened.doubt, 'downloading it again');
+    doubt = opened.doubt;
   } else {
     const actual = await hashFile(file, opened.fd);
     if (actual === digest) return true;
-    dir.warn({ path: file, owner: opened.st.uid, mode: opened.st.mode, why: `has digest ${actual}`, fix: 'it is damaged' }, 'downloading it again');
+    doubt = { path: file, owner: opened.st.uid, mode: opened.st.mode, why: `has digest ${actual}`, fix: 'it is damaged' };
   }
+  if (!repair) return false;
+  dir.warn(doubt, 'downloading it again');
   unlinkSync(file); // the directory is the user's own (BlobDir), so this removes nothing of anyone else's
   return false;
 }

@@ -170,16 +170,25 @@ export class Caches {
       const c = checkDirPath(dir, this.trust);
       if (c.doubt) doubts.push(c.doubt);
       if (c.doubt || c.missing) continue;
-      for (const name of readdirSync(dir).filter((n) => /^[0-9a-f]{64}\.sqsh$/.test(n)).sort()) {
-        images.push(await this.listed(path.join(dir, name), cache));
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch (e: unknown) {
+        doubts.push({ path: dir, owner: undefined, mode: undefined, why: `cannot be listed (${messageOf(e)})`, fix: 'check its permissions' });
+        continue;
+      }
+      for (const name of names.filter((n) => /^[0-9a-f]{64}\.sqsh$/.test(n)).sort()) {
+        const listed = await this.listed(path.join(dir, name), cache);
+        if (listed) images.push(listed);
       }
     }
     return { images, doubts };
   }
 
-  private async listed(file: string, cache: CacheKind): Promise<CachedImage> {
+  private async listed(file: string, cache: CacheKind): Promise<CachedImage | undefined> {
     const manifestDigest = `sha256:${path.basename(file, '.sqsh')}`;
-    const st = lstatSync(file);
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    if (!st) return undefined; // removed since the listing
     const base = { path: file, cache, manifestDigest, size: st.size, mtime: st.mtime };
     const read = await this.readImage(file);
     if (!read) return { ...base, source: undefined };

@@ -20,11 +20,11 @@ export interface Trust {
   owners: ReadonlySet<number>;
 }
 
-/** Why a path is not believed: what it is, whose, its mode, why, and what to do. */
+/** Why a path is not believed: what it is, whose, its mode (when it could be seen), why, and what to do. */
 export interface Doubt {
   path: string;
-  owner: number;
-  mode: number;
+  owner: number | undefined;
+  mode: number | undefined;
   why: string;
   fix: string;
 }
@@ -67,14 +67,31 @@ export function modeText(mode: number): string {
 
 /** One line: the path, its owner and mode, why it is not used. */
 export function describeDoubt(d: Doubt): string {
-  return `${d.path} (owner ${ownerName(d.owner)}, mode ${modeText(d.mode)}) ${d.why}`;
+  const seen = d.owner === undefined || d.mode === undefined ? '' : ` (owner ${ownerName(d.owner)}, mode ${modeText(d.mode)})`;
+  return `${d.path}${seen} ${d.why}`;
 }
 
 function doubt(p: string, st: Stats, why: string, fix: string): Doubt {
   return { path: p, owner: st.uid, mode: st.mode, why, fix };
 }
 
-const ASK_OWNER = 'only files of yours, root\'s or the site cache owner\'s are used: remove it, or ask its owner or an admin to';
+const ASK_OWNER = 'only what you, root or the site cache\'s owner (cache.site-owner) own is used: remove it, or ask its owner or an admin to';
+
+/** A path that could not even be looked at (EACCES in a directory one may not search). */
+function unseen(p: string, e: unknown): Doubt {
+  return { path: p, owner: undefined, mode: undefined, why: `cannot be looked at (${errnoOf(e) ?? (e as Error).message})`, fix: 'check the permissions of the directories above it' };
+}
+
+/** lstat, with ENOENT as undefined and any other failure as a doubt. */
+function look(p: string): Stats | undefined | Doubt {
+  try {
+    return lstatSync(p, { throwIfNoEntry: false });
+  } catch (e: unknown) {
+    return unseen(p, e);
+  }
+}
+
+const isDoubt = (x: Stats | Doubt | undefined): x is Doubt => x !== undefined && 'why' in x;
 
 export function dirDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined {
   if (!st.isDirectory()) return doubt(p, st, 'is not a directory', 'remove it, or set cache.dir elsewhere');
@@ -120,7 +137,9 @@ export function checkDirPath(dir: string, trust: Trust, create?: number): PathCh
       continue;
     }
     const next = path.join(here, name);
-    let st = lstatSync(next, { throwIfNoEntry: false });
+    const seen = look(next);
+    if (isDoubt(seen)) return { doubt: seen, missing: false };
+    let st = seen;
     if (!st) {
       if (create === undefined) return { missing: true };
       st = makeDir(next, create);
@@ -163,7 +182,8 @@ export function openTrusted(file: string, trust: Trust): { fd: number; st: Stats
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (e: unknown) {
     if (errnoOf(e) === 'ENOENT') return undefined;
-    const st = lstatSync(file, { throwIfNoEntry: false });
+    const st = look(file);
+    if (isDoubt(st)) return { doubt: st };
     if (!st) return undefined;
     return { doubt: fileDoubt(file, st, trust) ?? doubt(file, st, `cannot be read (${errnoOf(e) ?? 'error'})`, 'check its permissions') };
   }
