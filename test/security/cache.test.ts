@@ -158,6 +158,21 @@ describe('a cache directory both users can write', () => {
     for (const digest of blobs) expect(sha256(readFileSync(path.join(own, 'berth/blobs/sha256', digest.slice(7))))).toBe(digest);
   });
 
+  it('a blob in the victim\'s own cache that belongs to another user (a restore, an admin\'s cp -a) is not used, but downloaded again', async () => {
+    const own = userDir(VICTIM, 'own');
+    const cache = path.join(own, 'cache');
+    await victimPull({ BERTH_CACHE_DIR: cache });
+    spawnSync('rm', [path.join(cache, 'images', `${hex}.sqsh`)]);
+    const layerBlob = path.join(cache, 'blobs/sha256', blobs[1]!.slice(7));
+    writeFileSync(layerBlob, readFileSync(honestTrojan));
+    const { uid, gid } = account(ATTACKER);
+    chownSync(layerBlob, uid, gid);
+    const pulled = await victimPull({ BERTH_CACHE_DIR: cache });
+    expect(pulled.stderr).toContain(`warning: ignoring ${layerBlob} (owner ${ATTACKER}, mode 0644) belongs to another user`);
+    expect(motdOf(pulled.path)).toBe('from the registry\n');
+    expect(lstatSync(layerBlob).uid).toBe(account(VICTIM).uid);
+  });
+
   it('the victim\'s own cache directory, made first by the attacker in a sticky scratch, is never accepted', async () => {
     const scratch = rootDir('scratch', 0o1777);
     const own = userDir(VICTIM, 'own');
