@@ -4,7 +4,7 @@
 // trust.ts before use, and an image also by the manifest digest in its own metadata, since a
 // file is trusted for what it is, not for where it is (STYLE.md section 10). What fails is
 // skipped with a one-line warning and pulled again into the user's own cache: never used.
-import { closeSync, lstatSync, readdirSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
@@ -69,7 +69,7 @@ export class Caches {
     if (top.doubt || top.missing) return top.doubt;
     // A cache dir of one's own that one made readable (a site cache's owner filling it) keeps
     // its subdirectories readable too; one under a shared root (a sticky /scratch) stays 0700.
-    const st = lstatSync(root);
+    const st = statSync(root); // through a symlink, if it is one: the walk above checked where it leads
     const mode = st.uid === this.trust.self ? 0o700 | (st.mode & 0o055) : 0o700;
     for (const sub of SUBDIRS) {
       const c = checkDirPath(path.join(root, sub), this.trust, create ? mode : undefined);

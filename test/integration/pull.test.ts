@@ -50,7 +50,7 @@ describe('berth pull', () => {
     expect(await listImage(image)).toEqual(await listImage(local));
     const inside = await run(process.execPath, [BERTH, 'run', `docker://${registry.host}/lab/busybox:1.0`, '--', 'cat', '/etc/motd'],
       { env: { ...process.env, BERTH_CACHE_DIR: cache, BERTH_IMAGE_LINGER: '0' } });
-    expect(inside.stdout).toBe('from the image\n');
+    expect(inside.stdout, inside.stderr).toBe('from the image\n');
   });
 
   it('an image pulled before costs one manifest request', async () => {
