@@ -131,9 +131,10 @@ const settingOptions = (cmd: Command) => {
   return cmd;
 };
 const containerOptions = (cmd: Command) => settingOptions(cmd)
-  .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp and /dev/shm')
+  .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp, /dev/shm and PIDs')
   .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
-  .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges')
+  .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
+  .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
   .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
   .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
   .option('--env-file <file>', 'set variables from KEY=VALUE lines')

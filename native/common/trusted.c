@@ -50,8 +50,13 @@ static int walk(const char *path, uid_t uid, int links, char *err, size_t n)
 		return refuse(err, n, "%s is too long", path);
 	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0 || !safe_to_pass(&st, uid))
-		return refuse(err, n, "/ is not owned by root");
+	if (fd < 0 || fstat(fd, &st) != 0 || !safe_to_pass(&st, uid)) {
+		if (fd >= 0)
+			close(fd);
+		/* Inside a user namespace that does not map root, root's files are the overflow uid's. */
+		return refuse(err, n, "/ appears owned by uid %u, not root: berth runs in a user namespace that does not map root, where root's "
+				      "directories cannot be told from other users'; run berth outside it", (unsigned)st.st_uid);
+	}
 	char *save = NULL;
 	for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
 		if (strcmp(c, ".") == 0)

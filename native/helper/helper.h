@@ -9,7 +9,7 @@
 
 #include "../exit_codes.h"
 
-enum op_kind { OP_BIND, OP_TMPFS, OP_SYMLINK, OP_MKDIR, OP_LINE, OP_VERIFY };
+enum op_kind { OP_BIND, OP_TMPFS, OP_PROC, OP_SYMLINK, OP_MKDIR, OP_LINE, OP_VERIFY };
 enum if_missing { MISSING_FAIL, MISSING_SKIP, MISSING_CREATE };
 
 struct op {
@@ -28,6 +28,7 @@ struct plan {
 	char *runtime; /* base directory for this run's private directory */
 	int fakeroot;
 	int writable;
+	int pidns; /* a PID namespace of its own (pidns.c) */
 	char *cwd;
 	char *path; /* PATH used to find argv[0] inside the container */
 	char **env;
@@ -48,6 +49,15 @@ void plan_read(int fd, struct plan *p);
 
 /* userns.c */
 void enter_user_namespace(int fakeroot);
+/* A user namespace nested in the current one, mapping the caller to itself: every mount of the
+ * container becomes locked (mount_namespaces(7)), so even a --fakeroot container, root with
+ * every capability, can no longer remount a read-only bind writable or unmount what covers. */
+void lock_mounts(void);
+
+/* pidns.c: forks into a new PID namespace; returns in the child (its PID 1), while the parent
+ * waits and exits as the container does. run_as_init runs the command as PID 2 and reaps. */
+void enter_pid_namespace(void);
+noreturn void run_as_init(const struct plan *p);
 
 /* fuse.c: mounts the image at mountpoint and serves it, one request per fuse_pump(). */
 struct fuse_session;

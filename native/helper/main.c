@@ -148,24 +148,34 @@ int main(int argc, char **argv)
 	plan_read(plan_fd, &p);
 	if (access(p.image, R_OK) != 0)
 		fail_errno("cannot read the image %s", p.image);
+	if (access("/dev/fuse", F_OK) != 0 && errno == ENOENT)
+		fail("/dev/fuse does not exist on this node; an administrator must load the fuse module (modprobe fuse)");
 	check_runtime_dir(p.runtime);
 
 	struct server_paths sp;
 	int server = attach_image(&p, &sp);
+	/* Named by this process, which the image server follows (in a PID namespace, the one outside). */
+	char base[4400];
+	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
+	if (p.pidns)
+		enter_pid_namespace(); /* from here on, PID 1 of the container's own */
 	/* Our own mount namespace for this container's root, still receiving the host's mounts. */
 	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot create the container's mount namespace");
-	char base[4400];
-	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
 	int statedir = open(sp.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (statedir < 0)
 		fail_errno("cannot open the image server's directory %s", sp.dir);
 	pid_t overlay = build_root(&p, &sp, base);
-	if (overlay)
+	/* In a PID namespace, a fuse-overlayfs ends with it: the kernel kills what PID 1 leaves. */
+	if (overlay && !p.pidns)
 		report_overlay(server, overlay);
 	close(server);
 	verify_libraries(&p, statedir);
 	close(statedir);
+	if (p.fakeroot)
+		lock_mounts();
+	if (p.pidns)
+		run_as_init(&p);
 	/* This process becomes the container: its exit status and signals are the job's own. */
 	exec_in_container(&p);
 }

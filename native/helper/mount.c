@@ -96,6 +96,7 @@ static void do_bind(const struct root *r, const struct op *op)
 	close(fd);
 }
 
+/* A tmpfs, or (OP_PROC) the /proc of the PID namespace this process is PID 1 of (pidns.c). */
 static void do_tmpfs(struct root *r, const struct op *op)
 {
 	char data[256], where[64];
@@ -104,8 +105,9 @@ static void do_tmpfs(struct root *r, const struct op *op)
 	if (fd < 0)
 		return;
 	snprintf(where, sizeof where, "/proc/self/fd/%d", fd);
-	if (mount("tmpfs", where, "tmpfs", flags, data) != 0)
-		op_fail(op, "cannot mount a tmpfs on");
+	const char *type = op->kind == OP_PROC ? "proc" : "tmpfs";
+	if (mount(type, where, type, flags, *data ? data : NULL) != 0)
+		op_fail(op, op->kind == OP_PROC ? "cannot mount the container's own /proc on" : "cannot mount a tmpfs on");
 	close(fd);
 	if ((fd = open_in_root(r->fd, op->target, O_PATH, 0)) < 0)
 		op_fail(op, "cannot open");
@@ -253,7 +255,8 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 		const struct op *op = &p->ops[i];
 		switch (op->kind) {
 		case OP_BIND: do_bind(&r, op); break;
-		case OP_TMPFS: do_tmpfs(&r, op); break;
+		case OP_TMPFS:
+		case OP_PROC: do_tmpfs(&r, op); break;
 		case OP_SYMLINK: do_symlink(&r, op); break;
 		case OP_MKDIR: close(target_fd(&r, op, NODE_DIR)); break;
 		case OP_LINE: do_line(&r, op); break;

@@ -32,7 +32,7 @@ static void push(char ***list, size_t *n, char *item)
 }
 
 static const struct { const char *name; enum op_kind kind; } OP_KINDS[] = {
-	{ "bind", OP_BIND }, { "tmpfs", OP_TMPFS }, { "symlink", OP_SYMLINK },
+	{ "bind", OP_BIND }, { "tmpfs", OP_TMPFS }, { "proc", OP_PROC }, { "symlink", OP_SYMLINK },
 	{ "mkdir", OP_MKDIR }, { "line", OP_LINE }, { "verify", OP_VERIFY },
 };
 static const struct { const char *name; enum if_missing value; } MISSING[] = {
@@ -112,6 +112,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
 		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
+		else if (strcmp(key, "pidns") == 0) p->pidns = strcmp(v, "1") == 0;
 		else if (strcmp(key, "cwd") == 0) p->cwd = v;
 		else if (strcmp(key, "path") == 0) p->path = v;
 		else if (strcmp(key, "env") == 0) push(&p->env, &p->nenv, v);

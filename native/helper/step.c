@@ -89,6 +89,9 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	close(server);
 	verify_libraries(p, statedir);
 	close(statedir);
+	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change. */
+	if (p->fakeroot)
+		lock_mounts();
 	run_init(p);
 	int devnull = open("/dev/null", O_RDWR);
 	dup2(devnull, STDIN_FILENO);

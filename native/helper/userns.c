@@ -64,3 +64,17 @@ void enter_user_namespace(int fakeroot)
 	snprintf(map, sizeof map, "%u %u 1\n", fakeroot ? 0 : gid, gid);
 	write_file("/proc/self/gid_map", map);
 }
+
+void lock_mounts(void)
+{
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+		fail_errno("cannot lock the container's mounts (a nested user namespace)");
+	char map[64];
+	write_file("/proc/self/setgroups", "deny");
+	snprintf(map, sizeof map, "%u %u 1\n", uid, uid);
+	write_file("/proc/self/uid_map", map);
+	snprintf(map, sizeof map, "%u %u 1\n", gid, gid);
+	write_file("/proc/self/gid_map", map);
+}

@@ -24,6 +24,7 @@ export interface RunFlags {
   containall?: boolean;
   writableTmpfs?: boolean;
   fakeroot?: boolean;
+  pid?: boolean;
   cleanenv?: boolean;
   env?: string[];
   envFile?: string;
@@ -66,6 +67,7 @@ export function runOptions(flags: RunFlags, image: { path: string; architecture:
     containall: flags.containall ?? false,
     writableTmpfs: flags.writableTmpfs ?? false,
     fakeroot: flags.fakeroot ?? false,
+    pid: flags.pid ?? false,
     cleanenv: flags.cleanenv ?? false,
     env: [...env, ...(flags.env ?? [])],
     pwd: flags.pwd,

@@ -35,6 +35,8 @@ export interface RunOptions {
   containall: boolean;
   writableTmpfs: boolean;
   fakeroot: boolean;
+  /** A PID namespace of its own (--pid); --fakeroot and --containall imply it. */
+  pid: boolean;
   cleanenv: boolean;
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
@@ -134,9 +136,19 @@ function isUnder(path: string, dirs: string[]): boolean {
   return dirs.some((d) => path === d || path.startsWith(d.endsWith('/') ? d : `${d}/`));
 }
 
+/**
+ * Whether the container gets a PID namespace. --fakeroot's root has every capability in its
+ * user namespace, and without one it could reach the user's other processes' roots through
+ * /proc (their homes, whatever --containall and --no-home left out); --containall promises to
+ * leave the host out. Apptainer's --containall implies --pid too.
+ */
+export const wantsPidNamespace = (opts: RunOptions): boolean => opts.pid || opts.fakeroot || opts.containall;
+
 function systemOps(host: HostFacts, opts: RunOptions): MountOp[] {
   const ops = [
-    op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc'),
+    wantsPidNamespace(opts)
+      ? op('proc', '', '/proc', ['nosuid', 'nodev', 'noexec'], 'create', "system: /proc of the container's own PID namespace")
+      : op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc'),
     op('bind', '/sys', '/sys', ['rbind', 'nosuid', 'nodev', 'noexec', 'ro'], 'create', 'system: /sys'),
     // A minimal /dev: only the devices a job needs, so nothing of the host's shows by accident.
     // GPU and RDMA binding add their devices to the plan explicitly.
@@ -242,6 +254,7 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
     writable: opts.writableTmpfs,
+    pidns: wantsPidNamespace(opts),
     cwd,
     path: env.get('PATH')!,
     env: [...env].map(([k, v]) => `${k}=${v}`),
@@ -263,5 +276,7 @@ export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], step
   const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));
-  return { ...plan, scope: '', linger: 0, env, unset, stepLinger, ...(init.length > 0 ? { init } : {}) };
+  // The tasks join by setns, which cannot put them in a PID namespace: a step shares the node's.
+  const ops = plan.ops.map((o) => (o.kind === 'proc' ? op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc') : o));
+  return { ...plan, scope: '', linger: 0, pidns: false, ops, env, unset, stepLinger, ...(init.length > 0 ? { init } : {}) };
 }

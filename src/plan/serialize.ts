@@ -20,6 +20,7 @@ export function serializePlan(plan: LaunchPlan): string {
     `runtime ${field(plan.runtimeDir)}`,
     `userns ${plan.userns}`,
     `writable ${plan.writable ? 1 : 0}`,
+    `pidns ${plan.pidns ? 1 : 0}`,
     `cwd ${field(plan.cwd)}`,
     `path ${field(plan.path)}`,
     ...plan.env.map((e) => `env ${field(e)}`),

@@ -3,7 +3,7 @@
 // it in the text form of serialize.ts. GPU, MPI and RDMA binding and the Slurm plugin add to
 // or reuse plans; they never need the helper to make decisions.
 
-export type OpKind = 'bind' | 'tmpfs' | 'symlink' | 'mkdir' | 'line' | 'verify';
+export type OpKind = 'bind' | 'tmpfs' | 'proc' | 'symlink' | 'mkdir' | 'line' | 'verify';
 
 /** What the helper does when the target (or a bind's source) does not exist. */
 export type IfMissing = 'fail' | 'skip' | 'create';
@@ -36,6 +36,12 @@ export interface LaunchPlan {
   userns: 'self' | 'root';
   /** --writable-tmpfs: the root stays writable (changes go to a tmpfs and vanish). */
   writable: boolean;
+  /**
+   * A PID namespace of its own, with its own /proc and a small init (--pid, and what --fakeroot
+   * and --containall imply): the container sees no process of the host, so none of their
+   * roots through /proc/PID/root either.
+   */
+  pidns: boolean;
   cwd: string;
   /** Where the helper looks for argv[0]: the container's PATH. */
   path: string;

@@ -22,14 +22,16 @@ const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtimeBase(), BERTH_IMA
  * nor do those of other test files running meanwhile (told apart by their BERTH_RUNTIME_DIR).
  */
 function liveHelpers(): string[] {
+  // Image and step servers are not dumpable (their environ is root's to read): count their directories.
+  const servers = (existsSync(runtimeBase()) ? readdirSync(runtimeBase()) : []).filter((n) => /^img-[^.]+$/.test(n)).map((n) => `server ${n}`);
   const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'pid=,stat=,comm=']).stdout.toString();
   return ps.split('\n').filter((l) => l.includes('berth-helper') && !/^\s*\d+\s+Z/.test(l)).filter((l) => {
     try {
       return readFileSync(`/proc/${l.trim().split(/\s+/)[0]}/environ`, 'latin1').split('\0').includes(`BERTH_RUNTIME_DIR=${runtimeBase()}`);
     } catch {
-      return false; // gone meanwhile
+      return false; // gone meanwhile, or a server
     }
-  });
+  }).concat(servers);
 }
 
 async function until(check: () => boolean, ms: number): Promise<boolean> {
@@ -124,7 +126,7 @@ describe('what jobs depend on', () => {
     const { metadata } = await import('../../src/runtime/image.js').then((m) => m.openImage(img('busybox')));
     const { hostFacts } = await import('../../src/host/user.js');
     const plan = buildPlan(img('busybox'), metadata, { ...hostFacts(env()), cwd: work }, {
-      binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, bindings: [],
+      binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [],
     }, { mode: 'exec', args: ['sh', '-c', 'cat /etc/motd > /dev/null && echo ok'] });
     const planFile = path.join(work, 'plan.txt');
     writeFileSync(planFile, serializePlan(plan));

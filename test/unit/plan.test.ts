@@ -1,6 +1,6 @@
 // buildPlan's rules, without a kernel: command line, environment, mounts, working directory.
 import { describe, expect, it } from 'vitest';
-import { buildPlan, parseBinds, parseEnvFile, type HostFacts, type RunOptions } from '../../src/plan/build.js';
+import { buildPlan, parseBinds, parseEnvFile, stepPlan, type HostFacts, type RunOptions } from '../../src/plan/build.js';
 import { serializePlan } from '../../src/plan/serialize.js';
 import type { ImageMetadata } from '../../src/squashfs/metadata.js';
 
@@ -17,7 +17,7 @@ const host: HostFacts = {
 };
 
 const opts = (o: Partial<RunOptions> = {}): RunOptions => ({
-  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, cleanenv: false, env: [], pwd: undefined, bindings: [], ...o,
+  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [], ...o,
 });
 
 const envOf = (plan: { env: string[] }) => Object.fromEntries(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
@@ -121,14 +121,44 @@ describe('mounts', () => {
 describe('serializePlan', () => {
   it('escapes spaces, newlines and backslashes, fstab-style', () => {
     const text = serializePlan({
-      image: '/a b.sqsh', scope: '', linger: 0, runtimeDir: '/r', userns: 'self', writable: false, cwd: '/', path: '/bin', env: ['A=x y'],
+      image: '/a b.sqsh', scope: '', linger: 0, runtimeDir: '/r', userns: 'self', writable: false, pidns: false, cwd: '/', path: '/bin', env: ['A=x y'],
       argv: ['sh', '-c', 'echo "a\\b"\nexit 1', '-', ''],
       ops: [{ kind: 'bind', source: '/s p', target: '/t', options: ['ro', 'nosuid'], ifMissing: 'create', origin: '--bind /s p' }],
     });
     expect(text).toBe([
-      '# berth-plan v1', 'image /a\\040b.sqsh', 'scope -', 'linger 0', 'runtime /r', 'userns self', 'writable 0', 'cwd /', 'path /bin', 'env A=x\\040y',
+      '# berth-plan v1', 'image /a\\040b.sqsh', 'scope -', 'linger 0', 'runtime /r', 'userns self', 'writable 0', 'pidns 0', 'cwd /', 'path /bin', 'env A=x\\040y',
       'arg sh', 'arg -c', 'arg echo\\040"a\\134b"\\012exit\\0401', 'arg \\055', 'arg -',
       'op bind /s\\040p /t ro,nosuid create --bind\\040/s\\040p', '',
     ].join('\n'));
+  });
+});
+
+describe('isolation that the flags promise (#11)', () => {
+  const exec = { mode: 'exec', args: ['true'] } as const;
+  const procOp = (plan: { ops: { kind: string; target: string }[] }) => plan.ops.find((o) => o.target === '/proc')!.kind;
+
+  it('--fakeroot and --containall get a PID namespace with its own /proc; the default shares the host\'s', () => {
+    for (const o of [{ fakeroot: true }, { containall: true }, { pid: true }]) {
+      const plan = buildPlan('/i', meta(), host, opts(o), exec);
+      expect(plan.pidns).toBe(true);
+      expect(procOp(plan)).toBe('proc');
+      expect(serializePlan(plan)).toMatch(/^pidns 1$/m);
+    }
+    const plain = buildPlan('/i', meta(), host, opts(), exec);
+    expect(plain.pidns).toBe(false);
+    expect(procOp(plain)).toBe('bind');
+  });
+
+  it('a Slurm step shares the node\'s PID namespace (its tasks join by setns)', () => {
+    const step = stepPlan(buildPlan('/i', meta(), host, opts({ fakeroot: true }), exec), host, [], 2);
+    expect(step.pidns).toBe(false);
+    expect(procOp(step)).toBe('bind');
+  });
+
+  it("berth's own variables (credentials, configuration) never enter the container", () => {
+    const h = { ...host, env: { ...host.env, BERTH_REGISTRY_PASSWORD: 'secret', BERTH_CACHE_DIR: '/c', BERTH_RUNTIME_DIR: '/r' } };
+    const env = envOf(buildPlan('/i', meta(), h, opts(), exec));
+    expect(Object.keys(env).filter((k) => k.startsWith('BERTH_'))).toEqual(['BERTH_CONTAINER']);
+    expect(stepPlan(buildPlan('/i', meta(), h, opts(), exec), h, [], 2).unset).toEqual(expect.arrayContaining(['BERTH_REGISTRY_PASSWORD']));
   });
 });

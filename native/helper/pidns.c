@@ -1,0 +1,90 @@
+/* A PID namespace of the container's own (plan line `pidns 1`: --pid, --fakeroot, --containall).
+ * The helper forks into it: its parent stays outside (the image server follows that process,
+ * and the job waits for it), forwards the signals sent to it and exits as the container did;
+ * the child is the namespace's init, PID 1, which mounts the container's own /proc, forks the
+ * command as PID 2, reaps every orphan and forwards signals to the command. As tini does, a
+ * signal that the terminal sent (si_code SI_KERNEL) is not forwarded: the terminal sends it to
+ * the whole foreground process group, the command included, and a second copy would be one
+ * too many. Without an init, PID 1 would ignore SIGTERM and leave zombies. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+static const int FORWARDED[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGCONT, SIGWINCH };
+static volatile pid_t forward_to;
+
+static void forward(int sig, siginfo_t *info, void *ctx)
+{
+	(void)ctx;
+	if (info->si_code != SI_KERNEL && forward_to > 0)
+		kill(forward_to, sig);
+}
+
+static void forward_signals(pid_t to)
+{
+	forward_to = to;
+	struct sigaction sa = { .sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART };
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
+		sigaction(FORWARDED[i], &sa, NULL);
+}
+
+void enter_pid_namespace(void)
+{
+	if (unshare(CLONE_NEWPID) != 0)
+		fail_errno("cannot create the container's PID namespace");
+	pid_t init = fork();
+	if (init < 0)
+		fail_errno("cannot fork the container's init");
+	if (init == 0)
+		return;
+	forward_signals(init);
+	int status;
+	while (waitpid(init, &status, 0) < 0)
+		if (errno != EINTR)
+			fail_errno("cannot wait for the container");
+	if (WIFSIGNALED(status)) {
+		signal(WTERMSIG(status), SIG_DFL);
+		raise(WTERMSIG(status));
+	}
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : BERTH_EXIT_SETUP);
+}
+
+noreturn void run_as_init(const struct plan *p)
+{
+	/* Blocked until the command's pid is known, so that no signal is lost or misdirected. */
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid_t cmd = fork();
+	if (cmd < 0)
+		fail_errno("cannot fork the container's command");
+	if (cmd == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		exec_in_container(p);
+	}
+	/* Out of the command's reach: as root of the namespace it could otherwise ptrace its init. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	forward_signals(cmd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid < 0)
+			fail_errno("cannot wait for the container's command");
+		/* When the command ends, so does the namespace: the kernel kills what is left. */
+		if (pid == cmd)
+			_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	}
+}
