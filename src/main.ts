@@ -2,6 +2,7 @@
 // The berth command line: wiring only. Commands return what goes to stdout; this file prints
 // it, and is the only place that catches errors and exits.
 import { Command, Option } from 'commander';
+import { printableLines } from './cli/terminal.js';
 import { SETTINGS, type Setting } from './config/schema.js';
 import { EXIT, isBerthError, messageOf } from './errors.js';
 
@@ -26,7 +27,8 @@ function run(action: () => Promise<CommandResult>): Promise<void> {
     },
     (e: unknown) => {
       if (isBerthError(e)) {
-        process.stderr.write(`berth: error: ${e.message}\n${e.hint ? `berth: hint: ${e.hint}\n` : ''}`);
+        // A message may quote an image's or a registry's text: escaped, line by line.
+        process.stderr.write(`berth: error: ${printableLines(e.message)}\n${e.hint ? `berth: hint: ${printableLines(e.hint)}\n` : ''}`);
         process.exitCode = e.code === 'USAGE' ? EXIT.usage : EXIT.failure;
       } else {
         process.stderr.write(`berth: internal error: ${messageOf(e)}\n${e instanceof Error && e.stack ? `${e.stack}\n` : ''}` +

@@ -18,6 +18,11 @@ export function printable(text: string): string {
   return String(text).replace(UNSAFE, (c) => NAMED[c] ?? escapeCode(c.charCodeAt(0)));
 }
 
+/** A message of several lines: each line printable, the line breaks kept. */
+export function printableLines(text: string): string {
+  return String(text).split('\n').map(printable).join('\n');
+}
+
 function escapeCode(code: number): string {
   return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
 }
