@@ -102,8 +102,12 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 	if (dir < 0)
 		_exit(0);
 	close(dir);
-	snprintf(pattern, sizeof pattern, "%s/plan-%u-*", runtime, job);
-	remove_matching(pattern);
+	/* The job's plans, and the locks its steps' servers could not take back on their way out. */
+	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock", "%s/img-*-step-%u.*.lock" };
+	for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++) {
+		snprintf(pattern, sizeof pattern, leftovers[i], runtime, job);
+		remove_matching(pattern);
+	}
 	stop_named(runtime, uid, job);
 	_exit(0);
 }

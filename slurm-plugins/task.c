@@ -298,7 +298,8 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	snprintf(steps, sizeof steps, "%u", t.step);
 	if (req.name && strchr(req.name, '/'))
 		task_fail("--container-name=%s: a name cannot contain '/'", req.name);
-	step_dir(stepdir, sizeof stepdir, t.runtime, jobs, steps, req.name, node);
+	if (step_dir(stepdir, sizeof stepdir, t.runtime, jobs, steps, req.name, node) != 0)
+		task_fail("--container-name=%s is too long for the runtime directory %s", req.name ? req.name : "", t.runtime);
 	struct plan_command cmd;
 	char here[4096] = "/";
 	if (plan_command(sp, image, t.runtime, &cmd) != 0 || !getcwd(here, sizeof here))

@@ -56,12 +56,11 @@ int lock_file_at(int dirfd, const char *path, int nonblock)
 	}
 }
 
-void step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node)
+int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node)
 {
-	if (name && *name)
-		snprintf(out, size, "%s/named-%s-%s-%s", runtime, job, name, node);
-	else
-		snprintf(out, size, "%s/step-%s.%s-%s", runtime, job, step, node);
+	int n = name && *name ? snprintf(out, size, "%s/named-%s-%s-%s", runtime, job, name, node)
+			      : snprintf(out, size, "%s/step-%s.%s-%s", runtime, job, step, node);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 int join_container(const char *sock, char *err, size_t errsize)

@@ -20,7 +20,7 @@ int lock_file_at(int dirfd, const char *path, int nonblock);
 
 /* Where a Slurm step's container lives on this node, under the user's runtime directory:
  * one per step, or per job and --container-name. */
-void step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node);
+int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node); /* -1: too long */
 
 /* Joins the container served at SOCK (its user and mount namespaces, as the step server hands
  * them out): afterwards this process sees the container's root. Returns 0, or -1 with a
