@@ -72,25 +72,29 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!container_task(sp, &t))
 		return 0;
-	char parent[1100], grand[1100];
+	char parent[1100], err[1200];
 	snprintf(parent, sizeof parent, "%s", t.runtime);
 	char *name = strrchr(parent, '/');
 	if (!name || name == parent)
 		return 0;
 	*name++ = '\0';
-	snprintf(grand, sizeof grand, "%s", parent);
-	*strrchr(grand, '/') = '\0';
-	struct stat st;
-	int root_only = 0;
-	if (lstat(parent, &st) != 0 && errno == ENOENT && lstat(*grand ? grand : "/", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
-		mkdir(parent, 0755);
-	if (lstat(parent, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
-		root_only = 1;
-	int dir = root_only ? open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
-	if (dir >= 0 && mkdirat(dir, name, 0700) == 0 && fchownat(dir, name, t.uid, t.gid, AT_SYMLINK_NOFOLLOW) != 0)
+	/* The parent, proven root's alone all the way from / (made in a grandparent that is). */
+	int dir = open_safe_dir(parent, 0, err, sizeof err);
+	if (dir < 0) {
+		char *pname = strrchr(parent, '/');
+		*pname = '\0';
+		int grand = open_safe_dir(*parent ? parent : "/", 0, err, sizeof err);
+		*pname = '/';
+		if (grand < 0)
+			return 0; /* not root's alone: the user's task makes the directory, and proves it */
+		mkdirat(grand, pname + 1, 0755);
+		close(grand);
+		if ((dir = open_safe_dir(parent, 0, err, sizeof err)) < 0)
+			return 0;
+	}
+	if (mkdirat(dir, name, 0700) == 0 && fchownat(dir, name, t.uid, t.gid, AT_SYMLINK_NOFOLLOW) != 0)
 		task_fail("cannot give %s to uid %u: %s", t.runtime, (unsigned)t.uid, strerror(errno));
-	if (dir >= 0)
-		close(dir);
+	close(dir);
 	return 0;
 }
 

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define MAX_LINKS 8
@@ -24,10 +27,42 @@ int format(char *out, size_t size, const char *fmt, ...)
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* Root's or uid's, and no one else can rename what it holds. */
-static int safe_to_pass(const struct stat *st, uid_t uid)
+#define FUSE_SUPER_MAGIC 0x65735546
+
+/* On a FUSE mount, owners and modes are whatever its server says: such a mount is believed only
+ * when root or uid made it (its user_id= in mountinfo). fusermount3 is setuid: any user can
+ * mount one, and with user_allow_other in /etc/fuse.conf, others see it. */
+static int mounted_by_trusted(int fd, const struct stat *st, uid_t uid)
 {
-	return (st->st_uid == 0 || st->st_uid == uid) && (!(st->st_mode & 022) || (st->st_mode & S_ISVTX));
+	struct statfs fs;
+	if (fstatfs(fd, &fs) != 0)
+		return 0;
+	if (fs.f_type != FUSE_SUPER_MAGIC)
+		return 1;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int ok = 0;
+	while (f && getline(&line, &cap, f) > 0) {
+		unsigned maj, min;
+		const char *opts = strstr(line, " - ");
+		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 || maj != major(st->st_dev) || min != minor(st->st_dev) || !opts)
+			continue;
+		const char *user = strstr(opts, "user_id=");
+		unsigned owner;
+		ok = user && sscanf(user, "user_id=%u", &owner) == 1 && (owner == 0 || owner == (unsigned)uid);
+		break;
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	return ok;
+}
+
+/* Root's or uid's, and no one else can rename what it holds. */
+static int safe_to_pass(int fd, const struct stat *st, uid_t uid)
+{
+	return (st->st_uid == 0 || st->st_uid == uid) && (!(st->st_mode & 022) || (st->st_mode & S_ISVTX)) && mounted_by_trusted(fd, st, uid);
 }
 
 static int refuse(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -50,7 +85,7 @@ static int walk(const char *path, uid_t uid, int links, char *err, size_t n)
 		return refuse(err, n, "%s is too long", path);
 	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0 || !safe_to_pass(&st, uid)) {
+	if (fd < 0 || fstat(fd, &st) != 0 || !safe_to_pass(fd, &st, uid)) {
 		if (fd >= 0)
 			close(fd);
 		/* Inside a user namespace that does not map root, root's files are the overflow uid's. */
@@ -100,10 +135,12 @@ static int walk(const char *path, uid_t uid, int links, char *err, size_t n)
 			close(fd);
 			return refuse(err, n, "%s is not a directory", seen);
 		}
-		if (!safe_to_pass(&st, uid)) {
+		if (!safe_to_pass(fd, &st, uid)) {
+			int fuse = !mounted_by_trusted(fd, &st, uid);
 			close(fd);
-			return refuse(err, n, "%s is owned by uid %u with mode %04o: someone other than root and uid %u can replace what it holds",
-				      seen, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)uid);
+			return refuse(err, n, "%s is owned by uid %u with mode %04o%s: someone other than root and uid %u can replace what it holds",
+				      seen, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), fuse ? " on a FUSE mount another user made" : "",
+				      (unsigned)uid);
 		}
 	}
 	return fd;
@@ -130,6 +167,11 @@ static int parent_of(const char *path, uid_t uid, char *name, size_t namesize, c
 	return walk(dir, uid, 0, err, n);
 }
 
+int open_safe_dir(const char *path, uid_t uid, char *err, size_t n)
+{
+	return walk(path, uid, 0, err, n);
+}
+
 int open_private_dir(const char *path, uid_t uid, int create, char *err, size_t n)
 {
 	char name[NAME_MAX + 1];
@@ -150,11 +192,12 @@ int open_private_dir(const char *path, uid_t uid, int create, char *err, size_t 
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) != 0)
 		return refuse(err, n, "%s: %s", path, strerror(fd < 0 ? e : errno));
-	const char *why = S_ISLNK(st.st_mode) ? "is a symbolic link, not a directory"
-			  : !S_ISDIR(st.st_mode)  ? "is not a directory"
-			  : st.st_uid != uid      ? "belongs to someone else"
-			  : (st.st_mode & 077)    ? "is open to others"
-						  : NULL;
+	const char *why = S_ISLNK(st.st_mode)		  ? "is a symbolic link, not a directory"
+			  : !S_ISDIR(st.st_mode)		  ? "is not a directory"
+			  : st.st_uid != uid			  ? "belongs to someone else"
+			  : (st.st_mode & 077)			  ? "is open to others"
+			  : !mounted_by_trusted(fd, &st, uid) ? "is on a FUSE mount another user made"
+							  : NULL;
 	if (why) {
 		close(fd);
 		return refuse(err, n, "%s %s (owner uid %u, mode %04o; it must be uid %u's, mode 0700): another user may have made it to take over yours",
@@ -181,10 +224,13 @@ int open_owned_file(const char *path, uid_t uid, char *err, size_t n)
 		errno = e == ELOOP ? EPERM : e;
 		return -1;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != uid || (st.st_mode & 022)) {
+	/* A second name (st_nlink) could be another user's hard link to some other file of uid's. */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != uid || (st.st_mode & 022) || st.st_nlink != 1 ||
+	    !mounted_by_trusted(fd, &st, uid)) {
 		close(fd);
-		refuse(err, n, "%s is not a file of uid %u's that only they can write (owner uid %u, mode %04o): another user may have placed it",
-		       path, (unsigned)uid, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		refuse(err, n, "%s is not a file of uid %u's that only they can write, under one name, on a file system no other user mounted "
+			       "(owner uid %u, mode %04o, %lu names): another user may have placed it",
+		       path, (unsigned)uid, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned long)st.st_nlink);
 		errno = EPERM;
 		return -1;
 	}

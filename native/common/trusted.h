@@ -16,6 +16,10 @@
  * one else can change anything on them. Returns an O_PATH fd, or -1 with a message in err. */
 int open_private_dir(const char *path, uid_t uid, int create, char *err, size_t errsize);
 
+/* Opens DIR, proven only safe to pass (the rule for the directories on the way above): an
+ * O_PATH fd, or -1 with a message in err. */
+int open_safe_dir(const char *path, uid_t uid, char *err, size_t errsize);
+
 /* Opens the regular file PATH for reading, proven to be uid's: its directory chain as above
  * (the directory itself may be shared but then sticky), the file itself never a symlink, owned
  * by uid and writable by no one else. Returns a read-only fd, or -1 with a message in err and

@@ -9,7 +9,7 @@
 // Once every directory of a path is believed, only trusted owners can change what the path
 // names, so later opens by name (the helper mounting the image) see the file that was checked.
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { BerthError, errnoOf } from '../errors.js';
 
@@ -93,9 +93,35 @@ function look(p: string): Stats | undefined | Doubt {
 
 const isDoubt = (x: Stats | Doubt | undefined): x is Doubt => x !== undefined && 'why' in x;
 
+const FUSE_SUPER_MAGIC = 0x65735546;
+
+/**
+ * On a FUSE mount, owners and modes are whatever its server says: believed only when a trusted
+ * owner made the mount (its user_id= in mountinfo). fusermount3 is setuid, so any user can mount
+ * one, and with user_allow_other in /etc/fuse.conf others see it.
+ */
+function fuseDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined {
+  let type: number;
+  try {
+    type = statfsSync(p).type;
+  } catch {
+    return undefined; // gone meanwhile: the caller's open says so
+  }
+  if (type !== FUSE_SUPER_MAGIC) return undefined;
+  const dev = BigInt(st.dev);
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[2] === `${major}:${minor}`);
+  const owner = /[ ,]user_id=(\d+)/.exec(line?.slice(line.indexOf(' - ')) ?? '')?.[1];
+  if (owner !== undefined && trust.owners.has(Number(owner))) return undefined;
+  return doubt(p, st, `is on a FUSE file system that ${owner === undefined ? 'an unknown user' : `uid ${owner}`} mounted, whose owners and modes are that user's to invent`, ASK_OWNER);
+}
+
 export function dirDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined {
   if (!st.isDirectory()) return doubt(p, st, 'is not a directory', 'remove it, or set cache.dir elsewhere');
   if (!trust.owners.has(st.uid)) return doubt(p, st, 'belongs to another user', ASK_OWNER);
+  const fuse = fuseDoubt(p, st, trust);
+  if (fuse) return fuse;
   if (st.mode & OTHERS_WRITE && !(st.mode & STICKY)) {
     return doubt(p, st, 'can be written by other users', `${st.uid === trust.self ? `chmod go-w ${p}` : 'ask its owner to chmod go-w it'}, or set cache.dir to a directory only you can write`);
   }
@@ -107,7 +133,9 @@ export function fileDoubt(p: string, st: Stats, trust: Trust): Doubt | undefined
   if (!st.isFile()) return doubt(p, st, 'is not a regular file', 'remove it');
   if (!trust.owners.has(st.uid)) return doubt(p, st, 'belongs to another user', ASK_OWNER);
   if (st.mode & OTHERS_WRITE) return doubt(p, st, 'can be written by other users', st.uid === trust.self ? `remove it (berth pulls it again)` : ASK_OWNER);
-  return undefined;
+  // A second name could be another user's hard link to some other file of a trusted owner's.
+  if (st.nlink !== 1) return doubt(p, st, `has ${st.nlink} names (hard links), one of which someone else may have made`, st.uid === trust.self ? 'remove it (berth pulls it again)' : ASK_OWNER);
+  return fuseDoubt(p, st, trust);
 }
 
 export interface PathCheck {
@@ -118,9 +146,8 @@ export interface PathCheck {
 }
 
 /**
- * Checks every directory from / down to `dir` by lstat, following symlinks as the kernel would
- * (a symlink can be changed only by whoever can write the directory it is in, which was
- * checked before it). `create` makes missing directories with that mode (umask permitting) and
+ * Checks every directory from / down to `dir` by lstat, following symlinks as the kernel would,
+ * but only those a trusted owner made (in a sticky directory anyone may add one). `create` makes missing directories with that mode (umask permitting) and
  * accepts one only if it then belongs to this user: never an existing one that another made.
  */
 export function checkDirPath(dir: string, trust: Trust, create?: number): PathCheck {
@@ -146,6 +173,8 @@ export function checkDirPath(dir: string, trust: Trust, create?: number): PathCh
       if (st.uid !== trust.self) return { doubt: doubt(next, st, 'was made by another user just now', ASK_OWNER), missing: false };
     }
     if (st.isSymbolicLink()) {
+      // In a sticky directory anyone may add a name: a link is as good as whoever made it.
+      if (!trust.owners.has(st.uid)) return { doubt: doubt(next, st, 'is a symlink made by another user, who could point it anywhere', 'remove it, or name the directory it should lead to'), missing: false };
       if (++hops > MAX_SYMLINKS) return { doubt: doubt(next, st, 'is one of too many symlinks in a row', 'fix the path'), missing: false };
       const target = readlinkSync(next);
       if (target.startsWith('/')) here = '/';

@@ -98,3 +98,24 @@ describe('files', () => {
     expect(modeText(0o41777)).toBe('1777');
   });
 });
+
+describe('found in review (#11)', () => {
+  it("a symlink in a sticky directory is followed only when a trusted owner made it", () => {
+    const link = path.join('/tmp', `berth-trust-link-${process.pid}`);
+    symlinkSync(made('linked', 0o700), link);
+    try {
+      expect(checkDirPath(link, me)).toEqual({ missing: false });
+      expect(checkDirPath(link, stranger).doubt).toMatchObject({ path: link, why: expect.stringMatching(/symlink made by another user/) });
+    } finally {
+      spawnSync('rm', ['-f', link]);
+    }
+  });
+
+  it('a file with a second name (a hard link someone could have made) is not believed', () => {
+    const file = path.join(made('linkdir', 0o700), 'one');
+    writeFileSync(file, 'x', { mode: 0o644 });
+    expect(fileDoubt(file, lstatSync(file), me)).toBeUndefined();
+    spawnSync('ln', [file, path.join(dir, 'linkdir', 'two')]);
+    expect(fileDoubt(file, lstatSync(file), me)?.why).toMatch(/has 2 names/);
+  });
+});
