@@ -80,7 +80,7 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
 
 /** Pulls into the cache (converting once); reports as convert does. */
 export async function pullToCache(reference: string, flags: PullFlags, mode: ProgressMode): Promise<PullResult> {
-  const parallel = flags.parallel === undefined ? Number(config().values['pull.parallel']) : Number(flags.parallel);
+  const parallel = flags.parallel === undefined ? config().values['pull.parallel'] : Number(flags.parallel);
   if (!Number.isInteger(parallel) || parallel < 1) throw new BerthError('USAGE', `--parallel wants a positive whole number, not '${flags.parallel}'`, 'e.g. --parallel 4');
   const downloads = downloadProgress(mode);
   try {

@@ -2,7 +2,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
-import type { SettingKey, SettingValue } from '../config/schema.js';
+import type { ConfigValues, SettingKey } from '../config/schema.js';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { cdiBinding } from '../host/cdi.js';
@@ -38,13 +38,13 @@ export interface RunFlags {
 }
 
 /** A setting that has a flag: the flag for this container, else the configured value. */
-function setting<T extends SettingValue>(key: SettingKey, flag: T | undefined): T | undefined {
-  return flag ?? (config().values[key] as T | undefined);
+function setting<K extends SettingKey>(key: K, flag: ConfigValues[K] | undefined): ConfigValues[K] {
+  return flag ?? config().values[key];
 }
 
 export function runOptions(flags: RunFlags, image: { path: string; architecture: string }): RunOptions {
   // The site's and user's default binds (run.binds) come first, then --bind.
-  const binds = parseBinds([...(config().values['run.binds'] as string[]), ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  const binds = parseBinds([...(config().values['run.binds']), ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
   for (const b of binds) {
     if (!statSync(b.source, { throwIfNoEntry: false })) {
       throw new BerthError('BIND_SOURCE_MISSING', `--bind ${b.source}: no such file or directory on this node`,
@@ -78,29 +78,29 @@ export function runOptions(flags: RunFlags, image: { path: string; architecture:
 /** What of this node goes into the container: RDMA, GPUs, CDI devices, MPI. */
 export function hostBindings(flags: RunFlags, image: { path: string; architecture: string }): HostBinding[] {
   const c = config().values;
-  const root = c['host.root'] as string;
+  const root = c['host.root'];
   const out: HostBinding[] = [];
-  const rdma = setting<boolean>('run.rdma', flags.rdma);
+  const rdma = setting('run.rdma', flags.rdma);
   if (rdma === true || (rdma === undefined && rdmaDevices(root).length > 0)) {
-    const b = rdmaBinding(root, c['rdma.libraries'] as string[]);
+    const b = rdmaBinding(root, c['rdma.libraries']);
     if (rdma && b.binds.length === 0) {
       throw new BerthError('HOST_MISSING', "--rdma: this node has no libibverbs in its ld.so cache", 'install rdma-core (libibverbs) on the node, or leave out --rdma');
     }
     out.push(b);
   }
-  const grant = gpuGrant(setting<string>('run.gpus', flags.gpus), process.env);
-  const lists = (vendor: string) => ({ libraries: c[`gpu.${vendor}-libraries` as SettingKey] as string[], binaries: c[`gpu.${vendor}-binaries` as SettingKey] as string[] });
+  const grant = gpuGrant(setting('run.gpus', flags.gpus), process.env);
+  const lists = (vendor: 'nvidia' | 'amd') => ({ libraries: c[`gpu.${vendor}-libraries`], binaries: c[`gpu.${vendor}-binaries`] });
   const gpus = [nvidiaBinding(root, grant, lists('nvidia')), amdBinding(root, grant, lists('amd'))].filter((b): b is HostBinding => !!b);
   if (gpus.length === 0 && flags.gpus !== undefined && grant !== 'none') {
     throw new BerthError('HOST_MISSING', `--gpus ${flags.gpus}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
   }
   out.push(...gpus);
-  const devices = [...(c['run.devices'] as string[]), ...(flags.device ?? [])];
-  if (devices.length > 0) out.push(cdiBinding(root, c['cdi.dirs'] as string[], devices));
-  if (setting<boolean>('run.mpi', flags.mpi)) {
+  const devices = [...(c['run.devices']), ...(flags.device ?? [])];
+  if (devices.length > 0) out.push(cdiBinding(root, c['cdi.dirs'], devices));
+  if (setting('run.mpi', flags.mpi)) {
     const files = new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64');
     try {
-      out.push(mpiBinding(root, { library: c['mpi.library'] as string | undefined, allowOlderMinor: c['mpi.allow-older-minor'] === true }, files, process.env));
+      out.push(mpiBinding(root, { library: c['mpi.library'], allowOlderMinor: c['mpi.allow-older-minor'] }, files, process.env));
     } finally {
       files.close();
     }

@@ -1,6 +1,7 @@
 // Every setting berth reads from configuration files, in one table: its YAML key, its type,
-// the environment variable that overrides it, and its default. The loader validates files
-// against it and `berth config` prints it; command-line flags name these settings too.
+// the environment variable that overrides it, and its default. The loader (load.ts) checks
+// files and variables against it into a Config typed per setting; `berth config` prints it;
+// the command-line flags of run/exec/shell are made from it.
 
 export type SettingType = 'path' | 'seconds' | 'count' | 'strings' | 'string' | 'boolean';
 
@@ -8,7 +9,7 @@ export interface Setting {
   type: SettingType;
   /** Environment variable that wins over the files. */
   env?: string;
-  default: string | number | boolean | string[] | undefined;
+  default: string | number | boolean | readonly string[] | undefined;
   describe: string;
   /**
    * The command-line flag of run/exec/shell that sets it for one container (a boolean gets
@@ -17,7 +18,23 @@ export interface Setting {
   flag?: string;
 }
 
-export type SettingValue = string | number | boolean | string[];
+export type SettingTable = Record<string, Setting>;
+
+/** What a setting of each type holds once loaded and checked. */
+interface ValueOfType {
+  path: string;
+  seconds: number;
+  count: number;
+  strings: string[];
+  string: string;
+  boolean: boolean;
+}
+
+/** A setting's value: of its type, or undefined where it has no default. */
+export type SettingValueOf<S extends Setting> = ValueOfType[S['type']] | (undefined extends S['default'] ? undefined : never);
+
+/** The values of a table of settings, each typed by its setting. */
+export type SettingValues<T extends SettingTable> = { -readonly [K in keyof T]: SettingValueOf<T[K]> };
 
 export const SETTINGS = {
   'cache.dir': {
@@ -118,8 +135,11 @@ export const SETTINGS = {
 
 export type SettingKey = keyof typeof SETTINGS;
 
+/** Every setting's value, typed: what code below the configuration's edge reads. */
+export type ConfigValues = SettingValues<typeof SETTINGS>;
+
 /** Settings after loading: what each key is and where that came from. */
 export interface Config {
-  values: { [K in SettingKey]?: SettingValue };
+  values: ConfigValues;
   sources: { [K in SettingKey]?: string };
 }

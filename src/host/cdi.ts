@@ -5,7 +5,7 @@
 // berth does what nvidia-ctk's do (symlinks, library directories); it runs no host program.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { yaml } from '../config/load.js';
+import { yaml } from '../config/yaml.js';
 import { BerthError } from '../errors.js';
 import { onHost } from './libraries.js';
 import { emptyBinding, type HostBinding } from '../plan/types.js';

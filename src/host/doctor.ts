@@ -6,7 +6,6 @@ import { accessSync, constants, mkdirSync, readFileSync, statSync } from 'node:f
 import { release } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
-import type { SettingKey } from '../config/schema.js';
 import { Caches } from '../image/caches.js';
 import { checkDirPath, describeDoubt, ownerName } from '../image/trust.js';
 import { helperPath } from '../runtime/helper.js';
@@ -187,13 +186,13 @@ function guarded(name: string, check: () => Check): Check {
 /** What GPU, MPI and RDMA binding would do on this node. */
 function bindingChecks(): Check[] {
   const c = config().values;
-  const root = c['host.root'] as string;
-  const lists = (vendor: string) => ({ libraries: c[`gpu.${vendor}-libraries` as SettingKey] as string[], binaries: c[`gpu.${vendor}-binaries` as SettingKey] as string[] });
+  const root = c['host.root'];
+  const lists = (vendor: 'nvidia' | 'amd') => ({ libraries: c[`gpu.${vendor}-libraries`], binaries: c[`gpu.${vendor}-binaries`] });
   return [
     guarded('RDMA', () => {
       const devices = rdmaDevices(root);
       if (devices.length === 0) return { name: 'RDMA', verdict: 'ok', detail: 'no /dev/infiniband devices: nothing is bound unless --rdma' };
-      const b = rdmaBinding(root, c['rdma.libraries'] as string[]);
+      const b = rdmaBinding(root, c['rdma.libraries']);
       if (b.verify.length === 0) return { name: 'RDMA', verdict: 'fail', detail: `${devices.length} devices, but no libibverbs in the ld.so cache`, fix: 'install rdma-core (libibverbs1, ibverbs-providers) and run ldconfig' };
       return { name: 'RDMA', verdict: 'ok', detail: `bound by default: ${devices.length} devices, ${b.binds.length} libraries and directories, ${b.verify.length - 2} providers` };
     }),
@@ -209,15 +208,15 @@ function bindingChecks(): Check[] {
     }),
     guarded('MPI', () => {
       try {
-        const mpi = hostMpi(root, { library: c['mpi.library'] as string | undefined, allowOlderMinor: false });
+        const mpi = hostMpi(root, { library: c['mpi.library'], allowOlderMinor: false });
         return { name: 'MPI', verdict: 'ok', detail: `--mpi would use ${mpi.real} (MPICH ABI ${mpi.version.join('.')})` };
       } catch (e: unknown) {
         return { name: 'MPI', verdict: 'warn', detail: (e as Error).message, fix: (e as { hint?: string }).hint };
       }
     }),
     guarded('CDI', () => {
-      const specs = loadCdiSpecs(root, c['cdi.dirs'] as string[]);
-      return { name: 'CDI', verdict: 'ok', detail: specs.length === 0 ? `no specs in ${(c['cdi.dirs'] as string[]).join(', ')}` : `--device can use ${specs.flatMap((s) => s.devices.map((d) => `${s.kind}=${d.name}`)).join(', ')}` };
+      const specs = loadCdiSpecs(root, c['cdi.dirs']);
+      return { name: 'CDI', verdict: 'ok', detail: specs.length === 0 ? `no specs in ${c['cdi.dirs'].join(', ')}` : `--device can use ${specs.flatMap((s) => s.devices.map((d) => `${s.kind}=${d.name}`)).join(', ')}` };
     }),
   ];
 }

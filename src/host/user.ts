@@ -20,7 +20,7 @@ function groupName(gid: number): string | undefined {
 /** Where berth-helper makes its per-run directories: private to the user, ideally a tmpfs. */
 export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
   const configured = config(env).values['runtime.dir'];
-  if (typeof configured === 'string') return configured;
+  if (configured !== undefined) return configured;
   const xdg = env.XDG_RUNTIME_DIR;
   if (xdg && statSync(xdg, { throwIfNoEntry: false })?.isDirectory()) return `${xdg}/berth`;
   return `/tmp/berth-${uid}`;
@@ -32,7 +32,7 @@ export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
  * image warm, short enough that nothing lingers after a job.
  */
 function imageLinger(env: NodeJS.ProcessEnv): number {
-  return Number(config(env).values['images.linger']);
+  return config(env).values['images.linger'];
 }
 
 export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {

@@ -54,3 +54,49 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ BERTH_CONFIG: path.join(dir, 'nope.yaml') }, path.join(dir, 'no-site.yaml'))).toThrow(/BERTH_CONFIG names .*nope\.yaml, which does not exist/);
   });
 });
+
+describe('every problem at once, files and variables alike (#18)', () => {
+  const problems = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e: unknown) {
+      return e as { code: string; message: string; hint?: string };
+    }
+    throw new Error('no error');
+  };
+
+  it('names each wrong value of a file with its line, and each hint', () => {
+    const e = problems(() => parseConfigFile('cache:\n  dir: rel\nimages:\n  linger: -1\npull:\n  paralel: 3\n', 'f.yaml'));
+    expect(e.message.split('\n')).toEqual([
+      '3 problems in the configuration:',
+      "  f.yaml:6: unknown setting 'pull.paralel'",
+      '  f.yaml:2: cache.dir must be an absolute path',
+      '  f.yaml:4: images.linger must be a whole number of seconds, 0 or more',
+    ]);
+    expect(e.hint).toMatch(/f\.yaml:2: e\.g\. dir: \/shared\/berth\n {2}f\.yaml:4: e\.g\. linger: 10/);
+  });
+
+  it('checks environment variables as it checks files: a relative BERTH_HOST_ROOT is refused', () => {
+    const e = problems(() => loadConfig({ BERTH_HOST_ROOT: 'relative/root', XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml')));
+    expect(e).toMatchObject({ code: 'CONFIG_INVALID', message: '$BERTH_HOST_ROOT=relative/root: host.root must be an absolute path', hint: 'e.g. BERTH_HOST_ROOT=/shared/berth' });
+    expect(problems(() => loadConfig({ BERTH_IMAGE_LINGER: 'soon', XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml'))).message)
+      .toBe('$BERTH_IMAGE_LINGER=soon: images.linger must be a whole number of seconds, 0 or more');
+  });
+
+  it('reports the site file, the user file and the environment together', () => {
+    const site = path.join(dir, 'bad-site.yaml');
+    const user = path.join(dir, 'bad-user.yaml');
+    writeFileSync(site, 'pull:\n  parallel: 0\n');
+    writeFileSync(user, 'run:\n  home: maybe\n');
+    const e = problems(() => loadConfig({ BERTH_CONFIG: user, BERTH_RUNTIME_DIR: 'here' }, site));
+    expect(e.message).toContain(`${site}:2: pull.parallel must be a whole number of at least 1`);
+    expect(e.message).toContain(`${user}:2: run.home must be true or false`);
+    expect(e.message).toContain('$BERTH_RUNTIME_DIR=here: runtime.dir must be an absolute path');
+  });
+
+  it('gives each reader its own copy of a list default', () => {
+    const a = loadConfig({ XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml'));
+    a.values['cdi.dirs'].push('/changed');
+    expect(loadConfig({ XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml')).values['cdi.dirs']).toEqual(['/etc/cdi', '/var/run/cdi']);
+  });
+});
