@@ -1,14 +1,11 @@
 // berth run | exec | shell IMAGE ...
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { config } from '../config/load.js';
-import type { ConfigValues, SettingKey } from '../config/schema.js';
+import { checkedFlag, config } from '../config/load.js';
+import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
-import { cdiBinding } from '../host/cdi.js';
-import { amdBinding, gpuGrant, nvidiaBinding } from '../host/gpu.js';
-import { mpiBinding } from '../host/mpi.js';
-import { rdmaBinding, rdmaDevices } from '../host/rdma.js';
+import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
 import { hostFacts } from '../host/user.js';
 import { buildPlan, parseBinds, parseEnvFile, type Command, type HostFacts, type RunOptions } from '../plan/build.js';
 import { serializePlan } from '../plan/serialize.js';
@@ -75,37 +72,40 @@ export function runOptions(flags: RunFlags, image: { path: string; architecture:
   };
 }
 
-/** What of this node goes into the container: RDMA, GPUs, CDI devices, MPI. */
-export function hostBindings(flags: RunFlags, image: { path: string; architecture: string }): HostBinding[] {
-  const c = config().values;
-  const root = c['host.root'];
-  const out: HostBinding[] = [];
-  const rdma = setting('run.rdma', flags.rdma);
-  if (rdma === true || (rdma === undefined && rdmaDevices(root).length > 0)) {
-    const b = rdmaBinding(root, c['rdma.libraries']);
-    if (rdma && b.binds.length === 0) {
-      throw new BerthError('HOST_MISSING', "--rdma: this node has no libibverbs in its ld.so cache", 'install rdma-core (libibverbs) on the node, or leave out --rdma');
-    }
-    out.push(b);
-  }
-  const grant = gpuGrant(setting('run.gpus', flags.gpus), process.env);
-  const lists = (vendor: 'nvidia' | 'amd') => ({ libraries: c[`gpu.${vendor}-libraries`], binaries: c[`gpu.${vendor}-binaries`] });
-  const gpus = [nvidiaBinding(root, grant, lists('nvidia')), amdBinding(root, grant, lists('amd'))].filter((b): b is HostBinding => !!b);
-  if (gpus.length === 0 && flags.gpus !== undefined && grant !== 'none') {
-    throw new BerthError('HOST_MISSING', `--gpus ${flags.gpus}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
-  }
-  out.push(...gpus);
-  const devices = [...(c['run.devices']), ...(flags.device ?? [])];
-  if (devices.length > 0) out.push(cdiBinding(root, c['cdi.dirs'], devices));
-  if (setting('run.mpi', flags.mpi)) {
-    const files = new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64');
-    try {
-      out.push(mpiBinding(root, { library: c['mpi.library'], allowOlderMinor: c['mpi.allow-older-minor'] }, files, process.env));
-    } finally {
-      files.close();
-    }
+/** The image as the bindings see it, its files opened only if one asks. */
+function imageView(image: { path: string; architecture: string }): ImageView & { close(): void } {
+  let files: ImageFiles | undefined;
+  return {
+    ...image,
+    files: () => (files ??= new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64')),
+    close: () => files?.close(),
+  };
+}
+
+/** The values of a binding's flags that the command line gave, by setting, checked as its settings are. */
+function flagsOf(flags: RunFlags, binding: Binding): Partial<ConfigValues> {
+  const byAttribute: Record<string, unknown> = { ...flags };
+  const out: Partial<ConfigValues> = {};
+  const set = <K extends SettingKey>(key: K, value: unknown) => { out[key] = checkedFlag(key, value); };
+  for (const [key, s] of Object.entries(binding.settings) as [SettingKey, Setting][]) {
+    const value = s.flag ? byAttribute[flagAttribute(s.flag)] : undefined;
+    if (value !== undefined) set(key, value);
   }
   return out;
+}
+
+/** What of this node goes into the container: what each binding (src/host/bindings.ts) adds. */
+export function hostBindings(flags: RunFlags, image: { path: string; architecture: string }): HostBinding[] {
+  const values = config().values;
+  const view = imageView(image);
+  try {
+    return ALL_BINDINGS.flatMap((b) => {
+      const { settings, given } = bindingSettings(b, values, flagsOf(flags, b));
+      return b.plan(b.facts(values['host.root'], settings), { settings, given, env: process.env, image: view });
+    });
+  } finally {
+    view.close();
+  }
 }
 
 /** The launch plan for IMAGE (a file, or docker:// pulled through the cache) on this node, and the image's metadata. */

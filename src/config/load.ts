@@ -10,7 +10,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Node } from 'yaml';
 import { BerthError } from '../errors.js';
-import { SETTINGS, type Config, type ConfigValues, type Setting, type SettingKey } from './schema.js';
+import { longFlag, SETTINGS, type Config, type ConfigValues, type Setting, type SettingKey } from './schema.js';
 import { yaml } from './yaml.js';
 
 export const SITE_CONFIG = '/etc/berth/config.yaml';
@@ -202,6 +202,15 @@ function configError(problems: Problem[]): BerthError {
   if (problems.length === 1) return new BerthError('CONFIG_INVALID', problems[0]!.message, problems[0]!.hint);
   return new BerthError('CONFIG_INVALID', `${problems.length} problems in the configuration:\n${problems.map((p) => `  ${p.message}`).join('\n')}`,
     `fix each of them:\n${problems.map((p) => `  ${p.where}: ${p.hint.replace(/\n/g, ' ')}`).join('\n')}`);
+}
+
+/** A flag's value, checked as its setting's values are: the command line is one more place a setting is written. */
+export function checkedFlag<K extends SettingKey>(key: K, value: unknown): ConfigValues[K] {
+  const setting = settingOf(key);
+  const wrong = wrongWith(setting, value);
+  const name = setting.flag ? longFlag(setting.flag) : key;
+  if (wrong) throw new BerthError('USAGE', `${name} ${wrong}`, `e.g. ${name} ${example(setting, 'env')}`);
+  return value as ConfigValues[K];
 }
 
 // ---- load --------------------------------------------------------------------------------

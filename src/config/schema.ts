@@ -1,7 +1,9 @@
 // Every setting berth reads from configuration files, in one table: its YAML key, its type,
-// the environment variable that overrides it, and its default. The loader (load.ts) checks
-// files and variables against it into a Config typed per setting; `berth config` prints it;
-// the command-line flags of run/exec/shell are made from it.
+// the environment variable that overrides it, and its default. berth's own are here; each host
+// binding defines its own beside its code (src/host/rdma.ts ...) and they are joined here. The
+// loader (load.ts) checks files and variables against the table into a Config typed per
+// setting; `berth config` prints it; the command-line flags of run/exec/shell are made from it.
+import { BINDINGS } from '../host/bindings.js';
 
 export type SettingType = 'path' | 'seconds' | 'count' | 'strings' | 'string' | 'boolean';
 
@@ -36,7 +38,8 @@ export type SettingValueOf<S extends Setting> = ValueOfType[S['type']] | (undefi
 /** The values of a table of settings, each typed by its setting. */
 export type SettingValues<T extends SettingTable> = { -readonly [K in keyof T]: SettingValueOf<T[K]> };
 
-export const SETTINGS = {
+/** berth's own settings; each host binding brings its own (src/host/bindings.ts). */
+const BERTH_SETTINGS = {
   'cache.dir': {
     type: 'path', env: 'BERTH_CACHE_DIR', default: undefined,
     describe: 'your own cache of pulled blobs and converted images, which only you may write (default: ~/.cache/berth)',
@@ -73,67 +76,32 @@ export const SETTINGS = {
     type: 'boolean', default: true, flag: '--home',
     describe: 'bind $HOME and the working directory',
   },
-  'run.rdma': {
-    type: 'boolean', default: undefined, flag: '--rdma',
-    describe: "bind the host's InfiniBand/RDMA stack in (default: where /dev/infiniband has devices)",
-  },
-  'run.gpus': {
-    type: 'string', default: undefined, flag: '--gpus <which>',
-    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given)",
-  },
-  'run.mpi': {
-    type: 'boolean', default: false, flag: '--mpi',
-    describe: "replace the image's MPICH-ABI MPI with the host's (see mpi.library)",
-  },
-  'run.devices': {
-    type: 'strings', default: [], flag: '--device <VENDOR/CLASS=NAME>',
-    describe: 'apply a Container Device Interface device from the CDI specs (e.g. nvidia.com/gpu=0); repeatable',
-  },
   'host.root': {
     type: 'path', env: 'BERTH_HOST_ROOT', default: '/',
     describe: "where the node's GPU, MPI and RDMA files are looked for (a tree with its own /etc/ld.so.cache; tests and staged driver trees)",
   },
-  'gpu.nvidia-libraries': {
-    type: 'strings',
-    default: ['libcuda.so', 'libcudadebugger.so', 'libnvidia-ml.so', 'libnvidia-ptxjitcompiler.so', 'libnvidia-nvvm.so',
-      'libnvidia-opencl.so', 'libnvidia-cfg.so', 'libnvidia-allocator.so', 'libnvidia-gpucomp.so', 'libnvidia-pkcs11.so',
-      'libnvidia-pkcs11-openssl3.so', 'libnvcuvid.so', 'libnvidia-encode.so', 'libnvidia-opticalflow.so', 'libnvidia-fbc.so',
-      'libnvidia-ngx.so', 'libnvoptix.so', 'libnvidia-rtcore.so', 'libnvidia-glcore.so', 'libnvidia-tls.so', 'libnvidia-glsi.so',
-      'libnvidia-glvkspirv.so', 'libnvidia-eglcore.so', 'libGLX_nvidia.so', 'libEGL_nvidia.so', 'libGLESv2_nvidia.so',
-      'libGLESv1_CM_nvidia.so', 'libvdpau_nvidia.so'],
-    describe: "the NVIDIA driver's user-space libraries (soname prefixes, found through the ld.so cache), as NVIDIA's container toolkit lists them",
-  },
-  'gpu.nvidia-binaries': {
-    type: 'strings', default: ['nvidia-smi', 'nvidia-debugdump', 'nvidia-persistenced', 'nvidia-cuda-mps-control', 'nvidia-cuda-mps-server'],
-    describe: 'NVIDIA utilities bound into /usr/bin',
-  },
-  'gpu.amd-libraries': {
-    type: 'strings', default: ['libamdhip64.so', 'libhsa-runtime64.so', 'libamd_comgr.so', 'librocm_smi64.so', 'libhsakmt.so', 'libdrm_amdgpu.so'],
-    describe: 'ROCm libraries (soname prefixes, found through the ld.so cache)',
-  },
-  'gpu.amd-binaries': {
-    type: 'strings', default: ['rocm-smi', 'rocminfo'],
-    describe: 'ROCm utilities bound into /usr/bin',
-  },
-  'mpi.library': {
-    type: 'path', default: undefined,
-    describe: "the host MPI's main library for --mpi (default: libmpi.so.12 or libmpich.so.12 from the ld.so cache)",
-  },
-  'mpi.allow-older-minor': {
-    type: 'boolean', default: false,
-    describe: "let --mpi use a host MPI whose ABI minor version is older than the image's",
-  },
-  'rdma.libraries': {
-    type: 'strings', default: [],
-    describe: 'fabric libraries bound in with RDMA: sonames (e.g. libucp.so.0, libfabric.so.1) or absolute paths (e.g. their plugin directories)',
-  },
-  'cdi.dirs': {
-    type: 'strings', default: ['/etc/cdi', '/var/run/cdi'],
-    describe: 'where Container Device Interface specs are read for --device',
-  },
-} as const satisfies Record<string, Setting>;
+} as const satisfies SettingTable;
+
+/** The settings tables of a list of bindings, as one type. */
+type Joined<B> = B extends readonly [{ settings: infer S }, ...infer Rest] ? S & Joined<Rest> : unknown;
+
+/**
+ * Every setting: berth's own, then each binding's, in the order of BINDINGS (the order in which
+ * `berth config` and the commands' help list them). No two may share a key (a unit test checks).
+ */
+export const SETTINGS = Object.assign({}, BERTH_SETTINGS, ...BINDINGS.map((b) => b.settings)) as typeof BERTH_SETTINGS & Joined<typeof BINDINGS>;
 
 export type SettingKey = keyof typeof SETTINGS;
+
+/** A flag's long name: '--bind' of '-B, --bind <spec>'. */
+export function longFlag(flag: string): string {
+  return /--[\w-]+/.exec(flag)![0];
+}
+
+/** Where commander keeps a flag's value in a command's options: its long name in camel case ('--writable-tmpfs': writableTmpfs). */
+export function flagAttribute(flag: string): string {
+  return longFlag(flag).slice(2).replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+}
 
 /** Every setting's value, typed: what code below the configuration's edge reads. */
 export type ConfigValues = SettingValues<typeof SETTINGS>;

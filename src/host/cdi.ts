@@ -5,10 +5,23 @@
 // berth does what nvidia-ctk's do (symlinks, library directories); it runs no host program.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { SettingTable } from '../config/schema.js';
 import { yaml } from '../config/yaml.js';
 import { BerthError } from '../errors.js';
-import { onHost } from './libraries.js';
 import { emptyBinding, type HostBinding } from '../plan/types.js';
+import type { Binding } from './bindings.js';
+import { onHost } from './libraries.js';
+
+export const CDI_SETTINGS = {
+  'run.devices': {
+    type: 'strings', default: [], flag: '--device <VENDOR/CLASS=NAME>',
+    describe: 'apply a Container Device Interface device from the CDI specs (e.g. nvidia.com/gpu=0); repeatable',
+  },
+  'cdi.dirs': {
+    type: 'strings', default: ['/etc/cdi', '/var/run/cdi'],
+    describe: 'where Container Device Interface specs are read for --device',
+  },
+} as const satisfies SettingTable;
 
 interface ContainerEdits {
   env?: string[];
@@ -41,7 +54,7 @@ function readSpec(file: string): CdiSpec {
 }
 
 /** Every spec in the CDI directories (later directories win for the same kind and device). */
-export function loadCdiSpecs(root: string, dirs: string[]): CdiSpec[] {
+export function loadCdiSpecs(root: string, dirs: readonly string[]): CdiSpec[] {
   return dirs.flatMap((dir) => {
     let names: string[];
     try {
@@ -76,8 +89,11 @@ function apply(b: HostBinding, root: string, edits: ContainerEdits | undefined, 
 }
 
 /** The edits of the named devices (VENDOR/CLASS=NAME), merged into one binding. */
-export function cdiBinding(root: string, dirs: string[], names: string[]): HostBinding {
-  const specs = loadCdiSpecs(root, dirs);
+export function cdiBinding(root: string, dirs: readonly string[], names: readonly string[]): HostBinding {
+  return applyDevices(root, loadCdiSpecs(root, dirs), dirs, names);
+}
+
+function applyDevices(root: string, specs: CdiSpec[], dirs: readonly string[], names: readonly string[]): HostBinding {
   const b = emptyBinding();
   const appliedSpecs = new Set<CdiSpec>();
   for (const name of names) {
@@ -99,3 +115,25 @@ export function cdiBinding(root: string, dirs: string[], names: string[]): HostB
   }
   return b;
 }
+
+export interface CdiFacts {
+  root: string;
+  dirs: readonly string[];
+  /** Every spec in the CDI directories, read (and parsed, which may fail) when asked for. */
+  specs(): CdiSpec[];
+}
+
+export const cdi = {
+  name: 'CDI',
+  settings: CDI_SETTINGS,
+  facts: (root, settings) => ({ root, dirs: settings['cdi.dirs'], specs: () => loadCdiSpecs(root, settings['cdi.dirs']) }),
+  plan(facts, { settings }) {
+    const names = settings['run.devices'];
+    return names.length === 0 ? [] : [applyDevices(facts.root, facts.specs(), facts.dirs, names)];
+  },
+  doctor(facts) {
+    const specs = facts.specs();
+    const described = specs.flatMap((s) => s.devices.map((d) => `${s.kind}=${d.name}`));
+    return [{ name: 'CDI', verdict: 'ok', detail: specs.length === 0 ? `no specs in ${facts.dirs.join(', ')}` : `--device can use ${described.join(', ')}` }];
+  },
+} satisfies Binding<typeof CDI_SETTINGS, CdiFacts>;

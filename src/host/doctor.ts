@@ -10,18 +10,11 @@ import { Caches } from '../image/caches.js';
 import { checkDirPath, describeDoubt, ownerName } from '../image/trust.js';
 import { helperPath } from '../runtime/helper.js';
 import { loadAddon } from '../runtime/native.js';
-import { loadCdiSpecs } from './cdi.js';
-import { amdBinding, nvidiaBinding } from './gpu.js';
-import { hostMpi } from './mpi.js';
-import { rdmaBinding, rdmaDevices } from './rdma.js';
+import { isBerthError, messageOf } from '../errors.js';
+import { ALL_BINDINGS, bindingSettings, type DoctorLine } from './bindings.js';
 import { runtimeDir } from './user.js';
 
-export interface Check {
-  name: string;
-  verdict: 'ok' | 'warn' | 'fail';
-  detail: string;
-  fix?: string;
-}
+export type Check = DoctorLine;
 
 function sysctl(path: string): number | undefined {
   try {
@@ -176,49 +169,21 @@ function addonCheck(): Check {
 
 /** A check that reports its own failure instead of ending doctor. */
 function guarded(name: string, check: () => Check): Check {
+  return guardedLines(name, () => [check()])[0]!;
+}
+
+function guardedLines(name: string, check: () => Check[]): Check[] {
   try {
     return check();
   } catch (e: unknown) {
-    return { name, verdict: 'fail', detail: (e as Error).message, fix: (e as { hint?: string }).hint ?? 'see the message' };
+    return [{ name, verdict: 'fail', detail: messageOf(e), fix: isBerthError(e) && e.hint ? e.hint : 'see the message' }];
   }
 }
 
-/** What GPU, MPI and RDMA binding would do on this node. */
+/** What each host binding would do on this node: from the same facts as `berth run` plans with. */
 function bindingChecks(): Check[] {
-  const c = config().values;
-  const root = c['host.root'];
-  const lists = (vendor: 'nvidia' | 'amd') => ({ libraries: c[`gpu.${vendor}-libraries`], binaries: c[`gpu.${vendor}-binaries`] });
-  return [
-    guarded('RDMA', () => {
-      const devices = rdmaDevices(root);
-      if (devices.length === 0) return { name: 'RDMA', verdict: 'ok', detail: 'no /dev/infiniband devices: nothing is bound unless --rdma' };
-      const b = rdmaBinding(root, c['rdma.libraries']);
-      if (b.verify.length === 0) return { name: 'RDMA', verdict: 'fail', detail: `${devices.length} devices, but no libibverbs in the ld.so cache`, fix: 'install rdma-core (libibverbs1, ibverbs-providers) and run ldconfig' };
-      return { name: 'RDMA', verdict: 'ok', detail: `bound by default: ${devices.length} devices, ${b.binds.length} libraries and directories, ${b.verify.length - 2} providers` };
-    }),
-    guarded('GPU', () => {
-      const found = [['NVIDIA', nvidiaBinding(root, 'all', lists('nvidia'))], ['AMD', amdBinding(root, 'all', lists('amd'))]] as const;
-      const present = found.filter(([, b]) => b);
-      if (present.length === 0) return { name: 'GPU', verdict: 'ok', detail: 'no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU on this node' };
-      const noDriver = present.find(([, b]) => b!.libraries.length === 0);
-      if (noDriver) {
-        return { name: 'GPU', verdict: 'warn', detail: `${noDriver[0]} devices, but none of the driver's libraries in the ld.so cache`, fix: "install the driver's user-space libraries and run ldconfig, or list them in gpu.*-libraries" };
-      }
-      return { name: 'GPU', verdict: 'ok', detail: present.map(([v, b]) => `${v}: ${b!.devices.length} devices, ${b!.libraries.length} libraries, ${b!.binds.length} utilities/firmware`).join('; ') + ' (bound for the GPUs a job is given; --gpus)' };
-    }),
-    guarded('MPI', () => {
-      try {
-        const mpi = hostMpi(root, { library: c['mpi.library'], allowOlderMinor: false });
-        return { name: 'MPI', verdict: 'ok', detail: `--mpi would use ${mpi.real} (MPICH ABI ${mpi.version.join('.')})` };
-      } catch (e: unknown) {
-        return { name: 'MPI', verdict: 'warn', detail: (e as Error).message, fix: (e as { hint?: string }).hint };
-      }
-    }),
-    guarded('CDI', () => {
-      const specs = loadCdiSpecs(root, c['cdi.dirs']);
-      return { name: 'CDI', verdict: 'ok', detail: specs.length === 0 ? `no specs in ${c['cdi.dirs'].join(', ')}` : `--device can use ${specs.flatMap((s) => s.devices.map((d) => `${s.kind}=${d.name}`)).join(', ')}` };
-    }),
-  ];
+  const values = config().values;
+  return ALL_BINDINGS.flatMap((b) => guardedLines(b.name, () => b.doctor(b.facts(values['host.root'], bindingSettings(b, values).settings))));
 }
 
 export function diagnose(): Check[] {

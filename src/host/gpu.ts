@@ -4,10 +4,41 @@
 // the site's to extend (gpu.* settings). Facts only; `root` stands in for / in tests.
 import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
+import type { SettingTable, SettingValues } from '../config/schema.js';
 import { BerthError } from '../errors.js';
+import { emptyBinding, HOST_LIB_DIR, type HostBinding } from '../plan/types.js';
+import type { Binding } from './bindings.js';
 import { findInCache, readLdCache, type CachedLibrary } from './ldcache.js';
 import { libraryClosure, onHost } from './libraries.js';
-import { emptyBinding, HOST_LIB_DIR, type HostBinding } from '../plan/types.js';
+
+export const GPU_SETTINGS = {
+  'run.gpus': {
+    type: 'string', default: undefined, flag: '--gpus <which>',
+    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given)",
+  },
+  'gpu.nvidia-libraries': {
+    type: 'strings',
+    default: ['libcuda.so', 'libcudadebugger.so', 'libnvidia-ml.so', 'libnvidia-ptxjitcompiler.so', 'libnvidia-nvvm.so',
+      'libnvidia-opencl.so', 'libnvidia-cfg.so', 'libnvidia-allocator.so', 'libnvidia-gpucomp.so', 'libnvidia-pkcs11.so',
+      'libnvidia-pkcs11-openssl3.so', 'libnvcuvid.so', 'libnvidia-encode.so', 'libnvidia-opticalflow.so', 'libnvidia-fbc.so',
+      'libnvidia-ngx.so', 'libnvoptix.so', 'libnvidia-rtcore.so', 'libnvidia-glcore.so', 'libnvidia-tls.so', 'libnvidia-glsi.so',
+      'libnvidia-glvkspirv.so', 'libnvidia-eglcore.so', 'libGLX_nvidia.so', 'libEGL_nvidia.so', 'libGLESv2_nvidia.so',
+      'libGLESv1_CM_nvidia.so', 'libvdpau_nvidia.so'],
+    describe: "the NVIDIA driver's user-space libraries (soname prefixes, found through the ld.so cache), as NVIDIA's container toolkit lists them",
+  },
+  'gpu.nvidia-binaries': {
+    type: 'strings', default: ['nvidia-smi', 'nvidia-debugdump', 'nvidia-persistenced', 'nvidia-cuda-mps-control', 'nvidia-cuda-mps-server'],
+    describe: 'NVIDIA utilities bound into /usr/bin',
+  },
+  'gpu.amd-libraries': {
+    type: 'strings', default: ['libamdhip64.so', 'libhsa-runtime64.so', 'libamd_comgr.so', 'librocm_smi64.so', 'libhsakmt.so', 'libdrm_amdgpu.so'],
+    describe: 'ROCm libraries (soname prefixes, found through the ld.so cache)',
+  },
+  'gpu.amd-binaries': {
+    type: 'strings', default: ['rocm-smi', 'rocminfo'],
+    describe: 'ROCm utilities bound into /usr/bin',
+  },
+} as const satisfies SettingTable;
 
 /** Which GPUs: all the node has, none, or these device numbers. */
 export type GpuGrant = 'all' | 'none' | number[];
@@ -52,8 +83,8 @@ function list(dir: string): string[] {
 }
 
 export interface GpuLists {
-  libraries: string[];
-  binaries: string[];
+  libraries: readonly string[];
+  binaries: readonly string[];
 }
 
 /** Cache entries named by a list entry: the exact soname, or any soname it is a prefix of up to a dot ("libnvidia-glcore.so" matches libnvidia-glcore.so.535.104.05). */
@@ -62,7 +93,7 @@ function matching(cache: CachedLibrary[], entry: string): string[] {
   return [...names];
 }
 
-function driverLibraries(b: HostBinding, root: string, cache: CachedLibrary[], names: string[], vendor: string): void {
+function driverLibraries(b: HostBinding, root: string, cache: CachedLibrary[], names: readonly string[], vendor: string): void {
   const entries = names.flatMap((n) => matching(cache, n)).map((soname) => ({ path: findInCache(cache, soname)!, soname, origin: `${soname} from the host's ld.so cache` }))
     .filter((e) => e.path);
   for (const lib of libraryClosure(root, cache, entries)) {
@@ -71,7 +102,7 @@ function driverLibraries(b: HostBinding, root: string, cache: CachedLibrary[], n
   }
 }
 
-function utilities(b: HostBinding, root: string, cache: CachedLibrary[], names: string[], vendor: string): void {
+function utilities(b: HostBinding, root: string, cache: CachedLibrary[], names: readonly string[], vendor: string): void {
   for (const name of names) {
     const dir = ['/usr/bin', '/usr/local/bin', '/bin', '/usr/sbin', '/opt/rocm/bin'].find((d) => existsSync(onHost(root, `${d}/${name}`)));
     if (!dir) continue;
@@ -137,3 +168,49 @@ export function amdBinding(root: string, grant: GpuGrant, lists: GpuLists): Host
   utilities(b, root, cache, lists.binaries, 'amd');
   return b;
 }
+
+/** A GPU vendor whose devices this node has. */
+interface GpuVendor {
+  label: 'NVIDIA' | 'AMD';
+  /** The granted devices with the driver's side (read from the ld.so cache when called). */
+  bind(grant: GpuGrant): HostBinding | undefined;
+}
+
+export interface GpuFacts {
+  vendors: GpuVendor[];
+}
+
+function gpuVendors(root: string, settings: SettingValues<typeof GPU_SETTINGS>): GpuVendor[] {
+  const lists = (vendor: 'nvidia' | 'amd'): GpuLists => ({ libraries: settings[`gpu.${vendor}-libraries`], binaries: settings[`gpu.${vendor}-binaries`] });
+  const vendors: GpuVendor[] = [];
+  if (list(onHost(root, 'dev')).some((n) => /^nvidia\d+$/.test(n))) vendors.push({ label: 'NVIDIA', bind: (grant) => nvidiaBinding(root, grant, lists('nvidia')) });
+  if (existsSync(onHost(root, 'dev/kfd'))) vendors.push({ label: 'AMD', bind: (grant) => amdBinding(root, grant, lists('amd')) });
+  return vendors;
+}
+
+export const gpu = {
+  name: 'GPU',
+  settings: GPU_SETTINGS,
+  facts: (root, settings) => ({ vendors: gpuVendors(root, settings) }),
+  plan(facts, { settings, given, env }) {
+    const grant = gpuGrant(settings['run.gpus'], env);
+    const bound = facts.vendors.map((v) => v.bind(grant)).filter((b): b is HostBinding => !!b);
+    if (bound.length === 0 && given.has('run.gpus') && grant !== 'none') {
+      throw new BerthError('HOST_MISSING', `--gpus ${settings['run.gpus']}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
+    }
+    return bound;
+  },
+  doctor(facts) {
+    const present = facts.vendors.flatMap((v) => {
+      const b = v.bind('all');
+      return b ? [{ label: v.label, b }] : [];
+    });
+    if (present.length === 0) return [{ name: 'GPU', verdict: 'ok', detail: 'no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU on this node' }];
+    const noDriver = present.find(({ b }) => b.libraries.length === 0);
+    if (noDriver) {
+      return [{ name: 'GPU', verdict: 'warn', detail: `${noDriver.label} devices, but none of the driver's libraries in the ld.so cache`, fix: "install the driver's user-space libraries and run ldconfig, or list them in gpu.*-libraries" }];
+    }
+    const found = present.map(({ label, b }) => `${label}: ${b.devices.length} devices, ${b.libraries.length} libraries, ${b.binds.length} utilities/firmware`);
+    return [{ name: 'GPU', verdict: 'ok', detail: `${found.join('; ')} (bound for the GPUs a job is given; --gpus)` }];
+  },
+} satisfies Binding<typeof GPU_SETTINGS, GpuFacts>;

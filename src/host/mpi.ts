@@ -6,12 +6,29 @@
 // the image's C library by symbol version, all before anything is mounted.
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import { BerthError } from '../errors.js';
+import type { SettingTable } from '../config/schema.js';
+import { BerthError, isBerthError, messageOf } from '../errors.js';
 import type { ImageFiles } from '../image/files.js';
+import { emptyBinding, HOST_LIB_DIR, type HostBinding } from '../plan/types.js';
+import type { Binding } from './bindings.js';
 import { readElf } from './elf.js';
 import { findInCache, readLdCache } from './ldcache.js';
 import { checkAgainstImage, fileVersion, libraryClosure, onHost } from './libraries.js';
-import { emptyBinding, HOST_LIB_DIR, type HostBinding } from '../plan/types.js';
+
+export const MPI_SETTINGS = {
+  'run.mpi': {
+    type: 'boolean', default: false, flag: '--mpi',
+    describe: "replace the image's MPICH-ABI MPI with the host's (see mpi.library)",
+  },
+  'mpi.library': {
+    type: 'path', default: undefined,
+    describe: "the host MPI's main library for --mpi (default: libmpi.so.12 or libmpich.so.12 from the ld.so cache)",
+  },
+  'mpi.allow-older-minor': {
+    type: 'boolean', default: false,
+    describe: "let --mpi use a host MPI whose ABI minor version is older than the image's",
+  },
+} as const satisfies SettingTable;
 
 /** The ABI's main library under its two names (Debian's MPICH ships libmpich.so.12 only). */
 export const MPICH_ABI = ['libmpi.so.12', 'libmpich.so.12'];
@@ -32,7 +49,21 @@ export interface MpiSettings {
 
 const versionOf = (v: number[]) => v.join('.');
 
-export function hostMpi(root: string, settings: MpiSettings): { path: string; real: string; version: number[] } {
+/** The host's MPI: the library as named (a link, maybe), the file it is, and its ABI version. */
+export interface HostMpi {
+  path: string;
+  real: string;
+  version: number[];
+}
+
+export interface MpiFacts {
+  root: string;
+  settings: MpiSettings;
+  /** The host's MPI, found when asked for; throws HOST_MISSING where there is none. */
+  host(): HostMpi;
+}
+
+export function hostMpi(root: string, settings: Pick<MpiSettings, 'library'>): HostMpi {
   let p = settings.library;
   if (!p) {
     const cache = readLdCache(root);
@@ -48,8 +79,9 @@ export function hostMpi(root: string, settings: MpiSettings): { path: string; re
   return { path: p, real, version: fileVersion(real) };
 }
 
-export function mpiBinding(root: string, settings: MpiSettings, image: ImageFiles, env: Record<string, string | undefined>): HostBinding {
-  const host = hostMpi(root, settings);
+export function mpiBinding(facts: MpiFacts, image: ImageFiles, env: Record<string, string | undefined>): HostBinding {
+  const { root, settings } = facts;
+  const host = facts.host();
   const inImage = MPICH_ABI.map((name) => ({ name, found: image.findLibrary(name) })).filter((c) => c.found);
   if (inImage.length === 0) {
     const openMpi = image.findLibrary('libmpi.so.40');
@@ -99,3 +131,22 @@ export function mpiBinding(root: string, settings: MpiSettings, image: ImageFile
   }
   return b;
 }
+
+export const mpi = {
+  name: 'MPI',
+  settings: MPI_SETTINGS,
+  facts(root, settings) {
+    const mine: MpiSettings = { library: settings['mpi.library'], allowOlderMinor: settings['mpi.allow-older-minor'] };
+    return { root, settings: mine, host: () => hostMpi(root, mine) };
+  },
+  plan: (facts, { settings, image, env }) => (settings['run.mpi'] ? [mpiBinding(facts, image.files(), env)] : []),
+  doctor(facts) {
+    try {
+      const host = facts.host();
+      return [{ name: 'MPI', verdict: 'ok', detail: `--mpi would use ${host.real} (MPICH ABI ${versionOf(host.version)})` }];
+    } catch (e: unknown) {
+      // A node without MPI is fine for most jobs: a warning, with what --mpi would need.
+      return [{ name: 'MPI', verdict: 'warn', detail: messageOf(e), fix: isBerthError(e) ? e.hint : undefined }];
+    }
+  },
+} satisfies Binding<typeof MPI_SETTINGS, MpiFacts>;

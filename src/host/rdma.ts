@@ -6,9 +6,23 @@
 // path compiled into it. Facts only: nothing is mounted here. `root` stands in for / in tests.
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { SettingTable } from '../config/schema.js';
+import { BerthError } from '../errors.js';
+import { emptyBinding, type HostBinding } from '../plan/types.js';
+import type { Binding } from './bindings.js';
 import { readLdCache, findInCache } from './ldcache.js';
 import { libraryClosure, onHost } from './libraries.js';
-import { emptyBinding, type HostBinding } from '../plan/types.js';
+
+export const RDMA_SETTINGS = {
+  'run.rdma': {
+    type: 'boolean', default: undefined, flag: '--rdma',
+    describe: "bind the host's InfiniBand/RDMA stack in (default: where /dev/infiniband has devices)",
+  },
+  'rdma.libraries': {
+    type: 'strings', default: [],
+    describe: 'fabric libraries bound in with RDMA: sonames (e.g. libucp.so.0, libfabric.so.1) or absolute paths (e.g. their plugin directories)',
+  },
+} as const satisfies SettingTable;
 
 const ENTRY_POINTS = ['libibverbs.so.1', 'librdmacm.so.1'];
 
@@ -24,11 +38,30 @@ export function rdmaDevices(root = '/'): string[] {
   return list(path.join(root, 'dev/infiniband')).map((n) => `/dev/infiniband/${n}`);
 }
 
+/** The host's verbs stack, as berth binds it. */
+export interface RdmaStack {
+  /** libibverbs is in the ld.so cache: without it no RDMA program runs. */
+  verbs: boolean;
+  /** The provider plugins beside it (rdma-core's libibverbs/ directory). */
+  providers: string[];
+  binding: HostBinding;
+}
+
+export interface RdmaFacts {
+  devices: string[];
+  /** The verbs stack, read (ld.so cache, ELF headers) when asked for. */
+  stack(): RdmaStack;
+}
+
 /**
  * `extra`: the site's rdma.libraries: sonames (found through the ld.so cache, with what they
  * need) or absolute paths (bound as they are: UCX's and libfabric's plugin directories).
  */
-export function rdmaBinding(root = '/', extra: string[] = []): HostBinding {
+export function rdmaBinding(root = '/', extra: readonly string[] = []): HostBinding {
+  return rdmaStack(root, extra).binding;
+}
+
+function rdmaStack(root: string, extra: readonly string[]): RdmaStack {
   const b = emptyBinding();
   b.devices = rdmaDevices(root).map((d) => ({ source: onHost(root, d), target: d }));
   const cache = readLdCache(root);
@@ -70,5 +103,29 @@ export function rdmaBinding(root = '/', extra: string[] = []): HostBinding {
     b.binds.push({ source: onHost(root, driverDir), target: driverDir, origin: 'rdma: provider driver files' });
   }
   b.verify = entries.map((e) => e.path);
-  return b;
+  return { verbs: entries.some((e) => e.soname === 'libibverbs.so.1'), providers, binding: b };
 }
+
+export const rdma = {
+  name: 'RDMA',
+  settings: RDMA_SETTINGS,
+  facts: (root, settings) => ({ devices: rdmaDevices(root), stack: () => rdmaStack(root, settings['rdma.libraries']) }),
+  plan(facts, { settings }) {
+    // Unset: bound where the node has devices; --rdma: bound, or refused where it cannot be.
+    const wanted = settings['run.rdma'];
+    if (wanted === false || (wanted === undefined && facts.devices.length === 0)) return [];
+    const stack = facts.stack();
+    if (wanted && !stack.verbs) {
+      throw new BerthError('HOST_MISSING', '--rdma: this node has no libibverbs in its ld.so cache', 'install rdma-core (libibverbs) on the node, or leave out --rdma');
+    }
+    return [stack.binding];
+  },
+  doctor(facts) {
+    if (facts.devices.length === 0) return [{ name: 'RDMA', verdict: 'ok', detail: 'no /dev/infiniband devices: nothing is bound unless --rdma' }];
+    const { verbs, providers, binding } = facts.stack();
+    if (!verbs) {
+      return [{ name: 'RDMA', verdict: 'fail', detail: `${facts.devices.length} devices, but no libibverbs in the ld.so cache`, fix: 'install rdma-core (libibverbs1, ibverbs-providers) and run ldconfig' }];
+    }
+    return [{ name: 'RDMA', verdict: 'ok', detail: `bound by default: ${facts.devices.length} devices, ${binding.binds.length} libraries and directories, ${providers.length} providers` }];
+  },
+} satisfies Binding<typeof RDMA_SETTINGS, RdmaFacts>;
