@@ -7,7 +7,10 @@
  * --fakeroot), as squashfuse 0.5's -o uid,gid does: the image's owners are mostly root, which
  * an unprivileged user namespace cannot map, and an unmapped owner would leave the user unable
  * to create mount points, passwd entries or --writable-tmpfs files in the overlay. The image is
- * the user's own file, so this reveals nothing, and nosuid keeps setuid bits inert. */
+ * the user's own file, so this reveals nothing, and nosuid keeps setuid bits inert.
+ *
+ * The image may be hostile or damaged: every read of it goes through squashfs.c, which bounds
+ * what libsquashfuse does not, and a request for what cannot be read gets EIO, not a crash. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,73 +22,75 @@
 #include <squashfuse/ll.h>
 
 #include "helper.h"
-
-/* In libsquashfuse but not in its installed headers. */
-sqfs_err sqfs_stat(sqfs *fs, sqfs_inode *inode, struct stat *st);
+#include "squashfs.h"
 
 #define FOREVER 1e9 /* seconds: a read-only image never changes under the kernel's caches */
 
 static uid_t owner_uid;
 static gid_t owner_gid;
 
+/* The inode the kernel numbered `ino`: squashfuse's 64-bit numbering makes the number the
+ * inode's reference, which lookup checked; it is checked again on every use (sq_inode), as the
+ * file could have changed since. Replies the error itself, as sqfs_ll_iget does. */
+static sqfs *iget(fuse_req_t req, fuse_ino_t ino, sqfs_inode *inode)
+{
+	sqfs_ll *ll = fuse_req_userdata(req);
+	int r = sq_inode(&ll->fs, inode, ll->ino_sqfs(ll, ino));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return NULL;
+	}
+	return &ll->fs;
+}
+
+static void owned(struct stat *st, fuse_ino_t ino)
+{
+	st->st_ino = ino;
+	st->st_uid = owner_uid;
+	st->st_gid = owner_gid;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
-	sqfs_ll_i lli;
+	sqfs_inode inode;
 	struct stat st;
-	if (sqfs_ll_iget(req, &lli, ino))
-		return; /* it has replied already */
-	if (sqfs_stat(&lli.ll->fs, &lli.inode, &st)) {
-		fuse_reply_err(req, ENOENT);
+	sqfs *fs = iget(req, ino, &inode);
+	if (!fs)
 		return;
-	}
-	st.st_ino = ino;
-	st.st_uid = owner_uid;
-	st.st_gid = owner_gid;
+	sq_stat(fs, &inode, &st);
+	owned(&st, ino);
 	fuse_reply_attr(req, &st, FOREVER);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	sqfs_ll_i lli;
-	sqfs_name namebuf;
-	sqfs_dir_entry entry;
-	sqfs_inode inode;
-	bool found;
-	if (sqfs_ll_iget(req, &lli, parent))
+	sqfs_inode dir, inode;
+	struct sq_entry e;
+	struct fuse_entry_param ep;
+	memset(&ep, 0, sizeof ep);
+	sqfs *fs = iget(req, parent, &dir);
+	if (!fs)
 		return;
-	if (!S_ISDIR(lli.inode.base.mode)) {
-		fuse_reply_err(req, ENOTDIR);
-		return;
-	}
-	sqfs_dentry_init(&entry, namebuf);
-	if (sqfs_dir_lookup(&lli.ll->fs, &lli.inode, name, strlen(name), &entry, &found)) {
-		fuse_reply_err(req, EIO);
-		return;
-	}
-	struct fuse_entry_param e;
-	memset(&e, 0, sizeof e);
-	if (!found) {
+	int r = sq_lookup(fs, &dir, name, &e);
+	if (r == 0) {
 		/* A negative entry (inode 0) with a timeout: the kernel remembers the miss, which
 		 * matters for Python's and the loader's long search paths. */
-		e.entry_timeout = FOREVER;
-		fuse_reply_entry(req, &e);
+		ep.entry_timeout = FOREVER;
+		fuse_reply_entry(req, &ep);
 		return;
 	}
-	if (sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&entry))) {
-		fuse_reply_err(req, ENOENT);
+	if (r < 0 || (r = sq_inode(fs, &inode, e.inode)) < 0) {
+		fuse_reply_err(req, -r);
 		return;
 	}
-	if (sqfs_stat(&lli.ll->fs, &inode, &e.attr)) {
-		fuse_reply_err(req, EIO);
-		return;
-	}
-	e.ino = lli.ll->ino_register(lli.ll, &entry);
-	e.attr.st_ino = e.ino;
-	e.attr.st_uid = owner_uid;
-	e.attr.st_gid = owner_gid;
-	e.attr_timeout = e.entry_timeout = FOREVER;
-	fuse_reply_entry(req, &e);
+	sqfs_ll *ll = fuse_req_userdata(req);
+	sqfs_dir_entry entry = { .inode = e.inode, .inode_number = e.number };
+	ep.ino = ll->ino_register(ll, &entry);
+	sq_stat(fs, &inode, &ep.attr);
+	owned(&ep.attr, ep.ino);
+	ep.attr_timeout = ep.entry_timeout = FOREVER;
+	fuse_reply_entry(req, &ep);
 }
 
 /* Where the kernel allows it (5.1+), files are opened without a message to this process at
@@ -105,20 +110,38 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (no_open && !(fi->flags & (O_WRONLY | O_RDWR)))
+	if (fi->flags & (O_WRONLY | O_RDWR)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (no_open) {
 		fuse_reply_err(req, ENOSYS); /* "opens need no message": asked once */
-	else
-		sqfs_ll_op_open(req, ino, fi);
+		return;
+	}
+	sqfs_inode *inode = malloc(sizeof *inode);
+	if (!inode) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (!iget(req, ino, inode)) {
+		free(inode);
+		return;
+	}
+	if (!S_ISREG(inode->base.mode)) {
+		free(inode);
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fi->fh = (uintptr_t)inode;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	if (fi->fh) {
-		sqfs_ll_op_read(req, ino, size, off, fi);
-		return;
-	}
-	sqfs_ll_i lli;
-	if (sqfs_ll_iget(req, &lli, ino))
+	sqfs_inode found, *inode = (sqfs_inode *)(uintptr_t)fi->fh;
+	sqfs *fs = &((sqfs_ll *)fuse_req_userdata(req))->fs;
+	if (!inode && !(fs = iget(req, ino, inode = &found)))
 		return;
 	static char *buf;
 	static size_t cap;
@@ -131,36 +154,166 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		}
 		cap = size;
 	}
-	sqfs_off_t got = (sqfs_off_t)size;
-	if (sqfs_read_range(&lli.ll->fs, &lli.inode, off, &got, buf))
-		fuse_reply_err(req, EIO);
+	size_t got;
+	int r = sq_read(fs, inode, off, size, buf, &got);
+	if (r < 0)
+		fuse_reply_err(req, -r);
 	else
-		fuse_reply_buf(req, buf, (size_t)got);
+		fuse_reply_buf(req, buf, got);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (fi->fh)
-		sqfs_ll_op_release(req, ino, fi);
-	else
-		fuse_reply_err(req, 0);
+	(void)ino;
+	free((sqfs_inode *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
 }
 
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	sqfs_inode inode;
+	char target[PATH_MAX];
+	sqfs *fs = iget(req, ino, &inode);
+	if (!fs)
+		return;
+	int r = sq_readlink(fs, &inode, target, sizeof target);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_readlink(req, target);
+}
+
+/* An open directory: its inode, and where the last readdir stopped, so that listing a large
+ * directory reads it once rather than from its start at every call. */
+struct open_dir {
+	sqfs_inode inode;
+	sqfs_dir dir;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct open_dir *d = malloc(sizeof *d);
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	sqfs *fs = iget(req, ino, &d->inode);
+	int r = fs ? sq_dir_open(fs, &d->inode, &d->dir) : 0;
+	if (!fs || r < 0) {
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		free(d);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+/* Moves d->dir to `off`, an offset this server handed out (an entry's end), if not there. */
+static int seek_dir(sqfs *fs, struct open_dir *d, off_t off)
+{
+	struct sq_entry e;
+	if (off == d->dir.offset && off != 0)
+		return 0;
+	int r = sq_dir_open(fs, &d->inode, &d->dir);
+	while (r >= 0 && d->dir.offset < off)
+		if ((r = sq_dir_next(fs, &d->dir, &e)) == 0)
+			r = -EINVAL;
+	return r < 0 ? r : d->dir.offset == off ? 0 : -EINVAL;
+}
+
+/* Entries up to `size` bytes. An entry that cannot be read, or whose name Linux cannot have,
+ * ends the reply before it; asked for again, it is EIO: a listing shows what can be read. */
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	sqfs_ll *ll = fuse_req_userdata(req);
+	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	size_t used = 0;
+	int r = buf ? seek_dir(&ll->fs, d, off) : -ENOMEM;
+	while (r >= 0) {
+		sqfs_dir before = d->dir;
+		struct sq_entry e;
+		if ((r = sq_dir_next(&ll->fs, &d->dir, &e)) <= 0 || !e.valid) {
+			r = r == 0 ? 0 : -EIO;
+			d->dir = before; /* the next call starts here, and meets the same entry */
+			break;
+		}
+		sqfs_dir_entry entry = { .inode = e.inode, .inode_number = e.number };
+		struct stat st = { .st_ino = ll->ino_fuse_num(ll, &entry), .st_mode = sq_entry_mode(&e) };
+		size_t esize = fuse_add_direntry(req, buf + used, size - used, e.name, &st, d->dir.offset);
+		if (esize > size - used) {
+			d->dir = before;
+			break;
+		}
+		used += esize;
+	}
+	if (r < 0 && used == 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((struct open_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void reply_xattr(fuse_req_t req, ssize_t r, const char *buf, size_t size)
+{
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	sqfs_inode inode;
+	sqfs *fs = iget(req, ino, &inode);
+	char *buf = size ? malloc(size) : NULL;
+	if (fs && size && !buf)
+		fuse_reply_err(req, ENOMEM);
+	else if (fs)
+		reply_xattr(req, sq_getxattr(fs, &inode, name, buf, size), buf, size);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	sqfs_inode inode;
+	sqfs *fs = iget(req, ino, &inode);
+	char *buf = size ? malloc(size) : NULL;
+	if (fs && size && !buf)
+		fuse_reply_err(req, ENOMEM);
+	else if (fs)
+		reply_xattr(req, sq_listxattr(fs, &inode, buf, size), buf, size);
+	free(buf);
+}
+
+/* Everything that reads the image is squashfs.c's; the library's own ops only where they read
+ * nothing of it (forget, statfs: the superblock's counts, create: EROFS). */
 static struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.lookup = op_lookup,
 	.forget = sqfs_ll_op_forget,
 	.getattr = op_getattr,
-	.readlink = sqfs_ll_op_readlink,
+	.readlink = op_readlink,
 	.open = op_open,
 	.read = op_read,
 	.release = op_release,
-	.opendir = sqfs_ll_op_opendir,
-	.readdir = sqfs_ll_op_readdir,
-	.releasedir = sqfs_ll_op_releasedir,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
 	.statfs = stfs_ll_op_statfs,
-	.getxattr = sqfs_ll_op_getxattr,
-	.listxattr = sqfs_ll_op_listxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
 	.create = sqfs_ll_op_create,
 };
 
@@ -180,6 +333,10 @@ struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint)
 	if (!ll)
 		fail("cannot read %s as a squashfs image (not squashfs, damaged, or compressed in a way this squashfuse "
 		     "cannot read); convert it again with berth convert", image);
+	struct stat st;
+	const char *bad = fstat(ll->fs.fd, &st) == 0 ? sq_bad_super(&ll->fs, st.st_size) : "it cannot be examined";
+	if (bad)
+		fail("cannot serve %s: its squashfs superblock is damaged: %s; convert it again with berth convert", image, bad);
 	char fsname[4096 + 16];
 	snprintf(fsname, sizeof fsname, "fsname=%s", image);
 	/* nosuid and nodev: nothing in the image may gain privilege or reach a device. */
