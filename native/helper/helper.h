@@ -72,14 +72,26 @@ struct server_paths {
 	int dirfd, parentfd; /* dir and its parent, for cleaning up from anywhere */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
+/* A container, once joined: its stderr and berth's note channel (`note`, or -1) go to the
+ * server's guard, which stops it with a message there if the server ends under it (guard.c). */
+void ask_to_be_watched(int sock, int note);
 void report_overlay(int sock, pid_t overlay);
 /* Shared with step.c: a server's directory fds, its socket, its life, and its start. */
 void open_server_dirs(struct server_paths *sp);
 int listen_on(const char *path);
 noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger);
+/* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
+noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
 /* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */
 void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become);
+
+/* guard.c: an image server runs as the child of its guard, which stops the server's
+ * containers with a message when the server ends under them. start_guard returns in the
+ * server, with the channel on which it tells the guard its socket and each container. */
+int start_guard(const char *image, const struct server_paths *sp);
+void guard_listening(int guard, const char *sock);
+void guard_watch(int guard, int pidfd, const int *fds, size_t nfds); /* fds: stderr, note */
 
 /* step.c: Slurm steps. One container per step (or named container) and node, served like an
  * image: the first task starts it, every task joins it. */

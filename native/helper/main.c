@@ -95,6 +95,16 @@ int open_plan_file(const char *path)
 	return fd;
 }
 
+/* berth's plan comes on a socket (Node's stdio pipe), which berth goes on reading: the image
+ * server's guard tells berth there when it had to stop the container (src/runtime/helper.ts). */
+static int note_channel(void)
+{
+	struct stat st;
+	if (fstat(3, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return -1;
+	return fcntl(3, F_DUPFD_CLOEXEC, 3);
+}
+
 noreturn void exec_in_container(const struct plan *p)
 {
 	if (p->nargv == 0)
@@ -141,9 +151,11 @@ int main(int argc, char **argv)
 				"berth-helper is started by berth; see `berth run --dry-run=helper` for the plans it executes.\n");
 		return 2;
 	}
-	int plan_fd = 3;
+	int plan_fd = 3, note = -1;
 	if (argc == 2)
 		plan_fd = open_plan_file(argv[1]);
+	else
+		note = note_channel();
 	struct plan p;
 	plan_read(plan_fd, &p);
 	if (access(p.image, R_OK) != 0)
@@ -154,6 +166,9 @@ int main(int argc, char **argv)
 
 	struct server_paths sp;
 	int server = attach_image(&p, &sp);
+	ask_to_be_watched(server, note);
+	if (note >= 0)
+		close(note);
 	/* Named by this process, which the image server follows (in a PID namespace, the one outside). */
 	char base[4400];
 	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());

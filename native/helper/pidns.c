@@ -8,12 +8,14 @@
  * too many. Without an init, PID 1 would ignore SIGTERM and leave zombies. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,11 +44,23 @@ void enter_pid_namespace(void)
 {
 	if (unshare(CLONE_NEWPID) != 0)
 		fail_errno("cannot create the container's PID namespace");
+	int outside = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	pid_t init = fork();
 	if (init < 0)
 		fail_errno("cannot fork the container's init");
-	if (init == 0)
+	if (init == 0) {
+		/* The process outside is the one the image server's guard kills when the server dies
+		 * (guard.c), and the job's: the container must not outlive it. Checked after, in case
+		 * it died before the prctl. */
+		struct pollfd gone = { .fd = outside, .events = POLLIN };
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || (outside >= 0 && poll(&gone, 1, 0) == 1))
+			_exit(BERTH_EXIT_SETUP);
+		if (outside >= 0)
+			close(outside);
 		return;
+	}
+	if (outside >= 0)
+		close(outside);
 	forward_signals(init);
 	int status;
 	while (waitpid(init, &status, 0) < 0)

@@ -136,7 +136,7 @@ static void remove_tree(const char *path)
 /* Unmounts and removes everything, holding the lock (when given) until the directories are
  * gone: a server started next must not find them half-removed. Through directory fds opened
  * at the start: a step server no longer sees these paths from inside its container. */
-static noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
+noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
 {
 	unlinkat(sp->dirfd, "sock", 0);
 	if (se) {
@@ -183,22 +183,58 @@ struct client {
 	int overlay_pidfd; /* a fuse-overlayfs serving its root (old kernels), or -1 */
 };
 
-/* A container reports "overlay PID" when it had to start fuse-overlayfs: it is stopped with
- * the container. */
+/* The channel to this image server's guard (guard.c), or -1 (a step server has none). */
+static int guard_chan = -1;
+
+/* The fds that came with a message: at most `max`, the rest closed. */
+static size_t received_fds(struct msghdr *msg, int *fds, size_t max)
+{
+	size_t n = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
+/* What a container says on its connection: "watch", with its stderr and berth's note channel
+ * attached, as soon as it has joined (passed on to the guard, with its pidfd); "overlay PID"
+ * when it had to start fuse-overlayfs, which is stopped with it. The connection is closed after
+ * "overlay", or when the container closes it (its root is built). */
 static void read_report(struct client *c)
 {
-	char buf[64];
-	ssize_t len = read(c->conn, buf, sizeof buf - 1);
-	int pid;
-	if (len > 0) {
-		buf[len] = '\0';
-		if (sscanf(buf, "overlay %d", &pid) == 1 && c->overlay_pidfd < 0)
+	char buf[64], ctl[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof buf - 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	ssize_t len = recvmsg(c->conn, &msg, MSG_CMSG_CLOEXEC);
+	if (len < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	int fds[2], pid, done = len <= 0;
+	size_t nfds = len > 0 ? received_fds(&msg, fds, 2) : 0;
+	buf[len > 0 ? len : 0] = '\0';
+	for (char *line = buf, *end; (end = strchr(line, '\n')); line = end + 1) {
+		*end = '\0';
+		if (strcmp(line, "watch") == 0 && guard_chan >= 0 && nfds > 0)
+			guard_watch(guard_chan, c->pidfd, fds, nfds);
+		else if (strcmp(line, "watch") != 0)
+			done = 1;
+		if (sscanf(line, "overlay %d", &pid) == 1 && c->overlay_pidfd < 0)
 			c->overlay_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-		if (!memchr(buf, '\n', (size_t)len))
-			return;
 	}
-	close(c->conn);
-	c->conn = -1;
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (done) {
+		close(c->conn);
+		c->conn = -1;
+	}
 }
 
 static void drop_client(const struct server_paths *sp, struct client *c)
@@ -264,12 +300,10 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			close(lock);
 			continue;
 		}
-		if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-			break; /* unmounted from outside */
-		if (fds[0].revents & POLLIN && fuse_pump(se) < 0)
-			break;
 		/* Only the slots this poll() looked at: a reused fd number must not inherit an old
-		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe. */
+		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe.
+		 * Before the FUSE request: a container's "watch" reaches the guard before anything is
+		 * read for it, even a request that crashes this server. */
 		for (size_t i = n; i-- > 0;) {
 			if (clients[i].conn >= 0 && fds[3 + 2 * i].revents)
 				read_report(&clients[i]);
@@ -282,6 +316,10 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			if (n == 0)
 				idle_since = time(NULL);
 		}
+		if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break; /* unmounted from outside */
+		if (fds[0].revents & POLLIN && fuse_pump(se) < 0)
+			break;
 		if (fds[1].revents & POLLIN) {
 			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			struct ucred cred;
@@ -327,9 +365,11 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 		fail_errno("cannot create the directories in %s", sp->dir);
 	if (mount("tmpfs", sp->work, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") != 0)
 		fail_errno("cannot mount a tmpfs on %s", sp->work);
+	guard_chan = start_guard(p->image, sp); /* from here on, this is the guard's child */
 	struct fuse_session *se = fuse_mount_image(p->image, sp->mnt);
 
 	int listener = listen_on(sp->sock);
+	guard_listening(guard_chan, sp->sock);
 	if (chdir("/") != 0)
 		fail_errno("cannot enter /");
 	int devnull = open("/dev/null", O_RDWR);
@@ -400,6 +440,27 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 	close(userns);
 	close(mntns);
 	return sock;
+}
+
+void ask_to_be_watched(int sock, int note)
+{
+	/* The guard takes the first as stderr: when it is closed (2>&-), /dev/null stands in. */
+	int fds[2] = { STDERR_FILENO, note }, n = note >= 0 ? 2 : 1;
+	if (fcntl(STDERR_FILENO, F_GETFD) < 0 && (fds[0] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+		fail_errno("cannot open /dev/null");
+	char ctl[CMSG_SPACE(2 * sizeof(int))];
+	memset(ctl, 0, sizeof ctl);
+	struct iovec iov = { .iov_base = "watch\n", .iov_len = 6 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+	if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 6)
+		fail_errno("cannot register the container with the image server");
+	if (fds[0] != STDERR_FILENO)
+		close(fds[0]);
 }
 
 void report_overlay(int sock, pid_t overlay)

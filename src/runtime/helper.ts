@@ -3,7 +3,8 @@
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { constants } from 'node:os';
-import { BerthError } from '../errors.js';
+import type { Duplex } from 'node:stream';
+import { BerthError, EXIT } from '../errors.js';
 import { serializePlan } from '../plan/serialize.js';
 import type { LaunchPlan } from '../plan/types.js';
 import { nativeFile } from './native.js';
@@ -23,9 +24,14 @@ export function runPlan(plan: LaunchPlan): Promise<number> {
   const helper = helperPath();
   return new Promise((resolve, reject) => {
     const child = spawn(helper, [], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
-    const planPipe = child.stdio[3] as NodeJS.WritableStream;
+    const planPipe = child.stdio[3] as Duplex;
     planPipe.on('error', () => {}); // the helper's own exit status tells what went wrong
     planPipe.end(serializePlan(plan));
+    // The pipe is a socket, and stays open: the image server's guard writes here when it had to
+    // stop the container because the server ended under it (native/helper/guard.c), after
+    // telling the container's stderr why. That is a setup failure, not the command's status.
+    let serverEnded = false;
+    planPipe.on('data', (d: Buffer) => { if (d.toString().includes('image-server-ended')) serverEnded = true; });
     const fromTerminal = process.stdin.isTTY;
     const forward = (signal: NodeJS.Signals) => {
       if (fromTerminal && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
@@ -35,7 +41,7 @@ export function runPlan(plan: LaunchPlan): Promise<number> {
     child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
     child.on('close', (code, signal) => {
       for (const s of FORWARDED) process.removeListener(s, forward);
-      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+      resolve(serverEnded ? EXIT.setup : code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
 }
