@@ -1,12 +1,13 @@
 // berth login REGISTRY: checks the credentials against the registry, then keeps them where
 // Docker, skopeo and berth all look: ~/.docker/config.json (mode 0600).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { BerthError } from '../errors.js';
 import { parseDockerReference } from '../image/docker-reference.js';
 import { RegistryClient } from '../image/registry.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 export interface LoginFlags {
   username?: string;
@@ -53,7 +54,7 @@ export async function loginCommand(registry: string, flags: LoginFlags): Promise
   const key = ref.registry === 'docker.io' ? 'https://index.docker.io/v1/' : ref.registry;
   config.auths = { ...config.auths, [key]: { auth: Buffer.from(`${username}:${password}`).toString('base64') } };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(`${file}.berth-tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-  renameSync(`${file}.berth-tmp`, file);
+  // Its own temporary name: two logins at once must not write into one file (#18).
+  writeFileAtomic(file, `${JSON.stringify(config, null, 2)}\n`);
   return `logged in to ${ref.registry} as ${username} (saved in ${file})`;
 }

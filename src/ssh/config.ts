@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import path from 'node:path';
+import { sshPattern } from './glob.js';
 
 export interface SshTarget {
   /** What the user wrote: an alias or a host name. */
@@ -36,10 +37,7 @@ export function parseDestination(text: string): { user?: string; host: string; p
   return { user, host, port };
 }
 
-function globMatch(pattern: string, text: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-  return re.test(text);
-}
+const globMatch = (pattern: string, text: string): boolean => sshPattern(pattern).test(text);
 
 /** OpenSSH's Host line: any positive pattern matches and no negated one does. */
 function hostMatches(patterns: string[], alias: string): boolean {

@@ -5,6 +5,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { sshPattern } from './glob.js';
 
 export type HostKeyVerdict = 'trusted' | 'unknown' | 'changed' | 'revoked';
 
@@ -24,8 +25,7 @@ function nameMatches(field: string, name: string): boolean {
   let matched = false;
   for (const p of field.split(',')) {
     const negated = p.startsWith('!');
-    const re = new RegExp(`^${(negated ? p.slice(1) : p).replace(/[.+^${}()|\\]/g, '\\$&').replace(/\[/g, '\\[').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-    if (re.test(name)) {
+    if (sshPattern(negated ? p.slice(1) : p).test(name)) {
       if (negated) return false;
       matched = true;
     }

@@ -2,11 +2,11 @@
 // .NAME.berth-partial that the next push continues), verified (the remote copy's sha256 must
 // equal the local one before it is renamed into place, atomically), and skipped when the remote
 // side already holds the same image. Nothing half-written ever sits at the destination.
-import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { BerthError } from '../errors.js';
+import { sha256File } from '../util/hash.js';
 import { exec, shellQuote, type Connection } from './connect.js';
 
 export interface PushEvents {
@@ -21,12 +21,6 @@ export interface PushResult {
   already: boolean;
   resumedAt: number;
   sent: number;
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 const sftpOf = (conn: Connection): Promise<SFTPWrapper> =>
