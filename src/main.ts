@@ -2,14 +2,11 @@
 // The berth command line: wiring only. Commands return what goes to stdout; this file prints
 // it, and is the only place that catches errors and exits.
 import { Command, Option } from 'commander';
+import { containerOptions, type CommandResult } from './cli/options.js';
 import { printableLines } from './cli/terminal.js';
-import { SETTINGS, type Setting } from './config/schema.js';
 import { EXIT, isBerthError, messageOf } from './errors.js';
 
 const VERSION = '0.1.0';
-
-/** What a command hands back: text for stdout, or (for containers) an exit status too. */
-export type CommandResult = string | { out?: string; exitCode: number };
 
 function run(action: () => Promise<CommandResult>): Promise<void> {
   // A command whose work was dropped (an event nobody answers) must not look like a success.
@@ -118,33 +115,6 @@ program
   .option('--json', 'print JSON')
   .action((image: string, flags) => run(async () => (await import('./cli/inspect.js')).inspectCommand(image, flags)));
 
-const collect = (value: string, previous: string[]) => [...previous, value];
-
-const settingOptions = (cmd: Command) => {
-  // Flags that are also settings come from the settings table: one name, one meaning.
-  for (const [key, s] of Object.entries(SETTINGS) as [string, Setting][]) {
-    if (!s.flag) continue;
-    if (s.type === 'strings') cmd.option(s.flag, `${s.describe} [${key}]`, collect, []);
-    else if (s.type === 'boolean') {
-      cmd.option(s.flag, `${s.describe} [${key}]`);
-      cmd.option(s.flag.replace('--', '--no-'), `the opposite of ${s.flag}`);
-    } else cmd.option(s.flag, `${s.describe} [${key}]`);
-  }
-  return cmd;
-};
-const containerOptions = (cmd: Command) => settingOptions(cmd)
-  .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp, /dev/shm and PIDs')
-  .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
-  .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
-  .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
-  .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
-  .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
-  .option('--env-file <file>', 'set variables from KEY=VALUE lines')
-  .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
-  .option('--dry-run', 'print the launch plan instead of running it')
-  .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
-  .passThroughOptions();
-
 const containerCommands = [
   ['run', "run an image's Entrypoint/Cmd, as docker run does (arguments replace Cmd)", '[args...]', 'arguments for the entrypoint (after --)'],
   ['exec', 'run a command in an image', '<command...>', 'the command and its arguments'],
@@ -182,7 +152,7 @@ program.command('srun')
   .allowUnknownOption()
   .helpOption(false)
   .passThroughOptions()
-  .action((args: string[]) => run(async () => (await import('./cli/srun.js')).srunCommand(args, containerOptions)));
+  .action((args: string[]) => run(async () => (await import('./cli/srun.js')).srunCommand(args)));
 
 program.command('push')
   .description('copy an image to a cluster over SSH (SFTP): resumable, verified, skipped when already there')

@@ -1,6 +1,6 @@
 // berth doctor [--json]: what this node allows, each with a verdict and the fix.
 import { diagnose } from '../host/doctor.js';
-import type { CommandResult } from '../main.js';
+import type { CommandResult } from './options.js';
 
 export async function doctorCommand(flags: { json?: boolean }): Promise<CommandResult> {
   const checks = diagnose();

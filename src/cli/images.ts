@@ -6,10 +6,11 @@ import { pruneBlobs } from '../image/cache.js';
 import { Caches, type CachedImage } from '../image/caches.js';
 import { describeDoubt } from '../image/trust.js';
 import { formatBytes } from './progress.js';
+import { cacheWarning } from './pull-progress.js';
 import { printable } from './terminal.js';
 
 function caches(): Caches {
-  return new Caches((line) => process.stderr.write(`${printable(line)}\n`));
+  return new Caches(cacheWarning);
 }
 
 export async function imagesCommand(flags: { json?: boolean }): Promise<string> {

@@ -7,11 +7,11 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { Command } from 'commander';
 import { BerthError, EXIT } from '../errors.js';
+import { prepareStepPlan, type RunFlags } from '../plan/prepare.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
-import type { CommandResult } from '../main.js';
-import { prepareStepPlan } from './plan.js';
-import type { RunFlags } from './run.js';
+import { containerOptions, type CommandResult } from './options.js';
+import { pullDisplay } from './pull-progress.js';
 
 export interface SrunArgs {
   srun: string[];
@@ -37,7 +37,7 @@ export function splitSrunArgs(args: string[]): SrunArgs {
   return { srun: args.slice(0, at), image, berth: end === -1 ? rest : rest.slice(0, end), command };
 }
 
-export async function srunCommand(args: string[], containerOptions: (cmd: Command) => Command): Promise<CommandResult> {
+export async function srunCommand(args: string[]): Promise<CommandResult> {
   const split = splitSrunArgs(args);
   // berth's own options, parsed by the same table as run/exec take them.
   const parser = containerOptions(new Command('berth srun').exitOverride().allowExcessArguments(false))
@@ -45,13 +45,9 @@ export async function srunCommand(args: string[], containerOptions: (cmd: Comman
     .option('--entrypoint', "run the image's Entrypoint once when each node's container starts (pyxis's --container-entrypoint)");
   parser.parse(split.berth, { from: 'user' });
   const flags = parser.opts<RunFlags & { keepEnv?: string; entrypoint?: boolean }>();
-  let image = split.image;
-  if (image.startsWith('docker://')) {
-    // Pulled once, here, into the cache the nodes share; the tasks run the very file.
-    const { pullToCache } = await import('./pull.js');
-    image = (await pullToCache(image, { platform: undefined }, process.stderr.isTTY ? 'tty' : 'quiet')).path;
-  }
-  const plan = await prepareStepPlan(image, [], flags, { keepEnv: flags.keepEnv, linger: 2, entrypoint: flags.entrypoint });
+  // A docker:// image is pulled once, here, into the cache the nodes share; the tasks run the very file.
+  const pulls = pullDisplay(process.stderr.isTTY ? 'tty' : 'quiet');
+  const plan = await prepareStepPlan(split.image, [], flags, { keepEnv: flags.keepEnv, linger: 2, entrypoint: flags.entrypoint }, pulls);
   const child = spawn('srun', [...split.srun, helperPath(), '--join', '--', ...split.command], {
     stdio: 'inherit',
     env: { ...process.env, BERTH_STEP_PLAN: serializePlan(plan) },

@@ -4,9 +4,9 @@
 // end, streams its output, and exits with its exit code.
 import { BerthError, EXIT } from '../errors.js';
 import { connect, exec, shellQuote, type Connection } from '../ssh/connect.js';
-import type { CommandResult } from '../main.js';
+import type { CommandResult } from './options.js';
 import { progressMode } from './progress.js';
-import { pushTo } from './push.js';
+import { pushTo } from './push-progress.js';
 
 interface SubmitArgs {
   host: string;

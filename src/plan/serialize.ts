@@ -32,3 +32,8 @@ export function serializePlan(plan: LaunchPlan): string {
   ];
   return `${lines.join('\n')}\n`;
 }
+
+/** The plan as `berth plan` and --dry-run print it: `helper`, this text form; otherwise JSON. */
+export function formatPlan(plan: LaunchPlan, format: string | undefined): string {
+  return format === 'helper' ? serializePlan(plan) : JSON.stringify(plan, null, 2);
+}

@@ -1,0 +1,43 @@
+// What main.ts and the commands share: the options of the container commands (run, exec,
+// shell, plan, srun), made from the settings table so that a flag and its setting cannot drift
+// apart, and what a command hands back for main.ts to print.
+import { Command, Option } from 'commander';
+import { SETTINGS, type Setting } from '../config/schema.js';
+
+/** What a command hands back: text for stdout, or (for containers) an exit status too. */
+export type CommandResult = string | { out?: string; exitCode: number };
+
+export const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** The flags that are settings (config/schema.ts, the bindings' included): one name, one meaning. */
+export function settingOptions(cmd: Command): Command {
+  for (const [key, s] of Object.entries(SETTINGS) as [string, Setting][]) {
+    if (!s.flag) continue;
+    const help = `${s.describe} [${key}]`;
+    if (s.type === 'strings') cmd.option(s.flag, help, collect, []);
+    else if (s.type === 'boolean') {
+      cmd.option(s.flag, help);
+      cmd.option(s.flag.replace('--', '--no-'), `the opposite of ${s.flag}`);
+    } else if (s.type === 'seconds' || s.type === 'count') {
+      // A number, for the setting's own check to judge (prepare.ts: checkedFlag).
+      cmd.addOption(new Option(s.flag, help).argParser(Number));
+    } else cmd.option(s.flag, help);
+  }
+  return cmd;
+}
+
+/** Every option a container takes: the settings' flags, then those that exist only on the command line. */
+export function containerOptions(cmd: Command): Command {
+  return settingOptions(cmd)
+    .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp, /dev/shm and PIDs')
+    .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
+    .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
+    .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
+    .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
+    .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
+    .option('--env-file <file>', 'set variables from KEY=VALUE lines')
+    .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
+    .option('--dry-run', 'print the launch plan instead of running it')
+    .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
+    .passThroughOptions();
+}

@@ -1,0 +1,71 @@
+// How a pull shows on stderr, for the commands that pull (pull, run, plan, srun): on a terminal
+// a redrawn bar per layer, otherwise a line when each starts and ends, nothing when quiet; then
+// one line saying what happened. stdout stays for results. The pulling itself is
+// runtime/acquire.ts's.
+import type { PullResult } from '../image/pull.js';
+import type { DownloadEvents } from '../image/registry-source.js';
+import type { AcquireEvents } from '../runtime/acquire.js';
+import { clearProgress, convertProgress, formatBytes, type ProgressMode } from './progress.js';
+import { printable } from './terminal.js';
+
+/** A cache's warning, escaped: it may quote a path another user chose. */
+export function cacheWarning(line: string): void {
+  process.stderr.write(`${printable(line)}\n`);
+}
+
+/** On a terminal one redrawn bar per layer (bytes, rate); otherwise a line when each layer starts and ends. */
+function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): number } {
+  const layers = new Map<string, { size: number; got: number; done: boolean; started: number }>();
+  let drawn = 0;
+  let lastDraw = 0;
+  let total = 0;
+  const draw = (force: boolean) => {
+    if (mode !== 'tty' || (!force && Date.now() - lastDraw < 100)) return;
+    lastDraw = Date.now();
+    const lines = [...layers].map(([digest, l]) => {
+      const frac = l.size > 0 ? Math.min(1, l.got / l.size) : 0;
+      const rate = l.got / Math.max(0.001, (Date.now() - l.started) / 1000);
+      const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '-');
+      return `${digest.slice(7, 19)} [${bar}] ${formatBytes(l.got)}/${formatBytes(l.size)} ${l.done ? 'done' : `${formatBytes(rate)}/s`}`;
+    });
+    process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\r\x1b[K${l}\n`).join('')}`);
+    drawn = lines.length;
+  };
+  return {
+    start(digest, size) {
+      layers.set(digest, { size, got: 0, done: false, started: Date.now() });
+      if (mode === 'plain') process.stderr.write(`berth: downloading ${digest} (${formatBytes(size)})\n`);
+      draw(true);
+    },
+    bytes(digest, n) {
+      total += n;
+      const l = layers.get(digest);
+      if (l) l.got += n;
+      draw(false);
+    },
+    done(digest) {
+      const l = layers.get(digest);
+      if (l) l.done = true;
+      if (mode === 'plain') process.stderr.write(`berth: downloaded ${digest}\n`);
+      draw(true);
+    },
+    total: () => total,
+  };
+}
+
+/** A pull as `mode` shows it: its downloads, its conversion (as berth convert shows one), and how it ended. */
+export function pullDisplay(mode: ProgressMode): AcquireEvents {
+  const download = downloadProgress(mode);
+  return {
+    download,
+    convert: convertProgress(mode),
+    cacheWarning,
+    end(result: PullResult | undefined) {
+      clearProgress(mode);
+      if (!result || mode === 'quiet') return;
+      process.stderr.write(result.cached
+        ? `berth: ${result.reference} is in the ${result.cache === 'site' ? 'site cache' : 'cache'} (${result.manifestDigest})\n`
+        : `berth: pulled ${result.reference} (${formatBytes(download.total())} downloaded)\n`);
+    },
+  };
+}

@@ -1,0 +1,164 @@
+// Preparing a container's launch plan: the image (a file, or docker:// through the cache) opened
+// and checked, which settings win (a flag for this container, else the configuration), what
+// each host binding adds (src/host/bindings.ts), then buildPlan, which is pure. The reading of
+// files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
+// plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { checkedFlag, config } from '../config/load.js';
+import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
+import { BerthError, messageOf } from '../errors.js';
+import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
+import { hostFacts, runtimeDir } from '../host/user.js';
+import { ImageFiles } from '../image/files.js';
+import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
+import { openImage } from '../runtime/image.js';
+import type { ImageMetadata } from '../squashfs/metadata.js';
+import { buildPlan, parseBinds, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import type { HostBinding, LaunchPlan } from './types.js';
+
+/**
+ * A container's options as the command line gives them (src/cli/options.ts makes the flags):
+ * those that are settings under the names commander gives their flags, and the rest.
+ */
+export interface RunFlags {
+  bind?: string[];
+  home?: boolean;
+  containall?: boolean;
+  writableTmpfs?: boolean;
+  fakeroot?: boolean;
+  pid?: boolean;
+  cleanenv?: boolean;
+  env?: string[];
+  envFile?: string;
+  pwd?: string;
+  rdma?: boolean;
+  gpus?: string;
+  mpi?: boolean;
+  device?: string[];
+}
+
+/** Image and node as the plan is made for them. */
+interface Target {
+  path: string;
+  architecture: string;
+}
+
+/** A setting that has a flag: the flag for this container, else the configured value. */
+function setting<K extends SettingKey>(key: K, flag: ConfigValues[K] | undefined): ConfigValues[K] {
+  return flag ?? config().values[key];
+}
+
+/** The site's and user's binds (run.binds) first, then --bind; each source must exist here. */
+function binds(flags: RunFlags): RunOptions['binds'] {
+  const specs = parseBinds([...config().values['run.binds'], ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  const missing = specs.find((b) => !statSync(b.source, { throwIfNoEntry: false }));
+  if (missing) {
+    throw new BerthError('BIND_SOURCE_MISSING', `--bind ${missing.source}: no such file or directory on this node`, 'check the path, or create it before the job starts');
+  }
+  return specs;
+}
+
+function envFileLines(file: string | undefined): string[] {
+  if (!file) return [];
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e: unknown) {
+    throw new BerthError('USAGE', `cannot read --env-file ${file}: ${messageOf(e)}`, 'check the path');
+  }
+  return parseEnvFile(text, file);
+}
+
+export function runOptions(flags: RunFlags, image: Target): RunOptions {
+  return {
+    binds: binds(flags),
+    home: setting('run.home', flags.home) !== false,
+    containall: flags.containall ?? false,
+    writableTmpfs: flags.writableTmpfs ?? false,
+    fakeroot: flags.fakeroot ?? false,
+    pid: flags.pid ?? false,
+    cleanenv: flags.cleanenv ?? false,
+    env: [...envFileLines(flags.envFile), ...(flags.env ?? [])],
+    pwd: flags.pwd,
+    bindings: hostBindings(flags, image),
+  };
+}
+
+/** The image as the bindings see it, its files opened only if one asks. */
+function imageView(image: Target): ImageView & { close(): void } {
+  let files: ImageFiles | undefined;
+  return {
+    ...image,
+    files: () => (files ??= new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64')),
+    close: () => files?.close(),
+  };
+}
+
+/** The values the command line gave a binding's flags, by setting, checked as its settings are. */
+function flagsOf(flags: RunFlags, binding: Binding): Partial<ConfigValues> {
+  const byAttribute: Record<string, unknown> = { ...flags };
+  const out: Partial<ConfigValues> = {};
+  const set = <K extends SettingKey>(key: K, value: unknown) => {
+    out[key] = checkedFlag(key, value);
+  };
+  for (const [key, s] of Object.entries(binding.settings) as [SettingKey, Setting][]) {
+    const value = s.flag ? byAttribute[flagAttribute(s.flag)] : undefined;
+    if (value !== undefined) set(key, value);
+  }
+  return out;
+}
+
+/** What of this node goes into the container: what each binding adds, in the order of BINDINGS. */
+export function hostBindings(flags: RunFlags, image: Target): HostBinding[] {
+  const values = config().values;
+  const view = imageView(image);
+  try {
+    return ALL_BINDINGS.flatMap((b) => {
+      const { settings, given } = bindingSettings(b, values, flagsOf(flags, b));
+      return b.plan(b.facts(values['host.root'], settings), { settings, given, env: process.env, image: view });
+    });
+  } finally {
+    view.close();
+  }
+}
+
+export interface Prepared {
+  plan: LaunchPlan;
+  metadata: ImageMetadata;
+}
+
+/**
+ * The launch plan for IMAGE on this node, and the image's metadata. A docker:// reference is
+ * pulled through the cache first, shown as `pulls` shows it.
+ */
+export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts()): Promise<Prepared> {
+  const opened = await openImage(await imageFile(image, pulls));
+  const options = runOptions(flags, { path: opened.path, architecture: opened.metadata.platform.architecture });
+  return { plan: buildPlan(opened.path, opened.metadata, host, options, { mode, args }), metadata: opened.metadata };
+}
+
+/** How a Slurm step's container differs from a lone container. */
+export interface StepOptions {
+  /** Host variables that keep their host value inside, comma-separated (pyxis's --container-env). */
+  keepEnv?: string;
+  /** Seconds the step's container waits for the next task after the last has ended. */
+  linger: number;
+  /** Run the image's Entrypoint once, with `true` as its command, when the container starts (as pyxis runs it). */
+  entrypoint?: boolean;
+}
+
+/** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
+export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
+  const host = stepHostFacts();
+  const { plan, metadata } = await preparePlan('exec', image, args, flags, pulls, host);
+  const entrypoint = metadata.config.Entrypoint ?? [];
+  const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
+  return stepPlan(plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
+}
+
+/** Host facts for a step: the runtime directory every node has (a login session's XDG_RUNTIME_DIR is not on them). */
+export function stepHostFacts(): HostFacts {
+  const host = hostFacts();
+  return { ...host, runtimeDir: runtimeDir(host.uid, { ...process.env, XDG_RUNTIME_DIR: undefined }) };
+}
