@@ -88,12 +88,13 @@ function readFileSettings(text: string, file: string): Reading {
       continue;
     }
     for (const item of section.value.items) {
-      const key = `${name}.${isScalar(item.key) ? String(item.key.value) : '?'}`;
-      if (!(inSection as string[]).includes(key)) {
-        problem(at(item.key as Node), `unknown setting '${key}'`, `'${name}' has: ${inSection.map(leafOf).join(', ')}`);
+      const written = `${name}.${isScalar(item.key) ? String(item.key.value) : '?'}`;
+      const key = inSection.find((k) => k === written);
+      if (!key) {
+        problem(at(item.key as Node), `unknown setting '${written}'`, `'${name}' has: ${inSection.map(leafOf).join(', ')}`);
         continue;
       }
-      reading.written.push({ key: key as SettingKey, value: plainValue(item.value as Node | null), where: at(item.key as Node), source: file });
+      reading.written.push({ key, value: plainValue(item.value as Node | null), where: at(item.key as Node), source: file });
     }
   }
   return reading;

@@ -41,7 +41,7 @@ export interface RunOptions {
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
   pwd: string | undefined;
-  /** What of the host to bind in: RDMA, GPUs, MPI, CDI devices (src/host computes them). */
+  /** What of the host to bind in: what each host binding adds (src/host/bindings.ts, through plan/prepare.ts). */
   bindings: HostBinding[];
 }
 
