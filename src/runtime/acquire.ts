@@ -1,15 +1,20 @@
 // The image file to run for a reference: a local file as it is; a docker:// reference pulled into
 // the cache and converted once (src/image/pull.ts decides what is fetched and what a cache may
-// be believed), then the cached file. berth run, plan, srun and pull all acquire images here;
-// how a pull shows on the terminal (bars, lines, nothing) is the caller's, passed as events.
+// be believed), then the cached file, and copied out where -o asks. berth run, plan, srun and
+// pull all acquire images here; how a pull shows on the terminal (bars, lines, nothing) is the
+// caller's, passed as events.
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import path from 'node:path';
 import { config } from '../config/load.js';
 import type { ConvertEvents } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
+import { BerthError, messageOf } from '../errors.js';
 import { Caches } from '../image/caches.js';
 import { hostPlatform, type Platform } from '../image/platform.js';
 import { pullImage, resolveReference, type PullResult } from '../image/pull.js';
 import type { DownloadEvents, PullOptions } from '../image/registry-source.js';
+import { copyFileAtomic } from '../util/atomic-file.js';
 
 /** What a pull reports, as it goes. */
 export interface AcquireEvents {
@@ -67,4 +72,18 @@ export async function imageFile(image: string, events: AcquireEvents): Promise<s
 /** `reference` pinned to this platform's image manifest digest: what every node of a job then runs. */
 export function pinReference(reference: string, options: AcquireOptions, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string> {
   return resolveReference(reference, options.platform ?? hostPlatform(), pullOptions({ ...options, parallel: 1 }, events));
+}
+
+/** Copies an acquired image to where the user asked (-o), whole or not at all; returns the absolute path. */
+export function copyImage(from: string, to: string, force: boolean): string {
+  const target = path.resolve(to);
+  if (statSync(target, { throwIfNoEntry: false }) && !force) {
+    throw new BerthError('OUTPUT_EXISTS', `${target} already exists`, 'pass --force to replace it, or choose another -o');
+  }
+  try {
+    copyFileAtomic(from, target);
+  } catch (e: unknown) {
+    throw new BerthError('OUTPUT_UNWRITABLE', `cannot write ${target}: ${messageOf(e)}`, 'check the directory and free space');
+  }
+  return target;
 }
