@@ -5,6 +5,8 @@
 //   /.berth/image.json ----------------------------------------------------> tar2sqfs stdin -> IMAGE.sqsh
 //
 // Back-pressure flows from tar2sqfs to the blob reader, so memory stays flat whatever the size.
+// Every check (digests, diff_ids, the decompressors' exit, the tar's end) fails its layer's
+// stream by the time that stream ends, and the output is named only after the last layer.
 import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError } from '../errors.js';
@@ -152,6 +154,9 @@ async function streamLayer(
     flush(cb) {
       try {
         parser.end();
+        // A layer cut at an entry boundary parses cleanly up to its end; only the missing
+        // end-of-archive blocks tell that entries (or whole directories) are gone.
+        if (!parser.ended) throw new TarFormatError(`the tar stream ends at byte ${parser.offset} without its end-of-archive marker: the layer is truncated`);
         cb();
       } catch (e: unknown) {
         cb(e as Error);

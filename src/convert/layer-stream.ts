@@ -1,12 +1,14 @@
 // One layer as a verified stream of tar bytes: the blob's digest is checked over the bytes as
 // stored, then they are decompressed (gzip in-process by zlib, zstd by the zstd program on the
-// other core), then the diff_id is checked over the tar. A mismatch fails the stream at its end,
+// other core), then the diff_id is checked over the tar, in the same pass. A mismatch, or a
+// decompressor that fails (truncated input, trailing garbage), fails the stream at its end,
 // before the conversion can be committed.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Duplex, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { BerthError, messageOf } from '../errors.js';
+import { parseDigest } from '../image/digest.js';
 import type { Compression, LayerBlob } from '../image/source.js';
 
 export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' | 'unknown' {
@@ -50,11 +52,8 @@ export async function layerCompressionOf(layer: LayerBlob, describe: string): Pr
 }
 
 /** Hashes what flows through and fails at the end if the digest differs. */
-export function digestCheck(expected: string, what: () => string): Transform {
-  const [algorithm, hex] = expected.split(':');
-  if (algorithm !== 'sha256' && algorithm !== 'sha512') {
-    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `digest algorithm '${algorithm}' is not supported`, 'use sha256 digests');
-  }
+export function digestCheck(expected: string, what: () => string, kind = 'its digest'): Transform {
+  const { algorithm, hex } = parseDigest(expected, what());
   const hash = createHash(algorithm);
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -64,41 +63,96 @@ export function digestCheck(expected: string, what: () => string): Transform {
     flush(cb) {
       const actual = hash.digest('hex');
       if (actual === hex) cb();
-      else cb(new BerthError('DIGEST_MISMATCH', `${what()} does not match its digest: expected ${expected}, got ${algorithm}:${actual}`,
+      else cb(new BerthError('DIGEST_MISMATCH', `${what()} does not match ${kind}: expected ${expected}, got ${algorithm}:${actual}`,
         'the image was corrupted or tampered with; copy it again from a trusted source. Nothing was written.'));
     },
   });
 }
 
-function zstdDecompressor(describe: string): Duplex {
-  const child = spawn('zstd', ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.on('error', (e) => duplex.destroy(new BerthError('TOOL_MISSING', `cannot run zstd to read ${describe}: ${messageOf(e)}`,
-    'install zstd (apt-get install zstd)')));
-  child.on('exit', (code) => {
-    if (code) duplex.destroy(new BerthError('LAYER_CORRUPT', `${describe} is not a valid zstd stream: ${stderr.trim() || `zstd exited with ${code}`}`,
-      'the layer is corrupt; copy the image again'));
-  });
-  duplex.on('close', () => child.kill());
-  return duplex;
+/**
+ * `zstd -d` in a process of its own. Its output ends only once zstd has exited cleanly: the end
+ * of its stdout alone does not say that the input was whole (a truncated frame ends it too,
+ * with exit status 1 and "premature end" on stderr, a little later).
+ */
+class ZstdDecompressor extends Duplex {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private stderr = '';
+  /** A write waiting for zstd's stdin to drain. */
+  private waiting: (() => void) | undefined;
+
+  constructor(private readonly describe: string) {
+    super({ readableHighWaterMark: 1 << 20 });
+    this.child = spawn('zstd', ['-dcq']);
+    const { stdin, stdout, stderr } = this.child;
+    stderr.setEncoding('utf8').on('data', (d: string) => { this.stderr = (this.stderr + d).slice(0, 4096); });
+    stdout.on('data', (c: Buffer) => {
+      if (!this.push(c)) stdout.pause();
+    });
+    // EPIPE when zstd stops reading early (corrupt input): its exit status says why, so the
+    // write is let go and 'close' reports it.
+    stdin.on('error', () => this.release());
+    stdin.on('drain', () => this.release());
+    this.child.on('error', (e) => this.destroy(new BerthError('TOOL_MISSING', `cannot run zstd to read ${describe}: ${messageOf(e)}`,
+      'install zstd (apt-get install zstd)')));
+    this.child.on('close', (code, signal) => this.exited(code, signal));
+  }
+
+  override _read(): void {
+    this.child.stdout.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    if (this.child.stdin.destroyed || this.child.stdin.write(chunk)) cb();
+    else this.waiting = cb;
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.child.stdin.end();
+    cb();
+  }
+
+  override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    this.child.kill();
+    this.release();
+    cb(e);
+  }
+
+  private release(): void {
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.();
+  }
+
+  private exited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.release();
+    if (this.destroyed) return;
+    const said = this.stderr.trim().replace(/^zstd: /, '').replace(/\/\*stdin\*\\ ?: ?/g, '');
+    if (code === 0 && said === '') {
+      this.push(null);
+      return;
+    }
+    this.destroy(new BerthError('LAYER_CORRUPT', `${this.describe} is not a valid zstd stream: ${said || `zstd ${signal ? `was killed by ${signal}` : `exited with ${code}`}`}`,
+      'the layer is corrupt or truncated; copy the image again. Nothing was written.'));
+  }
 }
 
 /**
  * The stages that turn a layer blob into verified tar bytes, to be put into a pipeline after
- * the blob's own stream.
+ * the blob's own stream: the blob's digest over the stored bytes (where the source names one),
+ * the decompressor, and the diff_id over the tar it gives. The blob's digest alone would pin
+ * the bytes but not say that they are the tar the config describes (a layer cut short and
+ * stored under its own digest decompresses to less); hashing the tar in the same pass, as it
+ * streams to the parser, costs no second read.
  */
 export function tarStages(layer: LayerBlob, compression: Compression, describe: string): (Transform | Duplex)[] {
   const stages: (Transform | Duplex)[] = [];
-  // The blob's digest pins its bytes, and so the tar they decompress to: hashing the tar as
-  // well (its diff_id) would cost a second pass over every byte for nothing. Classic
-  // docker-archive layers have only the diff_id, so that is what is checked there.
-  if (layer.compression !== undefined) stages.push(digestCheck(layer.digest, () => describe));
+  const blobChecked = layer.compression !== undefined; // classic docker-archive layers have only the diff_id
+  if (blobChecked) stages.push(digestCheck(layer.digest, () => describe));
   if (compression === 'gzip') stages.push(createGunzip({ chunkSize: 1024 * 1024 }));
-  else if (compression === 'zstd') stages.push(zstdDecompressor(describe));
-  if (layer.compression === undefined && layer.diffId) {
-    stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`));
+  else if (compression === 'zstd') stages.push(new ZstdDecompressor(describe));
+  // An uncompressed layer's diff_id is its blob digest: checked once is enough.
+  if (!(blobChecked && compression === 'none' && layer.diffId === layer.digest)) {
+    stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`, 'its diff_id in the image config'));
   }
   return stages;
 }

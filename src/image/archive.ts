@@ -7,9 +7,10 @@ import path from 'node:path';
 import { BerthError, errnoOf } from '../errors.js';
 import { TarParser, TarFormatError } from '../convert/tar-reader.js';
 import { normalizePath } from '../convert/merge.js';
-import { parseJson, resolveLayout, sha256, type LayoutFiles } from './oci-layout.js';
+import { MAX_JSON_BLOB, resolveLayout, sha256, type LayoutFiles } from './oci-layout.js';
 import type { Platform } from './platform.js';
-import type { ImageConfig, ImageSource, ResolvedImage } from './source.js';
+import { parseJson, readArchiveManifest, readImageConfig } from './schema.js';
+import type { ImageSource, ResolvedImage } from './source.js';
 
 export class OciDirSource implements ImageSource {
   readonly describe: string;
@@ -68,6 +69,8 @@ export async function indexTarFile(file: string): Promise<Map<string, Member>> {
       pos += parser.skipUnwantedBody();
     }
     parser.end();
+    // Without its end-of-archive blocks the file was cut short: members may be missing.
+    if (!parser.ended) throw new TarFormatError(`it ends at byte ${pos} without the end-of-archive marker, so it is truncated`);
   } catch (e: unknown) {
     if (e instanceof TarFormatError) {
       throw new BerthError('SOURCE_INVALID', `${file} is not a readable tar archive: ${e.message}`,
@@ -125,25 +128,27 @@ export class DockerArchiveSource implements ImageSource {
 
   /** The classic form: manifest.json names a config file and one layer.tar per layer. */
   private async resolveClassic(files: LayoutFiles, ref: string): Promise<ResolvedImage> {
-    const data = await files.read('manifest.json');
+    const data = await readSmall(files, 'manifest.json', this.file);
     if (!data) {
       throw new BerthError('SOURCE_INVALID', `${this.file} has neither manifest.json nor index.json: it is not a docker save archive`,
         'make one with `docker save IMAGE -o FILE.tar`');
     }
-    const list = parseJson<{ Config: string; RepoTags?: string[] | null; Layers: string[] }[]>(data, `${this.file}:manifest.json`);
-    const entry = this.name ? list.find((m) => m.RepoTags?.some((t) => t === this.name || t.endsWith(`/${this.name}`))) : list[0];
+    const what = `${this.file}: manifest.json`;
+    const list = readArchiveManifest(parseJson(data, what), what);
+    const entry = this.name ? list.find((m) => m.RepoTags.some((t) => t === this.name || t.endsWith(`/${this.name}`))) : list[0];
     if (!entry || (!this.name && list.length > 1)) {
-      const tags = list.flatMap((m) => m.RepoTags ?? []);
+      const tags = list.flatMap((m) => m.RepoTags);
       throw new BerthError('IMAGE_NOT_IN_SOURCE',
         this.name ? `${this.file} holds no image named '${this.name}'` : `${this.file} holds ${list.length} images`,
         `name one as docker-archive:${this.file}:NAME; it has: ${tags.join(', ') || '(untagged images)'}`);
     }
     const configName = normalizePath(entry.Config) ?? '';
-    const configData = await files.read(configName);
+    const configData = await readSmall(files, configName, this.file);
     if (!configData) throw new BerthError('SOURCE_INVALID', `${this.file} lacks ${entry.Config}`, 'save the image again');
     const configDigest = sha256(configData);
-    const config = parseJson<ImageConfig>(configData, `${this.file}:${entry.Config}`);
-    const diffIds = config.rootfs?.diff_ids ?? [];
+    const configWhat = `image config ${entry.Config} in ${this.file}`;
+    const config = readImageConfig(parseJson(configData, configWhat), configWhat);
+    const diffIds = config.rootfs.diff_ids;
     if (diffIds.length !== entry.Layers.length) {
       throw new BerthError('SOURCE_INVALID', `${this.file} lists ${entry.Layers.length} layers but its config has ${diffIds.length} diff_ids`,
         'save the image again');
@@ -154,10 +159,19 @@ export class DockerArchiveSource implements ImageSource {
       if (size === undefined) throw new BerthError('SOURCE_INVALID', `${this.file} lacks layer ${name}`, 'save the image again');
       return {
         // Classic archives hold uncompressed layer.tar files whose digest is the diff_id.
-        digest: diffIds[i]!, diffId: diffIds[i], mediaType: 'application/vnd.docker.image.rootfs.diff.tar',
+        digest: diffIds[i]!, diffId: diffIds[i]!, mediaType: 'application/vnd.docker.image.rootfs.diff.tar',
         size, compression: undefined, open: (range?: { start: number; end: number }) => files.open(p, range),
       };
     }));
     return { reference: ref, manifestDigest: undefined, configDigest, config, layers };
   }
+}
+
+/** A JSON member read whole, refused before reading when no manifest or config is that large. */
+async function readSmall(files: LayoutFiles, member: string, file: string): Promise<Buffer | undefined> {
+  const size = await files.size(member);
+  if (size !== undefined && size > MAX_JSON_BLOB) {
+    throw new BerthError('SOURCE_INVALID', `${file}: ${member} is ${size} bytes, too large for a manifest or config`, 'save the image again');
+  }
+  return files.read(member);
 }

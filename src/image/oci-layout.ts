@@ -1,21 +1,32 @@
 // Reading an OCI image layout (index.json + blobs/ALG/HEX), from a directory or from inside a
 // tarball, and resolving it to one manifest by tag, digest or platform.
 import { createHash } from 'node:crypto';
-import { BerthError } from '../errors.js';
-import { formatPlatform, platformMatches, type Platform } from './platform.js';
-import type { Compression, ImageConfig, LayerBlob, ResolvedImage } from './source.js';
 import type { Readable } from 'node:stream';
+import { BerthError } from '../errors.js';
+import { parseDigest, verifyBytes } from './digest.js';
+import { formatPlatform, platformMatches, type Platform } from './platform.js';
+import { parseJson, readImageConfig, readIndex, readManifestOrIndex, type Descriptor } from './schema.js';
+import type { Compression, LayerBlob, ResolvedImage } from './source.js';
+
+export { MEDIA, type Descriptor } from './schema.js';
+
+/** A layer blob made available: its size as stored, and how to read it. */
+export interface LayerAccess {
+  size: number;
+  open(range?: { start: number; end: number }): Readable;
+}
 
 /**
  * Where resolution gets manifests, configs and layers: an OCI layout (directory or tarball)
- * or a registry. Everything it returns has been checked against its digest.
+ * or a registry. Manifests and configs come back checked against their descriptor's digest;
+ * resolveDescriptor compares every size with its descriptor's.
  */
 export interface BlobStore {
   readonly describe: string;
-  manifest(digest: string): Promise<Buffer>;
-  config(digest: string): Promise<Buffer>;
-  /** Makes a layer blob available (a registry downloads it) and returns how to read it. */
-  layer(desc: Descriptor): Promise<(range?: { start: number; end: number }) => Readable>;
+  manifest(desc: Descriptor): Promise<Buffer>;
+  config(desc: Descriptor): Promise<Buffer>;
+  /** Makes a layer blob available (a registry downloads it). */
+  layer(desc: Descriptor): Promise<LayerAccess>;
 }
 
 /** Files of a layout, wherever they live. */
@@ -27,25 +38,13 @@ export interface LayoutFiles {
   open(path: string, range?: { start: number; end: number }): Readable;
 }
 
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-  platform?: Partial<Platform>;
-}
+/**
+ * Manifests, indexes and configs are read whole; the distribution spec lets registries refuse
+ * manifests over 4 MiB, and configs of real images are kilobytes. This bounds what a hostile
+ * layout can make berth hold in memory.
+ */
+export const MAX_JSON_BLOB = 16 * 1024 * 1024;
 
-export const MEDIA = {
-  ociIndex: 'application/vnd.oci.image.index.v1+json',
-  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
-  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
-  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-  dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
-  dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
-} as const;
-
-const INDEX_TYPES = new Set<string>([MEDIA.ociIndex, MEDIA.dockerList]);
-const MANIFEST_TYPES = new Set<string>([MEDIA.ociManifest, MEDIA.dockerManifest]);
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 /** Layer media types and how their bytes are compressed. */
@@ -60,35 +59,43 @@ export function layerCompression(mediaType: string): Compression {
   return 'none';
 }
 
+/** Where a layout keeps a blob; only for digests berth can verify (digest.ts). */
 export function blobPath(digest: string): string {
-  const m = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/.exec(digest);
-  if (!m) throw new BerthError('SOURCE_INVALID', `malformed digest '${digest}'`, 'the image index or manifest is corrupt');
-  return `blobs/${m[1]}/${m[2]}`;
+  const { algorithm, hex } = parseDigest(digest, 'a blob of the image');
+  return `blobs/${algorithm}/${hex}`;
 }
 
 export function sha256(data: Buffer): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
-/** Reads a small blob (manifest, index, config) whole and checks its digest. */
-export async function readVerifiedBlob(files: LayoutFiles, digest: string): Promise<Buffer> {
-  const data = await files.read(blobPath(digest));
-  if (!data) {
-    throw new BerthError('SOURCE_INVALID', `${files.describe} lacks blob ${digest}`, 'the image layout is incomplete; copy it again (e.g. with skopeo copy)');
+/** A blob's stored size against its descriptor's (-1: a descriptor berth made, size unknown). */
+export function checkSize(desc: Descriptor, actual: number, what: string): void {
+  if (desc.size >= 0 && actual !== desc.size) {
+    throw new BerthError('SOURCE_INVALID', `${what} is ${actual} bytes, but its descriptor says ${desc.size}`,
+      'the image does not match its own manifest; rebuild or copy it again from a trusted source');
   }
-  if (digest.startsWith('sha256:') && sha256(data) !== digest) {
-    throw new BerthError('DIGEST_MISMATCH', `blob ${digest} in ${files.describe} does not match its digest (it hashes to ${sha256(data)})`,
-      'the image layout is corrupt or was tampered with; copy it again from a trusted source');
-  }
-  return data;
 }
 
-export function parseJson<T>(data: Buffer, what: string): T {
-  try {
-    return JSON.parse(data.toString('utf8')) as T;
-  } catch (e: unknown) {
-    throw new BerthError('SOURCE_INVALID', `${what} is not valid JSON`, 'the image is corrupt; copy or save it again', { cause: e });
+/**
+ * Reads a small blob (manifest, index, config) whole and checks its digest, then its size: a
+ * blob changed since is told as such, and one whose descriptor lies about it as that.
+ */
+export async function readVerifiedBlob(files: LayoutFiles, desc: Descriptor): Promise<Buffer> {
+  const path = blobPath(desc.digest);
+  const size = await files.size(path);
+  if (size === undefined) {
+    throw new BerthError('SOURCE_INVALID', `${files.describe} lacks blob ${desc.digest}`, 'the image layout is incomplete; copy it again (e.g. with skopeo copy)');
   }
+  if (size > MAX_JSON_BLOB) {
+    throw new BerthError('SOURCE_INVALID', `blob ${desc.digest} in ${files.describe} is ${size} bytes, too large for a manifest or config`,
+      'the image layout is corrupt; copy it again');
+  }
+  const data = (await files.read(path)) ?? Buffer.alloc(0);
+  verifyBytes(data, desc.digest, `blob ${desc.digest} in ${files.describe}`,
+    'the image layout is corrupt or was tampered with; copy it again from a trusted source');
+  checkSize(desc, size, `blob ${desc.digest} in ${files.describe}`);
+  return data;
 }
 
 export interface Selector {
@@ -100,15 +107,16 @@ export interface Selector {
 export function layoutStore(files: LayoutFiles): BlobStore {
   return {
     describe: files.describe,
-    manifest: (digest) => readVerifiedBlob(files, digest),
-    config: (digest) => readVerifiedBlob(files, digest),
+    manifest: (desc) => readVerifiedBlob(files, desc),
+    config: (desc) => readVerifiedBlob(files, desc),
     layer: async (l) => {
       const path = blobPath(l.digest);
-      if ((await files.size(path)) === undefined) {
+      const size = await files.size(path);
+      if (size === undefined) {
         throw new BerthError('SOURCE_INVALID', `${files.describe} lacks layer blob ${l.digest}`,
           'the image layout is incomplete; copy it again (e.g. with skopeo copy)');
       }
-      return (range) => files.open(path, range);
+      return { size, open: (range) => files.open(path, range) };
     },
   };
 }
@@ -121,10 +129,11 @@ export async function resolveLayout(files: LayoutFiles, sel: Selector, reference
     throw new BerthError('SOURCE_INVALID', `${files.describe} has no index.json, so it is not an OCI image layout`,
       'point berth at the directory that holds oci-layout and index.json');
   }
-  const index = parseJson<{ manifests?: Descriptor[] }>(indexData, `${files.describe}/index.json`);
-  const top = index.manifests ?? [];
+  const what = `${files.describe}: index.json`;
+  const top = readIndex(parseJson(indexData, what), what).manifests;
   let desc: Descriptor;
   if (sel.digest) {
+    parseDigest(sel.digest, reference);
     desc = top.find((d) => d.digest === sel.digest) ?? { mediaType: '', digest: sel.digest, size: -1 };
   } else {
     const tagged = top.filter((d) => d.annotations?.[REF_NAME] !== undefined);
@@ -152,7 +161,7 @@ export function choosePlatform(describe: string, list: Descriptor[], want: Platf
   const fit = list.filter((d) => !d.platform || platformMatches(d.platform, want));
   const chosen = fit.find((d) => d.platform) ?? fit[0];
   if (chosen) return chosen;
-  const have = list.map((d) => (d.platform ? formatPlatform(d.platform as Platform) : '?')).filter((p) => p !== 'unknown/unknown');
+  const have = list.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).filter((p) => p !== 'unknown/unknown');
   throw new BerthError('PLATFORM_NOT_FOUND', `${describe} has no image for ${formatPlatform(want)}`,
     `it has: ${[...new Set(have)].join(', ')}; choose one with --platform`);
 }
@@ -161,50 +170,29 @@ async function resolveFromList(store: BlobStore, list: Descriptor[], sel: Select
   return resolveDescriptor(store, choosePlatform(store.describe, list, sel.platform), sel, reference, 1);
 }
 
-export interface ManifestDoc {
-  mediaType?: string;
-  schemaVersion?: number;
-  manifests?: Descriptor[];
-  config?: Descriptor;
-  layers?: Descriptor[];
-}
-
-/** Refuses what is not an image index or manifest berth can read; says which it is. */
-export function manifestKind(doc: ManifestDoc, digest: string, declared?: string): 'index' | 'manifest' {
-  const mediaType = doc.mediaType ?? declared ?? (doc.manifests ? MEDIA.ociIndex : MEDIA.ociManifest);
-  if (mediaType === MEDIA.dockerSchema1 || mediaType === MEDIA.dockerSchema1Signed || doc.schemaVersion === 1) {
-    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${digest} is a Docker schema 1 manifest, which is deprecated and unsupported`,
-      'push the image again with a current Docker or skopeo, which write schema 2 or OCI manifests');
-  }
-  if (INDEX_TYPES.has(mediaType) || (doc.manifests && !doc.layers)) return 'index';
-  if (!MANIFEST_TYPES.has(mediaType) || !doc.config || !doc.layers) {
-    throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${digest} has media type '${mediaType}', not an image manifest`,
-      'name an image, not an artifact or attestation');
-  }
-  return 'manifest';
-}
-
 export async function resolveDescriptor(store: BlobStore, desc: Descriptor, sel: Selector, reference: string, depth: number): Promise<ResolvedImage> {
   if (depth > 4) throw new BerthError('SOURCE_INVALID', `${store.describe} nests indexes too deeply`, 'the image index is malformed');
-  const data = await store.manifest(desc.digest);
-  const doc = parseJson<ManifestDoc>(data, `manifest ${desc.digest}`);
-  if (manifestKind(doc, desc.digest, desc.mediaType || undefined) === 'index') {
-    return resolveFromList(store, doc.manifests ?? [], sel, reference);
-  }
-  const configData = await store.config(doc.config!.digest);
-  const config = parseJson<ImageConfig>(configData, `image config ${doc.config!.digest}`);
-  const layerDescs = doc.layers!;
-  const diffIds = config.rootfs?.diff_ids ?? [];
-  if (diffIds.length !== layerDescs.length) {
-    throw new BerthError('SOURCE_INVALID', `manifest ${desc.digest} lists ${layerDescs.length} layers but its config has ${diffIds.length} diff_ids`,
+  const data = await store.manifest(desc);
+  const what = `manifest ${desc.digest} in ${store.describe}`;
+  checkSize(desc, data.length, what);
+  const doc = readManifestOrIndex(parseJson(data, what), what, desc.mediaType || undefined);
+  if (doc.kind === 'index') return resolveFromList(store, doc.manifests, sel, reference);
+  const configData = await store.config(doc.config);
+  const configWhat = `image config ${doc.config.digest} in ${store.describe}`;
+  checkSize(doc.config, configData.length, configWhat);
+  const config = readImageConfig(parseJson(configData, configWhat), configWhat);
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== doc.layers.length) {
+    throw new BerthError('SOURCE_INVALID', `manifest ${desc.digest} lists ${doc.layers.length} layers but its config has ${diffIds.length} diff_ids`,
       'the image is inconsistent; rebuild or copy it again');
   }
-  for (const l of layerDescs) layerCompression(l.mediaType); // refuse artifacts before fetching anything
-  const openers = await Promise.all(layerDescs.map((l) => store.layer(l)));
-  const layers: LayerBlob[] = layerDescs.map((l, i) => ({
-    digest: l.digest, diffId: diffIds[i], mediaType: l.mediaType, size: l.size,
-    compression: layerCompression(l.mediaType),
-    open: openers[i]!,
-  }));
-  return { reference, manifestDigest: desc.digest, configDigest: doc.config!.digest, config, layers };
+  const compressions = doc.layers.map((l) => layerCompression(l.mediaType)); // refuse artifacts before fetching anything
+  const access = await Promise.all(doc.layers.map((l) => store.layer(l)));
+  return {
+    reference, manifestDigest: desc.digest, configDigest: doc.config.digest, config,
+    layers: doc.layers.map((l, i): LayerBlob => {
+      checkSize(l, access[i]!.size, `layer ${i + 1}/${doc.layers.length} (${l.digest}) in ${store.describe}`);
+      return { digest: l.digest, diffId: diffIds[i]!, mediaType: l.mediaType, size: l.size, compression: compressions[i]!, open: access[i]!.open };
+    }),
+  };
 }

@@ -1,16 +1,27 @@
 // docker:// images: manifests come from the registry, and so does every blob, into the
 // verified cache (several layers at once) before conversion reads them from there.
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { ensureBlob } from './cache.js';
 import type { Caches } from './caches.js';
 import { findCredentials } from './credentials.js';
+import { parseDigest, verifyBytes } from './digest.js';
 import { formatDockerReference, parseDockerReference, type DockerReference } from './docker-reference.js';
-import { choosePlatform, manifestKind, parseJson, resolveDescriptor, sha256, type BlobStore, type Descriptor, type ManifestDoc } from './oci-layout.js';
+import { choosePlatform, resolveDescriptor, sha256, type BlobStore } from './oci-layout.js';
 import type { Platform } from './platform.js';
 import { RegistryClient } from './registry.js';
+import { parseJson, readManifestOrIndex, type Descriptor, type IndexDoc, type ManifestDoc } from './schema.js';
 import type { ImageSource, ResolvedImage } from './source.js';
+
+const TAMPERING = 'the registry is corrupt or tampering; nothing was cached';
+
+interface TopManifest {
+  doc: IndexDoc | ManifestDoc;
+  bytes: Buffer;
+  digest: string;
+  mediaType: string;
+}
 
 /** What a pull reports as blobs arrive, for progress bars. */
 export interface DownloadEvents {
@@ -48,7 +59,7 @@ export class RegistrySource implements ImageSource {
   readonly describe: string;
   readonly ref: DockerReference;
   private readonly client: RegistryClient;
-  private top: { doc: ManifestDoc; bytes: Buffer; digest: string; mediaType: string } | undefined;
+  private top: TopManifest | undefined;
 
   constructor(text: string, private readonly opts: PullOptions) {
     this.ref = parseDockerReference(text);
@@ -66,26 +77,26 @@ export class RegistrySource implements ImageSource {
   }
 
   /** The tag's (or digest's) manifest or index: one request, remembered. */
-  private async topManifest(): Promise<{ doc: ManifestDoc; bytes: Buffer; digest: string; mediaType: string }> {
+  private async topManifest(): Promise<TopManifest> {
     if (this.top) return this.top;
     const id = this.ref.digest ?? this.ref.tag!;
+    if (this.ref.digest) parseDigest(this.ref.digest, this.describe); // one berth cannot verify is refused before asking
     const { bytes, mediaType, digest: claimed } = await this.client.manifest(id);
     const digest = sha256(bytes);
-    if (this.ref.digest && digest !== this.ref.digest) {
-      throw new BerthError('DIGEST_MISMATCH', `${this.describe}: the registry sent a manifest whose digest is ${digest}`, 'the registry is corrupt or tampering; nothing was cached');
-    }
+    if (this.ref.digest) verifyBytes(bytes, this.ref.digest, `${this.describe}: the manifest the registry sent`, TAMPERING);
     if (claimed && claimed !== digest && claimed.startsWith('sha256:')) {
-      throw new BerthError('DIGEST_MISMATCH', `${this.describe}: the manifest's digest is ${digest}, not ${claimed} as the registry says`, 'the registry is corrupt or tampering; nothing was cached');
+      throw new BerthError('DIGEST_MISMATCH', `${this.describe}: the manifest's digest is ${digest}, not ${claimed} as the registry says`, TAMPERING);
     }
-    this.top = { doc: parseJson<ManifestDoc>(bytes, `${this.describe} manifest`), bytes, digest, mediaType };
+    const what = `the manifest of ${this.describe}`;
+    this.top = { doc: readManifestOrIndex(parseJson(bytes, what), what, mediaType || undefined), bytes, digest, mediaType };
     return this.top;
   }
 
   /** The digest of the image manifest for this platform, at the cost of one request. */
   async manifestDigest(platform: Platform): Promise<string> {
     const top = await this.topManifest();
-    if (manifestKind(top.doc, top.digest, top.mediaType) === 'manifest') return top.digest;
-    const chosen = choosePlatform(this.describe, top.doc.manifests ?? [], platform);
+    if (top.doc.kind === 'manifest') return top.digest;
+    const chosen = choosePlatform(this.describe, top.doc.manifests, platform);
     // A nested index is resolved later; its own digest still names what will be converted.
     return chosen.digest;
   }
@@ -95,31 +106,52 @@ export class RegistrySource implements ImageSource {
     const run = limiter(this.opts.parallel);
     const store: BlobStore = {
       describe: this.describe,
-      manifest: async (digest) => {
-        if (digest === top.digest) return top.bytes; // fetched and checked already
-        const { bytes } = await this.client.manifest(digest);
-        if (sha256(bytes) !== digest) {
-          throw new BerthError('DIGEST_MISMATCH', `${this.describe}: manifest ${digest} arrived with digest ${sha256(bytes)}`, 'the registry is corrupt or tampering; nothing was cached');
-        }
+      manifest: async (desc) => {
+        if (desc.digest === top.digest) return top.bytes; // fetched and checked already
+        const { bytes } = await this.client.manifest(desc.digest);
+        verifyBytes(bytes, desc.digest, `${this.describe}: manifest ${desc.digest}`, TAMPERING);
         return bytes;
       },
-      config: async (digest) => readFileSync(await this.blob(digest, 'the image config')),
+      config: async (desc) => readFileSync(await this.blob(desc, 'the image config')),
       layer: async (l: Descriptor) => {
         const file = await run(async () => {
           this.opts.events?.start(l.digest, l.size);
-          const f = await this.blob(l.digest, `layer ${l.digest}`);
+          const f = await this.blob(l, `layer ${l.digest}`);
           this.opts.events?.done(l.digest);
           return f;
         });
-        return (range) => createReadStream(file, { ...range, highWaterMark: 1 << 20 });
+        return { size: statSync(file).size, open: (range) => createReadStream(file, { ...range, highWaterMark: 1 << 20 }) };
       },
     };
     return resolveDescriptor(store, { mediaType: top.mediaType, digest: top.digest, size: -1 }, { platform }, this.describe, 0);
   }
 
-  private blob(digest: string, what: string): Promise<string> {
-    return ensureBlob(this.opts.caches.blobDir(), digest, (start) =>
-      this.client.get('blobs', digest, start > 0 ? { range: `bytes=${start}-` } : {}), `${this.describe}: ${what}`,
-    (n) => this.opts.events?.bytes(digest, n));
+  /** The blob in the cache, downloaded if need be; a download that keeps failing names the registry. */
+  private async blob(desc: Descriptor, what: string): Promise<string> {
+    if (parseDigest(desc.digest, `${this.describe}: ${what}`).algorithm !== 'sha256') {
+      throw new BerthError('UNSUPPORTED_MEDIA_TYPE', `${this.describe}: ${what} has the digest ${desc.digest}, and berth's cache keeps sha256 blobs only`,
+        'push the image with sha256 digests (what registries and image tools use by default)');
+    }
+    try {
+      return await ensureBlob(this.opts.caches.blobDir(), desc.digest, (start) => this.fetchBlob(desc, what, start),
+        `${this.describe}: ${what}`, (n) => this.opts.events?.bytes(desc.digest, n));
+    } catch (e: unknown) {
+      // The cache retries a dropped download itself, then gives up with what the network said.
+      if (e instanceof BerthError) throw e;
+      throw this.client.dropped(what, e);
+    }
+  }
+
+  /** One GET of a blob from byte `start`, refused when the registry offers more or less than its descriptor says. */
+  private async fetchBlob(desc: Descriptor, what: string, start: number): Promise<Response> {
+    const res = await this.client.get('blobs', desc.digest, start > 0 ? { range: `bytes=${start}-` } : {});
+    const length = Number(res.headers.get('content-length') ?? NaN);
+    const total = (res.status === 206 ? start : 0) + length;
+    if (Number.isFinite(length) && desc.size >= 0 && total !== desc.size) {
+      await res.body?.cancel();
+      throw new BerthError('SOURCE_INVALID', `${this.describe}: the registry has ${total} bytes for ${what}, but its descriptor says ${desc.size}`,
+        'the image does not match its own manifest; push it again, or report it to the registry\'s admins. Nothing was cached.');
+    }
+    return res;
   }
 }

@@ -24,6 +24,9 @@ export const MANIFEST_ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
+/** The distribution spec lets registries refuse manifests over 4 MiB; berth reads no more. */
+const MAX_MANIFEST = 4 * 1024 * 1024;
+
 export interface RegistryOptions {
   insecure: boolean;
   /** The credentials for this registry, or how to find them when it asks for them. */
@@ -98,7 +101,7 @@ export class RegistryClient {
           await sleep(backoff(attempt));
           continue;
         }
-        throw unreachable(this.ref.apiHost, e);
+        throw unreachable(this.ref.apiHost, this.describe, e);
       }
       clearTimeout(timer);
       if (res.status === 401 && !authTried) {
@@ -118,14 +121,34 @@ export class RegistryClient {
     }
   }
 
-  /** A manifest or index, its bytes and digest (from the registry, checked by the caller). */
+  /**
+   * A manifest or index, its bytes and digest (from the registry, checked by the caller). A
+   * connection dropped while the body arrives is retried like one dropped before the answer.
+   */
   async manifest(id: string): Promise<{ bytes: Buffer; mediaType: string; digest: string | undefined }> {
-    const res = await this.get('manifests', id, { accept: MANIFEST_ACCEPT });
-    const bytes = Buffer.from(await res.arrayBuffer());
-    if (bytes.length > 4 * 1024 * 1024) {
-      throw new BerthError('SOURCE_INVALID', `${this.describe}: the manifest is implausibly large (${bytes.length} bytes)`, 'check the reference');
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.get('manifests', id, { accept: MANIFEST_ACCEPT });
+      try {
+        const bytes = await readBody(res, MAX_MANIFEST, () => this.tooLarge());
+        return { bytes, mediaType: res.headers.get('content-type') ?? '', digest: res.headers.get('docker-content-digest') ?? undefined };
+      } catch (e: unknown) {
+        if (e instanceof BerthError) throw e;
+        if (attempt >= this.opts.retries) throw this.dropped(`the manifest ${id}`, e);
+        await sleep(backoff(attempt));
+      }
     }
-    return { bytes, mediaType: res.headers.get('content-type') ?? '', digest: res.headers.get('docker-content-digest') ?? undefined };
+  }
+
+  /** The registry kept closing connections in the middle of an answer, retries included. */
+  dropped(what: string, e: unknown): BerthError {
+    return new BerthError('REGISTRY_UNREACHABLE',
+      `${this.ref.apiHost} kept dropping the connection while sending ${what} of ${this.describe} (${reasonOf(e)}; berth retried with backoff)`,
+      'check the network and any proxy between here and the registry (HTTPS_PROXY), and whether the registry is healthy; a later pull resumes the layers that had arrived',
+      { cause: e });
+  }
+
+  private tooLarge(): BerthError {
+    return new BerthError('SOURCE_INVALID', `${this.describe}: the manifest is larger than ${MAX_MANIFEST / 1024 / 1024} MiB`, 'check the reference');
   }
 
   /** The credentials, looked up once, when the registry first asks. */
@@ -180,7 +203,7 @@ export class RegistryClient {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
     } catch (e: unknown) {
-      throw unreachable(url.host, e);
+      throw unreachable(url.host, this.describe, e);
     }
     if (res.status === 401 || res.status === 403) {
       await res.body?.cancel();
@@ -190,9 +213,15 @@ export class RegistryClient {
       await res.body?.cancel();
       throw new BerthError('AUTH_FAILED', `the token service ${url.host} answered ${res.status} for ${this.describe}`, 'try again later');
     }
-    const body = (await res.json()) as { token?: string; access_token?: string };
-    const token = body.token ?? body.access_token;
-    if (!token) throw new BerthError('AUTH_FAILED', `the token service ${url.host} sent no token`, 'try again later');
+    let body: unknown;
+    try {
+      body = JSON.parse((await readBody(res, MAX_MANIFEST, () => undefined)).toString('utf8'));
+    } catch (e: unknown) {
+      throw new BerthError('AUTH_FAILED', `the token service ${url.host} sent no readable answer for ${this.describe} (${reasonOf(e)})`, 'try again later', { cause: e });
+    }
+    const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+    const token = typeof fields['token'] === 'string' ? fields['token'] : fields['access_token'];
+    if (typeof token !== 'string' || token === '') throw new BerthError('AUTH_FAILED', `the token service ${url.host} sent no token`, 'try again later');
     return token;
   }
 
@@ -238,9 +267,50 @@ function retryAfter(header: string | null): number | undefined {
   return Number.isNaN(date) ? undefined : Math.min(60_000, Math.max(0, date - Date.now()));
 }
 
-function unreachable(host: string, e: unknown): BerthError {
-  const cause = (e as { cause?: { code?: string } }).cause?.code ?? messageOf(e);
+/** What the network said, in words: undici's own codes (UND_ERR_SOCKET) tell a user nothing. */
+function reasonOf(e: unknown): string {
+  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  const words: Record<string, string> = {
+    ECONNREFUSED: 'connection refused: nothing listens there',
+    ECONNRESET: 'the connection was reset',
+    UND_ERR_SOCKET: 'the registry closed the connection',
+    UND_ERR_CLOSED: 'the registry closed the connection',
+    ENOTFOUND: 'no such host',
+    EAI_AGAIN: 'the host name could not be looked up',
+    UND_ERR_CONNECT_TIMEOUT: 'connecting timed out',
+    EHOSTUNREACH: 'no route to the host',
+    ENETUNREACH: 'the network is unreachable',
+  };
+  if (code && Object.hasOwn(words, code)) return words[code]!;
+  if (code && /CERT|SELF_SIGNED|TLS/.test(code)) return `its TLS certificate is not trusted: ${code}`;
+  return code ?? messageOf(e);
+}
+
+function unreachable(host: string, describe: string, e: unknown): BerthError {
   const timeout = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError');
-  return new BerthError('REGISTRY_UNREACHABLE', timeout ? `${host} did not answer in time` : `cannot reach ${host} (${cause})`,
+  return new BerthError('REGISTRY_UNREACHABLE', timeout ? `${host} did not answer in time (for ${describe})` : `cannot reach ${host} for ${describe} (${reasonOf(e)})`,
     'check the registry name, the network and any proxy; berth retried with backoff before giving up', { cause: e });
+}
+
+/** A response body whole, up to `max` bytes; past that `tooLarge` (or a plain error) is thrown. */
+async function readBody(res: Response, max: number, tooLarge: () => BerthError | undefined): Promise<Buffer> {
+  const refuse = () => tooLarge() ?? new Error(`more than ${max} bytes`);
+  if (Number(res.headers.get('content-length') ?? 0) > max) {
+    await res.body?.cancel();
+    throw refuse();
+  }
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const reader = res.body?.getReader();
+  for (;;) {
+    const next = await reader?.read();
+    if (!next || next.done) return Buffer.concat(chunks);
+    length += next.value.length;
+    if (length > max) {
+      await reader!.cancel();
+      throw refuse();
+    }
+    chunks.push(Buffer.from(next.value));
+  }
 }

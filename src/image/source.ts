@@ -1,6 +1,6 @@
-// What every image source (oci:, docker-archive:, and docker:// once the registry client
-// lands) hands to the converter: a resolved manifest, its parsed config and its layer blobs,
-// each of which can be opened again from the start (the merge may read a layer twice).
+// What every image source (oci:, docker-archive:, docker://) hands to the converter: a
+// resolved manifest, its checked config and its layer blobs, each of which can be opened again
+// from the start (the merge may read a layer twice).
 import type { Readable } from 'node:stream';
 import type { Platform } from './platform.js';
 
@@ -10,7 +10,7 @@ export interface LayerBlob {
   /** Digest of the blob as stored (compressed bytes); checked while streaming. */
   digest: string;
   /** Digest of the uncompressed tar, from the config's rootfs.diff_ids; checked too. */
-  diffId: string | undefined;
+  diffId: string;
   mediaType: string;
   size: number;
   /** From the media type; undefined where the source does not say (classic docker save). */
@@ -18,7 +18,10 @@ export interface LayerBlob {
   open(range?: { start: number; end: number }): Readable;
 }
 
-/** The parts of an OCI image config that berth carries into the image file. */
+/**
+ * The parts of an OCI image config that berth carries into the image file, as schema.ts
+ * checked them: null there has become absent here.
+ */
 export interface ImageConfig {
   architecture: string;
   os: string;
@@ -27,15 +30,15 @@ export interface ImageConfig {
   config: {
     User?: string;
     Env?: string[];
-    Entrypoint?: string[] | null;
-    Cmd?: string[] | null;
+    Entrypoint?: string[];
+    Cmd?: string[];
     WorkingDir?: string;
-    Labels?: Record<string, string> | null;
-    Volumes?: Record<string, object> | null;
-    ExposedPorts?: Record<string, object> | null;
+    Labels?: Record<string, string>;
+    Volumes?: Record<string, unknown>;
+    ExposedPorts?: Record<string, unknown>;
     StopSignal?: string;
   };
-  rootfs?: { type: string; diff_ids: string[] };
+  rootfs: { type: string; diff_ids: string[] };
 }
 
 export interface ResolvedImage {
