@@ -24,12 +24,28 @@
 #define MD SQUASHFS_METADATA_SIZE
 #define DIR_COUNT 256 /* entries under one directory header, at most (the kernel's limit) */
 
+/* Whether a block may lie at `pos`: nothing does inside the superblock, and the library's
+ * caches take position 0 for "no entry", handing back an empty one (a NULL block) for it. */
+static int block_at(sqfs_off_t pos)
+{
+	return pos >= (sqfs_off_t)sizeof(struct squashfs_super_block);
+}
+
 /* The block holding cursor `cur`, or NULL when it cannot be read or `cur` lies past its end. */
 static sqfs_block *md_block(sqfs *fs, const sqfs_md_cursor *cur, sqfs_off_t *next)
 {
-	sqfs_block *block;
+	sqfs_block *block = NULL;
 	*next = cur->block;
-	if (sqfs_md_cache(fs, next, &block) != SQFS_OK || cur->offset > block->size)
+	if (!block_at(cur->block) || sqfs_md_cache(fs, next, &block) != SQFS_OK || !block || cur->offset > block->size)
+		return NULL;
+	return block;
+}
+
+/* A data or fragment block, through its cache. */
+static sqfs_block *data_cached(sqfs *fs, sqfs_cache *cache, uint64_t pos, uint32_t hdr)
+{
+	sqfs_block *block = NULL;
+	if (!block_at((sqfs_off_t)pos) || sqfs_data_cache(fs, cache, (sqfs_off_t)pos, hdr, &block) != SQFS_OK)
 		return NULL;
 	return block;
 }
@@ -255,7 +271,7 @@ static int fragment(sqfs *fs, const sqfs_inode *inode, size_t want, const char *
 	struct squashfs_fragment_entry f;
 	sqfs_block *block;
 	if (table_get(fs, &fs->frag_table, fs->sb.fragments, inode->xtra.reg.frag_idx, sizeof f, &f) < 0 ||
-	    sqfs_data_cache(fs, &fs->frag_cache, (sqfs_off_t)le64toh(f.start_block), le32toh(f.size), &block) != SQFS_OK)
+	    !(block = data_cached(fs, &fs->frag_cache, le64toh(f.start_block), le32toh(f.size))))
 		return -EIO;
 	size_t off = inode->xtra.reg.frag_off;
 	if (off > block->size || want > block->size - off)
@@ -272,7 +288,7 @@ static int data_block(sqfs *fs, const sqfs_blocklist *bl, size_t want, const cha
 	if (bl->input_size == 0)
 		return 0;
 	/* A block that decompresses short would leave its tail to be copied from beyond it. */
-	if (sqfs_data_cache(fs, &fs->data_cache, (sqfs_off_t)bl->block, bl->header, &block) != SQFS_OK || block->size < want)
+	if (!(block = data_cached(fs, &fs->data_cache, bl->block, bl->header)) || block->size < want)
 		return -EIO;
 	*data = block->data;
 	return 0;
