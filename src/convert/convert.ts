@@ -155,8 +155,9 @@ async function streamLayer(
       try {
         parser.end();
         // A layer cut at an entry boundary parses cleanly up to its end; only the missing
-        // end-of-archive blocks tell that entries (or whole directories) are gone.
-        if (!parser.ended) throw new TarFormatError(`the tar stream ends at byte ${parser.offset} without its end-of-archive marker: the layer is truncated`);
+        // end-of-archive blocks tell that entries (or whole directories) are gone. (tar-reader's
+        // end() refuses that too now; this keeps the rule where the conversion relies on it.)
+        if (!parser.ended) throw new TarFormatError(`the tar stream ends at byte ${parser.offset} without its end-of-archive marker: it is truncated`);
         cb();
       } catch (e: unknown) {
         cb(e as Error);

@@ -70,11 +70,12 @@ export async function indexTarFile(file: string): Promise<Map<string, Member>> {
     }
     parser.end();
     // Without its end-of-archive blocks the file was cut short: members may be missing.
-    if (!parser.ended) throw new TarFormatError(`it ends at byte ${pos} without the end-of-archive marker, so it is truncated`);
+    // (tar-reader's end() says so too now; this keeps the rule where the archive relies on it.)
+    if (!parser.ended) throw new TarFormatError(`the tar stream ends at byte ${pos} without its end-of-archive marker: it is truncated`);
   } catch (e: unknown) {
     if (e instanceof TarFormatError) {
       throw new BerthError('SOURCE_INVALID', `${file} is not a readable tar archive: ${e.message}`,
-        'docker-archive: wants the uncompressed tarball `docker save` writes; decompress it first if it is .tar.gz');
+        'docker-archive: wants the uncompressed tarball `docker save` writes: decompress it first if it is .tar.gz, or save it again if it was cut short');
     }
     throw e;
   } finally {
