@@ -1,8 +1,23 @@
 // A push-based, zero-copy tar parser for image layers. It understands what layer producers
-// write: ustar, PAX extended headers (path, linkpath, sizes, ids, mtime, SCHILY.xattr and
-// LIBARCHIVE.xattr), GNU long names (L/K) and base-256 numbers. Names are kept as latin1
-// strings, i.e. one char per byte, so names that are not valid UTF-8 survive byte for byte.
-// File bodies are handed on as slices of the input chunks; nothing is copied or buffered.
+// write: ustar, PAX extended headers (path, linkpath, sizes, ids, mtime, SCHILY.xattr,
+// LIBARCHIVE.xattr, ACLs), GNU long names (L/K), base-256 numbers and GNU sparse files in all
+// four formats. Names are kept as latin1 strings, i.e. one char per byte, so names that are not
+// valid UTF-8 survive byte for byte. File bodies are handed on as slices of the input chunks.
+//
+// Every field is read strictly (tar-fields.ts), and every step of push() consumes at least one
+// byte, so no input can make the parser spin: a negative PAX size once made it loop forever,
+// deaf to signals. Which entries have a body follows Go's archive/tar (Docker's and umoci's
+// reader): only regular files and unknown types; a size on a link, directory or device is
+// ignored, so berth and they cannot disagree on where the next header starts.
+import { AttributeLosses, storableAttributes } from './attributes.js';
+import {
+  cString, headerNumber, headerString, LIMITS, libarchiveXattr, parsePaxRecords, paxTime, paxUnsigned, shownName,
+  TarFormatError, verifyChecksum, where, type At,
+} from './tar-fields.js';
+import { checkSparse, Map10Reader, oldGnuSegments, parseMap00, parseMap01, type SparseMap, type SparseSegment } from './tar-sparse.js';
+
+export { TarFormatError } from './tar-fields.js';
+export type { SparseMap } from './tar-sparse.js';
 
 export type EntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 
@@ -15,12 +30,15 @@ export interface TarEntry {
   gid: number;
   uname: string;
   gname: string;
+  /** Bytes of data that follow in the archive (for a sparse file: the stored segments only). */
   size: number;
   mtime: number;
   devmajor: number;
   devminor: number;
-  /** Extended attributes: name -> raw value. */
+  /** Extended attributes squashfs can store: name (latin1) -> raw value. */
   xattrs: Map<string, Buffer>;
+  /** Set for GNU sparse files. */
+  sparse?: SparseMap;
 }
 
 export interface TarSink {
@@ -30,29 +48,43 @@ export interface TarSink {
   entryEnd(): void;
 }
 
-export class TarFormatError extends Error {}
-
 const BLOCK = 512;
 const TYPES: Record<string, EntryType> = {
-  '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink',
+  '0': 'file', '\0': 'file', '7': 'file', S: 'file', '1': 'hardlink', '2': 'symlink',
   '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo',
 };
+const HEADER_ONLY = new Set<EntryType>(['hardlink', 'symlink', 'char', 'block', 'dir', 'fifo']);
 
-type State = 'header' | 'body' | 'meta' | 'padding' | 'ended';
+type State = 'header' | 'sparseExt' | 'sparseMap' | 'body' | 'meta' | 'padding' | 'ended';
+
+/** An entry read but not yet handed on: its sparse map is still being read. */
+interface Pending {
+  entry: TarEntry;
+  segments: SparseSegment[];
+  realSize: number;
+  map10?: Map10Reader;
+  /** The size field: the stored bytes (old GNU), or map and data together (1.0). */
+  recordSize: number;
+}
 
 export class TarParser {
   private state: State = 'header';
-  private headerBuf = Buffer.alloc(BLOCK);
-  private headerFill = 0;
+  private block = Buffer.alloc(BLOCK);
+  private blockFill = 0;
   private remaining = 0; // bytes of body (or meta) still to come
   private padding = 0;
   private wantBody = false;
+  private zeroBlocks = 0;
   private metaType = '';
   private metaChunks: Buffer[] = [];
+  private metaBytes = 0; // extended header bytes read for the coming entry
   private pax = new Map<string, Buffer>();
+  private sparse00: string[] = [];
   private globalPax = new Map<string, Buffer>();
   private gnuLongName: string | undefined;
   private gnuLongLink: string | undefined;
+  private pending: Pending | undefined;
+  private readonly losses = new AttributeLosses();
   /** Offset in the uncompressed stream, for error messages. */
   offset = 0;
   private headerOffset = 0;
@@ -62,54 +94,58 @@ export class TarParser {
     private readonly warn: (msg: string) => void = () => {},
   ) {}
 
+  /** The end-of-archive marker (two zero blocks) was read: nothing after it is looked at. */
   get ended(): boolean {
+    return this.state === 'ended';
+  }
+
+  get sawEnd(): boolean {
     return this.state === 'ended';
   }
 
   push(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
-      const avail = chunk.length - pos;
-      switch (this.state) {
-        case 'header': {
-          const n = Math.min(BLOCK - this.headerFill, avail);
-          chunk.copy(this.headerBuf, this.headerFill, pos, pos + n);
-          this.headerFill += n;
-          pos += n;
-          this.offset += n;
-          if (this.headerFill === BLOCK) {
-            this.headerFill = 0;
-            this.headerOffset = this.offset - BLOCK;
-            this.onHeader(this.headerBuf);
-          }
-          break;
-        }
-        case 'body':
-        case 'meta': {
-          const n = Math.min(this.remaining, avail);
-          const slice = chunk.subarray(pos, pos + n);
-          if (this.state === 'meta') this.metaChunks.push(Buffer.from(slice));
-          else if (this.wantBody) this.sink.data(slice);
-          pos += n;
-          this.offset += n;
-          this.remaining -= n;
-          if (this.remaining === 0) this.finishBody();
-          break;
-        }
-        case 'padding': {
-          const n = Math.min(this.padding, avail);
-          pos += n;
-          this.offset += n;
-          this.padding -= n;
-          if (this.padding === 0) this.state = 'header';
-          break;
-        }
-        case 'ended':
-          // Trailing zero blocks and whatever padding the producer added after them.
-          this.offset += avail;
-          return;
+      if (this.state === 'ended') {
+        // Whatever follows the end marker (record padding) is not part of the archive.
+        this.offset += chunk.length - pos;
+        return;
       }
+      const n = this.step(chunk, pos);
+      if (!(n > 0)) throw new Error(`internal: the tar parser made no progress in state ${this.state}`);
+      pos += n;
     }
+  }
+
+  /** One step of the state machine over chunk[pos..]; returns the bytes it consumed (> 0). */
+  private step(chunk: Buffer, pos: number): number {
+    const avail = chunk.length - pos;
+    if (this.state === 'header' || this.state === 'sparseExt' || this.state === 'sparseMap') {
+      const n = Math.min(BLOCK - this.blockFill, avail);
+      chunk.copy(this.block, this.blockFill, pos, pos + n);
+      this.blockFill += n;
+      this.offset += n;
+      if (this.blockFill === BLOCK) {
+        this.blockFill = 0;
+        this.onBlock(this.block);
+      }
+      return n;
+    }
+    if (this.state === 'padding') {
+      const n = Math.min(this.padding, avail);
+      this.offset += n;
+      this.padding -= n;
+      if (this.padding === 0) this.state = 'header';
+      return n;
+    }
+    const n = Math.min(this.remaining, avail);
+    const slice = chunk.subarray(pos, pos + n);
+    if (this.state === 'meta') this.metaChunks.push(Buffer.from(slice));
+    else if (this.wantBody) this.sink.data(slice);
+    this.offset += n;
+    this.remaining -= n;
+    if (this.remaining === 0) this.finishBody();
+    return n;
   }
 
   /**
@@ -125,165 +161,276 @@ export class TarParser {
     return n;
   }
 
-  /** The input is exhausted: anything but a clean end of archive is truncation. */
+  /**
+   * The input is exhausted. Anything but the end-of-archive marker is truncation: a tar cut at
+   * an entry boundary looks whole otherwise, and would quietly lose the entries after the cut.
+   */
   end(): void {
     if (this.state === 'ended') return;
-    if (this.state === 'header' && this.headerFill === 0) return; // no end marker: tolerated, as GNU tar does
-    throw new TarFormatError(`tar stream ends in the middle of an entry (at byte ${this.offset})`);
+    if (this.state === 'header' && this.blockFill === 0 && this.pending === undefined) {
+      throw new TarFormatError(`the tar stream ends at byte ${this.offset} without its end-of-archive marker (two zero blocks): it is truncated`);
+    }
+    throw new TarFormatError(`the tar stream ends in the middle of an entry (at byte ${this.offset}): it is truncated`);
+  }
+
+  private onBlock(b: Buffer): void {
+    if (this.state === 'sparseExt') return this.onSparseExtension(b);
+    if (this.state === 'sparseMap') return this.onSparseMapBlock(b);
+    this.headerOffset = this.offset - BLOCK;
+    if (isZeroBlock(b)) {
+      if (++this.zeroBlocks === 2) this.onEnd();
+      return;
+    }
+    if (this.zeroBlocks > 0) {
+      // Go's archive/tar refuses this too; GNU tar stops reading; tar2sqfs reads on.
+      throw new TarFormatError(`a lone zero block at byte ${this.headerOffset - BLOCK} is followed by more entries: the layer is corrupt`);
+    }
+    this.onHeader(b);
+  }
+
+  private onEnd(): void {
+    this.state = 'ended';
+    for (const w of this.losses.warnings(shownName)) this.warn(w);
   }
 
   private onHeader(h: Buffer): void {
-    if (isZeroBlock(h)) {
-      this.state = 'ended';
-      return;
-    }
     verifyChecksum(h, this.headerOffset);
     const flag = String.fromCharCode(h[156]!);
-    const size = readNumber(h, 124, 12, 'size', this.headerOffset);
-    if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
-      this.metaType = flag;
-      this.beginBody(size, 'meta');
-      return;
-    }
+    const at: At = { offset: this.headerOffset };
+    const size = headerNumber(h, 124, 12, 'size', at);
+    if (size < 0) throw new TarFormatError(`the size field of ${where(at)} is negative`);
+    if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') return this.beginMeta(flag, size);
     const type = TYPES[flag];
-    const entry = type && this.buildEntry(h, type, size);
-    this.pax = new Map();
-    this.gnuLongName = this.gnuLongLink = undefined;
-    if (!entry) {
-      if (flag === 'S') throw new TarFormatError(`GNU sparse file at byte ${this.headerOffset} is not supported in image layers`);
+    if (!type) {
       this.warn(`skipping tar entry of unknown type '${flag}' at byte ${this.headerOffset}`);
+      const paxSize = this.pax.get('size');
+      this.resetExtended();
       this.wantBody = false;
-      this.beginBody(size, 'body');
-      return;
+      return this.beginBody(paxSize ? paxUnsigned(paxSize.toString('latin1'), 'size', at) : size, 'body');
     }
-    // Only regular files carry data; a size on anything else (old hard-link writers) is skipped.
-    const bodySize = entry.type === 'file' ? entry.size : size;
-    this.wantBody = this.sink.entry(entry) && entry.type === 'file';
-    this.beginBody(bodySize, 'body');
+    const pax = new Map([...this.globalPax, ...this.pax]);
+    const entry = this.decodeEntry(h, flag, type, pax, size);
+    const sparse = this.sparseOf(h, flag, pax, entry);
+    const sparse00 = this.sparse00;
+    this.resetExtended();
+    if (!sparse) return this.deliver(entry, HEADER_ONLY.has(type) ? 0 : entry.size);
+    this.pending = { entry, segments: [], realSize: sparse.realSize, recordSize: entry.size };
+    this.beginSparse(h, sparse.format, pax, sparse00);
   }
 
-  private buildEntry(h: Buffer, type: EntryType, size: number): TarEntry | undefined {
-    const pax = new Map([...this.globalPax, ...this.pax]);
-    for (const key of pax.keys()) {
-      if (key.startsWith('GNU.sparse.')) {
-        throw new TarFormatError(`PAX sparse file at byte ${this.headerOffset} is not supported in image layers`);
-      }
+  private resetExtended(): void {
+    this.pax = new Map();
+    this.sparse00 = [];
+    this.metaBytes = 0;
+    this.gnuLongName = this.gnuLongLink = undefined;
+  }
+
+  private beginMeta(flag: string, size: number): void {
+    this.metaBytes += size;
+    if (size > LIMITS.maxMeta || this.metaBytes > LIMITS.maxMeta) {
+      throw new TarFormatError(`extended headers of ${this.metaBytes} bytes before the entry at byte ${this.headerOffset} are implausibly large`);
     }
-    const str = (key: string) => pax.get(key)?.toString('latin1');
-    const num = (key: string, fallback: number) => {
-      const v = str(key);
-      if (v === undefined) return fallback;
-      const n = Number(v);
-      if (!Number.isFinite(n)) throw new TarFormatError(`bad PAX ${key}=${v} at byte ${this.headerOffset}`);
-      return n;
-    };
-    const isUstar = h.toString('latin1', 257, 262) === 'ustar';
-    let name = this.gnuLongName ?? readString(h, 0, 100);
-    if (this.gnuLongName === undefined && isUstar) {
-      const prefix = readString(h, 345, 155);
-      if (prefix) name = `${prefix}/${name}`;
-    }
-    name = str('path') ?? name;
-    const linkname = str('linkpath') ?? this.gnuLongLink ?? readString(h, 157, 100);
-    const xattrs = new Map<string, Buffer>();
-    for (const [key, value] of pax) {
-      if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), value);
-      else if (key.startsWith('LIBARCHIVE.xattr.')) {
-        xattrs.set(decodeURIComponent(key.slice(17)), Buffer.from(value.toString('latin1'), 'base64'));
-      }
-    }
-    const off = this.headerOffset;
-    return {
-      name,
-      linkname,
-      type,
-      mode: readNumber(h, 100, 8, 'mode', off) & 0o7777,
-      uid: num('uid', readNumber(h, 108, 8, 'uid', off)),
-      gid: num('gid', readNumber(h, 116, 8, 'gid', off)),
-      uname: str('uname') ?? readString(h, 265, 32),
-      gname: str('gname') ?? readString(h, 297, 32),
-      size: type === 'file' ? num('size', size) : 0,
-      mtime: Math.floor(num('mtime', readNumber(h, 136, 12, 'mtime', off))),
-      devmajor: type === 'char' || type === 'block' ? num('SCHILY.devmajor', readNumber(h, 329, 8, 'devmajor', off)) : 0,
-      devminor: type === 'char' || type === 'block' ? num('SCHILY.devminor', readNumber(h, 337, 8, 'devminor', off)) : 0,
-      xattrs,
-    };
+    this.metaType = flag;
+    this.beginBody(size, 'meta');
   }
 
   private beginBody(size: number, state: 'body' | 'meta'): void {
     this.remaining = size;
     this.padding = (BLOCK - (size % BLOCK)) % BLOCK;
     this.state = state;
-    if (state === 'meta' && size > 16 * 1024 * 1024) {
-      throw new TarFormatError(`extended header of ${size} bytes at byte ${this.headerOffset} is implausibly large`);
-    }
     if (size === 0) this.finishBody();
   }
 
   private finishBody(): void {
-    if (this.state === 'meta') {
-      const body = Buffer.concat(this.metaChunks);
-      this.metaChunks = [];
-      if (this.metaType === 'x') parsePax(body, this.pax, this.headerOffset);
-      else if (this.metaType === 'g') parsePax(body, this.globalPax, this.headerOffset);
-      else if (this.metaType === 'L') this.gnuLongName = cString(body);
-      else this.gnuLongLink = cString(body);
-    } else if (this.wantBody) {
-      this.sink.entryEnd();
-    }
+    if (this.state === 'meta') this.finishMeta();
+    else if (this.wantBody) this.sink.entryEnd();
     this.state = this.padding > 0 ? 'padding' : 'header';
   }
+
+  private finishMeta(): void {
+    const body = Buffer.concat(this.metaChunks);
+    this.metaChunks = [];
+    if (this.metaType === 'x') parsePaxRecords(body, this.pax, this.sparse00, this.headerOffset);
+    else if (this.metaType === 'g') this.applyGlobal(body);
+    else if (this.metaType === 'L') this.gnuLongName = cString(body);
+    else this.gnuLongLink = cString(body);
+  }
+
+  /** A global header's records apply to every later entry; an empty value removes one (POSIX). */
+  private applyGlobal(body: Buffer): void {
+    const records = new Map<string, Buffer>();
+    parsePaxRecords(body, records, [], this.headerOffset);
+    for (const [k, v] of records) {
+      if (v.length === 0) this.globalPax.delete(k);
+      else this.globalPax.set(k, v);
+    }
+    let total = 0;
+    for (const v of this.globalPax.values()) total += v.length;
+    if (total > LIMITS.maxMeta) throw new TarFormatError(`global extended headers up to byte ${this.headerOffset} are implausibly large`);
+  }
+
+  private deliver(entry: TarEntry, bodySize: number): void {
+    this.wantBody = this.sink.entry(entry) && entry.type === 'file';
+    this.beginBody(bodySize, 'body');
+  }
+
+  private decodeEntry(h: Buffer, flag: string, headerType: EntryType, pax: Map<string, Buffer>, headerSize: number): TarEntry {
+    const at: At = { offset: this.headerOffset };
+    const magic = h.toString('latin1', 257, 263);
+    const posix = magic === 'ustar\0';
+    const named = posix || magic === 'ustar ';
+    let name = this.gnuLongName ?? headerString(h, 0, 100);
+    if (this.gnuLongName === undefined && posix && h[345] !== 0) name = `${headerString(h, 345, 155)}/${name}`;
+    name = paxString(pax, 'GNU.sparse.name', at) ?? paxString(pax, 'path', at) ?? name;
+    if (name === '') throw new TarFormatError(`${where(at)} has an empty name`);
+    at.name = name;
+    // Pre-POSIX tars mark directories by a trailing slash on a regular file's name.
+    const type = flag === '\0' && name.endsWith('/') ? 'dir' : headerType;
+    if (type !== 'dir' && name.endsWith('/')) throw new TarFormatError(`${where(at)} is not a directory but its name ends in '/'`);
+    const str = (key: string) => pax.get(key)?.toString('latin1');
+    const id = (key: string, off: number) => this.id(str(key), key, h, off, at);
+    const size = str('size') !== undefined ? paxUnsigned(str('size')!, 'size', at) : headerSize;
+    const dev = type === 'char' || type === 'block';
+    const entry: TarEntry = {
+      name,
+      linkname: type === 'hardlink' || type === 'symlink' ? this.linkname(h, pax, at) : '',
+      type,
+      mode: headerNumber(h, 100, 8, 'mode', at) & 0o7777,
+      uid: id('uid', 108),
+      gid: id('gid', 116),
+      uname: str('uname') ?? (named ? headerString(h, 265, 32) : ''),
+      gname: str('gname') ?? (named ? headerString(h, 297, 32) : ''),
+      size: type === 'file' ? size : 0,
+      mtime: str('mtime') !== undefined ? paxTime(str('mtime')!, 'mtime', at) : headerNumber(h, 136, 12, 'mtime', at),
+      devmajor: dev ? this.device(str('SCHILY.devmajor'), 'devmajor', h, 329, LIMITS.maxDevMajor, at) : 0,
+      devminor: dev ? this.device(str('SCHILY.devminor'), 'devminor', h, 337, LIMITS.maxDevMinor, at) : 0,
+      xattrs: new Map(),
+    };
+    this.attributes(entry, pax, at);
+    return entry;
+  }
+
+  private linkname(h: Buffer, pax: Map<string, Buffer>, at: At): string {
+    const link = paxString(pax, 'linkpath', at) ?? this.gnuLongLink ?? headerString(h, 157, 100);
+    if (link === '') throw new TarFormatError(`${where(at)} is a link with an empty target`);
+    return link;
+  }
+
+  private id(paxValue: string | undefined, key: string, h: Buffer, off: number, at: At): number {
+    const n = paxValue !== undefined ? paxUnsigned(paxValue, key, at, LIMITS.maxId) : headerNumber(h, off, 8, key, at);
+    if (n < 0 || n > LIMITS.maxId) throw new TarFormatError(`the ${key} of ${where(at)} is ${n}, which Linux cannot represent (0 to ${LIMITS.maxId})`);
+    return n;
+  }
+
+  private device(paxValue: string | undefined, field: string, h: Buffer, off: number, max: number, at: At): number {
+    const n = paxValue !== undefined ? paxUnsigned(paxValue, `SCHILY.${field}`, at) : headerNumber(h, off, 8, field, at);
+    if (n < 0 || n > max) throw new TarFormatError(`the ${field} of ${where(at)} is ${n}, which Linux cannot represent (0 to ${max})`);
+    return n;
+  }
+
+  /** xattrs and ACLs: what squashfs can store is kept, the rest dropped and counted (attributes.ts). */
+  private attributes(entry: TarEntry, pax: Map<string, Buffer>, at: At): void {
+    const xattrs = new Map<string, Buffer>();
+    for (const [key, value] of pax) {
+      if (key.startsWith('SCHILY.xattr.')) xattrs.set(xattrName(key.slice(13), at), value);
+      else if (key.startsWith('LIBARCHIVE.xattr.')) {
+        const [name, decoded] = libarchiveXattr(key.slice(17), value.toString('latin1'), at);
+        xattrs.set(xattrName(name, at), decoded);
+      }
+    }
+    const text = (key: string) => pax.get(`SCHILY.acl.${key}`)?.toString('latin1');
+    const kept = storableAttributes(xattrs, { access: text('access'), default: text('default'), ace: text('ace') }, entry.mode, at);
+    entry.xattrs = kept.xattrs;
+    entry.mode = kept.mode;
+    this.losses.note(kept, entry.name);
+  }
+
+  /** The sparse map's description, if this entry is a GNU sparse file (the map may follow). */
+  private sparseOf(h: Buffer, flag: string, pax: Map<string, Buffer>, entry: TarEntry): { realSize: number; format: SparseFormat } | undefined {
+    const at: At = { name: entry.name, offset: this.headerOffset };
+    const str = (key: string) => pax.get(key)?.toString('latin1');
+    let format: SparseFormat | undefined;
+    if (flag === 'S') format = 'old';
+    else if (str('GNU.sparse.major') !== undefined || str('GNU.sparse.minor') !== undefined) {
+      if (str('GNU.sparse.major') !== '1' || str('GNU.sparse.minor') !== '0') {
+        throw new TarFormatError(`${where(at)} is a GNU sparse file of unknown format ${str('GNU.sparse.major')}.${str('GNU.sparse.minor')}`);
+      }
+      format = '1.0';
+    } else if (str('GNU.sparse.map') !== undefined) format = '0.1';
+    else if (this.sparse00.length > 0) format = '0.0';
+    else if ([...pax.keys()].some((k) => k.startsWith('GNU.sparse.') && k !== 'GNU.sparse.name')) {
+      throw new TarFormatError(`${where(at)} has GNU.sparse records but no sparse map`);
+    }
+    if (!format) return undefined;
+    if (entry.type !== 'file') throw new TarFormatError(`${where(at)} has a sparse map but is not a regular file`);
+    const sizeKey = format === '1.0' ? 'GNU.sparse.realsize' : 'GNU.sparse.size';
+    const real = format === 'old' ? headerNumber(h, 483, 12, 'realsize', at) : str(sizeKey);
+    if (real === undefined) throw new TarFormatError(`${where(at)} is a GNU sparse file without ${sizeKey}`);
+    const realSize = typeof real === 'number' ? real : paxUnsigned(real, sizeKey, at);
+    if (realSize < 0) throw new TarFormatError(`the sparse file ${where(at)} has a negative size`);
+    return { realSize, format };
+  }
+
+  private beginSparse(h: Buffer, format: SparseFormat, pax: Map<string, Buffer>, sparse00: string[]): void {
+    const p = this.pending!;
+    const at: At = { name: p.entry.name, offset: this.headerOffset };
+    if (format === '0.1') p.segments = parseMap01(pax.get('GNU.sparse.map')!.toString('latin1'), at);
+    else if (format === '0.0') p.segments = parseMap00(sparse00, at);
+    else if (format === 'old') {
+      oldGnuSegments(h, 386, 4, p.segments, at);
+      if (h[482] !== 0) return void (this.state = 'sparseExt'); // extension blocks follow
+    } else {
+      if (p.recordSize < BLOCK) throw new TarFormatError(`the sparse file ${where(at)} has no room for its map`);
+      p.map10 = new Map10Reader(at, p.recordSize);
+      return void (this.state = 'sparseMap');
+    }
+    this.deliverSparse(0);
+  }
+
+  /** Old GNU: 21 more entries a block, for as long as the block says another one follows. */
+  private onSparseExtension(b: Buffer): void {
+    const p = this.pending!;
+    oldGnuSegments(b, 0, 21, p.segments, { name: p.entry.name, offset: this.headerOffset });
+    if (b[504] === 0) this.deliverSparse(0);
+  }
+
+  private onSparseMapBlock(b: Buffer): void {
+    const p = this.pending!;
+    if (!p.map10!.push(b)) return;
+    p.segments = p.map10!.segments();
+    this.deliverSparse(p.map10!.consumed);
+  }
+
+  private deliverSparse(mapBytes: number): void {
+    const p = this.pending!;
+    this.pending = undefined;
+    this.state = 'header';
+    const at: At = { name: p.entry.name, offset: this.headerOffset };
+    if (mapBytes > p.recordSize) throw new TarFormatError(`the sparse map of ${where(at)} is larger than the entry`);
+    const stored = p.recordSize - mapBytes;
+    p.entry.size = stored;
+    p.entry.sparse = checkSparse({ realSize: p.realSize, segments: p.segments }, stored, at);
+    this.deliver(p.entry, stored);
+  }
 }
+
+type SparseFormat = '1.0' | '0.1' | '0.0' | 'old';
 
 function isZeroBlock(b: Buffer): boolean {
   for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
   return true;
 }
 
-function verifyChecksum(h: Buffer, offset: number): void {
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
-  const recorded = parseInt(h.toString('latin1', 148, 156).replace(/[\0 ]/g, ''), 8);
-  if (recorded !== sum) {
-    throw new TarFormatError(`bad tar header checksum at byte ${offset}: the layer is corrupt or not a tar archive`);
-  }
+/** A PAX path or linkpath: empty deletes the header's field (POSIX), so no name is left; a NUL cannot be in a Linux path. */
+function paxString(pax: Map<string, Buffer>, key: string, at: At): string | undefined {
+  const v = pax.get(key);
+  if (v === undefined) return undefined;
+  if (v.length === 0) throw new TarFormatError(`PAX ${key} of ${where(at)} is empty`);
+  if (v.includes(0)) throw new TarFormatError(`PAX ${key} of ${where(at)} contains a NUL byte`);
+  return v.toString('latin1');
 }
 
-function readString(b: Buffer, off: number, len: number): string {
-  const end = b.indexOf(0, off);
-  return b.toString('latin1', off, end === -1 || end > off + len ? off + len : end);
-}
-
-function cString(b: Buffer): string {
-  const end = b.indexOf(0);
-  return b.toString('latin1', 0, end === -1 ? b.length : end);
-}
-
-function readNumber(b: Buffer, off: number, len: number, field: string, at: number): number {
-  if (b[off]! & 0x80) {
-    // GNU base-256: big-endian two's complement in the remaining bytes.
-    let n = 0;
-    for (let i = 1; i < len; i++) n = n * 256 + b[off + i]!;
-    if (b[off] === 0xff) n -= 256 ** (len - 1);
-    return n;
-  }
-  const text = b.toString('latin1', off, off + len).replace(/[\0 ]+$/g, '').replace(/^[ \0]+/, '');
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad ${field} field '${text}' in tar header at byte ${at}`);
-  return parseInt(text, 8);
-}
-
-/** PAX records: "<len> <key>=<value>\n", len counting the whole record. */
-function parsePax(body: Buffer, into: Map<string, Buffer>, at: number): void {
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const space = body.indexOf(0x20, pos);
-    const len = space === -1 ? NaN : parseInt(body.toString('latin1', pos, space), 10);
-    if (!(len > 0) || pos + len > body.length) throw new TarFormatError(`malformed PAX header at byte ${at}`);
-    const record = body.subarray(space + 1, pos + len - 1);
-    const eq = record.indexOf(0x3d);
-    if (eq === -1) throw new TarFormatError(`malformed PAX record at byte ${at}`);
-    into.set(record.toString('utf8', 0, eq), Buffer.from(record.subarray(eq + 1)));
-    pos += len;
-  }
+function xattrName(name: string, at: At): string {
+  if (name === '' || name.includes('\0')) throw new TarFormatError(`${where(at)} has an extended attribute with an empty name or a NUL byte in it`);
+  return name;
 }

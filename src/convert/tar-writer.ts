@@ -1,7 +1,9 @@
 // Encodes the merged stream that tar2sqfs reads: plain ustar headers where the fields fit,
 // a PAX extended header in front where they do not (long or non-ASCII names, big ids or
-// sizes, xattrs as SCHILY.xattr, which tar2sqfs stores in the image).
-import type { EntryType, TarEntry } from './tar-reader.js';
+// sizes, xattrs as SCHILY.xattr, which tar2sqfs stores in the image). Sparse files go in GNU's
+// PAX 1.0 form, the map at the start of the data: tar2sqfs takes at most 64 KiB of PAX records
+// an entry (TAR_MAX_PAX_LEN in squashfs-tools-ng), too little for a long map in 0.1 form.
+import type { EntryType, SparseMap, TarEntry } from './tar-reader.js';
 
 const BLOCK = 512;
 const TYPEFLAG: Record<EntryType, string> = {
@@ -24,15 +26,21 @@ export function encodeHeader(e: TarEntry): Buffer {
   if (needPax(e.linkname, 100)) records.push(paxRecord('linkpath', Buffer.from(e.linkname, 'latin1')));
   if (e.uid > 0o7777777) records.push(paxRecord('uid', Buffer.from(String(e.uid))));
   if (e.gid > 0o7777777) records.push(paxRecord('gid', Buffer.from(String(e.gid))));
-  if (e.size > 0o77777777777) records.push(paxRecord('size', Buffer.from(String(e.size))));
   if (needPax(e.uname, 32)) records.push(paxRecord('uname', Buffer.from(e.uname, 'latin1')));
   if (needPax(e.gname, 32)) records.push(paxRecord('gname', Buffer.from(e.gname, 'latin1')));
   for (const key of [...e.xattrs.keys()].sort()) {
     records.push(paxRecord(`SCHILY.xattr.${key}`, e.xattrs.get(key)!));
   }
+  const map = e.sparse ? sparseMapBlocks(e.sparse) : undefined;
+  if (e.sparse) {
+    records.push(paxRecord('GNU.sparse.major', Buffer.from('1')), paxRecord('GNU.sparse.minor', Buffer.from('0')),
+      paxRecord('GNU.sparse.realsize', Buffer.from(String(e.sparse.realSize))));
+  }
+  const size = e.size + (map?.length ?? 0); // the size field counts the map too
+  if (size > 0o77777777777) records.push(paxRecord('size', Buffer.from(String(size))));
   const main = ustar(
     { name, linkname: e.linkname, uname: e.uname, gname: e.gname },
-    e,
+    { ...e, size },
     TYPEFLAG[e.type],
   );
   if (records.length === 0) return main;
@@ -42,7 +50,16 @@ export function encodeHeader(e: TarEntry): Buffer {
     { ...e, size: body.length, mode: 0o644, uid: 0, gid: 0, devmajor: 0, devminor: 0 },
     'x',
   );
-  return Buffer.concat([paxHeader, body, paddingFor(body.length), main]);
+  return Buffer.concat([paxHeader, body, paddingFor(body.length), main, ...(map ? [map] : [])]);
+}
+
+/** GNU sparse 1.0's map: decimal lines (count, then offset and size pairs), padded to a block. */
+function sparseMapBlocks(sparse: SparseMap): Buffer {
+  // tar2sqfs refuses an empty map; GNU tar always ends one with (realsize, 0) anyway.
+  const segments = sparse.segments.length > 0 ? sparse.segments : [{ offset: sparse.realSize, size: 0 }];
+  const text = `${segments.length}\n${segments.map((s) => `${s.offset}\n${s.size}\n`).join('')}`;
+  const bytes = Buffer.from(text, 'latin1');
+  return Buffer.concat([bytes, paddingFor(bytes.length)]);
 }
 
 function ustar(
@@ -80,9 +97,10 @@ function octal(h: Buffer, off: number, len: number, n: number): void {
   h.write(`${n.toString(8).padStart(len - 1, '0')}\0`, off, 'latin1');
 }
 
+/** One PAX record; keys are latin1 strings like names (an xattr name is bytes). */
 function paxRecord(key: string, value: Buffer): Buffer {
-  const rest = Buffer.byteLength(key, 'utf8') + value.length + 3; // ' ', '=', '\n'
+  const rest = Buffer.byteLength(key, 'latin1') + value.length + 3; // ' ', '=', '\n'
   let len = rest + String(rest).length;
   if (String(len).length !== String(len - rest).length) len = rest + String(len).length;
-  return Buffer.concat([Buffer.from(`${len} ${key}=`, 'utf8'), value, Buffer.from('\n')]);
+  return Buffer.concat([Buffer.from(`${len} ${key}=`, 'latin1'), value, Buffer.from('\n')]);
 }
