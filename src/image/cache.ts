@@ -2,17 +2,18 @@
 // gets that name, and again before a cached one is used) and images/HEX.sqsh (converted images,
 // by manifest digest; caches.ts finds them and decides which cache may be believed). Many processes
 // share it: a blob is downloaded by one holder of its lock while the others wait, and a
-// download cut off (network, kill -9) resumes from its .partial file with a Range request.
+// download cut off (network, kill -9) resumes from its .partial file with a Range request. A
+// full disk removes the .partial; `berth prune` removes those that no download holds.
 //
 // Locks are flock(2) locks held by a `flock` child process: Node has no flock, and the kernel
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, fchmodSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
+import { createReadStream, createWriteStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BerthError, messageOf } from '../errors.js';
+import { BerthError, errnoOf, messageOf } from '../errors.js';
 import { openTrusted, type Doubt, type Trust } from './trust.js';
 
 /** The user's own, checked cache (Caches.blobDir): the only place blobs are written. */
@@ -84,9 +85,14 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
         'the registry or something between is corrupting or tampering with the image; nothing was cached. Report it to the registry\'s admins.');
     }
     const fd = openSync(partial, 'r');
-    fchmodSync(fd, 0o644); // a .partial from an older berth under umask 002 was group-writable
-    fsyncSync(fd);
-    closeSync(fd);
+    try {
+      fchmodSync(fd, 0o644); // a .partial from an older berth under umask 002 was group-writable
+      fsyncSync(fd); // where the file system reserves space late (NFS, quotas), this is where it runs out
+    } catch (e: unknown) {
+      throw diskFull(e, partial, what) ?? e;
+    } finally {
+      closeSync(fd);
+    }
     renameSync(partial, final);
     return final;
   });
@@ -139,11 +145,21 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
     await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
   } catch (e: unknown) {
     clearTimeout(stall);
-    if ((e as { code?: string }).code === 'ENOSPC') {
-      throw new BerthError('DISK_FULL', `no space left in the cache writing ${partial}`, 'free some space, or point BERTH_CACHE_DIR elsewhere');
-    }
-    throw new Error(`download interrupted: ${messageOf(e)}`);
+    throw diskFull(e, partial, 'the download') ?? new Error(`download interrupted: ${messageOf(e)}`);
   }
+}
+
+/**
+ * A full disk (or quota) while a blob is written: its .partial is removed, not kept to resume
+ * from as after a dropped connection, so that nothing half-written is left in the cache, which
+ * a full disk needs least of all. (The caller holds the blob's lock.)
+ */
+function diskFull(e: unknown, partial: string, what: string): BerthError | undefined {
+  const code = errnoOf(e);
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return undefined;
+  rmSync(partial, { force: true });
+  return new BerthError('DISK_FULL', `${code === 'EDQUOT' ? 'disk quota exceeded' : 'no space left'} in the cache (${path.dirname(partial)}) writing ${what}; the partial download was removed`,
+    'free some space or quota, or point BERTH_CACHE_DIR (cache.dir) at a file system with room', { cause: e });
 }
 
 /** The sha256 of a file, read from `fd` (closed after) when one is given. */
@@ -159,7 +175,11 @@ export function imagePath(root: string, manifestDigest: string): string {
   return path.join(root, 'images', `${hexOf(manifestDigest)}.sqsh`);
 }
 
-/** Removes every complete blob (converted images stay; downloads in flight are left alone). Returns bytes freed. */
+/**
+ * Removes every complete blob (converted images stay), and every unfinished download that no
+ * one is writing: a .partial whose blob lock is free, left by a puller that was killed or gave
+ * up (one being written is under its lock: ensureBlob). Returns bytes freed.
+ */
 export function pruneBlobs(root: string): number {
   const dir = path.join(root, 'blobs', 'sha256');
   let freed = 0;
@@ -170,10 +190,24 @@ export function pruneBlobs(root: string): number {
     return 0;
   }
   for (const n of names) {
-    if (!/^[0-9a-f]{64}$/.test(n)) continue;
     const p = path.join(dir, n);
-    freed += lstatSync(p).size;
-    unlinkSync(p);
+    const size = lstatSync(p, { throwIfNoEntry: false })?.size ?? 0; // a blob a pull renames meanwhile is gone
+    if (/^[0-9a-f]{64}$/.test(n)) {
+      rmSync(p, { force: true });
+      freed += size;
+    } else if (/^[0-9a-f]{64}\.partial$/.test(n) && removeUnlocked(p, path.join(dir, `${n.slice(0, 64)}.lock`))) {
+      freed += size;
+    }
   }
   return freed;
+}
+
+/**
+ * Removes `file` holding `lock`, if the lock is free now; whether it did. flock(1) runs rm
+ * while it holds the lock, as withLock's holder does; the lock file itself stays, since
+ * removing a lock others may have opened would let two holders in.
+ */
+function removeUnlocked(file: string, lock: string): boolean {
+  const r = spawnSync('flock', ['--nonblock', '--conflict-exit-code', '75', lock, 'rm', '-f', '--', file], { stdio: 'ignore' });
+  return r.status === 0;
 }

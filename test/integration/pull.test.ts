@@ -424,3 +424,64 @@ describe('what the cache believes (one user; test/security/cache.test.ts plays a
     expect(json).toEqual([expect.objectContaining({ trusted: false, cache: 'user' })]);
   });
 });
+
+describe('unfinished downloads: a full disk, and berth prune', () => {
+  const fill = `sha256:${'c'.repeat(64)}`; // what is written never gets as far as being checked
+
+  it('a disk that fills up during a download: says so, and leaves no .partial in the cache', async () => {
+    // The cache on a 4 MiB tmpfs, in a user and mount namespace of our own (no root needed).
+    // There the host's / is nobody's, which the cache's rules rightly refuse: so the download
+    // is the cache's own (ensureBlob, as a pull calls it), fed from memory.
+    const small = path.join(work, 'small');
+    mkdirSync(small);
+    const script = `
+      import { ensureBlob } from '${ROOT}/dist/image/cache.js';
+      import { makeTrust } from '${ROOT}/dist/image/trust.js';
+      import { mkdirSync, readdirSync } from 'node:fs';
+      const root = '${small}/cache';
+      mkdirSync(root + '/blobs/sha256', { recursive: true });
+      const dir = { root, trust: makeTrust(process.getuid()), warn: () => {} };
+      const data = new Uint8Array(16 << 20).fill(7);
+      try {
+        await ensureBlob(dir, '${fill}', async () => new Response(data), 'layer ${fill}');
+      } catch (e) {
+        console.log(e.message + '\\n' + e.hint);
+      }
+      console.log('files:', JSON.stringify(readdirSync(root + '/blobs/sha256')));`;
+    const r = await run('unshare', ['-Urm', 'sh', '-c', `mount -t tmpfs -o size=4m,mode=0700 none ${small} && exec ${process.execPath} --input-type=module -e "$0"`, script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(new RegExp(`^no space left in the cache \\(${small}/cache/blobs/sha256\\) writing the download; the partial download was removed\n`));
+    expect(r.stdout).toMatch(/\nfree some space or quota/);
+    // Neither the blob nor its .partial; its lock may stay, as locks do.
+    const files = JSON.parse(/^files: (.*)$/m.exec(r.stdout)![1]!) as string[];
+    expect(files.filter((n) => !n.endsWith('.lock'))).toEqual([]);
+  }, 60_000);
+
+  it('berth prune removes the .partial files no download holds, and leaves the one being written', async () => {
+    const cache = freshCache();
+    expect((await pull(cache, `docker://${registry.host}/lab/busybox:1.0`)).code).toBe(0);
+    const blobs = path.join(cache, 'blobs/sha256');
+    const stale = path.join(blobs, `${'a'.repeat(64)}.partial`); // a puller killed long ago
+    const busy = path.join(blobs, `${'b'.repeat(64)}.partial`);
+    writeFileSync(stale, Buffer.alloc(3000));
+    writeFileSync(busy, Buffer.alloc(5000));
+    // A download in flight holds its blob's lock, as ensureBlob does (flock on HEX.lock).
+    const holder = spawn('flock', [path.join(blobs, `${'b'.repeat(64)}.lock`), '-c', 'echo locked; exec cat']);
+    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    try {
+      const env = { ...process.env, BERTH_CACHE_DIR: cache };
+      const pruned = await run(process.execPath, [BERTH, 'prune'], { env });
+      expect(pruned.code).toBe(0);
+      expect(pruned.stdout).toMatch(/^freed \d/);
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(busy)).toBe(true);
+      expect(readdirSync(blobs).filter((n) => /^[0-9a-f]{64}$/.test(n))).toEqual([]);
+      holder.stdin.end(); // the download is over
+      await new Promise((resolve) => holder.on('close', resolve));
+      expect((await run(process.execPath, [BERTH, 'prune'], { env })).code).toBe(0);
+      expect(existsSync(busy)).toBe(false);
+    } finally {
+      holder.kill();
+    }
+  });
+});
