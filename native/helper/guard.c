@@ -52,9 +52,14 @@ static size_t nwatched;
 static ino_t server_sock;
 static pid_t server_pid;
 
+static volatile sig_atomic_t told_to_stop;
+
+/* A SIGTERM to the guard (the job's end, an admin) stops the server, and then its containers,
+ * which are being stopped too: that is no failure to report. */
 static void forward(int sig)
 {
-	kill(server_pid, sig); /* an admin's SIGTERM to the pair stops the server, which then ends us */
+	told_to_stop = 1;
+	kill(server_pid, sig);
 }
 
 static void forget(struct watched *w)
@@ -132,33 +137,45 @@ static noreturn void clean_up(const struct server_paths *sp)
 	shut_down(sp, NULL, lock);
 }
 
+static void describe_end(char *msg, size_t size, const char *image, int status)
+{
+	if (WIFSIGNALED(status))
+		snprintf(msg, size,
+			 "berth: error: the image server for %s ended (signal %d); the image may be corrupt: the container was "
+			 "stopped, since its files could no longer be read (convert the image again, or check it: rdsquashfs -l / %s)\n",
+			 image, WTERMSIG(status), image);
+	else
+		snprintf(msg, size,
+			 "berth: error: the image server for %s ended (exit status %d) while the container ran: the container was "
+			 "stopped, since its files could no longer be read\n",
+			 image, WEXITSTATUS(status));
+}
+
 static noreturn void server_ended(const char *image, const struct server_paths *sp, int status)
 {
 	int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0; /* it removed its directory itself */
-	char how[64], msg[8400];
-	if (WIFSIGNALED(status))
-		snprintf(how, sizeof how, "signal %d", WTERMSIG(status));
-	else
-		snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
-	snprintf(msg, sizeof msg,
-		 "berth: error: the image server for %s ended (%s); the image may be corrupt: the container was stopped, "
-		 "since its files could no longer be read (convert the image again, or check it: rdsquashfs -l / %s)\n",
-		 image, how, image);
+	char msg[8400];
+	describe_end(msg, sizeof msg, image, status);
 	/* A server that ended cleanly did so after its last container: one that has exited too is
 	 * not told. After a crash every container still known is told, even one that has just
 	 * died (of that crash's SIGBUS, likely). */
-	for (size_t i = 0; i < nwatched; i++)
-		if (clean && exited(watched[i].pidfd))
-			forget(&watched[i]), watched[i].pidfd = -1;
+	for (size_t i = 0; i < nwatched; i++) {
+		if (clean && exited(watched[i].pidfd)) {
+			forget(&watched[i]);
+			watched[i].pidfd = -1;
+		}
+	}
 	for (size_t i = 0; i < nwatched; i++)
 		if (watched[i].pidfd >= 0)
 			syscall(SYS_pidfd_send_signal, watched[i].pidfd, SIGKILL, NULL, 0);
 	for (size_t i = 0; i < nwatched; i++) {
 		if (watched[i].pidfd < 0)
 			continue;
-		tell(watched[i].err, msg);
-		if (watched[i].note >= 0)
-			send(watched[i].note, NOTE, strlen(NOTE), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (!told_to_stop) {
+			tell(watched[i].err, msg);
+			if (watched[i].note >= 0)
+				send(watched[i].note, NOTE, strlen(NOTE), MSG_DONTWAIT | MSG_NOSIGNAL);
+		}
 		forget(&watched[i]);
 	}
 	if (clean)

@@ -324,10 +324,16 @@ describe('an image server that ends under its containers', () => {
     return { code, err, took: Date.now() - killed, server, guard, container };
   }
 
-  for (const [signal, n, flags] of [['SIGKILL', 9, []], ['SIGSEGV', 11, []], ['SIGKILL', 9, ['--pid']]] as const) {
+  const cases = [
+    ['SIGKILL', [], 'signal 9\\); the image may be corrupt'],
+    ['SIGSEGV', [], 'signal 11\\); the image may be corrupt'], // as a crash would
+    ['SIGKILL', ['--pid'], 'signal 9\\); the image may be corrupt'],
+    ['SIGTERM', [], 'exit status 0\\) while the container ran'], // it stops cleanly, but not its containers
+  ] as const;
+  for (const [signal, flags, how] of cases) {
     it(`${signal}${flags.length ? ` with ${flags.join(' ')}` : ''}: the container ends at once with the reason and 125, and nothing is left`, async () => {
       const r = await killServer(signal, [...flags]);
-      expect(r.err).toMatch(new RegExp(`^berth: error: the image server for ${img('busybox')} ended \\(signal ${n}\\); the image may be corrupt: the container was stopped`, 'm'));
+      expect(r.err).toMatch(new RegExp(`^berth: error: the image server for ${img('busybox')} ended \\(${how}: the container was stopped`, 'm'));
       expect(r.code).toBe(125);
       expect(r.took).toBeLessThan(3000);
       expect(await until(() => !alive(r.container) && !alive(r.guard) && !alive(r.server), 3000)).toBe(true);
@@ -337,6 +343,19 @@ describe('an image server that ends under its containers', () => {
       expect([next.code, next.stdout]).toEqual([0, MOTD]);
     });
   }
+
+  it('the guard and its server told to stop (the job ends): the containers are stopped with them, without a word', async () => {
+    const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'echo ready; exec sleep 60'], { env: env(), cwd: work });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    const dir = readdirSync(runtime()).find((n) => /^img-[^.]+$/.test(n))!;
+    const guard = parentOf(Number(readFileSync(path.join(runtime(), dir, 'pid'), 'utf8')));
+    process.kill(guard, 'SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect([code, err]).toEqual([137, '']);
+    expect(await until(() => readdirSync(runtime()).length === 0, 3000)).toBe(true);
+  });
 
   it('a container that ends by itself hears nothing of its server ending after it', async () => {
     const r = await b('exec', img('busybox'), 'sh', '-c', 'exit 3');
