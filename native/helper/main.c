@@ -88,7 +88,12 @@ void check_runtime_dir(const char *base)
 
 int open_plan_file(const char *path)
 {
-	char err[1024];
+	char err[1024], cwd[4096], full[8200];
+	if (path[0] != '/') { /* proven from /, like every path berth trusts */
+		if (!getcwd(cwd, sizeof cwd) || format(full, sizeof full, "%s/%s", cwd, path) != 0)
+			fail("refusing the plan %s: cannot make its path absolute", path);
+		path = full;
+	}
 	int fd = open_owned_file(path, getuid(), err, sizeof err);
 	if (fd < 0)
 		fail("refusing the plan: %s", err);
