@@ -269,11 +269,11 @@ function retryAfter(header: string | null): number | undefined {
 
 /** What the network said, in words: undici's own codes (UND_ERR_SOCKET) tell a user nothing. */
 function reasonOf(e: unknown): string {
-  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  const cause = (e as { cause?: { code?: unknown } } | null)?.cause;
   const code = typeof cause?.code === 'string' ? cause.code : undefined;
   const words: Record<string, string> = {
     ECONNREFUSED: 'connection refused: nothing listens there',
-    ECONNRESET: 'the connection was reset',
+    ECONNRESET: 'the registry reset the connection',
     UND_ERR_SOCKET: 'the registry closed the connection',
     UND_ERR_CLOSED: 'the registry closed the connection',
     ENOTFOUND: 'no such host',
