@@ -1,8 +1,10 @@
 // berth convert SOURCE -o IMAGE.sqsh
 import { availableParallelism } from 'node:os';
+import path from 'node:path';
 import { convertImage } from '../convert/convert.js';
+import { writeError } from '../convert/output.js';
 import { COMPRESSIONS, DEFAULT_COMPRESSION, type SquashCompression } from '../convert/tar2sqfs.js';
-import { BerthError } from '../errors.js';
+import { BerthError, errnoOf } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { parseSource } from '../image/reference.js';
 import { clearProgress, convertProgress, formatBytes, progressMode } from './progress.js';
@@ -21,7 +23,9 @@ export interface ConvertFlags {
 export async function convertCommand(source: string, flags: ConvertFlags): Promise<string> {
   if (source.startsWith('docker://')) {
     // From a registry: pulled into the cache (converted once), then copied to -o.
-    return (await import('./pull.js')).pullCommand(source, flags);
+    return (await import('./pull.js')).pullCommand(source, flags).catch((e: unknown) => {
+      throw diskFull(e, 'the cached image');
+    });
   }
   const compression = (flags.compression ?? DEFAULT_COMPRESSION) as SquashCompression;
   if (!COMPRESSIONS.includes(compression)) {
@@ -29,10 +33,7 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   }
   const mode = progressMode(flags);
   const started = performance.now();
-  // The partial image is dropped by an 'exit' handler; make these signals go through it.
-  for (const [signal, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
-    process.on(signal, () => process.exit(128 + n));
-  }
+  // Signals: while there is something to clean, convert/interrupt.ts cleans and dies of them.
   try {
     const result = await convertImage(parseSource(source), {
       output: flags.output,
@@ -55,8 +56,13 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     return result.output;
   } catch (e: unknown) {
     clearProgress(mode);
-    throw e;
+    throw diskFull(e, path.resolve(flags.output));
   }
+}
+
+/** A full disk is the user's to fix, wherever the write that met it was (the trailer is written directly). */
+function diskFull(e: unknown, target: string): unknown {
+  return !(e instanceof BerthError) && (errnoOf(e) === 'ENOSPC' || errnoOf(e) === 'EDQUOT') ? writeError(target, e) : e;
 }
 
 function positive(text: string | undefined, flag: string): number | undefined {

@@ -10,6 +10,11 @@ import type { TarEntry } from './tar-reader.js';
 export const NAME_MAX = 255;
 /** PATH_MAX counts the terminating NUL: a path the kernel takes has at most 4095 bytes. */
 export const PATH_MAX = 4096;
+/** Linux ids are 32 bits and (uid_t)-1 means "no change" to chown(2). */
+const ID_MAX = 0xfffffffe;
+/** dev_t as the kernel keeps it (include/linux/kdev_t.h): 12-bit major, 20-bit minor. */
+const DEV_MAJOR_MAX = 0xfff;
+const DEV_MINOR_MAX = 0xfffff;
 const XATTR_NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 /**
@@ -35,8 +40,11 @@ export function checkPath(path: string, describe: string, entry: string, role = 
   }
 }
 
-/** Everything but the path: link targets, extended attributes, sparse maps. */
+/** Everything but the path: ids, device numbers, link targets, extended attributes, sparse maps. */
 export function checkEntry(e: TarEntry, describe: string): void {
+  for (const [what, n, max] of [['uid', e.uid, ID_MAX], ['gid', e.gid, ID_MAX], ['device major', e.devmajor, DEV_MAJOR_MAX], ['device minor', e.devminor, DEV_MINOR_MAX]] as const) {
+    if (n > max) refuse(describe, e.name, `has ${what} ${n}; Linux allows at most ${max}`);
+  }
   if (e.type === 'symlink' && e.linkname.length >= PATH_MAX) {
     refuse(describe, e.name, `is a symlink to a target of ${e.linkname.length} bytes; Linux symlinks hold at most ${PATH_MAX - 1} (PATH_MAX)`);
   }

@@ -103,7 +103,7 @@ export class LayerMerger implements TarSink {
 
     // Hard links from upper layers waiting for this path (only the surviving version counts).
     const waiting = survives ? this.tree.takePending(path) : undefined;
-    if (waiting && e.type === 'dir') this.linkToDirectory(waiting[0]!.path, path, `layer ${waiting[0]!.layer + 1}`);
+    if (waiting && e.type === 'dir') this.linkToDirectory(waiting[0]!.path, waiting[0]!.layer, path);
     const sameLayerLinks = e.type === 'dir' ? undefined : this.index?.linkNeeds.get(this.ordinal)
       ?.filter((l) => this.index!.survivors.has(l.ordinal) && this.tree.place(l.path, 'other', this.layerNumber, true) === VISIBLE)
       .map((l) => l.path);
@@ -160,7 +160,7 @@ export class LayerMerger implements TarSink {
   private hardlink(e: TarEntry, path: string, survives: boolean): boolean {
     const target = this.normalize(e.linkname, e.name);
     checkPath(target, this.describe, e.name, 'its target');
-    if (target === '' || this.localDirs.has(target)) this.linkToDirectory(path, target === '' ? '/' : target, this.describe);
+    if (target === '' || this.localDirs.has(target)) this.linkToDirectory(path, this.layerNumber, target === '' ? '/' : target);
     const placement = survives ? this.tree.place(path, 'other', this.layerNumber) : HIDDEN;
     if (placement === ANOMALY) return this.anomaly(`'${path}' appears twice or under a non-directory`);
     if (survives) this.tree.replaced(path, this.layerNumber);
@@ -186,9 +186,9 @@ export class LayerMerger implements TarSink {
   }
 
   /** Linux has no hard links to directories (link(2): EPERM), so no Linux system wrote this. */
-  private linkToDirectory(link: string, dir: string, where: string): never {
+  private linkToDirectory(link: string, linkLayer: number, dir: string): never {
     throw new BerthError('LAYER_UNSAFE',
-      `${this.describe}: hard link '${shownName(link)}' (in ${where}) points to the directory '${shownName(dir)}', and Linux cannot hard-link directories`,
+      `hard link '${shownName(link)}' in layer ${linkLayer + 1} points to '${shownName(dir)}', a directory in ${this.describe}, and Linux cannot hard-link directories`,
       'the layer was written on a system that allows such links (or made to confuse its readers); rebuild the image with a symlink or a copy in place of the link');
   }
 

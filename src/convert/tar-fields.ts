@@ -7,13 +7,8 @@
 
 export class TarFormatError extends Error {}
 
-/** Bounds no honest layer comes near; each also fits a JS number exactly. */
+/** Bounds of the format's sanity, which fit a JS number exactly (Linux's own: linux-limits.ts). */
 export const LIMITS = {
-  /** Linux ids are 32 bits and (uid_t)-1 means "no change" to chown(2). */
-  maxId: 0xfffffffe,
-  /** Linux dev_t as the kernel keeps it (include/linux/kdev_t.h): 12-bit major, 20-bit minor. */
-  maxDevMajor: 0xfff,
-  maxDevMinor: 0xfffff,
   maxSize: Number.MAX_SAFE_INTEGER,
   /** One extended header, and what all of an entry's extended headers may add up to. */
   maxMeta: 16 * 1024 * 1024,

@@ -288,7 +288,7 @@ export class TarParser {
     const type = flag === '\0' && name.endsWith('/') ? 'dir' : headerType;
     if (type !== 'dir' && name.endsWith('/')) throw new TarFormatError(`${where(at)} is not a directory but its name ends in '/'`);
     const str = (key: string) => pax.get(key)?.toString('latin1');
-    const id = (key: string, off: number) => this.id(str(key), key, h, off, at);
+    const num = (key: string, off: number) => this.unsigned(str(key), key, h, off, at);
     const size = str('size') !== undefined ? paxUnsigned(str('size')!, 'size', at) : headerSize;
     const dev = type === 'char' || type === 'block';
     const entry: TarEntry = {
@@ -296,14 +296,14 @@ export class TarParser {
       linkname: type === 'hardlink' || type === 'symlink' ? this.linkname(h, pax, at) : '',
       type,
       mode: headerNumber(h, 100, 8, 'mode', at) & 0o7777,
-      uid: id('uid', 108),
-      gid: id('gid', 116),
+      uid: num('uid', 108),
+      gid: num('gid', 116),
       uname: str('uname') ?? (named ? headerString(h, 265, 32) : ''),
       gname: str('gname') ?? (named ? headerString(h, 297, 32) : ''),
       size: type === 'file' ? size : 0,
       mtime: str('mtime') !== undefined ? paxTime(str('mtime')!, 'mtime', at) : headerNumber(h, 136, 12, 'mtime', at),
-      devmajor: dev ? this.device(str('SCHILY.devmajor'), 'devmajor', h, 329, LIMITS.maxDevMajor, at) : 0,
-      devminor: dev ? this.device(str('SCHILY.devminor'), 'devminor', h, 337, LIMITS.maxDevMinor, at) : 0,
+      devmajor: dev ? num('SCHILY.devmajor', 329) : 0,
+      devminor: dev ? num('SCHILY.devminor', 337) : 0,
       xattrs: new Map(),
     };
     this.attributes(entry, pax, at);
@@ -316,15 +316,10 @@ export class TarParser {
     return link;
   }
 
-  private id(paxValue: string | undefined, key: string, h: Buffer, off: number, at: At): number {
-    const n = paxValue !== undefined ? paxUnsigned(paxValue, key, at, LIMITS.maxId) : headerNumber(h, off, 8, key, at);
-    if (n < 0 || n > LIMITS.maxId) throw new TarFormatError(`the ${key} of ${where(at)} is ${n}, which Linux cannot represent (0 to ${LIMITS.maxId})`);
-    return n;
-  }
-
-  private device(paxValue: string | undefined, field: string, h: Buffer, off: number, max: number, at: At): number {
-    const n = paxValue !== undefined ? paxUnsigned(paxValue, `SCHILY.${field}`, at) : headerNumber(h, off, 8, field, at);
-    if (n < 0 || n > max) throw new TarFormatError(`the ${field} of ${where(at)} is ${n}, which Linux cannot represent (0 to ${max})`);
+  /** An id or device number: never negative; what Linux can hold is linux-limits.ts's to check. */
+  private unsigned(paxValue: string | undefined, key: string, h: Buffer, off: number, at: At): number {
+    const n = paxValue !== undefined ? paxUnsigned(paxValue, key, at) : headerNumber(h, off, 8, key.replace('SCHILY.', ''), at);
+    if (n < 0) throw new TarFormatError(`the ${key.replace('SCHILY.', '')} of ${where(at)} is negative (${n})`);
     return n;
   }
 

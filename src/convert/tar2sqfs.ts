@@ -4,6 +4,7 @@ import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { BerthError, messageOf } from '../errors.js';
+import { onInterrupt } from './interrupt.js';
 import { AtomicOutput } from './output.js';
 
 export const COMPRESSIONS = ['zstd', 'gzip', 'xz', 'lz4', 'none'] as const;
@@ -54,12 +55,18 @@ export class Tar2sqfs {
     this.child.stdout.resume();
     // EPIPE when tar2sqfs dies early: its exit status tells the story, reported by wait().
     this.child.stdin.on('error', () => {});
+    // A signal to berth stops tar2sqfs too, rather than leave it to notice its input end.
+    const forget = onInterrupt(() => this.child.kill('SIGKILL'));
     this.exited = new Promise((resolve) => {
       this.child.on('error', (e) => {
         this.spawnError = e;
+        forget();
         resolve(null);
       });
-      this.child.on('close', (code) => resolve(code));
+      this.child.on('close', (code) => {
+        forget();
+        resolve(code);
+      });
     });
   }
 
