@@ -71,7 +71,7 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
     for (let attempt = 0; ; attempt++) {
       const have = statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
       try {
-        await download(partial, have, fetchFrom, progress);
+        await download(partial, have, fetchFrom, progress, what);
         break;
       } catch (e: unknown) {
         if (e instanceof BerthError || attempt >= 4) throw e;
@@ -121,7 +121,7 @@ async function cachedBlob(dir: BlobDir, file: string, digest: string, repair: bo
   return false;
 }
 
-async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void): Promise<void> {
+async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void, what: string): Promise<void> {
   const res = await fetchFrom(have);
   const resumed = have > 0 && res.status === 206;
   if (have > 0 && !resumed) progress(-have); // the registry ignored Range: start over
@@ -145,7 +145,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
     await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
   } catch (e: unknown) {
     clearTimeout(stall);
-    throw diskFull(e, partial, 'the download') ?? new Error(`download interrupted: ${messageOf(e)}`);
+    throw diskFull(e, partial, what) ?? new Error(`download interrupted: ${messageOf(e)}`);
   }
 }
 

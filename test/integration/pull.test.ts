@@ -450,7 +450,7 @@ describe('unfinished downloads: a full disk, and berth prune', () => {
       console.log('files:', JSON.stringify(readdirSync(root + '/blobs/sha256')));`;
     const r = await run('unshare', ['-Urm', 'sh', '-c', `mount -t tmpfs -o size=4m,mode=0700 none ${small} && exec ${process.execPath} --input-type=module -e "$0"`, script]);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(new RegExp(`^no space left in the cache \\(${small}/cache/blobs/sha256\\) writing the download; the partial download was removed\n`));
+    expect(r.stdout).toMatch(new RegExp(`^no space left in the cache \\(${small}/cache/blobs/sha256\\) writing layer ${fill}; the partial download was removed\n`));
     expect(r.stdout).toMatch(/\nfree some space or quota/);
     // Neither the blob nor its .partial; its lock may stay, as locks do.
     const files = JSON.parse(/^files: (.*)$/m.exec(r.stdout)![1]!) as string[];
