@@ -9,11 +9,9 @@
 // deaf to signals. Which entries have a body follows Go's archive/tar (Docker's and umoci's
 // reader): only regular files and unknown types; a size on a link, directory or device is
 // ignored, so berth and they cannot disagree on where the next header starts.
-import { AttributeLosses, storableAttributes } from './attributes.js';
-import {
-  cString, headerNumber, headerString, LIMITS, libarchiveXattr, parsePaxRecords, paxTime, paxUnsigned, shownName,
-  TarFormatError, verifyChecksum, where, type At,
-} from './tar-fields.js';
+import { AttributeLosses } from './attributes.js';
+import { decodeEntry, sparseFormat, type Extended, type SparseFormat } from './tar-entry.js';
+import { cString, headerNumber, LIMITS, parsePaxRecords, paxUnsigned, shownName, TarFormatError, verifyChecksum, where, type At } from './tar-fields.js';
 import { checkSparse, Map10Reader, oldGnuSegments, parseMap00, parseMap01, type SparseMap, type SparseSegment } from './tar-sparse.js';
 
 export { TarFormatError } from './tar-fields.js';
@@ -96,10 +94,6 @@ export class TarParser {
 
   /** The end-of-archive marker (two zero blocks) was read: nothing after it is looked at. */
   get ended(): boolean {
-    return this.state === 'ended';
-  }
-
-  get sawEnd(): boolean {
     return this.state === 'ended';
   }
 
@@ -208,14 +202,14 @@ export class TarParser {
       this.wantBody = false;
       return this.beginBody(paxSize ? paxUnsigned(paxSize.toString('latin1'), 'size', at) : size, 'body');
     }
-    const pax = new Map([...this.globalPax, ...this.pax]);
-    const entry = this.decodeEntry(h, flag, type, pax, size);
-    const sparse = this.sparseOf(h, flag, pax, entry);
-    const sparse00 = this.sparse00;
+    const ext: Extended = { pax: new Map([...this.globalPax, ...this.pax]), longName: this.gnuLongName, longLink: this.gnuLongLink, sparse00: this.sparse00 };
+    const { entry, attributes } = decodeEntry(h, flag, type, ext, size, this.headerOffset);
+    this.losses.note(attributes, entry.name);
+    const sparse = sparseFormat(h, flag, ext, entry, this.headerOffset);
     this.resetExtended();
     if (!sparse) return this.deliver(entry, HEADER_ONLY.has(type) ? 0 : entry.size);
     this.pending = { entry, segments: [], realSize: sparse.realSize, recordSize: entry.size };
-    this.beginSparse(h, sparse.format, pax, sparse00);
+    this.beginSparse(h, sparse.format, ext);
   }
 
   private resetExtended(): void {
@@ -274,103 +268,11 @@ export class TarParser {
     this.beginBody(bodySize, 'body');
   }
 
-  private decodeEntry(h: Buffer, flag: string, headerType: EntryType, pax: Map<string, Buffer>, headerSize: number): TarEntry {
-    const at: At = { offset: this.headerOffset };
-    const magic = h.toString('latin1', 257, 263);
-    const posix = magic === 'ustar\0';
-    const named = posix || magic === 'ustar ';
-    let name = this.gnuLongName ?? headerString(h, 0, 100);
-    if (this.gnuLongName === undefined && posix && h[345] !== 0) name = `${headerString(h, 345, 155)}/${name}`;
-    name = paxString(pax, 'GNU.sparse.name', at) ?? paxString(pax, 'path', at) ?? name;
-    if (name === '') throw new TarFormatError(`${where(at)} has an empty name`);
-    at.name = name;
-    // Pre-POSIX tars mark directories by a trailing slash on a regular file's name.
-    const type = flag === '\0' && name.endsWith('/') ? 'dir' : headerType;
-    if (type !== 'dir' && name.endsWith('/')) throw new TarFormatError(`${where(at)} is not a directory but its name ends in '/'`);
-    const str = (key: string) => pax.get(key)?.toString('latin1');
-    const num = (key: string, off: number) => this.unsigned(str(key), key, h, off, at);
-    const size = str('size') !== undefined ? paxUnsigned(str('size')!, 'size', at) : headerSize;
-    const dev = type === 'char' || type === 'block';
-    const entry: TarEntry = {
-      name,
-      linkname: type === 'hardlink' || type === 'symlink' ? this.linkname(h, pax, at) : '',
-      type,
-      mode: headerNumber(h, 100, 8, 'mode', at) & 0o7777,
-      uid: num('uid', 108),
-      gid: num('gid', 116),
-      uname: str('uname') ?? (named ? headerString(h, 265, 32) : ''),
-      gname: str('gname') ?? (named ? headerString(h, 297, 32) : ''),
-      size: type === 'file' ? size : 0,
-      mtime: str('mtime') !== undefined ? paxTime(str('mtime')!, 'mtime', at) : headerNumber(h, 136, 12, 'mtime', at),
-      devmajor: dev ? num('SCHILY.devmajor', 329) : 0,
-      devminor: dev ? num('SCHILY.devminor', 337) : 0,
-      xattrs: new Map(),
-    };
-    this.attributes(entry, pax, at);
-    return entry;
-  }
-
-  private linkname(h: Buffer, pax: Map<string, Buffer>, at: At): string {
-    const link = paxString(pax, 'linkpath', at) ?? this.gnuLongLink ?? headerString(h, 157, 100);
-    if (link === '') throw new TarFormatError(`${where(at)} is a link with an empty target`);
-    return link;
-  }
-
-  /** An id or device number: never negative; what Linux can hold is linux-limits.ts's to check. */
-  private unsigned(paxValue: string | undefined, key: string, h: Buffer, off: number, at: At): number {
-    const n = paxValue !== undefined ? paxUnsigned(paxValue, key, at) : headerNumber(h, off, 8, key.replace('SCHILY.', ''), at);
-    if (n < 0) throw new TarFormatError(`the ${key.replace('SCHILY.', '')} of ${where(at)} is negative (${n})`);
-    return n;
-  }
-
-  /** xattrs and ACLs: what squashfs can store is kept, the rest dropped and counted (attributes.ts). */
-  private attributes(entry: TarEntry, pax: Map<string, Buffer>, at: At): void {
-    const xattrs = new Map<string, Buffer>();
-    for (const [key, value] of pax) {
-      if (key.startsWith('SCHILY.xattr.')) xattrs.set(xattrName(key.slice(13), at), value);
-      else if (key.startsWith('LIBARCHIVE.xattr.')) {
-        const [name, decoded] = libarchiveXattr(key.slice(17), value.toString('latin1'), at);
-        xattrs.set(xattrName(name, at), decoded);
-      }
-    }
-    const text = (key: string) => pax.get(`SCHILY.acl.${key}`)?.toString('latin1');
-    const kept = storableAttributes(xattrs, { access: text('access'), default: text('default'), ace: text('ace') }, entry.mode, at);
-    entry.xattrs = kept.xattrs;
-    entry.mode = kept.mode;
-    this.losses.note(kept, entry.name);
-  }
-
-  /** The sparse map's description, if this entry is a GNU sparse file (the map may follow). */
-  private sparseOf(h: Buffer, flag: string, pax: Map<string, Buffer>, entry: TarEntry): { realSize: number; format: SparseFormat } | undefined {
-    const at: At = { name: entry.name, offset: this.headerOffset };
-    const str = (key: string) => pax.get(key)?.toString('latin1');
-    let format: SparseFormat | undefined;
-    if (flag === 'S') format = 'old';
-    else if (str('GNU.sparse.major') !== undefined || str('GNU.sparse.minor') !== undefined) {
-      if (str('GNU.sparse.major') !== '1' || str('GNU.sparse.minor') !== '0') {
-        throw new TarFormatError(`${where(at)} is a GNU sparse file of unknown format ${str('GNU.sparse.major')}.${str('GNU.sparse.minor')}`);
-      }
-      format = '1.0';
-    } else if (str('GNU.sparse.map') !== undefined) format = '0.1';
-    else if (this.sparse00.length > 0) format = '0.0';
-    else if ([...pax.keys()].some((k) => k.startsWith('GNU.sparse.') && k !== 'GNU.sparse.name')) {
-      throw new TarFormatError(`${where(at)} has GNU.sparse records but no sparse map`);
-    }
-    if (!format) return undefined;
-    if (entry.type !== 'file') throw new TarFormatError(`${where(at)} has a sparse map but is not a regular file`);
-    const sizeKey = format === '1.0' ? 'GNU.sparse.realsize' : 'GNU.sparse.size';
-    const real = format === 'old' ? headerNumber(h, 483, 12, 'realsize', at) : str(sizeKey);
-    if (real === undefined) throw new TarFormatError(`${where(at)} is a GNU sparse file without ${sizeKey}`);
-    const realSize = typeof real === 'number' ? real : paxUnsigned(real, sizeKey, at);
-    if (realSize < 0) throw new TarFormatError(`the sparse file ${where(at)} has a negative size`);
-    return { realSize, format };
-  }
-
-  private beginSparse(h: Buffer, format: SparseFormat, pax: Map<string, Buffer>, sparse00: string[]): void {
+  private beginSparse(h: Buffer, format: SparseFormat, ext: Extended): void {
     const p = this.pending!;
     const at: At = { name: p.entry.name, offset: this.headerOffset };
-    if (format === '0.1') p.segments = parseMap01(pax.get('GNU.sparse.map')!.toString('latin1'), at);
-    else if (format === '0.0') p.segments = parseMap00(sparse00, at);
+    if (format === '0.1') p.segments = parseMap01(ext.pax.get('GNU.sparse.map')!.toString('latin1'), at);
+    else if (format === '0.0') p.segments = parseMap00(ext.sparse00, at);
     else if (format === 'old') {
       oldGnuSegments(h, 386, 4, p.segments, at);
       if (h[482] !== 0) return void (this.state = 'sparseExt'); // extension blocks follow
@@ -409,23 +311,7 @@ export class TarParser {
   }
 }
 
-type SparseFormat = '1.0' | '0.1' | '0.0' | 'old';
-
 function isZeroBlock(b: Buffer): boolean {
   for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
   return true;
-}
-
-/** A PAX path or linkpath: empty deletes the header's field (POSIX), so no name is left; a NUL cannot be in a Linux path. */
-function paxString(pax: Map<string, Buffer>, key: string, at: At): string | undefined {
-  const v = pax.get(key);
-  if (v === undefined) return undefined;
-  if (v.length === 0) throw new TarFormatError(`PAX ${key} of ${where(at)} is empty`);
-  if (v.includes(0)) throw new TarFormatError(`PAX ${key} of ${where(at)} contains a NUL byte`);
-  return v.toString('latin1');
-}
-
-function xattrName(name: string, at: At): string {
-  if (name === '' || name.includes('\0')) throw new TarFormatError(`${where(at)} has an extended attribute with an empty name or a NUL byte in it`);
-  return name;
 }
