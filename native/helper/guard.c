@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -115,11 +116,13 @@ static int exited(int pidfd)
 }
 
 /* Writes to a container's stderr, waiting a second at most: a reader that has stopped reading
- * must not hold up the others' messages. */
+ * must not hold up the others' messages. Once a pipe has room, a write of PIPE_BUF at most
+ * does not block. */
 static void tell(int fd, const char *msg)
 {
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
-	if (fd >= 0 && poll(&p, 1, 1000) == 1 && (p.revents & POLLOUT) && write(fd, msg, strlen(msg)) < 0)
+	size_t len = strlen(msg) < PIPE_BUF ? strlen(msg) : PIPE_BUF;
+	if (fd >= 0 && poll(&p, 1, 1000) == 1 && (p.revents & POLLOUT) && write(fd, msg, len) < 0)
 		return; /* nothing more to do for a stderr that cannot be written */
 }
 
