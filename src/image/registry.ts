@@ -284,6 +284,8 @@ function reasonOf(e: unknown): string {
   };
   if (code && Object.hasOwn(words, code)) return words[code]!;
   if (code && /CERT|SELF_SIGNED|TLS/.test(code)) return `its TLS certificate is not trusted: ${code}`;
+  // undici ends a body the peer cut off with TypeError('terminated'); the cache passes on its text.
+  if (!code && /(^|: )terminated$/.test(messageOf(e))) return 'the registry closed the connection';
   return code ?? messageOf(e);
 }
 
