@@ -5,11 +5,13 @@
 // so deleted content never comes back; a signal ends berth within a second, leaving nothing;
 // a disk that fills exactly at the metadata trailer gets the disk-full message.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BERTH, PYTHON, ROOT, berth, cleanup, listImage, makeLayout, readLayers, run, tempDir, umociListing, type Listing,
+  BERTH, PYTHON, ROOT, berth, cleanup, listImage, makeLayout, readLayers, run, sha256, tempDir, umociListing, type Listing,
 } from '../helpers.js';
 
 let work: string;
@@ -290,6 +292,61 @@ describe('signals: answered within a second, nothing left behind', () => {
     for (let i = 0; i < 10 && !gone(helper); i++) await sleep(100);
     expect(gone(helper)).toBe(true);
     expect(readdirSync(outDir)).toEqual([]);
+  });
+});
+
+/**
+ * A registry on loopback (plain http) serving one image whose layer stops halfway: the bytes
+ * stop coming but the connection stays open. `stalled` resolves once half the layer is out.
+ */
+async function stallingRegistry(): Promise<{ host: string; stalled: Promise<void>; close(): void }> {
+  const layer = readFileSync(path.join(corpus, 'v7-directory', 'layer1.tar'));
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [sha256(layer)] } }));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(layer), size: layer.length }],
+  }));
+  let stalledNow = () => {};
+  const stalled = new Promise<void>((resolve) => { stalledNow = resolve; });
+  const server: Server = createServer((req, res) => {
+    const url = req.url ?? '';
+    if (url.includes('/manifests/')) {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': sha256(manifest) });
+      res.end(manifest);
+    } else if (url.endsWith(sha256(config))) {
+      res.writeHead(200, { 'content-length': config.length }).end(config);
+    } else if (url.endsWith(sha256(layer))) {
+      res.writeHead(200, { 'content-length': layer.length });
+      res.write(layer.subarray(0, layer.length / 2), () => stalledNow()); // and nothing more
+    } else res.writeHead(url === '/v2/' ? 200 : 404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { host: `127.0.0.1:${(server.address() as AddressInfo).port}`, stalled, close: () => server.closeAllConnections() };
+}
+
+describe('signals during a pull', () => {
+  it('SIGTERM to a pull whose registry stalls mid-layer: answered within a second, no image in the cache', async () => {
+    const registry = await stallingRegistry();
+    const cache = path.join(work, 'pull-cache');
+    try {
+      const child = spawn(process.execPath, [BERTH, 'pull', `docker://${registry.host}/stuck:latest`, '-q'], {
+        stdio: 'ignore', env: { ...process.env, BERTH_CACHE_DIR: cache },
+      });
+      const done = closed(child);
+      await registry.stalled;
+      await sleep(500);
+      expect(child.exitCode).toBeNull();
+      const t0 = Date.now();
+      child.kill('SIGTERM');
+      const end = await done;
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(end.signal).toBe('SIGTERM');
+      const images = path.join(cache, 'images');
+      expect(existsSync(images) ? readdirSync(images).filter((n) => !n.endsWith('.lock')) : []).toEqual([]);
+    } finally {
+      registry.close();
+    }
   });
 });
 
