@@ -96,6 +96,9 @@ describe('refused, naming the entry, at once, with nothing written', () => {
     ['sparse-past-end', /the sparse map of entry 's' \(at byte 1024\) is invalid/, CORRUPT],
     ['sparse-sum', /the sparse map of entry 's' \(at byte 1024\) describes 10 bytes of data but 20 are stored/, CORRUPT],
     ['sparse-version', /entry 's' \(at byte 1024\) is a GNU sparse file of unknown format 2\.0/, CORRUPT],
+    // Valid, but more than tar2sqfs takes: refused with that reason rather than "likely a berth bug".
+    ['sparse-too-many', /entry 's' is a sparse file of 65537 segments; squashfs-tools-ng's tar2sqfs takes at most 65536/, /store the file without --sparse/],
+    ['xattrs-too-big', /entry 'fat' has 71692 bytes of extended attributes \(names and values\); squashfs-tools-ng's tar2sqfs takes at most 64 KiB/, /remove some extended attributes/],
     // Deleted content does not come back through a hard link either.
     ['link-to-whited-out', /hard link 'h' in layer 3 points to 'f', which layer 2 removed/, LOST_TARGET],
     ['link-through-symlink', /hard link 'h' in layer 3 points to 'z\/a', which layer 2 removed/, LOST_TARGET],
