@@ -97,7 +97,7 @@ void guard_watch(int guard, int pidfd, const int *fds, size_t nfds); /* fds: std
  * image: the first task starts it, every task joins it. */
 int step_server_main(const char *planfile, const char *stepdir); /* --step-server */
 noreturn void join_main(char **argv);                            /* --join -- CMD... */
-noreturn void exec_in_container(const struct plan *p);           /* main.c: chdir, no_new_privs, exec */
+noreturn void exec_in_container(const struct plan *p);           /* lib.c: chdir, no_new_privs, exec */
 
 /* mount.c: builds the root at base/root from the image served at sp->mnt, then pivots into
  * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
@@ -112,7 +112,7 @@ void verify_libraries(const struct plan *p, int statedir);
 /* probe.c: berth-helper --probe, for berth doctor */
 int probe(void);
 
-/* main.c */
+/* lib.c */
 void check_runtime_dir(const char *base);
 /* A plan file, opened only when it is the caller's own and no one else could have written it. */
 int open_plan_file(const char *path);
