@@ -47,6 +47,8 @@ export class LayerIndexBuilder implements TarSink {
   private lastSeen = new Map<string, number>();
   private linkNeeds = new Map<number, { ordinal: number; path: string }[]>();
   private replacedByDir = new Set<string>();
+  /** Every directory an entry so far was under: a non-directory there replaces what is below. */
+  private parents = new Set<string>();
 
   entry(e: TarEntry): boolean {
     this.ordinal++;
@@ -63,7 +65,8 @@ export class LayerIndexBuilder implements TarSink {
       }
     }
     const prior = this.live.get(path);
-    if (prior && prior.dir && !dir) this.dropDescendants(path);
+    if (!dir && (prior?.dir || this.parents.has(path))) this.dropDescendants(path);
+    for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) this.parents.add(path.slice(0, i));
     if (prior && !prior.dir && dir) this.replacedByDir.add(path);
     this.live.set(path, { ordinal: this.ordinal, dir });
     if (e.type === 'hardlink') this.noteLink(e, path);

@@ -59,6 +59,8 @@ export class LayerMerger implements TarSink {
   /** This layer's entries so far: path -> where its data went (null: nowhere). */
   private local = new Map<string, string | null>();
   private localDirs = new Set<string>();
+  /** Every directory this layer's entries so far were under (implied ones too). */
+  private parents = new Set<string>();
   private bodySize = 0;
   private emitting = false;
   private afterBody: (() => void) | undefined;
@@ -83,6 +85,10 @@ export class LayerMerger implements TarSink {
       throw new BerthError('LAYER_CORRUPT', `${this.describe}: entry '${shownName(e.name)}' names the image root but is not a directory`,
         'the image is broken; rebuild it or report it to its maintainer');
     }
+    // A non-directory over what this layer already put under that path: only the indexed pass
+    // knows which survives (an upper directory there would hide the conflict from the tree).
+    if (!this.index && e.type !== 'dir' && this.parents.has(path)) return this.anomaly(`'${path}' replaces a directory of its own layer`);
+    for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) this.parents.add(path.slice(0, i));
     const survives = this.index ? this.index.survivors.has(this.ordinal) : true;
     if (!survives && e.type !== 'dir' && this.index!.replacedByDir.has(path)) {
       // Replaced by a directory later in this layer, it still deleted what lower layers had.
