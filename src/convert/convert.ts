@@ -15,7 +15,7 @@ import type { Compression, ImageSource, LayerBlob, ResolvedImage } from '../imag
 import { buildMetadata, metadataBytes, METADATA_DIR, METADATA_PATH, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
 import { explainLayerError, layerCompressionOf, tarStages } from './layer-stream.js';
 import { LayerIndexBuilder, Merger, NeedsLayerIndex, type LayerIndex } from './merge.js';
-import { AtomicOutput } from './output.js';
+import { AtomicOutput, writeError } from './output.js';
 import { TarFormatError, TarParser, type TarEntry, type TarSink } from './tar-reader.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from './tar-writer.js';
 import { Tar2sqfs, type SquashOptions } from './tar2sqfs.js';
@@ -62,7 +62,11 @@ export async function convertImage(source: ImageSource, opts: ConvertOptions, ev
       output.truncate();
       await writeImage(image, compressions, metadata, output, opts, events, true);
     }
-    writeMetadataTrailer(output.fd, output.size, metadataBytes(metadata));
+    try {
+      writeMetadataTrailer(output.fd, output.size, metadataBytes(metadata));
+    } catch (e: unknown) {
+      throw writeError(output.target, e); // a full disk here too is DISK_FULL, whichever command converts
+    }
     const size = output.size;
     output.commit();
     return { output: output.target, size, metadata, indexed };
