@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
 				"       berth-helper --join -- COMMAND...   (a task of `berth srun`: the plan in $BERTH_STEP_PLAN)\n"
-				"berth-helper is started by berth; see `berth run --dry-run=helper` for the plans it executes.\n");
+				"berth-helper is started by berth; see `berth plan --format helper IMAGE` for the plans it executes.\n");
 		return 2;
 	}
 	int plan_fd = 3, note = -1;
