@@ -55,11 +55,15 @@ static pid_t server_pid;
 
 static volatile sig_atomic_t told_to_stop;
 
-/* A SIGTERM to the guard (the job's end, an admin) stops the server, and then its containers,
- * which are being stopped too: that is no failure to report. */
+/* A SIGTERM to the guard (the job's end, an admin) stops the containers, then the server: that
+ * is no failure to report. The containers go first: one still running when the server's mount
+ * goes would read a page of its program from it and die of SIGBUS before anyone kills it. */
 static void forward(int sig)
 {
 	told_to_stop = 1;
+	for (size_t i = 0; i < nwatched; i++)
+		if (watched[i].pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, watched[i].pidfd, SIGKILL, NULL, 0);
 	kill(server_pid, sig);
 }
 
