@@ -35,6 +35,7 @@
 
 #include "helper.h"
 #include "../common/plantext.h"
+#include "../common/trusted.h"
 
 #define MAX_CLIENTS 4096
 
@@ -45,14 +46,16 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 		fail_errno("cannot read the image %s", p->image);
 	/* The same file, unchanged, under the same uid mapping and scope: one server. */
 	char key[512];
-	snprintf(key, sizeof key, "%lx-%lx-%lx-%lx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
-		 (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->fakeroot ? "root" : "self",
-		 *p->scope ? "-" : "", p->scope);
-	snprintf(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key);
-	snprintf(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key);
-	snprintf(sp->sock, sizeof sp->sock, "%s/sock", sp->dir);
-	snprintf(sp->mnt, sizeof sp->mnt, "%s/mnt", sp->dir);
-	snprintf(sp->work, sizeof sp->work, "%s/work", sp->dir);
+	/* Cut short, two scopes could share one server: too long is refused, never truncated. */
+	int fits = format(key, sizeof key, "%lx-%lx-%lx-%lx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->fakeroot ? "root" : "self",
+			  *p->scope ? "-" : "", p->scope) == 0 &&
+		   format(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key) == 0 &&
+		   format(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key) == 0 &&
+		   format(sp->sock, sizeof sp->sock, "%s/sock", sp->dir) == 0 && format(sp->mnt, sizeof sp->mnt, "%s/mnt", sp->dir) == 0 &&
+		   format(sp->work, sizeof sp->work, "%s/work", sp->dir) == 0;
+	if (!fits)
+		fail("the image server's paths under %s do not fit (scope %s); set a shorter BERTH_RUNTIME_DIR or container name", p->runtime, p->scope);
 }
 
 static int lock_path(const char *path, int nonblock)

@@ -23,15 +23,16 @@
 
 #include "helper.h"
 #include "../common/plantext.h"
+#include "../common/trusted.h"
 
 extern char **environ;
 
 static void step_paths(const char *stepdir, struct server_paths *sp)
 {
 	memset(sp, 0, sizeof *sp);
-	snprintf(sp->lock, sizeof sp->lock, "%s.lock", stepdir);
-	snprintf(sp->dir, sizeof sp->dir, "%s", stepdir);
-	snprintf(sp->sock, sizeof sp->sock, "%s/sock", stepdir);
+	if (format(sp->lock, sizeof sp->lock, "%s.lock", stepdir) != 0 || format(sp->dir, sizeof sp->dir, "%s", stepdir) != 0 ||
+	    format(sp->sock, sizeof sp->sock, "%s/sock", stepdir) != 0)
+		fail("the step directory %s is too long; set a shorter runtime directory", stepdir);
 }
 
 /* --container-entrypoint: the image's entrypoint runs once, in the finished container and
