@@ -22,7 +22,7 @@
 #include <squashfuse/ll.h>
 
 #include "helper.h"
-#include "squashfs.h"
+#include "../common/squashfs.h"
 
 #define FOREVER 1e9 /* seconds: a read-only image never changes under the kernel's caches */
 
@@ -317,7 +317,7 @@ static struct fuse_lowlevel_ops ops = {
 	.create = sqfs_ll_op_create,
 };
 
-struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint)
+struct fuse_session *fuse_mount_image(const char *image, unsigned long long offset, const char *mountpoint)
 {
 	/* Called inside the user namespace: these are the container's own ids. */
 	owner_uid = getuid();
@@ -329,12 +329,15 @@ struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint)
 		fail_errno("cannot open /dev/fuse; an administrator must make it usable by all users (chmod 0666 /dev/fuse, "
 			   "the default on most distributions)");
 	close(probe);
-	sqfs_ll *ll = sqfs_ll_open(image, 0);
+	sqfs_ll *ll = sqfs_ll_open(image, (size_t)offset);
 	if (!ll)
 		fail("cannot read %s as a squashfs image (not squashfs, damaged, or compressed in a way this squashfuse "
 		     "cannot read); convert it again with berth convert", image);
 	struct stat st;
-	const char *bad = fstat(ll->fs.fd, &st) == 0 ? sq_bad_super(&ll->fs, st.st_size) : "it cannot be examined";
+	/* At an offset (a SIF's partition), what follows it in the file is all the squashfs may use. */
+	const char *bad = fstat(ll->fs.fd, &st) != 0		      ? "it cannot be examined"
+			  : (unsigned long long)st.st_size < offset ? "it ends before its squashfs starts"
+								    : sq_bad_super(&ll->fs, st.st_size - (off_t)offset);
 	if (bad)
 		fail("cannot serve %s: its squashfs superblock is damaged: %s; convert it again with berth convert", image, bad);
 	char fsname[4096 + 16];

@@ -23,6 +23,8 @@ struct op {
 
 struct plan {
 	char *image;
+	int image_is_dir; /* an unpacked root directory, bound read-only, instead of a squashfs file */
+	unsigned long long image_offset; /* where the squashfs starts in the file (a SIF's partition) */
 	char *scope;  /* containers share an image server only within one scope (a Slurm step) */
 	unsigned linger; /* seconds an idle image server waits for the next container */
 	char *runtime; /* base directory for this run's private directory */
@@ -61,7 +63,9 @@ noreturn void run_as_init(const struct plan *p);
 
 /* fuse.c: mounts the image at mountpoint and serves it, one request per fuse_pump(). */
 struct fuse_session;
-struct fuse_session *fuse_mount_image(const char *image, const char *mountpoint);
+struct fuse_session *fuse_mount_image(const char *image, unsigned long long offset, const char *mountpoint);
+/* mount.c: a directory image, bound read-only at mountpoint in place of a FUSE mount. */
+void bind_image_dir(const char *dir, const char *mountpoint);
 int fuse_session_fd_of(struct fuse_session *se);
 int fuse_pump(struct fuse_session *se); /* < 0: the mount is gone */
 void fuse_finish(struct fuse_session *se); /* unmount and free */

@@ -225,6 +225,27 @@ static pid_t start_fuse_overlayfs(const char *opts, const char *root)
 	     "did not start in its place: install fuse-overlayfs (apt-get install fuse-overlayfs)");
 }
 
+void bind_image_dir(const char *dir, const char *mountpoint)
+{
+	/* Opened once and bound through its descriptor: the path is looked up once, and not
+	 * recursively, so nothing mounted below the directory comes along. */
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		fail_errno("cannot open the image directory %s", dir);
+	char src[64];
+	snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
+	if (mount(src, mountpoint, NULL, MS_BIND, NULL) != 0)
+		fail_errno("cannot bind the image directory %s", dir);
+	close(fd);
+	int m = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	/* Read-only, nosuid, nodev like a squashfs image: the directory may be anyone's. */
+	unsigned long flags = MS_RDONLY | MS_NOSUID | MS_NODEV;
+	if (m < 0 || mount(NULL, mountpoint, NULL, MS_BIND | MS_REMOUNT | flags | mount_flags(m), NULL) != 0 ||
+	    (mount_flags(m) & flags) != flags)
+		fail_errno("cannot make the image directory %s read-only, nosuid and nodev", dir);
+	close(m);
+}
+
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base)
 {
 	const char *lower = sp->mnt;

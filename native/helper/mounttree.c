@@ -20,7 +20,7 @@
 
 /* The flags of the mount that fd is on. A remount of a bind must repeat the ones the kernel
  * locked (those of a mount that came from a more privileged namespace, mount_namespaces(7)). */
-static unsigned long mount_flags(int fd)
+unsigned long mount_flags(int fd)
 {
 	struct statvfs st;
 	unsigned long f = 0;

@@ -68,6 +68,26 @@ static void parse_op(struct plan *p, char **f, int n, int lineno)
 	p->ops = grown;
 }
 
+/* squashfs (a file, the default) or directory (an unpacked root). */
+static int parse_format(const char *v, int lineno)
+{
+	if (strcmp(v, "squashfs") == 0)
+		return 0;
+	if (strcmp(v, "directory") == 0)
+		return 1;
+	fail("plan line %d: unknown image format '%s'", lineno, v);
+}
+
+static unsigned long long parse_offset(const char *v, int lineno)
+{
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno || end == v || *end || *v == '-')
+		fail("plan line %d: the image offset '%s' is not a number", lineno, v);
+	return n;
+}
+
 void plan_read(int fd, struct plan *p)
 {
 	FILE *in = fdopen(fd, "r");
@@ -107,6 +127,8 @@ void plan_read(int fd, struct plan *p)
 			fail("plan line %d: '%s' takes one value", lineno, key);
 		char *v = unescape(f[1]);
 		if (strcmp(key, "image") == 0) p->image = v;
+		else if (strcmp(key, "imageformat") == 0) p->image_is_dir = parse_format(v, lineno);
+		else if (strcmp(key, "imageoffset") == 0) p->image_offset = parse_offset(v, lineno);
 		else if (strcmp(key, "scope") == 0) p->scope = v;
 		else if (strcmp(key, "linger") == 0) p->linger = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;

@@ -27,6 +27,8 @@ int open_creating(const struct root *r, const struct op *op, const char *target,
 
 /* mounttree.c */
 int mount_id(int fd);
+/* The MS_* flags of the mount fd is on: a bind's remount must repeat those the kernel locked. */
+unsigned long mount_flags(int fd);
 /* Adds flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) to the mount at fd and all below it. */
 void restrict_tree(const struct op *op, int fd, unsigned long flags);
 

@@ -44,11 +44,14 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	struct stat st;
 	if (stat(p->image, &st) != 0)
 		fail_errno("cannot read the image %s", p->image);
-	/* The same file, unchanged, under the same uid mapping and scope: one server. */
+	if (p->image_is_dir != !!S_ISDIR(st.st_mode))
+		fail("the image %s is %s, not what berth planned for; plan the container again", p->image,
+		     S_ISDIR(st.st_mode) ? "a directory" : "not a directory");
+	/* The same file (and partition), unchanged, under the same uid mapping and scope: one server. */
 	char key[512];
 	/* Cut short, two scopes could share one server: too long is refused, never truncated. */
-	int fits = format(key, sizeof key, "%lx-%lx-%lx-%lx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
-			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->fakeroot ? "root" : "self",
+	int fits = format(key, sizeof key, "%lx-%lx-%lx-%lx-%llx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->image_offset, p->fakeroot ? "root" : "self",
 			  *p->scope ? "-" : "", p->scope) == 0 &&
 		   format(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key) == 0 &&
 		   format(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key) == 0 &&
@@ -142,10 +145,11 @@ static void remove_tree(const char *path)
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
 {
 	unlinkat(sp->dirfd, "sock", 0);
-	if (se) {
+	if (se)
 		fuse_finish(se);
-		umount2(sp->work, MNT_DETACH);
-	}
+	/* A directory image's bind (a FUSE mount is gone already), and the containers' tmpfs. */
+	umount2(sp->mnt, MNT_DETACH | UMOUNT_NOFOLLOW);
+	umount2(sp->work, MNT_DETACH | UMOUNT_NOFOLLOW);
 	/* What else the directory holds: mnt, work, verification stamps. */
 	int fd = openat(sp->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -369,7 +373,11 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	if (mount("tmpfs", sp->work, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") != 0)
 		fail_errno("cannot mount a tmpfs on %s", sp->work);
 	guard_chan = start_guard(p->image, sp); /* from here on, this is the guard's child */
-	struct fuse_session *se = fuse_mount_image(p->image, sp->mnt);
+	struct fuse_session *se = NULL;
+	if (p->image_is_dir)
+		bind_image_dir(p->image, sp->mnt);
+	else
+		se = fuse_mount_image(p->image, p->image_offset, sp->mnt);
 
 	int listener = listen_on(sp->sock);
 	guard_listening(guard_chan, sp->sock);

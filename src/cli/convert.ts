@@ -1,7 +1,9 @@
-// berth convert SOURCE -o IMAGE.sqsh
+// berth convert SOURCE -o IMAGE.sqsh: SOURCE a registry, OCI layout or docker archive (converted
+// layer by layer), or an image that is a file system already (a SIF, squashfs or directory: repacked).
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { convertImage } from '../convert/convert.js';
+import { convertImage, type ConvertEvents, type ConvertOptions } from '../convert/convert.js';
+import { isLocalImage, repackImage } from '../convert/repack.js';
 import { writeError } from '../convert/output.js';
 import { COMPRESSIONS, DEFAULT_COMPRESSION, type SquashCompression } from '../convert/tar2sqfs.js';
 import { BerthError, errnoOf } from '../errors.js';
@@ -35,7 +37,9 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
   const started = performance.now();
   // Signals: while there is something to clean, convert/interrupt.ts cleans and dies of them.
   try {
-    const result = await convertImage(parseSource(source), {
+    const convert = isLocalImage(source) ? (_: string, o: ConvertOptions, e: ConvertEvents) => repackImage(source, o, e)
+      : (s: string, o: ConvertOptions, e: ConvertEvents) => convertImage(parseSource(s), o, e);
+    const result = await convert(source, {
       output: flags.output,
       force: flags.force ?? false,
       compression,
@@ -45,14 +49,15 @@ export async function convertCommand(source: string, flags: ConvertFlags): Promi
     }, convertProgress(mode));
     clearProgress(mode);
     const seconds = (performance.now() - started) / 1000;
+    const written = result.compression ?? compression;
     if (flags.json) {
       return JSON.stringify({
-        output: result.output, size: result.size, compression, seconds: Number(seconds.toFixed(3)),
+        output: result.output, size: result.size, compression: written, seconds: Number(seconds.toFixed(3)),
         source: result.metadata.source, manifestDigest: result.metadata.manifestDigest, configDigest: result.metadata.configDigest,
       });
     }
     if (flags.quiet) return '';
-    process.stderr.write(`berth: wrote ${result.output} (${formatBytes(result.size)}, ${compression}) in ${seconds.toFixed(1)} s\n`);
+    process.stderr.write(`berth: wrote ${result.output} (${formatBytes(result.size)}, ${written}) in ${seconds.toFixed(1)} s\n`);
     return result.output;
   } catch (e: unknown) {
     clearProgress(mode);

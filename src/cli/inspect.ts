@@ -1,25 +1,33 @@
-// berth inspect IMAGE.sqsh [--json]. Every value below but the file's size comes from the image,
-// someone else's text: the human form escapes control characters in each (terminal.ts), and
-// --json is exact JSON, whose escaping is JSON's own.
-import { readImageInfo } from '../squashfs/image-info.js';
+// berth inspect IMAGE [--json]: any image berth runs (a berth image, a SIF, a squashfs, a root
+// directory). Every value below but the file's size comes from the image, someone else's
+// text: the human form escapes control characters in each (terminal.ts), and --json is exact
+// JSON, whose escaping is JSON's own.
+import { describeImage, type ImageFormat } from '../runtime/image.js';
 import { formatBytes } from './progress.js';
 import { printable } from './terminal.js';
 
 const INDENT = ' '.repeat(17);
 
+const FORMATS: Record<ImageFormat, string> = { berth: 'berth image', sif: 'SIF (Apptainer/Singularity)', squashfs: 'squashfs (not made by berth)', directory: 'root directory' };
+const STARTUP = { apptainer: "Apptainer's (/.singularity.d)", enroot: "enroot's (/etc/rc)", plain: 'a plain root file system' } as const;
+
 export async function inspectCommand(file: string, flags: { json?: boolean }): Promise<string> {
-  const info = await readImageInfo(file);
+  const opened = describeImage(file);
+  const info = { file: opened.location.path, format: opened.format, offset: opened.location.offset, size: opened.size,
+    squashfs: opened.squashfs ?? null, image: opened.metadata, notes: [...opened.warnings, ...opened.notes] };
   if (flags.json) return JSON.stringify(info, null, 2);
   const m = info.image;
+  const sq = info.squashfs;
   const c = m.config;
   const json = (v: unknown) => JSON.stringify(v);
   // One list item per line: each item escaped first, so that only berth's own newlines break lines.
   const list = (items: string[]) => items.map(printable).join(`\n${INDENT}`);
   const rows: [string, string][] = [
-    ['File', printable(`${info.file} (${formatBytes(info.size)}, squashfs ${info.squashfs.version}, ${info.squashfs.compression}, ${info.squashfs.inodes} inodes)`)],
+    ['File', printable(sq ? `${info.file} (${formatBytes(info.size)}, squashfs ${sq.version}, ${sq.compression}, ${sq.inodes} inodes)` : `${info.file} (a directory)`)],
+    ['Format', FORMATS[info.format] + (info.offset ? ` (its root partition at byte ${info.offset})` : '') + (m.startup ? `, started as ${STARTUP[m.startup]}` : '')],
     ['Source', printable(m.source)],
-    ['Manifest digest', printable(m.manifestDigest ?? '(none: classic docker save archive)')],
-    ['Config digest', printable(m.configDigest)],
+    ['Manifest digest', printable(m.manifestDigest ?? (m.startup ? '-' : '(none: classic docker save archive)'))],
+    ['Config digest', printable(m.configDigest || '-')],
     ['Platform', printable([m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join('/'))],
     ['Created', printable(m.created ?? '-')],
     ['Layers', String(m.layers.length)],
@@ -32,5 +40,6 @@ export async function inspectCommand(file: string, flags: { json?: boolean }): P
     ['Volumes', printable(c.Volumes.join(', ')) || '-'],
     ['ExposedPorts', printable(c.ExposedPorts.join(', ')) || '-'],
   ];
+  if (info.notes.length > 0) rows.push(['Notes', list(info.notes)]);
   return rows.map(([k, v]) => `${`${k}:`.padEnd(17)}${v}`).join('\n');
 }

@@ -41,6 +41,8 @@ export interface ConvertResult {
   metadata: ImageMetadata;
   /** Whether the second, indexed pass was needed (duplicate entries or orphaned hard links). */
   indexed: boolean;
+  /** The squashfs's compression when it is not the one asked for (a squashfs copied as it was). */
+  compression?: string;
 }
 
 export async function convertImage(source: ImageSource, opts: ConvertOptions, events: ConvertEvents): Promise<ConvertResult> {

@@ -1,11 +1,12 @@
 // Reading an image's files without mounting it (the native addon, over libsquashfuse): MPI
 // and GPU binding check the image's C library and MPI before any container starts. Symlinks
 // resolve inside the image, as they would in the container, never on the host.
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { BerthError } from '../errors.js';
+import { BerthError, errnoOf } from '../errors.js';
 import { readElf, type ElfInfo } from '../host/elf.js';
 import { findInCache, parseLdCache, type CachedLibrary } from '../host/ldcache.js';
-import { loadAddon, type SquashfsImageHandle } from '../runtime/native.js';
+import { loadAddon, type SquashfsEntry, type SquashfsImageHandle } from '../runtime/native.js';
 
 /** Where an image's loader looks when the image has no /etc/ld.so.cache. */
 const DEFAULT_LIB_DIRS: Record<string, string[]> = {
@@ -13,18 +14,72 @@ const DEFAULT_LIB_DIRS: Record<string, string[]> = {
   aarch64: ['/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib'],
 };
 
+/** Where an image's files are: a squashfs in a file (at an offset in a SIF), or a root directory. */
+export interface ImageLocation {
+  path: string;
+  format: 'squashfs' | 'directory';
+  /** Where the squashfs starts in the file; 0 but for a SIF's partition. */
+  offset: number;
+}
+
+/** A root directory read as the addon reads a squashfs: paths are looked up below it, never followed out. */
+class DirectoryImage implements SquashfsImageHandle {
+  constructor(private readonly root: string) {}
+
+  private at(p: string): string {
+    return path.join(this.root, path.posix.normalize(`/${p}`));
+  }
+
+  lstat(p: string): SquashfsEntry | null {
+    try {
+      const st = lstatSync(this.at(p));
+      const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink'
+        : st.isCharacterDevice() ? 'char' : st.isBlockDevice() ? 'block' : st.isFIFO() ? 'fifo' : 'socket';
+      return { type, mode: st.mode & 0o7777, size: st.isFile() ? st.size : 0, ...(type === 'symlink' ? { target: readlinkSync(this.at(p)) } : {}) };
+    } catch (e: unknown) {
+      if (['ENOENT', 'ENOTDIR'].includes(errnoOf(e) ?? '')) return null;
+      throw new BerthError('SOURCE_INVALID', `cannot read ${p} in the image directory ${this.root}: ${(e as Error).message}`, 'check the permissions of the image directory');
+    }
+  }
+
+  read(p: string): Buffer {
+    // No symlink is followed here (ImageFiles resolved them inside the image), nor a FIFO opened for good.
+    const fd = openSync(this.at(p), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) throw new Error(`${p} is not a regular file`);
+      return readFileSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  list(p: string): string[] | null {
+    return this.lstat(p)?.type === 'dir' ? readdirSync(this.at(p)) : null;
+  }
+
+  close(): void {}
+}
+
 export class ImageFiles {
   private readonly handle: SquashfsImageHandle;
   private cache: CachedLibrary[] | null | undefined;
   private readonly elves = new Map<string, ElfInfo | undefined>();
+  readonly image: string;
 
-  constructor(readonly image: string, readonly machine = 'x86_64') {
+  constructor(location: ImageLocation, readonly machine = 'x86_64') {
+    this.image = location.path;
     try {
-      this.handle = new (loadAddon().SquashfsImage)(image);
+      this.handle = location.format === 'directory' ? new DirectoryImage(location.path) : new (loadAddon().SquashfsImage)(location.path, location.offset);
     } catch (e: unknown) {
       if (e instanceof BerthError) throw e;
-      throw new BerthError('SOURCE_INVALID', `cannot read ${image}: ${(e as Error).message}`, 'check that it is an image made by berth convert or pull');
+      throw new BerthError('SOURCE_INVALID', `cannot read the image ${(e as Error).message}`, 'the file is damaged or is not an image: convert it again, or copy it again');
     }
+  }
+
+  /** The names in a directory of the image (symlinks resolved inside), or undefined. */
+  list(p: string): string[] | undefined {
+    const real = this.realpath(p);
+    return (real && this.handle.list(real)) || undefined;
   }
 
   /** The path with every symlink resolved inside the image, or undefined if it does not exist. */
@@ -56,7 +111,11 @@ export class ImageFiles {
   read(p: string): Buffer | undefined {
     const real = this.realpath(p);
     if (!real || this.handle.lstat(real)?.type !== 'file') return undefined;
-    return this.handle.read(real);
+    try {
+      return this.handle.read(real);
+    } catch (e: unknown) {
+      throw new BerthError('SOURCE_INVALID', `cannot read ${p} in the image ${this.image}: ${(e as Error).message}`, 'check the image (convert it again, or fix the permissions of its files)');
+    }
   }
 
   /**

@@ -1,6 +1,7 @@
 // buildPlan: image metadata + host facts + options -> LaunchPlan. Pure and deterministic: no
 // I/O, so every rule here is unit-tested without a kernel.
 import { BerthError } from '../errors.js';
+import type { ImageLocation } from '../image/files.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp } from './types.js';
 
@@ -113,19 +114,36 @@ function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: s
   return env;
 }
 
+/** bash where the image has it, else sh: decided inside, where the files are. */
+const SHELL = 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh "$@"; fi';
+
+/**
+ * What an Apptainer image runs first, whatever the command (its actions/exec, run and shell
+ * scripts do the same): each /.singularity.d/env/*.sh sourced in the shell's glob order, so
+ * their exports (%environment, a docker image's 10-docker2singularity.sh) apply.
+ */
+const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; ';
+
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
 function commandLine(meta: ImageMetadata, cmd: Command): string[] {
   const entrypoint = meta.config.Entrypoint ?? [];
-  if (cmd.mode === 'exec') return cmd.args;
-  if (cmd.mode === 'shell') {
-    // bash where the image has it, else sh: decided inside, where the files are.
-    return ['/bin/sh', '-c', 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh "$@"; fi', 'sh', ...cmd.args];
-  }
+  const apptainer = meta.startup === 'apptainer';
+  // An Apptainer image's command runs from a shell that has sourced the environment first.
+  const wrap = (argv: string[]) => (apptainer ? ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv] : argv);
+  if (cmd.mode === 'exec') return wrap(cmd.args);
+  if (cmd.mode === 'shell') return ['/bin/sh', '-c', apptainer ? APPTAINER_ENV + SHELL : SHELL, 'sh', ...cmd.args];
   const argv = cmd.args.length > 0 ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];
   if (argv.length === 0) {
-    throw new BerthError('NO_COMMAND', 'the image has neither an Entrypoint nor a Cmd', 'name a command: berth exec IMAGE COMMAND [ARGS...]');
+    throw new BerthError('NO_COMMAND', apptainer ? 'the image has no runscript (/.singularity.d/runscript)' : 'the image has neither an Entrypoint nor a Cmd',
+      'name a command: berth exec IMAGE COMMAND [ARGS...]');
   }
-  return argv;
+  return wrap(argv);
+}
+
+/** What Apptainer tells a container about itself, which images' scripts read. */
+function apptainerEnv(image: string): string[] {
+  const name = image.split('/').pop() ?? image;
+  return [`APPTAINER_CONTAINER=${image}`, `SINGULARITY_CONTAINER=${image}`, `APPTAINER_NAME=${name}`, `SINGULARITY_NAME=${name}`];
 }
 
 const op = (kind: MountOp['kind'], source: string, target: string, options: string[], ifMissing: MountOp['ifMissing'], origin: string): MountOp =>
@@ -211,8 +229,11 @@ function bindingOps(bindings: HostBinding[], architecture: string): { ops: Mount
   return { ops, libraryPath, env: bindings.flatMap((b) => b.env) };
 }
 
-export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, opts: RunOptions, cmd: Command): LaunchPlan {
+export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: HostFacts, opts: RunOptions, cmd: Command): LaunchPlan {
+  const image = location.path;
   const ops = systemOps(host, opts);
+  // What the image asks for itself (an enroot image's /etc/fstab tmpfs), before what the user does.
+  for (const m of meta.mounts ?? []) ops.push(op('tmpfs', '', m.target, ['nosuid', 'nodev', ...m.options], 'create', `the image's /etc/fstab: tmpfs ${m.target}`));
   ops.push(...identityOps(host, opts));
   const hostBound = bindingOps(opts.bindings, meta.platform.architecture);
   ops.push(...hostBound.ops.filter((o) => o.kind !== 'verify'));
@@ -239,7 +260,8 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
   if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));
 
-  const env = buildEnv(meta, host, { ...opts, env: [...hostBound.env, ...opts.env] }, cwd);
+  const imageEnv = meta.startup === 'apptainer' ? apptainerEnv(image) : [];
+  const env = buildEnv(meta, host, { ...opts, env: [...imageEnv, ...hostBound.env, ...opts.env] }, cwd);
   if (hostBound.libraryPath.length > 0) {
     // The host libraries first, so that they win over any the image has.
     const before = env.get('LD_LIBRARY_PATH');
@@ -249,6 +271,8 @@ export function buildPlan(image: string, meta: ImageMetadata, host: HostFacts, o
   ops.push(...hostBound.ops.filter((o) => o.kind === 'verify'));
   return {
     image,
+    imageFormat: location.format,
+    imageOffset: location.offset,
     scope: host.scope,
     linger: host.linger,
     runtimeDir: host.runtimeDir,

@@ -10,7 +10,7 @@ import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from 
 import { BerthError, messageOf } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
-import { ImageFiles } from '../image/files.js';
+import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
@@ -40,7 +40,7 @@ export interface RunFlags {
 
 /** Image and node as the plan is made for them. */
 interface Target {
-  path: string;
+  location: ImageLocation;
   architecture: string;
 }
 
@@ -89,8 +89,9 @@ export function runOptions(flags: RunFlags, image: Target): RunOptions {
 function imageView(image: Target): ImageView & { close(): void } {
   let files: ImageFiles | undefined;
   return {
-    ...image,
-    files: () => (files ??= new ImageFiles(image.path, image.architecture === 'arm64' ? 'aarch64' : 'x86_64')),
+    path: image.location.path,
+    architecture: image.architecture,
+    files: () => (files ??= new ImageFiles(image.location, image.architecture === 'arm64' ? 'aarch64' : 'x86_64')),
     close: () => files?.close(),
   };
 }
@@ -133,9 +134,10 @@ export interface Prepared {
  * pulled through the cache first, shown as `pulls` shows it.
  */
 export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts()): Promise<Prepared> {
-  const opened = await openImage(await imageFile(image, pulls));
-  const options = runOptions(flags, { path: opened.path, architecture: opened.metadata.platform.architecture });
-  return { plan: buildPlan(opened.path, opened.metadata, host, options, { mode, args }), metadata: opened.metadata };
+  const opened = openImage(await imageFile(image, pulls));
+  for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
+  const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
+  return { plan: buildPlan(opened.location, opened.metadata, host, options, { mode, args }), metadata: opened.metadata };
 }
 
 /** How a Slurm step's container differs from a lone container. */

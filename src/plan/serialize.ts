@@ -15,6 +15,8 @@ export function serializePlan(plan: LaunchPlan): string {
   const lines = [
     PLAN_HEADER,
     `image ${field(plan.image)}`,
+    `imageformat ${plan.imageFormat}`,
+    `imageoffset ${plan.imageOffset}`,
     `scope ${field(plan.scope)}`,
     `linger ${plan.linger}`,
     `runtime ${field(plan.runtimeDir)}`,

@@ -23,6 +23,10 @@ export interface MountOp {
 
 export interface LaunchPlan {
   image: string;
+  /** A squashfs file (served through FUSE), or an unpacked root directory (bound read-only). */
+  imageFormat: 'squashfs' | 'directory';
+  /** Where the squashfs starts in the file: 0, but for a SIF's root partition. */
+  imageOffset: number;
   /**
    * Containers of one image share an image server (one FUSE mount, one warm page cache) only
    * within a scope: the Slurm step, or '' outside Slurm.

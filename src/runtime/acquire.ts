@@ -24,6 +24,7 @@ export interface AcquireEvents {
   /**
    * A cache entry that berth does not use, and why. Worth telling even a quiet command (berth
    * run pulls quietly): it says something in a cache the user relies on could have been planted.
+   * Also what berth leaves out of an image that asked for it (an enroot image's host mounts).
    */
   cacheWarning(line: string): void;
   /** The pull is over: with what it gave, or undefined when it failed. */

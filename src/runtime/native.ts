@@ -31,11 +31,14 @@ export interface SquashfsImageHandle {
   /** The entry at an absolute path, symlinks not followed; null when there is none. */
   lstat(p: string): SquashfsEntry | null;
   read(p: string): Buffer;
+  /** The names in the directory at p; null when there is none. */
+  list(p: string): string[] | null;
   close(): void;
 }
 
 interface Addon {
-  SquashfsImage: new (image: string) => SquashfsImageHandle;
+  /** `offset`: where the squashfs starts in the file (a SIF's partition). */
+  SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }
 
 let addon: Addon | undefined;

@@ -31,6 +31,14 @@ export interface ImageMetadata {
     StopSignal: string | null;
   };
   layers: { digest: string; diffId: string | null; mediaType: string; size: number }[];
+  /**
+   * An image berth did not make (src/image/foreign.ts): whose way the container starts.
+   * 'apptainer' sources /.singularity.d/env/*.sh first; 'enroot' and 'plain' start as the
+   * config says. Absent for an OCI image.
+   */
+  startup?: 'apptainer' | 'enroot' | 'plain';
+  /** Mounts the image asks for (an enroot image's /etc/fstab): tmpfs only. */
+  mounts?: { kind: 'tmpfs'; target: string; options: string[] }[];
 }
 
 export function buildMetadata(image: ResolvedImage): ImageMetadata {

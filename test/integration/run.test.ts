@@ -123,9 +123,9 @@ describe('what jobs depend on', () => {
 
   it('two hundred containers of one image started at once all succeed', async () => {
     // The helper alone, with a prepared plan: the path every Slurm task takes.
-    const { metadata } = await import('../../src/runtime/image.js').then((m) => m.openImage(img('busybox')));
+    const { metadata, location } = await import('../../src/runtime/image.js').then((m) => m.openImage(img('busybox')));
     const { hostFacts } = await import('../../src/host/user.js');
-    const plan = buildPlan(img('busybox'), metadata, { ...hostFacts(env()), cwd: work }, {
+    const plan = buildPlan(location, metadata, { ...hostFacts(env()), cwd: work }, {
       binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [],
     }, { mode: 'exec', args: ['sh', '-c', 'cat /etc/motd > /dev/null && echo ok'] });
     const planFile = path.join(work, 'plan.txt');
@@ -254,7 +254,7 @@ describe('errors a user can act on', () => {
     writeFileSync(f, 'x'.repeat(4096));
     const r = await b('exec', f, 'true');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/is not a squashfs file[\s\S]*berth convert/);
+    expect(r.stderr).toMatch(/is not an image berth can run[\s\S]*berth convert/);
   });
 
   it('a node without /dev/fuse', async () => {

@@ -15,6 +15,8 @@ import { SETTINGS } from '../../src/config/schema.js';
 import { cleanup, tempDir } from '../helpers.js';
 import { DRIVER, LIB, makeGpuRoot } from '../host-root.js';
 
+const IMAGE = { path: '/i', format: 'squashfs', offset: 0 } as const;
+
 let root: string;
 const lists = { libraries: [...SETTINGS['gpu.nvidia-libraries'].default], binaries: [...SETTINGS['gpu.nvidia-binaries'].default] };
 beforeAll(() => {
@@ -133,7 +135,7 @@ describe('bindings in the plan', () => {
     berthImage: 1, source: 's', manifestDigest: null, configDigest: 'c', platform: { os: 'linux', architecture: 'amd64' }, created: null, layers: [],
     config: { Env: ['LD_LIBRARY_PATH=/opt/app/lib'], Entrypoint: null, Cmd: ['x'], WorkingDir: '', User: '', Labels: {}, Volumes: [], ExposedPorts: [], StopSignal: null },
   };
-  const plan = (bindings: ReturnType<typeof emptyBinding>[], env: string[] = []) => buildPlan('/i', meta, host,
+  const plan = (bindings: ReturnType<typeof emptyBinding>[], env: string[] = []) => buildPlan(IMAGE, meta, host,
     { binds: [], home: false, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env, pwd: undefined, bindings }, { mode: 'exec', args: ['x'] });
 
   it('puts libraries in a tmpfs that leads LD_LIBRARY_PATH, devices without nodev, and checks last', () => {

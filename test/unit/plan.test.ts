@@ -4,6 +4,8 @@ import { buildPlan, parseBinds, parseEnvFile, stepPlan, type HostFacts, type Run
 import { serializePlan } from '../../src/plan/serialize.js';
 import type { ImageMetadata } from '../../src/squashfs/metadata.js';
 
+const IMAGE = { path: '/i', format: 'squashfs', offset: 0 } as const;
+
 const meta = (config: Partial<ImageMetadata['config']> = {}): ImageMetadata => ({
   berthImage: 1, source: 'oci:/x', manifestDigest: null, configDigest: 'sha256:0', platform: { os: 'linux', architecture: 'amd64' },
   created: null, layers: [],
@@ -26,24 +28,24 @@ const targets = (plan: { ops: { target: string }[] }) => plan.ops.map((o) => o.t
 describe('command line (docker run rules)', () => {
   it('run: Entrypoint + Cmd, arguments replace Cmd', () => {
     const m = meta({ Entrypoint: ['/bin/echo', 'ep'], Cmd: ['default'] });
-    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: [] }).argv).toEqual(['/bin/echo', 'ep', 'default']);
-    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: ['x'] }).argv).toEqual(['/bin/echo', 'ep', 'x']);
-    expect(buildPlan('/i', meta({ Cmd: ['python3'] }), host, opts(), { mode: 'run', args: ['-V'] }).argv).toEqual(['-V']);
+    expect(buildPlan(IMAGE, m, host, opts(), { mode: 'run', args: [] }).argv).toEqual(['/bin/echo', 'ep', 'default']);
+    expect(buildPlan(IMAGE, m, host, opts(), { mode: 'run', args: ['x'] }).argv).toEqual(['/bin/echo', 'ep', 'x']);
+    expect(buildPlan(IMAGE, meta({ Cmd: ['python3'] }), host, opts(), { mode: 'run', args: ['-V'] }).argv).toEqual(['-V']);
   });
 
   it('run without Entrypoint or Cmd asks for a command', () => {
-    expect(() => buildPlan('/i', meta({ Cmd: null }), host, opts(), { mode: 'run', args: [] })).toThrow(/neither an Entrypoint nor a Cmd/);
+    expect(() => buildPlan(IMAGE, meta({ Cmd: null }), host, opts(), { mode: 'run', args: [] })).toThrow(/neither an Entrypoint nor a Cmd/);
   });
 
   it('exec runs the command as given; shell prefers bash', () => {
-    expect(buildPlan('/i', meta(), host, opts(), { mode: 'exec', args: ['ls', '-l'] }).argv).toEqual(['ls', '-l']);
-    expect(buildPlan('/i', meta(), host, opts(), { mode: 'shell', args: [] }).argv.join(' ')).toMatch(/^\/bin\/sh -c if \[ -x \/bin\/bash \]/);
+    expect(buildPlan(IMAGE, meta(), host, opts(), { mode: 'exec', args: ['ls', '-l'] }).argv).toEqual(['ls', '-l']);
+    expect(buildPlan(IMAGE, meta(), host, opts(), { mode: 'shell', args: [] }).argv.join(' ')).toMatch(/^\/bin\/sh -c if \[ -x \/bin\/bash \]/);
   });
 });
 
 describe('environment', () => {
   it("is the image's Env, then the host's minus the deny-list, then --env", () => {
-    const env = envOf(buildPlan('/i', meta(), host, opts({ env: ['EXTRA=1', 'FOO=flag'] }), { mode: 'exec', args: ['x'] }));
+    const env = envOf(buildPlan(IMAGE, meta(), host, opts({ env: ['EXTRA=1', 'FOO=flag'] }), { mode: 'exec', args: ['x'] }));
     expect(env['PATH']).toBe('/opt/bin:/bin'); // the image's, never the host's
     expect(env['LD_LIBRARY_PATH']).toBeUndefined();
     expect(env['LD_PRELOAD']).toBeUndefined();
@@ -56,16 +58,16 @@ describe('environment', () => {
   });
 
   it('--cleanenv keeps only the image, a terminal and a locale', () => {
-    const env = envOf(buildPlan('/i', meta(), host, opts({ cleanenv: true }), { mode: 'exec', args: ['x'] }));
+    const env = envOf(buildPlan(IMAGE, meta(), host, opts({ cleanenv: true }), { mode: 'exec', args: ['x'] }));
     expect(env['SLURM_JOB_ID']).toBeUndefined();
     expect(env['FOO']).toBe('image');
     expect(env['TERM']).toBe('xterm');
   });
 
   it('defaults PATH when the image has none, and looks argv[0] up in the final PATH', () => {
-    const plan = buildPlan('/i', meta({ Env: [] }), host, opts({ env: ['PATH=/mine'] }), { mode: 'exec', args: ['x'] });
+    const plan = buildPlan(IMAGE, meta({ Env: [] }), host, opts({ env: ['PATH=/mine'] }), { mode: 'exec', args: ['x'] });
     expect(plan.path).toBe('/mine');
-    expect(buildPlan('/i', meta({ Env: [] }), host, opts(), { mode: 'exec', args: ['x'] }).path).toMatch(/^\/usr\/local\/sbin:/);
+    expect(buildPlan(IMAGE, meta({ Env: [] }), host, opts(), { mode: 'exec', args: ['x'] }).path).toMatch(/^\/usr\/local\/sbin:/);
   });
 
   it('reads env files', () => {
@@ -76,7 +78,7 @@ describe('environment', () => {
 
 describe('mounts', () => {
   it('binds home and the working directory, the user and group entries, host names', () => {
-    const plan = buildPlan('/i', meta(), host, opts(), { mode: 'exec', args: ['x'] });
+    const plan = buildPlan(IMAGE, meta(), host, opts(), { mode: 'exec', args: ['x'] });
     expect(targets(plan)).toEqual(expect.arrayContaining(['/proc', '/sys', '/dev', '/dev/null', '/dev/shm', '/tmp', '/etc/hosts', '/home/alice', '/scratch/run1']));
     expect(targets(plan)).not.toContain('/etc/resolv.conf'); // the host has none
     expect(plan.ops.find((o) => o.target === '/etc/passwd')).toMatchObject({ kind: 'line', source: 'alice:x:1000:1000:alice:/home/alice:/bin/sh', options: ['alice:'] });
@@ -85,20 +87,20 @@ describe('mounts', () => {
   });
 
   it('--no-home and --containall bind less', () => {
-    const noHome = buildPlan('/i', meta(), host, opts({ home: false }), { mode: 'exec', args: ['x'] });
+    const noHome = buildPlan(IMAGE, meta(), host, opts({ home: false }), { mode: 'exec', args: ['x'] });
     expect(noHome.ops.filter((o) => o.kind === 'bind').map((o) => o.target)).not.toContain('/home/alice');
     expect(noHome.cwd).toBe('/');
-    const contained = buildPlan('/i', meta(), host, opts({ containall: true }), { mode: 'exec', args: ['x'] });
+    const contained = buildPlan(IMAGE, meta(), host, opts({ containall: true }), { mode: 'exec', args: ['x'] });
     expect(contained.ops.find((o) => o.target === '/tmp')!.kind).toBe('tmpfs');
     expect(contained.ops.find((o) => o.target === '/dev/shm')!.kind).toBe('tmpfs');
   });
 
   it('run starts in WorkingDir; exec where the user is, when bound; --pwd wins', () => {
     const m = meta({ WorkingDir: '/app' });
-    expect(buildPlan('/i', m, host, opts(), { mode: 'run', args: [] }).cwd).toBe('/app');
-    expect(buildPlan('/i', m, host, opts(), { mode: 'exec', args: ['x'] }).cwd).toBe('/scratch/run1');
-    expect(buildPlan('/i', m, host, opts({ home: false }), { mode: 'exec', args: ['x'] }).cwd).toBe('/app');
-    expect(buildPlan('/i', m, host, opts({ pwd: '/data' }), { mode: 'run', args: [] }).cwd).toBe('/data');
+    expect(buildPlan(IMAGE, m, host, opts(), { mode: 'run', args: [] }).cwd).toBe('/app');
+    expect(buildPlan(IMAGE, m, host, opts(), { mode: 'exec', args: ['x'] }).cwd).toBe('/scratch/run1');
+    expect(buildPlan(IMAGE, m, host, opts({ home: false }), { mode: 'exec', args: ['x'] }).cwd).toBe('/app');
+    expect(buildPlan(IMAGE, m, host, opts({ pwd: '/data' }), { mode: 'run', args: [] }).cwd).toBe('/data');
   });
 
   it('parses --bind as Apptainer does', () => {
@@ -112,7 +114,7 @@ describe('mounts', () => {
   });
 
   it('--fakeroot maps to root and adds no passwd entry', () => {
-    const plan = buildPlan('/i', meta(), host, opts({ fakeroot: true }), { mode: 'exec', args: ['x'] });
+    const plan = buildPlan(IMAGE, meta(), host, opts({ fakeroot: true }), { mode: 'exec', args: ['x'] });
     expect(plan.userns).toBe('root');
     expect(plan.ops.some((o) => o.kind === 'line')).toBe(false);
   });
@@ -121,12 +123,12 @@ describe('mounts', () => {
 describe('serializePlan', () => {
   it('escapes spaces, newlines and backslashes, fstab-style', () => {
     const text = serializePlan({
-      image: '/a b.sqsh', scope: '', linger: 0, runtimeDir: '/r', userns: 'self', writable: false, pidns: false, cwd: '/', path: '/bin', env: ['A=x y'],
+      image: '/a b.sqsh', imageFormat: 'squashfs', imageOffset: 0, scope: '', linger: 0, runtimeDir: '/r', userns: 'self', writable: false, pidns: false, cwd: '/', path: '/bin', env: ['A=x y'],
       argv: ['sh', '-c', 'echo "a\\b"\nexit 1', '-', ''],
       ops: [{ kind: 'bind', source: '/s p', target: '/t', options: ['ro', 'nosuid'], ifMissing: 'create', origin: '--bind /s p' }],
     });
     expect(text).toBe([
-      '# berth-plan v1', 'image /a\\040b.sqsh', 'scope -', 'linger 0', 'runtime /r', 'userns self', 'writable 0', 'pidns 0', 'cwd /', 'path /bin', 'env A=x\\040y',
+      '# berth-plan v1', 'image /a\\040b.sqsh', 'imageformat squashfs', 'imageoffset 0', 'scope -', 'linger 0', 'runtime /r', 'userns self', 'writable 0', 'pidns 0', 'cwd /', 'path /bin', 'env A=x\\040y',
       'arg sh', 'arg -c', 'arg echo\\040"a\\134b"\\012exit\\0401', 'arg \\055', 'arg -',
       'op bind /s\\040p /t ro,nosuid create --bind\\040/s\\040p', '',
     ].join('\n'));
@@ -139,26 +141,26 @@ describe('isolation that the flags promise (#11)', () => {
 
   it('--fakeroot and --containall get a PID namespace with its own /proc; the default shares the host\'s', () => {
     for (const o of [{ fakeroot: true }, { containall: true }, { pid: true }]) {
-      const plan = buildPlan('/i', meta(), host, opts(o), exec);
+      const plan = buildPlan(IMAGE, meta(), host, opts(o), exec);
       expect(plan.pidns).toBe(true);
       expect(procOp(plan)).toBe('proc');
       expect(serializePlan(plan)).toMatch(/^pidns 1$/m);
     }
-    const plain = buildPlan('/i', meta(), host, opts(), exec);
+    const plain = buildPlan(IMAGE, meta(), host, opts(), exec);
     expect(plain.pidns).toBe(false);
     expect(procOp(plain)).toBe('bind');
   });
 
   it('a Slurm step shares the node\'s PID namespace (its tasks join by setns)', () => {
-    const step = stepPlan(buildPlan('/i', meta(), host, opts({ fakeroot: true }), exec), host, [], 2);
+    const step = stepPlan(buildPlan(IMAGE, meta(), host, opts({ fakeroot: true }), exec), host, [], 2);
     expect(step.pidns).toBe(false);
     expect(procOp(step)).toBe('bind');
   });
 
   it("berth's own variables (credentials, configuration) never enter the container", () => {
     const h = { ...host, env: { ...host.env, BERTH_REGISTRY_PASSWORD: 'secret', BERTH_CACHE_DIR: '/c', BERTH_RUNTIME_DIR: '/r' } };
-    const env = envOf(buildPlan('/i', meta(), h, opts(), exec));
+    const env = envOf(buildPlan(IMAGE, meta(), h, opts(), exec));
     expect(Object.keys(env).filter((k) => k.startsWith('BERTH_'))).toEqual(['BERTH_CONTAINER']);
-    expect(stepPlan(buildPlan('/i', meta(), h, opts(), exec), h, [], 2).unset).toEqual(expect.arrayContaining(['BERTH_REGISTRY_PASSWORD']));
+    expect(stepPlan(buildPlan(IMAGE, meta(), h, opts(), exec), h, [], 2).unset).toEqual(expect.arrayContaining(['BERTH_REGISTRY_PASSWORD']));
   });
 });

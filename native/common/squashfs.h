@@ -1,5 +1,5 @@
-/* squashfs.c: reading a squashfs image that may be hostile or corrupt, for fuse.c. Every
- * function returns 0 (or a count) on success and -errno on failure, for fuse_reply_err. */
+/* squashfs.c: reading a squashfs image that may be hostile or corrupt, for the helper's fuse.c and
+ * the addon. Every function returns 0 (or a count) on success and -errno on failure. */
 #ifndef BERTH_SQUASHFS_H
 #define BERTH_SQUASHFS_H
 
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <squashfuse/ll.h>
+#include <squashfuse/squashfuse.h>
 
 /* A directory entry, its name checked: `valid` is 0 for a name Linux cannot have (longer than
  * NAME_MAX, with '/' or NUL in it, "." or ".."), which is then not in `name`. */
