@@ -128,7 +128,7 @@ describe('refused input', () => {
     writeFileSync(notSquash, 'hello'.repeat(100));
     const r = await berth('inspect', notSquash);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/is not a squashfs file[\s\S]*berth convert/);
+    expect(r.stderr).toMatch(/is not an image berth can run[\s\S]*berth convert/);
   });
 });
 
