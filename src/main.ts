@@ -81,7 +81,7 @@ program
 
 program
   .command('images')
-  .description('list the converted images in the cache')
+  .description('list the converted images in the cache (run, exec and shell take their digests)')
   .option('--json', 'print JSON')
   .action((flags) => run(async () => (await import('./cli/images.js')).imagesCommand(flags)));
 

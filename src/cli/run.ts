@@ -5,6 +5,7 @@ import { preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
 import { runPlan } from '../runtime/helper.js';
 import type { CommandResult } from './options.js';
+import { progressMode } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
 
 export interface RunCommandFlags extends RunFlags {
@@ -14,8 +15,9 @@ export interface RunCommandFlags extends RunFlags {
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunCommandFlags): Promise<CommandResult> {
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
-  // A docker:// image is pulled quietly: the container's output is what the user wants to see.
-  const { plan } = await preparePlan(mode, image, args, flags, pullDisplay('quiet'));
+  // An image used for the first time shows its pull and conversion on stderr (a bar on a
+  // terminal, lines in a batch log); a cached one says nothing before the container's output.
+  const { plan } = await preparePlan(mode, image, args, flags, pullDisplay(progressMode({}), true));
   if (flags.dryRun) return formatPlan(plan, flags.planFormat);
   return { exitCode: await runPlan(plan) };
 }
