@@ -1,8 +1,10 @@
 // What main.ts and the commands share: the options of the container commands (run, exec,
 // shell, plan, srun), made from the settings table so that a flag and its setting cannot drift
 // apart, and what a command hands back for main.ts to print.
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { SETTINGS, type Setting } from '../config/schema.js';
+import { isBerthError } from '../errors.js';
+import { parsePublish } from '../plan/build.js';
 
 /** What a command hands back: text for stdout, or (for containers) an exit status too. */
 export type CommandResult = string | { out?: string; exitCode: number };
@@ -26,6 +28,15 @@ export function settingOptions(cmd: Command): Command {
   return cmd;
 }
 
+/** -p checked as commander reads it: `-p IMAGE` (Apptainer's -p is --pid) must not take the image as its value silently. */
+function publishSpec(spec: string): string {
+  try {
+    return parsePublish(spec);
+  } catch (e: unknown) {
+    throw new InvalidArgumentError(isBerthError(e) ? `${e.message}; ${e.hint}` : String(e));
+  }
+}
+
 /** Every option a container takes: the settings' flags, then those that exist only on the command line. */
 export function containerOptions(cmd: Command): Command {
   return settingOptions(cmd)
@@ -33,6 +44,13 @@ export function containerOptions(cmd: Command): Command {
     .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
     .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
     .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
+    .option('--ipc', 'an IPC namespace of its own (System V IPC, POSIX message queues; implied by --containall)')
+    .option('--uts', 'a UTS namespace of its own: the hostname can change inside without changing the host\'s')
+    .option('--hostname <name>', 'the hostname inside (implies --uts)')
+    .option('--network <mode>', 'none: a loopback only; user: user-mode networking through pasta; host: the host\'s (default)')
+    .option('--net', "Apptainer's --net: a network of its own, here user-mode (as --network user)")
+    .addOption(new Option('-p, --publish <host:container>', "publish a container's TCP port on the host (Docker's -p; implies --network user); repeatable")
+      .argParser((spec: string, before: string[] = []) => [...before, publishSpec(spec)]))
     .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
     .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
     .option('--env-file <file>', 'set variables from KEY=VALUE lines')

@@ -1,9 +1,10 @@
 // berth pull docker://REF [-o IMAGE.sqsh] and berth resolve docker://REF; convert takes docker://
-// references through pullCommand. The pulling is runtime/acquire.ts's; this file is the flags,
+// references through pullCommand. pull takes oci:DIR and docker-archive:FILE too, converted into
+// the cache as running them does (the SPANK plugin stages them so). The pulling is runtime/acquire.ts's; this file is the flags,
 // the copy to -o and what is printed.
 import { BerthError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { acquireImage, copyImage, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
+import { acquireImage, copyImage, isLayoutReference, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
 import { progressMode } from './progress.js';
 import { cacheWarning, pullDisplay } from './pull-progress.js';
 
@@ -26,8 +27,8 @@ function acquireOptions(flags: Pick<PullFlags, 'platform' | 'insecure' | 'parall
 }
 
 export async function pullCommand(reference: string, flags: PullFlags): Promise<string> {
-  if (!isRegistryReference(reference)) {
-    throw new BerthError('USAGE', `'${reference}' is not a registry reference`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST]; for local images use berth convert');
+  if (!isRegistryReference(reference) && !isLayoutReference(reference)) {
+    throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE; an image file runs as it is');
   }
   const result = await acquireImage(reference, acquireOptions(flags), pullDisplay(progressMode(flags)));
   const file = flags.output ? copyImage(result.path, flags.output, flags.force ?? false) : result.path;

@@ -3,7 +3,7 @@
 import { BerthError } from '../errors.js';
 import type { ImageLocation } from '../image/files.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp } from './types.js';
+import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp, type Network } from './types.js';
 
 export interface HostFacts {
   uid: number;
@@ -38,6 +38,12 @@ export interface RunOptions {
   fakeroot: boolean;
   /** A PID namespace of its own (--pid); --fakeroot and --containall imply it. */
   pid: boolean;
+  /** An IPC namespace of its own (--ipc); --containall implies it. */
+  ipc: boolean;
+  /** A UTS namespace of its own with this hostname (--hostname, or the host's for --uts). */
+  hostname: string | undefined;
+  /** A network namespace of its own (--network none|user); undefined: the host's. */
+  network: Network | undefined;
   cleanenv: boolean;
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
@@ -66,6 +72,24 @@ export const ENV_DENY = [
 
 /** Kept even with --cleanenv: a terminal and a locale keep a shell usable. */
 const CLEANENV_KEEP = ['TERM', 'LANG', 'LC_ALL', 'TZ'];
+
+/** A hostname as sethostname and resolvers take it (RFC 1123). */
+export function checkHostname(name: string): string {
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(name)) {
+    throw new BerthError('USAGE', `--hostname '${name}' is not a hostname`, 'use letters, digits, - and . (at most 64), e.g. --hostname worker1');
+  }
+  return name;
+}
+
+/** --publish HOST_PORT:CONTAINER_PORT (Docker's -p), each 1-65535; TCP, as pasta forwards it. */
+export function parsePublish(spec: string): string {
+  const m = /^(\d{1,5}):(\d{1,5})(?:\/tcp)?$/.exec(spec);
+  if (!m || [m[1], m[2]].some((n) => Number(n) < 1 || Number(n) > 65535)) {
+    throw new BerthError('USAGE', `-p/--publish '${spec}' is not HOST_PORT:CONTAINER_PORT`,
+      "e.g. -p 8888:8888 (TCP). Apptainer's -p is --pid here: a PID namespace of its own");
+  }
+  return `${Number(m[1])}:${Number(m[2])}`;
+}
 
 /** Parses --bind values as Apptainer accepts them: SRC[:DST[:ro|rw]], comma-separated. */
 export function parseBinds(values: string[]): BindSpec[] {
@@ -279,6 +303,9 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
     userns: opts.fakeroot ? 'root' : 'self',
     writable: opts.writableTmpfs,
     pidns: wantsPidNamespace(opts),
+    ...(opts.ipc || opts.containall ? { ipcns: true } : {}),
+    ...(opts.hostname ? { hostname: opts.hostname } : {}),
+    ...(opts.network ? { net: opts.network } : {}),
     cwd,
     path: env.get('PATH')!,
     env: [...env].map(([k, v]) => `${k}=${v}`),
@@ -297,6 +324,11 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
  * container are per step: nothing lingers after it but the step container's own wait.
  */
 export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number, init: string[] = []): LaunchPlan {
+  if (plan.ipcns || plan.hostname || plan.net) {
+    // A step's tasks join its container with setns, which has no IPC, UTS or network namespace to join yet.
+    throw new BerthError('USAGE', '--ipc, --uts/--hostname and --network are not offered for Slurm steps yet',
+      'run the service with berth exec inside the job script (e.g. berth exec --network none IMAGE CMD), or leave them out');
+  }
   const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));

@@ -4,18 +4,20 @@
 // files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
 // plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
 import { readFileSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
 import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
 import { BerthError, messageOf } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
+import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { buildPlan, parseBinds, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
-import type { HostBinding, LaunchPlan } from './types.js';
+import { buildPlan, checkHostname, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import type { HostBinding, LaunchPlan, Network } from './types.js';
 
 /**
  * A container's options as the command line gives them (src/cli/options.ts makes the flags):
@@ -28,6 +30,12 @@ export interface RunFlags {
   writableTmpfs?: boolean;
   fakeroot?: boolean;
   pid?: boolean;
+  ipc?: boolean;
+  uts?: boolean;
+  hostname?: string;
+  net?: boolean;
+  network?: string;
+  publish?: string[];
   cleanenv?: boolean;
   env?: string[];
   envFile?: string;
@@ -70,6 +78,24 @@ function envFileLines(file: string | undefined): string[] {
   return parseEnvFile(text, file);
 }
 
+/**
+ * --network none|user|host, with Apptainer's --net and Docker's -p (both mean user-mode
+ * networking here: the namespace is unprivileged, so pasta stands in for a bridge).
+ */
+function network(flags: RunFlags): Network | undefined {
+  const publish = (flags.publish ?? []).map(parsePublish);
+  const mode = flags.network ?? (flags.net || publish.length > 0 ? 'user' : 'host');
+  if (mode !== 'host' && mode !== 'none' && mode !== 'user') {
+    throw new BerthError('USAGE', `--network ${mode}: berth knows none (a loopback only), user (pasta's user-mode network) and host (the default)`,
+      'e.g. --network none; bridges and CNI networks need root, which berth never has');
+  }
+  if (publish.length > 0 && mode !== 'user') {
+    throw new BerthError('USAGE', `-p/--publish needs --network user, not --network ${mode}`, 'leave out --network: -p alone asks for user-mode networking');
+  }
+  if (mode === 'host') return undefined;
+  return mode === 'none' ? { mode } : { mode, pasta: findPasta(), publish };
+}
+
 export function runOptions(flags: RunFlags, image: Target): RunOptions {
   return {
     binds: binds(flags),
@@ -78,6 +104,9 @@ export function runOptions(flags: RunFlags, image: Target): RunOptions {
     writableTmpfs: flags.writableTmpfs ?? false,
     fakeroot: flags.fakeroot ?? false,
     pid: flags.pid ?? false,
+    ipc: flags.ipc ?? false,
+    hostname: flags.hostname !== undefined ? checkHostname(flags.hostname) : flags.uts ? hostname() : undefined,
+    network: network(flags),
     cleanenv: flags.cleanenv ?? false,
     env: [...envFileLines(flags.envFile), ...(flags.env ?? [])],
     pwd: flags.pwd,

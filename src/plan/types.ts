@@ -21,6 +21,9 @@ export interface MountOp {
   origin: string;
 }
 
+/** --net none: a loopback only; --net user: pasta at `pasta`, with `publish` (HOST_PORT:CONTAINER_PORT) ports. */
+export type Network = { mode: 'none' } | { mode: 'user'; pasta: string; publish: string[] };
+
 export interface LaunchPlan {
   image: string;
   /** A squashfs file (served through FUSE), or an unpacked root directory (bound read-only). */
@@ -46,6 +49,12 @@ export interface LaunchPlan {
    * roots through /proc/PID/root either.
    */
   pidns: boolean;
+  /** An IPC namespace of its own (--ipc; --containall implies it). */
+  ipcns?: boolean;
+  /** A UTS namespace of its own with this hostname (--uts, --hostname). */
+  hostname?: string;
+  /** The host's network (absent), a loopback only (none), or pasta's user-mode network (user). */
+  net?: Network;
   cwd: string;
   /** Where the helper looks for argv[0]: the container's PATH. */
   path: string;

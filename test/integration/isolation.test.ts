@@ -2,10 +2,12 @@
 // capability in its user namespace, cannot turn a read-only bind writable or unmount what
 // covers, and neither it nor --containall can reach the user's other processes (and so their
 // roots, the home --no-home left out) through /proc; --pid's init passes signals and the exit
-// status on and reaps what is orphaned.
+// status on and reaps what is orphaned. IPC, UTS and network namespaces on request: checked
+// from inside, and a published port reached from the host.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
@@ -76,5 +78,111 @@ describe('the default', () => {
     writeFileSync(path.join(work, 'marker'), '');
     const r = await b('exec', img(), 'sh', '-c', `test -d /proc/${process.pid} && echo shared`);
     expect(r.stdout).toBe('shared\n');
+  });
+});
+
+/** A TCP server on this host that answers "host" to whoever connects; its port. */
+async function hostServer(): Promise<{ port: number; close(): void }> {
+  const server = createServer((s) => s.end('host\n'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+}
+
+/** A port nobody listens on now (for -p: pasta binds it on the host). */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+describe('IPC, UTS and network namespaces on request', () => {
+  const ns = (kind: string) => readlinkSync(`/proc/self/ns/${kind}`);
+
+  it('--ipc (and --containall) give an IPC namespace of its own; by default it is the host\'s', async () => {
+    for (const flags of [['--ipc'], ['--containall']]) {
+      const r = await b('exec', ...flags, img(), 'readlink', '/proc/self/ns/ipc');
+      expect(r.stdout.trim(), r.stderr).toMatch(/^ipc:\[\d+\]$/);
+      expect(r.stdout.trim()).not.toBe(ns('ipc'));
+    }
+    expect((await b('exec', img(), 'readlink', '/proc/self/ns/ipc')).stdout.trim()).toBe(ns('ipc'));
+  });
+
+  it('--hostname names the container alone; --uts starts from the host\'s name; a bad name is refused', async () => {
+    const r = await b('exec', '--hostname', 'box-1.lab', img(), 'sh', '-c', 'hostname; readlink /proc/self/ns/uts');
+    const [name, uts] = r.stdout.trim().split('\n');
+    expect(name, r.stderr).toBe('box-1.lab');
+    expect(uts).not.toBe(ns('uts'));
+    expect(hostname()).not.toBe('box-1.lab');
+    // Its own UTS namespace, with the host's name to start from.
+    const own = await b('exec', '--uts', img(), 'sh', '-c', 'hostname; readlink /proc/self/ns/uts');
+    const [ownName, ownUts] = own.stdout.trim().split('\n');
+    expect(ownName, own.stderr).toBe(hostname());
+    expect(ownUts).toMatch(/^uts:\[\d+\]$/);
+    expect(own.stdout).not.toContain(ns('uts'));
+    const bad = await b('exec', '--hostname', 'no_underscores', img(), 'true');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--hostname 'no_underscores' is not a hostname[\s\S]*berth: hint: /);
+  });
+
+  it('--network none: a loopback of its own and nothing else; the default reaches the host', async () => {
+    const host = await hostServer();
+    try {
+      const connect = `nc -w 2 127.0.0.1 ${host.port} </dev/null || echo unreachable`;
+      const none = await b('exec', '--network', 'none', img(), 'sh', '-c', `grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' '; ${connect}`);
+      expect(none.stdout, none.stderr).toBe('lo:\nunreachable\n');
+      // The loopback is up: a service inside reaches itself.
+      const self = await b('exec', '--network', 'none', img(), 'sh', '-c', '(echo inside | nc -l -p 80 &) ; sleep 0.3; nc -w 2 127.0.0.1 80 </dev/null');
+      expect(self.stdout, self.stderr).toBe('inside\n');
+      expect((await b('exec', img(), 'sh', '-c', connect)).stdout).toBe('host\n');
+    } finally {
+      host.close();
+    }
+  });
+
+  it('-p HOST:CONTAINER publishes a service inside on the host (user-mode networking), and frees the port after', async () => {
+    const port = await freePort();
+    const service = spawn(process.execPath, [BERTH, 'exec', '-p', `${port}:80`, img(), 'sh', '-c', 'echo from-the-container | nc -l -p 80'],
+      { env: env(), cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    service.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const exited = new Promise<number | null>((r) => service.on('exit', r));
+    let got = '';
+    for (let i = 0; i < 50 && !got; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      got = await new Promise<string>((resolve) => {
+        const s = connect(port, '127.0.0.1');
+        let data = '';
+        s.on('data', (d: Buffer) => { data += d.toString(); });
+        s.on('close', () => resolve(data));
+        s.on('error', () => resolve(''));
+      });
+    }
+    expect(got, stderr).toBe('from-the-container\n');
+    expect(await exited).toBe(0);
+    // pasta ended with the container: the port can be bound again.
+    let free = false;
+    for (let i = 0; i < 30 && !free; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      free = await new Promise<boolean>((resolve) => {
+        const s = createServer().once('error', () => resolve(false));
+        s.listen(port, () => s.close(() => resolve(true)));
+      });
+    }
+    expect(free).toBe(true);
+  });
+
+  it("refuses what it cannot do, with the way to do it: Apptainer's -p, an unknown network, -p with --network none", async () => {
+    const cases: [string[], RegExp][] = [
+      [['-p', img(), 'sh', '-c', 'true'], /'.*busybox\.sqsh' is not HOST_PORT:CONTAINER_PORT[\s\S]*Apptainer's -p is --pid here/],
+      [['--network', 'bridge', img(), 'true'], /--network bridge: berth knows none .*, user .* and host/],
+      [['--network', 'none', '-p', '8080:80', img(), 'true'], /-p\/--publish needs --network user, not --network none/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await b('exec', ...args);
+      expect(r.stderr).toMatch(message);
+      expect(r.code).not.toBe(0);
+    }
   });
 });
