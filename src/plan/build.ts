@@ -148,12 +148,15 @@ const SHELL = 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh 
  */
 const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; ';
 
+/** argv run from a shell that has sourced an Apptainer image's environment scripts first. */
+export const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv];
+
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
 function commandLine(meta: ImageMetadata, cmd: Command): string[] {
   const entrypoint = meta.config.Entrypoint ?? [];
   const apptainer = meta.startup === 'apptainer';
   // An Apptainer image's command runs from a shell that has sourced the environment first.
-  const wrap = (argv: string[]) => (apptainer ? ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv] : argv);
+  const wrap = (argv: string[]) => (apptainer ? withApptainerEnvScripts(argv) : argv);
   if (cmd.mode === 'exec') return wrap(cmd.args);
   if (cmd.mode === 'shell') return ['/bin/sh', '-c', apptainer ? APPTAINER_ENV + SHELL : SHELL, 'sh', ...cmd.args];
   const argv = cmd.args.length > 0 ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];

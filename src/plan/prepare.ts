@@ -14,9 +14,10 @@ import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
+import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { buildPlan, checkHostname, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import { buildPlan, checkHostname, withApptainerEnvScripts, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
 import type { HostBinding, LaunchPlan, Network } from './types.js';
 
 /**
@@ -182,7 +183,9 @@ export interface StepOptions {
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
   const host = stepHostFacts();
-  const { plan, metadata } = await preparePlan('exec', image, args, flags, pulls, host);
+  const prepared = await preparePlan('exec', image, args, flags, pulls, host);
+  const { metadata } = prepared;
+  const plan = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : prepared.plan;
   const entrypoint = metadata.config.Entrypoint ?? [];
   const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
   return stepPlan(plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
@@ -193,3 +196,32 @@ export function stepHostFacts(): HostFacts {
   const host = hostFacts();
   return { ...host, runtimeDir: runtimeDir(host.uid, { ...process.env, XDG_RUNTIME_DIR: undefined }) };
 }
+
+/**
+ * An Apptainer image's environment comes from its /.singularity.d/env scripts, which a lone
+ * container sources before its command (build.ts wraps it). A step's tasks are started by
+ * slurmstepd with their own command line, which nothing can wrap: so the scripts are sourced
+ * once, in a container of the plan, and what they exported joins the plan's environment.
+ */
+async function withApptainerEnv(plan: LaunchPlan): Promise<LaunchPlan> {
+  // The environment as the scripts leave it, NUL-separated: exact whatever the values hold.
+  const probe = { ...plan, linger: 0, argv: withApptainerEnvScripts(['cat', '/proc/self/environ']) };
+  const { code, stdout } = await captureFromContainer(probe);
+  if (code !== 0) {
+    throw new BerthError('IMAGE_UNSUPPORTED', `the image's /.singularity.d/env scripts could not be sourced for the step (status ${code}; its messages are above)`,
+      'fix the scripts, or run the step with berth exec IMAGE inside the job script');
+  }
+  const before = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv]));
+  const sourced = stdout.toString('utf8').split('\0').filter((kv) => kv.includes('='));
+  const changed = sourced.filter((kv) => {
+    const key = kv.slice(0, kv.indexOf('='));
+    return !SHELL_OWN.has(key) && before.get(key) !== kv;
+  });
+  const keys = new Set(changed.map((kv) => kv.slice(0, kv.indexOf('='))));
+  const env = [...plan.env.filter((kv) => !keys.has(kv.slice(0, kv.indexOf('=')))), ...changed];
+  const path = env.find((kv) => kv.startsWith('PATH='))?.slice(5) ?? plan.path;
+  return { ...plan, env, path };
+}
+
+/** Variables the shell sets for itself, not the image's. */
+const SHELL_OWN = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
