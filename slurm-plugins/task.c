@@ -143,7 +143,7 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	if (req.writable == 1) c->argv[n++] = "--writable-tmpfs";
 	if (req.entrypoint == 1 || (req.entrypoint == -1 && conf.execute_entrypoint)) c->argv[n++] = "--entrypoint";
 	if (req.home == 0) c->argv[n++] = "--no-home";
-	if (req.home == 1) c->argv[n++] = "--home";
+	if (req.home == 1) c->argv[n++] = "--mount-home";
 	if (req.remap == 1) c->argv[n++] = "--fakeroot";
 	if (req.mpi == 1) c->argv[n++] = "--mpi";
 	if (req.rdma != -1) c->argv[n++] = req.rdma ? "--rdma" : "--no-rdma";

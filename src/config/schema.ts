@@ -73,8 +73,8 @@ const BERTH_SETTINGS = {
     describe: 'bind SRC[:DST[:ro|rw]] into the container; repeatable, or comma-separated (configured binds come first)',
   },
   'run.home': {
-    type: 'boolean', default: true, flag: '--home',
-    describe: 'bind $HOME and the working directory',
+    type: 'boolean', default: true, flag: '--mount-home',
+    describe: "bind $HOME and the working directory (--no-home leaves them out; --mount-home is pyxis's --container-mount-home)",
   },
   'host.root': {
     type: 'path', env: 'BERTH_HOST_ROOT', default: '/',

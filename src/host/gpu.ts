@@ -195,8 +195,9 @@ export const gpu = {
   plan(facts, { settings, given, env }) {
     const grant = gpuGrant(settings['run.gpus'], env);
     const bound = facts.vendors.map((v) => v.bind(grant)).filter((b): b is HostBinding => !!b);
+    // Apptainer's --nv warns and goes on, so that one job script serves CPU and GPU nodes.
     if (bound.length === 0 && given.has('run.gpus') && grant !== 'none') {
-      throw new BerthError('HOST_MISSING', `--gpus ${settings['run.gpus']}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
+      process.stderr.write(`berth: warning: --gpus ${settings['run.gpus']}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU; the container runs without one\n`);
     }
     return bound;
   },

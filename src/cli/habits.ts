@@ -1,0 +1,107 @@
+// What users of Apptainer/Singularity and Docker type first, in one table: every spelling that
+// has a berth meaning is an alias (a real option of the container commands, documented as one),
+// and every one that has none is refused with the berth way to do it. main.ts asks this table
+// first when commander meets an unknown option, so a habit gets its answer, not an edit-distance
+// guess (`--rm` was "Did you mean --rdma?"). The README's "Coming from" table is this one.
+import { BerthError } from '../errors.js';
+
+export type Origin = 'Apptainer' | 'Docker' | 'Apptainer, Docker';
+
+export interface Habit {
+  /** The spellings as typed, long first. */
+  spellings: string[];
+  from: Origin;
+  /** alias: accepted, meaning `berth`; refused: not accepted, and `berth` says what to do instead. */
+  kind: 'alias' | 'refused';
+  berth: string;
+}
+
+export const HABITS: Habit[] = [
+  // Accepted (the options are defined in options.ts; this is what they mean).
+  { spellings: ['--nv'], from: 'Apptainer', kind: 'alias', berth: '--gpus all (warns and goes on where the node has no GPU)' },
+  { spellings: ['--rocm'], from: 'Apptainer', kind: 'alias', berth: '--gpus all (warns and goes on where the node has no GPU)' },
+  { spellings: ['-c', '--contain'], from: 'Apptainer', kind: 'alias', berth: '--contain: no host $HOME or working directory (an empty, writable home instead), private /tmp and /dev/shm' },
+  { spellings: ['-C', '--containall'], from: 'Apptainer', kind: 'alias', berth: '--contain, plus --cleanenv and --pid' },
+  { spellings: ['-H', '--home'], from: 'Apptainer', kind: 'alias', berth: '--home SRC[:DST]: SRC as the home directory, at DST (default SRC); $HOME is DST' },
+  { spellings: ['--cwd'], from: 'Apptainer', kind: 'alias', berth: '--pwd DIR' },
+  { spellings: ['-w', '--workdir'], from: 'Docker', kind: 'alias', berth: '--pwd DIR' },
+  { spellings: ['-v', '--volume'], from: 'Docker', kind: 'alias', berth: '--bind SRC:DST[:ro]' },
+  { spellings: ['-u', '--user'], from: 'Docker', kind: 'alias', berth: '--user UID[:GID]: be that uid and gid inside (your own outside, as --fakeroot is uid 0)' },
+  { spellings: ['--entrypoint'], from: 'Docker', kind: 'alias', berth: 'berth run --entrypoint CMD: replaces the image\'s Entrypoint' },
+  { spellings: ['-i', '--interactive', '-t', '--tty'], from: 'Docker', kind: 'alias', berth: 'nothing to do: the container always has your stdin and terminal' },
+  // Refused, with the berth way.
+  { spellings: ['--rm'], from: 'Docker', kind: 'refused', berth: 'berth leaves nothing behind: every container is gone when its command exits; leave out --rm' },
+  { spellings: ['--name'], from: 'Docker', kind: 'refused', berth: 'a container of berth run has no name; a named, long-running one is an instance (berth instance start IMAGE NAME), and under Slurm, --container-name' },
+  { spellings: ['-d', '--detach'], from: 'Docker', kind: 'refused', berth: 'berth runs the container in the foreground; for a background service use an instance (berth instance start), or the shell\'s &' },
+  { spellings: ['-p', '--publish', '-P', '--publish-all'], from: 'Docker', kind: 'refused', berth: 'containers use the host\'s network: a port the program opens is the node\'s own; leave out -p' },
+  { spellings: ['--network', '--net'], from: 'Apptainer, Docker', kind: 'refused', berth: 'containers use the host\'s network (no network namespace); leave it out' },
+  { spellings: ['--mount'], from: 'Apptainer, Docker', kind: 'refused', berth: 'write --bind SRC:DST[:ro]' },
+  { spellings: ['--privileged', '--cap-add', '--security-opt'], from: 'Docker', kind: 'refused', berth: 'berth never has privileges beyond yours; --fakeroot makes you uid 0 inside a user namespace' },
+  { spellings: ['--writable', '--overlay'], from: 'Apptainer', kind: 'refused', berth: 'the image is read-only; --writable-tmpfs gives a writable root whose changes vanish at exit, and --bind a directory of yours for what must stay' },
+  { spellings: ['-W', '--scratch', '-S'], from: 'Apptainer', kind: 'refused', berth: 'bind a directory of yours instead: --bind /scratch/me:/scratch' },
+  { spellings: ['--ipc', '--uts', '--hostname'], from: 'Apptainer, Docker', kind: 'refused', berth: 'not yet: berth gives a container its own PID namespace (--pid) but shares IPC and host name with the node' },
+  { spellings: ['--app'], from: 'Apptainer', kind: 'refused', berth: 'berth runs an image\'s main runscript only; name the app\'s command with berth exec' },
+];
+
+const BY_SPELLING = new Map(HABITS.flatMap((h) => h.spellings.map((s) => [s, h] as const)));
+
+/** The habit an unknown option is, if it is one ('--rm', '--name=x', '-d'). */
+export function habitOf(option: string): Habit | undefined {
+  return BY_SPELLING.get(option.replace(/=.*$/, ''));
+}
+
+/** berth's answer to an unknown option that is another tool's habit: the error main.ts prints. */
+export function refusedHabit(option: string, command: string): BerthError | undefined {
+  const h = habitOf(option);
+  if (!h) return undefined;
+  const name = option.replace(/=.*$/, '');
+  if (h.kind === 'alias') {
+    // An alias of another command (--entrypoint is berth run's): say where it belongs.
+    return new BerthError('USAGE', `berth ${command} does not take ${name} (${h.from}'s; in berth: ${h.berth})`, `see berth ${command} --help`);
+  }
+  return new BerthError('USAGE', `${name} is ${h.from}'s and has no berth meaning`, h.berth);
+}
+
+/**
+ * `-e FOO=bar`: in berth, as in Apptainer, -e is --cleanenv, so FOO=bar was taken for the image.
+ * Docker's -e sets a variable; berth's spelling is --env.
+ */
+export function checkImageArgument(image: string, flags: { cleanenv?: boolean }): void {
+  if (flags.cleanenv && /^[A-Za-z_][A-Za-z0-9_]*=/.test(image)) {
+    throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR=VALUE`,
+      `to set a variable write --env ${image}`);
+  }
+}
+
+/**
+ * Apptainer's environment habits: APPTAINER_BIND/SINGULARITY_BIND (binds, comma-separated) and
+ * APPTAINERENV_NAME/SINGULARITYENV_NAME (NAME=value inside), read as Apptainer reads them;
+ * APPTAINER_ wins over SINGULARITY_. They come before the command line's, which win.
+ */
+export function apptainerEnvironment(env: NodeJS.ProcessEnv): { binds: string[]; env: string[] } {
+  const binds = [env.SINGULARITY_BIND, env.APPTAINER_BIND].filter((v): v is string => !!v);
+  const vars = new Map<string, string>();
+  for (const prefix of ['SINGULARITYENV_', 'APPTAINERENV_']) {
+    for (const [k, v] of Object.entries(env)) {
+      if (k.startsWith(prefix) && k.length > prefix.length && v !== undefined) vars.set(k.slice(prefix.length), v);
+    }
+  }
+  return { binds, env: [...vars].map(([k, v]) => `${k}=${v}`) };
+}
+
+/**
+ * --env values as Apptainer splits them: `--env A=1,B=2` is two variables (a comma followed by
+ * NAME= starts the next one, so `--env PATHS=a,b` stays one), and `--env NAME` (Docker's) passes
+ * the host's value of NAME, or is refused where the host has none.
+ */
+export function expandEnvFlags(values: string[], env: NodeJS.ProcessEnv): string[] {
+  return values.flatMap((value) => {
+    if (!value.includes('=')) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) throw new BerthError('USAGE', `invalid --env '${value}'`, 'write it as NAME=VALUE, or NAME to pass the host\'s value');
+      const host = env[value];
+      if (host === undefined) throw new BerthError('USAGE', `--env ${value}: ${value} is not set here, so there is no value to pass`, `set it first, or write --env ${value}=VALUE`);
+      return [`${value}=${host}`];
+    }
+    return value.split(/,(?=[A-Za-z_][A-Za-z0-9_]*=)/);
+  });
+}
