@@ -55,11 +55,12 @@ export function refusedHabit(option: string, command: string): BerthError | unde
   const h = habitOf(option);
   if (!h) return undefined;
   const name = option.replace(/=.*$/, '');
+  const whose = h.from.split(', ').map((o) => `${o}'s`).join(' and ');
   if (h.kind === 'alias') {
     // An alias of another command (--entrypoint is berth run's): say where it belongs.
-    return new BerthError('USAGE', `berth ${command} does not take ${name} (${h.from}'s; in berth: ${h.berth})`, `see berth ${command} --help`);
+    return new BerthError('USAGE', `berth ${command} does not take ${name} (${whose}; in berth: ${h.berth})`, `see berth ${command} --help`);
   }
-  return new BerthError('USAGE', `${name} is ${h.from}'s and has no berth meaning`, h.berth);
+  return new BerthError('USAGE', `${name} is ${whose} and has no berth meaning`, h.berth);
 }
 
 /**
@@ -71,37 +72,4 @@ export function checkImageArgument(image: string, flags: { cleanenv?: boolean })
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR=VALUE`,
       `to set a variable write --env ${image}`);
   }
-}
-
-/**
- * Apptainer's environment habits: APPTAINER_BIND/SINGULARITY_BIND (binds, comma-separated) and
- * APPTAINERENV_NAME/SINGULARITYENV_NAME (NAME=value inside), read as Apptainer reads them;
- * APPTAINER_ wins over SINGULARITY_. They come before the command line's, which win.
- */
-export function apptainerEnvironment(env: NodeJS.ProcessEnv): { binds: string[]; env: string[] } {
-  const binds = [env.SINGULARITY_BIND, env.APPTAINER_BIND].filter((v): v is string => !!v);
-  const vars = new Map<string, string>();
-  for (const prefix of ['SINGULARITYENV_', 'APPTAINERENV_']) {
-    for (const [k, v] of Object.entries(env)) {
-      if (k.startsWith(prefix) && k.length > prefix.length && v !== undefined) vars.set(k.slice(prefix.length), v);
-    }
-  }
-  return { binds, env: [...vars].map(([k, v]) => `${k}=${v}`) };
-}
-
-/**
- * --env values as Apptainer splits them: `--env A=1,B=2` is two variables (a comma followed by
- * NAME= starts the next one, so `--env PATHS=a,b` stays one), and `--env NAME` (Docker's) passes
- * the host's value of NAME, or is refused where the host has none.
- */
-export function expandEnvFlags(values: string[], env: NodeJS.ProcessEnv): string[] {
-  return values.flatMap((value) => {
-    if (!value.includes('=')) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) throw new BerthError('USAGE', `invalid --env '${value}'`, 'write it as NAME=VALUE, or NAME to pass the host\'s value');
-      const host = env[value];
-      if (host === undefined) throw new BerthError('USAGE', `--env ${value}: ${value} is not set here, so there is no value to pass`, `set it first, or write --env ${value}=VALUE`);
-      return [`${value}=${host}`];
-    }
-    return value.split(/,(?=[A-Za-z_][A-Za-z0-9_]*=)/);
-  });
 }
