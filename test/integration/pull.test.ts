@@ -63,6 +63,20 @@ describe('berth pull', () => {
     expect(blobGets(registry).length - blobs).toBe(0);
   });
 
+  it('inspect docker://REF pulls into the cache when needed, then inspects the cached image (#13)', async () => {
+    const cache = freshCache();
+    const ref = `docker://${registry.host}/lab/busybox:1.0`;
+    const inspect = (...args: string[]) => run(process.execPath, [BERTH, 'inspect', ref, ...args], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
+    const first = await inspect('--json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ file: expect.stringMatching(new RegExp(`^${cache}/images/[0-9a-f]{64}\\.sqsh$`)), image: { source: ref } });
+    const blobs = blobGets(registry).length;
+    const again = await inspect();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^Source:\s+docker:\/\/127\.0\.0\.1:\d+\/lab\/busybox:1\.0$/m);
+    expect(blobGets(registry).length - blobs).toBe(0); // the cached image: nothing downloaded again
+  });
+
   it('resolves an index by platform, and pulls by digest', async () => {
     const cache = freshCache();
     const arch = async (...args: string[]) => {
