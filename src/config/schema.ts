@@ -70,7 +70,7 @@ const BERTH_SETTINGS = {
   },
   'run.binds': {
     type: 'strings', default: [], flag: '-B, --bind <spec>',
-    describe: 'bind SRC[:DST[:ro|rw]] into the container; repeatable, or comma-separated (configured binds come first)',
+    describe: 'bind SRC[:DST[:ro|rw|noexec|nosuid|nodev]] into the container; repeatable, or comma-separated (configured binds and APPTAINER_BIND come first)',
   },
   'run.home': {
     type: 'boolean', default: true, flag: '--mount-home',

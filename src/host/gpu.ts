@@ -14,7 +14,7 @@ import { libraryClosure, onHost } from './libraries.js';
 export const GPU_SETTINGS = {
   'run.gpus': {
     type: 'string', default: undefined, flag: '--gpus <which>',
-    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given)",
+    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given; on a node without GPUs, a warning)",
   },
   'gpu.nvidia-libraries': {
     type: 'strings',
