@@ -3,6 +3,7 @@
 // and every one that has none is refused with the berth way to do it. main.ts asks this table
 // first when commander meets an unknown option, so a habit gets its answer, not an edit-distance
 // guess (`--rm` was "Did you mean --rdma?"). The README's "Coming from" table is this one.
+import { existsSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 
 export type Origin = 'Apptainer' | 'Docker' | 'Apptainer, Docker';
@@ -68,8 +69,14 @@ export function refusedHabit(option: string, command: string): BerthError | unde
  * Docker's -e sets a variable; berth's spelling is --env.
  */
 export function checkImageArgument(image: string, flags: { cleanenv?: boolean }): void {
-  if (flags.cleanenv && /^[A-Za-z_][A-Za-z0-9_]*=/.test(image)) {
+  if (!flags.cleanenv) return;
+  if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(image)) {
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR=VALUE`,
       `to set a variable write --env ${image}`);
+  }
+  // Docker's `-e NAME` (pass the host's value): an upper-case word that is no file here.
+  if (/^[A-Z_][A-Z0-9_]*$/.test(image) && !existsSync(image)) {
+    throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR`,
+      `to pass the host's ${image} write --env ${image}`);
   }
 }

@@ -30,6 +30,7 @@ describe('the alias table', () => {
     expect(() => checkImageArgument('FOO=bar', { cleanenv: true })).toThrow(/-e is Apptainer's --cleanenv/);
     expect(() => checkImageArgument('app.sqsh', { cleanenv: true })).not.toThrow();
     expect(() => checkImageArgument('FOO=bar', {})).not.toThrow(); // not -e: the image's own error says it does not exist
+    expect(() => checkImageArgument('HOSTVAR', { cleanenv: true })).toThrow(expect.objectContaining({ hint: "to pass the host's HOSTVAR write --env HOSTVAR" }));
   });
 });
 
