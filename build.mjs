@@ -1,7 +1,17 @@
 // Bundles the compiled CLI into one CommonJS file, dist/berth.cjs: Node 20 starts it ~35 ms
 // sooner than the ESM module graph (one file, no ESM loader), and every container started
 // from the command line pays Node's start. tsc still compiles and type-checks (dist/*.js).
+import { chmodSync } from 'node:fs';
 import { build } from 'esbuild';
+
+// The launcher, first in the file. Node 20 reads some of its own options (--env-file) from
+// anywhere in its argv, past the script's name, so `#!/usr/bin/env node` would let
+// `berth exec --env-file FILE ...` steer Node itself. So the file starts as a shell script that
+// runs `node -- FILE ARGS`: after `--` Node reads nothing more as its own. To Node the second
+// line is a string and a comment (`':' //`), and the shebang line is ignored.
+const LAUNCHER = `#!/bin/sh
+':' //; exec node -- "$0" "$@"
+`;
 
 await build({
   entryPoints: ['dist/main.js'],
@@ -11,9 +21,10 @@ await build({
   format: 'cjs',
   target: 'node20',
   // import.meta.url has no CommonJS equivalent of its own: give it the bundle's.
-  banner: { js: "const import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
+  banner: { js: `${LAUNCHER}const import_meta_url = require('node:url').pathToFileURL(__filename).href;` },
   define: { 'import.meta.url': 'import_meta_url' },
   // Loaded from node_modules only when a configuration file exists (src/config/load.ts).
   external: ['yaml', 'ssh2'],
   logLevel: 'warning',
 });
+chmodSync('dist/berth.cjs', 0o755);

@@ -16,6 +16,10 @@
 
 SPANK_PLUGIN(berth, 1);
 
+/* berth version reads this from the .so file (loading a SPANK plugin needs slurmstepd), to
+ * tell a plugin of another build apart. BERTH_VERSION comes from package.json (Makefile). */
+__attribute__((used)) static const char version_marker[] = "berth-spank-plugin-version " BERTH_VERSION;
+
 struct request req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1, .stage = -1 };
 struct plugstack conf = { "berth", "berth-helper", "/run/berth/%U", "", 0, 1 };
 

@@ -143,7 +143,7 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	if (req.writable == 1) c->argv[n++] = "--writable-tmpfs";
 	if (req.entrypoint == 1 || (req.entrypoint == -1 && conf.execute_entrypoint)) c->argv[n++] = "--entrypoint";
 	if (req.home == 0) c->argv[n++] = "--no-home";
-	if (req.home == 1) c->argv[n++] = "--home";
+	if (req.home == 1) c->argv[n++] = "--mount-home";
 	if (req.remap == 1) c->argv[n++] = "--fakeroot";
 	if (req.mpi == 1) c->argv[n++] = "--mpi";
 	if (req.rdma != -1) c->argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
@@ -280,6 +280,56 @@ static int start_step_container(void *ctx)
 	return run(argv, environ, NULL, 0) == 0 ? 0 : -1; /* the helper printed why */
 }
 
+/* What execve would make of one candidate: 0 runnable, else the errno that stops it. */
+static int runnable(const char *file)
+{
+	struct stat st;
+	if (stat(file, &st) != 0)
+		return errno;
+	if (S_ISDIR(st.st_mode))
+		return EACCES;
+	return access(file, X_OK) == 0 ? 0 : errno;
+}
+
+/* berth's exit contract (docker run's) for the task's command, checked inside the container
+ * before slurmstepd execs it: not in the image is 127 and not runnable 126, as berth exec says,
+ * where slurmstepd would end the task with the errno (2, 13) instead. */
+static void check_command(spank_t sp)
+{
+	int argc = 0;
+	char **argv = NULL;
+	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || !argv[0] || !argv[0][0])
+		return; /* nothing to check: slurmstepd says what is wrong */
+	const char *cmd = argv[0];
+	int err;
+	char path[8192] = "";
+	if (strchr(cmd, '/')) {
+		err = runnable(cmd);
+	} else {
+		if (spank_getenv(sp, "PATH", path, sizeof path) != ESPANK_SUCCESS)
+			return; /* no PATH, or one too long to copy: let slurmstepd search */
+		err = ENOENT;
+		char candidate[8448];
+		for (char *save = NULL, *dir = strtok_r(path, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+			if (format(candidate, sizeof candidate, "%s/%s", dir, cmd) != 0)
+				continue;
+			int e = runnable(candidate);
+			if (e == 0)
+				return;
+			if (e != ENOENT && e != ENOTDIR)
+				err = e; /* found but not runnable: remember why, keep looking (as execvp) */
+		}
+	}
+	if (err == 0)
+		return;
+	if (err == ENOENT || err == ENOTDIR) {
+		fprintf(stderr, "berth: error: '%s' is not in the image\n", cmd);
+		_exit(BERTH_EXIT_NOT_FOUND);
+	}
+	fprintf(stderr, "berth: error: cannot execute '%s' in the container: %s\n", cmd, strerror(err));
+	_exit(BERTH_EXIT_CANNOT_EXEC);
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
@@ -338,5 +388,6 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		task_fail("cannot enter %s inside the container: %s", pe.cwd, strerror(errno));
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		task_fail("cannot set no_new_privs: %s", strerror(errno));
+	check_command(sp);
 	return 0;
 }

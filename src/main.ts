@@ -1,12 +1,17 @@
-#!/usr/bin/env node
 // The berth command line: wiring only. Commands return what goes to stdout; this file prints
-// it, and is the only place that catches errors and exits.
-import { Command, Option } from 'commander';
-import { containerOptions, type CommandResult } from './cli/options.js';
+// it, and is the only place that catches errors and exits. (The file is started by the launcher
+// lines build.mjs puts first, never by Node reading berth's options: see there.)
+import { Argument, Command, CommanderError, Option } from 'commander';
+import { refusedHabit } from './cli/habits.js';
+import { containerOptions, dockerRunOptions, type CommandResult } from './cli/options.js';
 import { printableLines } from './cli/terminal.js';
-import { EXIT, isBerthError, messageOf } from './errors.js';
+import { BerthError, EXIT, isBerthError, messageOf, osError } from './errors.js';
+import { VERSION } from './version.js';
 
-const VERSION = '0.1.0';
+function printError(e: BerthError): void {
+  // A message may quote an image's or a registry's text: escaped, line by line.
+  process.stderr.write(`berth: error: ${printableLines(e.message)}\n${e.hint ? `berth: hint: ${printableLines(e.hint)}\n` : ''}`);
+}
 
 function run(action: () => Promise<CommandResult>): Promise<void> {
   // A command whose work was dropped (an event nobody answers) must not look like a success.
@@ -14,7 +19,7 @@ function run(action: () => Promise<CommandResult>): Promise<void> {
   process.once('beforeExit', () => {
     if (settled) return;
     process.stderr.write('berth: internal error: the command stopped before it finished; this is a bug in berth\n');
-    process.exitCode = EXIT.internal;
+    process.exitCode = EXIT.berth;
   });
   return action().finally(() => { settled = true; }).then(
     (result) => {
@@ -23,24 +28,32 @@ function run(action: () => Promise<CommandResult>): Promise<void> {
       if (typeof result !== 'string') process.exitCode = result.exitCode;
     },
     (e: unknown) => {
-      if (isBerthError(e)) {
-        // A message may quote an image's or a registry's text: escaped, line by line.
-        process.stderr.write(`berth: error: ${printableLines(e.message)}\n${e.hint ? `berth: hint: ${printableLines(e.hint)}\n` : ''}`);
-        process.exitCode = e.code === 'USAGE' ? EXIT.usage : EXIT.failure;
-      } else {
+      // Every failure of berth's own is 125 (docker run's contract, README "Exit status"). An
+      // operating-system error nobody converted still reaches the user as what and why, not as
+      // a stack: the path, the system call and what to do.
+      if (e instanceof CommanderError) return commanderError(e); // a command's own parser (berth srun's)
+      const known = isBerthError(e) ? e : osError(e);
+      if (known) printError(known);
+      else {
         process.stderr.write(`berth: internal error: ${messageOf(e)}\n${e instanceof Error && e.stack ? `${e.stack}\n` : ''}` +
           `berth: this is a bug in berth ${VERSION} (node ${process.version}); please report it with the command you ran\n`);
-        process.exitCode = EXIT.internal;
       }
+      process.exitCode = EXIT.berth;
     },
   );
 }
 
+/** The command being parsed, for the answer to an unknown option. */
+let parsing = 'berth';
+
 const program = new Command('berth')
-  .version(VERSION)
   .description('Run OCI/Docker images on HPC clusters from one squashfs file, with no root and no setuid.')
-  .showHelpAfterError('(run with --help for usage)')
-  .enablePositionalOptions();
+  .addOption(new Option('-v, --version', "print the versions of berth, berth-helper and the SPANK plugin (as berth version)"))
+  // Errors are thrown, not exited on, and printed below in berth's form with berth's status.
+  .exitOverride()
+  .configureOutput({ outputError: () => {} })
+  .enablePositionalOptions()
+  .hook('preSubcommand', (_cmd, sub) => { parsing = sub.name(); });
 
 program
   .command('convert')
@@ -68,7 +81,9 @@ program
   .option('-f, --force', 'replace the -o file if it exists')
   .option('-q, --quiet', 'print nothing but errors')
   .option('--json', 'print the result as JSON on stdout')
-  .action((reference: string, flags) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags)));
+  // Apptainer's order (pull OUT.sif SOURCE) gets its own answer, not "too many arguments".
+  .allowExcessArguments()
+  .action((reference: string, flags, cmd: Command) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags, cmd.args.slice(1))));
 
 program
   .command('login')
@@ -111,7 +126,7 @@ program
 program
   .command('inspect')
   .description('show what a berth image carries: config, digests, source, size, compression')
-  .argument('<image>', 'a squashfs file made by berth convert')
+  .argument('<image>', 'an image file or directory, or docker://REF (pulled into the cache if it is not there)')
   .option('--json', 'print JSON')
   .action((image: string, flags) => run(async () => (await import('./cli/inspect.js')).inspectCommand(image, flags)));
 
@@ -121,10 +136,11 @@ const containerCommands = [
   ['shell', "open the image's shell (bash if it has one, else sh)", '[args...]', 'arguments for the shell'],
 ] as const;
 for (const [name, description, args, argsHelp] of containerCommands) {
-  containerOptions(program.command(name).description(description)
-    .argument('<image>', 'a squashfs file made by berth convert')
-    .argument(args, argsHelp))
-    .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
+  const cmd = containerOptions(program.command(name).description(description)
+    .argument('<image>', 'a squashfs file made by berth convert, an image berth runs as it is, or docker://REF')
+    .argument(args, argsHelp));
+  if (name === 'run') dockerRunOptions(cmd);
+  cmd.action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
 }
 
 containerOptions(program.command('plan')
@@ -171,7 +187,43 @@ program.command('submit')
   .passThroughOptions()
   .action((args: string[]) => run(async () => (await import('./cli/submit.js')).submitCommand(args)));
 
-program.parseAsync().catch((e: unknown) => {
-  process.stderr.write(`berth: error: ${messageOf(e)}\n`);
-  process.exitCode = EXIT.usage;
+program.command('version')
+  .description("print the versions of berth, berth-helper and the SPANK plugin; a mismatch is an error")
+  .option('--json', 'print JSON')
+  .action((flags) => run(async () => (await import('./cli/version.js')).versionCommand(flags)));
+
+program.command('completion')
+  .description('print a shell completion script: berth completion bash|zsh|fish')
+  .addArgument(new Argument('<shell>', 'bash, zsh or fish').choices(['bash', 'zsh', 'fish']))
+  .action((shell: string) => run(async () => (await import('./cli/completion.js')).completionScript(program, shell)));
+
+program.command('man')
+  .description("print berth's manual page (roff): berth man | man -l -")
+  .action(() => run(async () => (await import('./cli/completion.js')).manPage(program, VERSION)));
+
+/** A commander error (a bad flag, a missing argument) in berth's form; help and version are not errors. */
+function commanderError(e: CommanderError): void {
+  if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') {
+    process.exitCode = EXIT.ok;
+    return;
+  }
+  // `berth` alone: commander has printed the help (on stderr); there is nothing to add.
+  if (e.code === 'commander.help') {
+    process.exitCode = EXIT.berth;
+    return;
+  }
+  const unknown = /unknown option '([^']+)'/.exec(e.message)?.[1];
+  const habit = unknown && refusedHabit(unknown, parsing);
+  const text = e.message.replace(/^error: /, '').replace(/\n\(Did you mean (.*)\?\)$/, ' (did you mean $1?)');
+  printError(habit || new BerthError('USAGE', text, `run berth ${parsing === 'berth' ? '' : `${parsing} `}--help for usage`));
+  process.exitCode = EXIT.berth;
+}
+
+// -v and --version alone: berth's, the helper's and the plugin's versions (the `version` command).
+const argv = process.argv.slice(2);
+if (argv.length === 1 && (argv[0] === '-v' || argv[0] === '--version')) argv[0] = 'version';
+program.parseAsync(argv, { from: 'user' }).catch((e: unknown) => {
+  if (e instanceof CommanderError) return commanderError(e);
+  printError(isBerthError(e) ? e : new BerthError('USAGE', messageOf(e)));
+  process.exitCode = EXIT.berth;
 });

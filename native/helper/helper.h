@@ -29,6 +29,8 @@ struct plan {
 	unsigned linger; /* seconds an idle image server waits for the next container */
 	char *runtime; /* base directory for this run's private directory */
 	int fakeroot;
+	int has_user; /* --user: the container runs as user_uid:user_gid in a nested user namespace */
+	unsigned user_uid, user_gid;
 	int writable;
 	int pidns; /* a PID namespace of its own (pidns.c) */
 	int ipcns; /* an IPC namespace of its own (isolate.c) */
@@ -57,6 +59,8 @@ void plan_read(int fd, struct plan *p);
 
 /* userns.c */
 void enter_user_namespace(int fakeroot);
+/* --user: a nested user namespace mapping uid:gid inside to the caller, entered just before exec. */
+void become_user(unsigned uid, unsigned gid);
 /* A user namespace nested in the current one, mapping the caller to itself: every mount of the
  * container becomes locked (mount_namespaces(7)), so even a --fakeroot container, root with
  * every capability, can no longer remount a read-only bind writable or unmount what covers. */

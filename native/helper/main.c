@@ -27,6 +27,10 @@ static int note_channel(void)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("berth-helper %s\n", BERTH_VERSION); /* berth version compares it with its own */
+		return 0;
+	}
 	if (argc == 2 && strcmp(argv[1], "--probe") == 0)
 		return probe();
 	if (argc == 4 && strcmp(argv[1], "--step-server") == 0)
@@ -37,8 +41,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
 				"       berth-helper --join -- COMMAND...   (a task of `berth srun`: the plan in $BERTH_STEP_PLAN)\n"
+				"       berth-helper --version\n"
 				"berth-helper is started by berth; see `berth plan --format helper IMAGE` for the plans it executes.\n");
-		return 2;
+		return BERTH_EXIT_SETUP;
 	}
 	int plan_fd = 3, note = -1;
 	if (argc == 2)
@@ -80,6 +85,8 @@ int main(int argc, char **argv)
 	close(statedir);
 	if (p.fakeroot)
 		lock_mounts();
+	else if (p.has_user)
+		become_user(p.user_uid, p.user_gid);
 	if (p.pidns)
 		run_as_init(&p);
 	/* This process becomes the container: its exit status and signals are the job's own. */

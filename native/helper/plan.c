@@ -118,6 +118,17 @@ static char *parse_publish(char *v, int lineno)
 	return v;
 }
 
+/* A uid or gid of --user: a decimal number below (uid_t)-1, which means "none" to the kernel. */
+static unsigned parse_id(const char *v, int lineno)
+{
+	char *end;
+	errno = 0;
+	unsigned long id = strtoul(v, &end, 10);
+	if (errno || end == v || *end || v[0] == '-' || id >= 4294967295UL)
+		fail("plan line %d: '%s' is not a uid or gid", lineno, v);
+	return (unsigned)id;
+}
+
 void plan_read(int fd, struct plan *p)
 {
 	FILE *in = fdopen(fd, "r");
@@ -151,6 +162,14 @@ void plan_read(int fd, struct plan *p)
 		const char *key = f[0];
 		if (strcmp(key, "op") == 0) {
 			parse_op(p, f, n, lineno);
+			continue;
+		}
+		if (strcmp(key, "user") == 0) {
+			if (n != 3)
+				fail("plan line %d: 'user' takes a uid and a gid", lineno);
+			p->has_user = 1;
+			p->user_uid = parse_id(f[1], lineno);
+			p->user_gid = parse_id(f[2], lineno);
 			continue;
 		}
 		if (n != 2)

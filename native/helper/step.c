@@ -90,6 +90,9 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	close(server);
 	verify_libraries(p, statedir);
 	close(statedir);
+	/* Not done for steps yet (berth refuses it before planning): fail closed, never run as the caller instead. */
+	if (p->has_user)
+		fail("--user is not available for a Slurm step's container");
 	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change. */
 	if (p->fakeroot)
 		lock_mounts();

@@ -78,3 +78,20 @@ void lock_mounts(void)
 	snprintf(map, sizeof map, "%u %u 1\n", gid, gid);
 	write_file("/proc/self/gid_map", map);
 }
+
+/* docker run -u: the command runs as uid:gid, which a nested user namespace maps to the caller
+ * (as the image server's maps the caller to 0 for --fakeroot). Its mounts become locked, as
+ * with lock_mounts, and the exec that follows drops every capability, since the uid is not 0. */
+void become_user(unsigned uid, unsigned gid)
+{
+	uid_t outer_uid = getuid();
+	gid_t outer_gid = getgid();
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+		fail_errno("cannot enter a user namespace for --user %u:%u", uid, gid);
+	char map[64];
+	write_file("/proc/self/setgroups", "deny");
+	snprintf(map, sizeof map, "%u %u 1\n", uid, (unsigned)outer_uid);
+	write_file("/proc/self/uid_map", map);
+	snprintf(map, sizeof map, "%u %u 1\n", gid, (unsigned)outer_gid);
+	write_file("/proc/self/gid_map", map);
+}

@@ -2,8 +2,10 @@
 // directory). Every value below but the file's size comes from the image, someone else's
 // text: the human form escapes control characters in each (terminal.ts), and --json is exact
 // JSON, whose escaping is JSON's own.
+import { imageFile } from '../runtime/acquire.js';
 import { describeImage, type ImageFormat } from '../runtime/image.js';
 import { formatBytes } from './progress.js';
+import { pullDisplay } from './pull-progress.js';
 import { printable } from './terminal.js';
 
 const INDENT = ' '.repeat(17);
@@ -11,8 +13,9 @@ const INDENT = ' '.repeat(17);
 const FORMATS: Record<ImageFormat, string> = { berth: 'berth image', sif: 'SIF (Apptainer/Singularity)', squashfs: 'squashfs (not made by berth)', directory: 'root directory' };
 const STARTUP = { apptainer: "Apptainer's (/.singularity.d)", enroot: "enroot's (/etc/rc)", plain: 'a plain root file system' } as const;
 
-export async function inspectCommand(file: string, flags: { json?: boolean }): Promise<string> {
-  const opened = describeImage(file);
+export async function inspectCommand(image: string, flags: { json?: boolean }): Promise<string> {
+  // docker://: the cached image, pulled (quietly: stdout is the answer) if it is not there yet.
+  const opened = describeImage(await imageFile(image, pullDisplay('quiet')));
   const info = { file: opened.location.path, format: opened.format, offset: opened.location.offset, size: opened.size,
     squashfs: opened.squashfs ?? null, image: opened.metadata, notes: [...opened.warnings, ...opened.notes] };
   if (flags.json) return JSON.stringify(info, null, 2);

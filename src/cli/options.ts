@@ -37,12 +37,20 @@ function publishSpec(spec: string): string {
   }
 }
 
-/** Every option a container takes: the settings' flags, then those that exist only on the command line. */
+/**
+ * Every option a container takes: the settings' flags, then those that exist only on the command
+ * line, then Apptainer's and Docker's spellings that mean something in berth (habits.ts says
+ * what each means and refuses the others).
+ */
 export function containerOptions(cmd: Command): Command {
   return settingOptions(cmd)
-    .option('-c, --containall', 'bind nothing of the host but what is asked for; private /tmp, /dev/shm and PIDs')
+    .option('-H, --home <src[:dst]>', 'bind SRC as the home directory, at DST inside (default SRC); $HOME is DST (Apptainer\'s)')
+    .option('--no-home', 'do not bind $HOME and the working directory')
+    .option('-c, --contain', 'no host $HOME or working directory (an empty, writable home instead), private /tmp and /dev/shm')
+    .option('-C, --containall', '--contain, and --cleanenv and --pid too (Apptainer\'s)')
     .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
     .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
+    .option('-u, --user <uid[:gid]>', "be this uid and gid (or the image's user and group of these names) inside; your own outside (Docker's -u)")
     .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
     .option('--ipc', 'an IPC namespace of its own (System V IPC, POSIX message queues; implied by --containall)')
     .option('--uts', 'a UTS namespace of its own: the hostname can change inside without changing the host\'s')
@@ -51,11 +59,24 @@ export function containerOptions(cmd: Command): Command {
     .option('--net', "Apptainer's --net: a network of its own, here user-mode (as --network user)")
     .addOption(new Option('-p, --publish <host:container>', "publish a container's TCP port on the host (Docker's -p; implies --network user); repeatable")
       .argParser((spec: string, before: string[] = []) => [...before, publishSpec(spec)]))
-    .option('-e, --cleanenv', 'do not pass the host environment (except TERM, LANG, LC_ALL, TZ)')
-    .option('--env <K=V>', 'set a variable inside; repeatable', collect, [])
+    .option('-e, --cleanenv', "do not pass the host environment (except TERM, LANG, LC_ALL, TZ); Apptainer's -e, not Docker's: use --env")
+    .option('--env <K=V>', 'set a variable inside; repeatable, or comma-separated; --env NAME passes the host\'s value', collect, [])
     .option('--env-file <file>', 'set variables from KEY=VALUE lines')
     .option('--pwd <dir>', 'working directory inside (default: the image WorkingDir, else where you are)')
     .option('--dry-run', 'print the launch plan instead of running it')
     .addOption(new Option('--plan-format <format>', 'how --dry-run prints the plan: json, or helper (the text berth-helper reads)').choices(['json', 'helper']).default('json'))
+    // Aliases (habits.ts): the same meaning under the spelling people already type.
+    .option('--nv', "alias of --gpus all (Apptainer's; warns and goes on where the node has no GPU)")
+    .option('--rocm', "alias of --gpus all (Apptainer's; warns and goes on where the node has no GPU)")
+    .option('--cwd <dir>', "alias of --pwd (Apptainer's)")
+    .option('-w, --workdir <dir>', "alias of --pwd (Docker's)")
+    .option('-v, --volume <spec>', "alias of --bind (Docker's -v SRC:DST[:ro])", collect, [])
+    .option('-i, --interactive', "accepted for Docker's habit: the container always has your stdin")
+    .option('-t, --tty', "accepted for Docker's habit: the container always has your terminal")
     .passThroughOptions();
+}
+
+/** What berth run takes beyond the other container commands: docker run's --entrypoint. */
+export function dockerRunOptions(cmd: Command): Command {
+  return cmd.option('--entrypoint <command>', "replace the image's Entrypoint ('' for none); its Cmd goes too, as in docker run");
 }

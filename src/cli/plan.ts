@@ -5,6 +5,7 @@ import { BerthError } from '../errors.js';
 import { preparePlan, prepareStepPlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { checkImageArgument } from './habits.js';
 import { pullDisplay } from './pull-progress.js';
 
 export interface PlanFlags extends RunFlags {
@@ -24,6 +25,7 @@ function stepLinger(text: string | undefined): number {
 }
 
 export async function planCommand(image: string, args: string[], flags: PlanFlags): Promise<string> {
+  checkImageArgument(image, flags);
   if (args[0] === '--') args = args.slice(1);
   // stdout is the plan (or -o's file): a docker:// pull says nothing but its warnings.
   const pulls = pullDisplay('quiet');

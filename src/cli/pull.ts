@@ -26,7 +26,15 @@ function acquireOptions(flags: Pick<PullFlags, 'platform' | 'insecure' | 'parall
   return { platform: flags.platform ? parsePlatform(flags.platform) : undefined, insecure: flags.insecure, parallel };
 }
 
-export async function pullCommand(reference: string, flags: PullFlags): Promise<string> {
+export async function pullCommand(reference: string, flags: PullFlags, extra: string[] = []): Promise<string> {
+  if (extra.length > 0) {
+    // Apptainer's order: apptainer pull OUT.sif SOURCE.
+    const source = extra.find((e) => isRegistryReference(e) || isLayoutReference(e));
+    throw new BerthError('USAGE', `berth pull takes one image reference, not '${[reference, ...extra].join(' ')}'`,
+      source && !isRegistryReference(reference) && !isLayoutReference(reference)
+        ? `the file to write is -o in berth (Apptainer's pull OUT SOURCE): berth pull ${source} -o ${reference}`
+        : 'write berth pull docker://REF [-o IMAGE.sqsh]');
+  }
   if (!isRegistryReference(reference) && !isLayoutReference(reference)) {
     throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE; an image file runs as it is');
   }

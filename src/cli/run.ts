@@ -4,6 +4,7 @@ import type { Command } from '../plan/build.js';
 import { preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
 import { runPlan } from '../runtime/helper.js';
+import { checkImageArgument } from './habits.js';
 import type { CommandResult } from './options.js';
 import { progressMode } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
@@ -11,13 +12,22 @@ import { pullDisplay } from './pull-progress.js';
 export interface RunCommandFlags extends RunFlags {
   dryRun?: boolean;
   planFormat?: string;
+  /** berth run --entrypoint (docker run's). */
+  entrypoint?: string;
 }
 
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunCommandFlags): Promise<CommandResult> {
+  checkImageArgument(image, flags);
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
   // An image used for the first time shows its pull and conversion on stderr (a bar on a
   // terminal, lines in a batch log); a cached one says nothing before the container's output.
-  const { plan } = await preparePlan(mode, image, args, flags, pullDisplay(progressMode({}), true));
+  const pulls = pullDisplay(progressMode({}), true);
+  const { plan, metadata } = await preparePlan(mode, image, args, flags, pulls, undefined, flags.entrypoint);
+  // berth runs you as yourself (Apptainer's habit); an image that names its user is told so, not silently ignored.
+  const user = metadata.config.User;
+  if (user && !/^(root|0)(:(root|0))?$/.test(user) && flags.user === undefined && !flags.fakeroot) {
+    pulls.cacheWarning(`berth: note: the image's User is '${user}'; berth runs the command as you, as Apptainer does (--user ${user} runs it as the image's user)`);
+  }
   if (flags.dryRun) return formatPlan(plan, flags.planFormat);
   return { exitCode: await runPlan(plan) };
 }

@@ -10,6 +10,7 @@ import { BerthError, EXIT } from '../errors.js';
 import { prepareStepPlan, type RunFlags } from '../plan/prepare.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
+import { checkImageArgument } from './habits.js';
 import { containerOptions, type CommandResult } from './options.js';
 import { progressMode } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
@@ -41,11 +42,12 @@ export function splitSrunArgs(args: string[]): SrunArgs {
 export async function srunCommand(args: string[]): Promise<CommandResult> {
   const split = splitSrunArgs(args);
   // berth's own options, parsed by the same table as run/exec take them.
-  const parser = containerOptions(new Command('berth srun').exitOverride().allowExcessArguments(false))
+  const parser = containerOptions(new Command('srun').exitOverride().configureOutput({ outputError: () => {} }).allowExcessArguments(false))
     .option('--keep-env <names>', "host variables that pass as they are, comma-separated (pyxis's --container-env)")
     .option('--entrypoint', "run the image's Entrypoint once when each node's container starts (pyxis's --container-entrypoint)");
   parser.parse(split.berth, { from: 'user' });
   const flags = parser.opts<RunFlags & { keepEnv?: string; entrypoint?: boolean }>();
+  checkImageArgument(split.image, flags);
   // A docker:// image is pulled once, here, into the cache the nodes share; the tasks run the very file.
   const pulls = pullDisplay(progressMode({}), true);
   const plan = await prepareStepPlan(split.image, [], flags, { keepEnv: flags.keepEnv, linger: 2, entrypoint: flags.entrypoint }, pulls);
@@ -56,6 +58,6 @@ export async function srunCommand(args: string[]): Promise<CommandResult> {
   for (const sig of ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => child.kill(sig));
   return new Promise((resolve, reject) => {
     child.on('error', (e) => reject(new BerthError('TOOL_MISSING', `cannot run srun: ${e.message}`, 'run berth srun where Slurm\'s srun is on PATH (a login node)')));
-    child.on('exit', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 + constants.signals[signal] : EXIT.failure) }));
+    child.on('exit', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 + constants.signals[signal] : EXIT.berth) }));
   });
 }

@@ -70,11 +70,11 @@ const BERTH_SETTINGS = {
   },
   'run.binds': {
     type: 'strings', default: [], flag: '-B, --bind <spec>',
-    describe: 'bind SRC[:DST[:ro|rw]] into the container; repeatable, or comma-separated (configured binds come first)',
+    describe: 'bind SRC[:DST[:ro|rw|noexec|nosuid|nodev]] into the container; repeatable, or comma-separated (configured binds and APPTAINER_BIND come first)',
   },
   'run.home': {
-    type: 'boolean', default: true, flag: '--home',
-    describe: 'bind $HOME and the working directory',
+    type: 'boolean', default: true, flag: '--mount-home',
+    describe: "bind $HOME and the working directory (--no-home leaves them out; --mount-home is pyxis's --container-mount-home)",
   },
   'host.root': {
     type: 'path', env: 'BERTH_HOST_ROOT', default: '/',

@@ -14,7 +14,7 @@ import { libraryClosure, onHost } from './libraries.js';
 export const GPU_SETTINGS = {
   'run.gpus': {
     type: 'string', default: undefined, flag: '--gpus <which>',
-    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given)",
+    describe: "GPUs to bind in with the host's driver: all, none or device numbers (default: what the job was given; on a node without GPUs, a warning)",
   },
   'gpu.nvidia-libraries': {
     type: 'strings',
@@ -195,8 +195,9 @@ export const gpu = {
   plan(facts, { settings, given, env }) {
     const grant = gpuGrant(settings['run.gpus'], env);
     const bound = facts.vendors.map((v) => v.bind(grant)).filter((b): b is HostBinding => !!b);
+    // Apptainer's --nv warns and goes on, so that one job script serves CPU and GPU nodes.
     if (bound.length === 0 && given.has('run.gpus') && grant !== 'none') {
-      throw new BerthError('HOST_MISSING', `--gpus ${settings['run.gpus']}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU`, 'run on a GPU node, or leave out --gpus');
+      process.stderr.write(`berth: warning: --gpus ${settings['run.gpus']}: this node has no NVIDIA (/dev/nvidia*) or AMD (/dev/kfd) GPU; the container runs without one\n`);
     }
     return bound;
   },

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { config } from '../config/load.js';
+import { BerthError, errnoOf } from '../errors.js';
 import type { HostFacts } from '../plan/build.js';
 
 function groupName(gid: number): string | undefined {
@@ -35,6 +36,16 @@ function imageLinger(env: NodeJS.ProcessEnv): number {
   return config(env).values['images.linger'];
 }
 
+/** Where the user is; a directory removed under the shell (getcwd fails) is said plainly. */
+function workingDirectory(): string {
+  try {
+    return process.cwd();
+  } catch (e: unknown) {
+    throw new BerthError('PATH_UNUSABLE', `the working directory cannot be found (${errnoOf(e) ?? 'getcwd failed'}): it was removed, or you may not read a directory above it`,
+      'cd to a directory that exists first');
+  }
+}
+
 export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
   const me = userInfo();
   const gid = process.getgid!();
@@ -44,7 +55,7 @@ export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
     user: me.username,
     group: groupName(gid) ?? me.username,
     home: env.HOME || me.homedir,
-    cwd: process.cwd(),
+    cwd: workingDirectory(),
     env: { ...env },
     runtimeDir: runtimeDir(me.uid, env),
     scope: env.SLURM_JOB_ID && env.SLURM_STEP_ID ? `slurm-${env.SLURM_JOB_ID}.${env.SLURM_STEP_ID}` : '',

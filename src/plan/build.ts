@@ -26,19 +26,28 @@ export interface BindSpec {
   source: string;
   target: string;
   readOnly: boolean;
+  /** Mount options beyond ro: noexec (nosuid and nodev every bind has anyway). */
+  options?: string[];
 }
 
 export interface RunOptions {
   binds: BindSpec[];
   /** Bind $HOME (default) and the working directory. */
   home: boolean;
-  /** No host $HOME, /tmp, /dev/shm or working directory: only what is asked for. */
-  containall: boolean;
+  /**
+   * --contain (and --containall): no host $HOME, /tmp, /dev/shm or working directory, only what
+   * is asked for, and an empty, writable home of the container's own (Apptainer's).
+   */
+  contain: boolean;
+  /** --home SRC[:DST]: SRC is the home, at DST inside, and $HOME is DST (Apptainer's). */
+  homeDir?: { source: string; target: string };
+  /** --user: the uid and gid inside (the caller's own outside), and the name if the image has one. */
+  user?: { uid: number; gid: number; name?: string };
   writableTmpfs: boolean;
   fakeroot: boolean;
-  /** A PID namespace of its own (--pid); --fakeroot and --containall imply it. */
+  /** A PID namespace of its own (--pid, and what --containall implies); --fakeroot implies it. */
   pid: boolean;
-  /** An IPC namespace of its own (--ipc); --containall implies it. */
+  /** An IPC namespace of its own (--ipc, and what --containall implies). */
   ipc: boolean;
   /** A UTS namespace of its own with this hostname (--hostname, or the host's for --uts). */
   hostname: string | undefined;
@@ -53,7 +62,7 @@ export interface RunOptions {
 }
 
 export type Command =
-  | { mode: 'run'; args: string[] }
+  | { mode: 'run'; args: string[]; /** --entrypoint: replaces the image's ('' for none); its Cmd then goes too, as in docker run. */ entrypoint?: string }
   | { mode: 'exec'; args: string[] }
   | { mode: 'shell'; args: string[] };
 
@@ -91,17 +100,45 @@ export function parsePublish(spec: string): string {
   return `${Number(m[1])}:${Number(m[2])}`;
 }
 
-/** Parses --bind values as Apptainer accepts them: SRC[:DST[:ro|rw]], comma-separated. */
+/**
+ * A bind's options as Apptainer and Docker write them: ro and rw; nosuid and nodev, which every
+ * bind of berth's has anyway; noexec; Docker's z and Z (SELinux relabelling, nothing to do on
+ * the nodes berth runs on) and rbind (every bind is recursive).
+ */
+const BIND_OPTIONS = new Set(['ro', 'rw', 'nosuid', 'nodev', 'noexec', 'z', 'Z', 'rbind']);
+
+/**
+ * Parses --bind values as Apptainer accepts them: SRC[:DST[:OPTION[:OPTION...]]], comma-separated;
+ * a piece that is only an option (Docker's `-v /a:/b:ro,z`) belongs to the bind before it.
+ */
 export function parseBinds(values: string[]): BindSpec[] {
-  return values.flatMap((value) => value.split(',').filter(Boolean).map((spec) => {
-    const [source, target, mode, extra] = spec.split(':');
-    if (!source || extra !== undefined || (mode !== undefined && mode !== 'ro' && mode !== 'rw')) {
-      throw new BerthError('USAGE', `invalid --bind '${spec}'`, 'write it as SRC[:DST[:ro|rw]], e.g. --bind /scratch:/data:ro');
+  const specs: BindSpec[] = [];
+  for (const value of values) {
+    for (const spec of value.split(',').filter(Boolean)) {
+      const last = specs[specs.length - 1];
+      if (BIND_OPTIONS.has(spec) && last) {
+        applyBindOption(last, spec);
+        continue;
+      }
+      const [source, target, ...options] = spec.split(':');
+      const bad = options.find((o) => !BIND_OPTIONS.has(o));
+      if (!source || bad !== undefined || BIND_OPTIONS.has(source)) {
+        throw new BerthError('USAGE', `invalid --bind '${spec}'${bad !== undefined ? `: unknown option '${bad}'` : ''}`,
+          'write it as SRC[:DST[:ro|rw|nosuid|nodev|noexec]], e.g. --bind /scratch:/data:ro');
+      }
+      const dst = target || source;
+      if (!dst.startsWith('/')) throw new BerthError('USAGE', `--bind '${spec}': the destination must be an absolute path`, 'e.g. --bind ./data:/data');
+      const bind: BindSpec = { source, target: dst, readOnly: false };
+      for (const o of options) applyBindOption(bind, o);
+      specs.push(bind);
     }
-    const dst = target || source;
-    if (!dst.startsWith('/')) throw new BerthError('USAGE', `--bind '${spec}': the destination must be an absolute path`, 'e.g. --bind ./data:/data');
-    return { source, target: dst, readOnly: mode === 'ro' };
-  }));
+  }
+  return specs;
+}
+
+function applyBindOption(bind: BindSpec, option: string): void {
+  if (option === 'ro' || option === 'rw') bind.readOnly = option === 'ro';
+  else if (option === 'noexec') bind.options = [...(bind.options ?? []), 'noexec'];
 }
 
 /** KEY=VALUE lines of an --env-file; blank lines and # comments are skipped. */
@@ -121,7 +158,7 @@ function setEnv(env: Map<string, string>, kv: string): void {
   env.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
 
-function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: string): Map<string, string> {
+function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: string, home: string): Map<string, string> {
   const env = new Map<string, string>();
   for (const kv of meta.config.Env) setEnv(env, kv);
   for (const [k, v] of Object.entries(host.env)) {
@@ -130,8 +167,11 @@ function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: s
     env.set(k, v);
   }
   if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-  env.set('HOME', opts.fakeroot && !opts.home ? '/root' : host.home);
-  env.set('USER', opts.fakeroot ? 'root' : host.user);
+  env.set('HOME', opts.fakeroot && !opts.home && !opts.homeDir ? '/root' : home);
+  if (opts.user) {
+    if (opts.user.name) env.set('USER', opts.user.name);
+    else env.delete('USER');
+  } else env.set('USER', opts.fakeroot ? 'root' : host.user);
   env.set('PWD', cwd);
   env.set('BERTH_CONTAINER', '1');
   for (const kv of opts.env) setEnv(env, kv);
@@ -153,13 +193,14 @@ export const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh',
 
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
 function commandLine(meta: ImageMetadata, cmd: Command): string[] {
-  const entrypoint = meta.config.Entrypoint ?? [];
+  const replaced = cmd.mode === 'run' && cmd.entrypoint !== undefined;
+  const entrypoint = replaced ? (cmd.entrypoint ? [cmd.entrypoint] : []) : meta.config.Entrypoint ?? [];
   const apptainer = meta.startup === 'apptainer';
   // An Apptainer image's command runs from a shell that has sourced the environment first.
   const wrap = (argv: string[]) => (apptainer ? withApptainerEnvScripts(argv) : argv);
   if (cmd.mode === 'exec') return wrap(cmd.args);
   if (cmd.mode === 'shell') return ['/bin/sh', '-c', apptainer ? APPTAINER_ENV + SHELL : SHELL, 'sh', ...cmd.args];
-  const argv = cmd.args.length > 0 ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];
+  const argv = cmd.args.length > 0 || replaced ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];
   if (argv.length === 0) {
     throw new BerthError('NO_COMMAND', apptainer ? 'the image has no runscript (/.singularity.d/runscript)' : 'the image has neither an Entrypoint nor a Cmd',
       'name a command: berth exec IMAGE COMMAND [ARGS...]');
@@ -184,10 +225,10 @@ function isUnder(path: string, dirs: string[]): boolean {
 /**
  * Whether the container gets a PID namespace. --fakeroot's root has every capability in its
  * user namespace, and without one it could reach the user's other processes' roots through
- * /proc (their homes, whatever --containall and --no-home left out); --containall promises to
- * leave the host out. Apptainer's --containall implies --pid too.
+ * /proc (their homes, whatever --contain and --no-home left out). --containall asks for one
+ * (prepare.ts sets pid), as Apptainer's does.
  */
-export const wantsPidNamespace = (opts: RunOptions): boolean => opts.pid || opts.fakeroot || opts.containall;
+export const wantsPidNamespace = (opts: RunOptions): boolean => opts.pid || opts.fakeroot;
 
 function systemOps(host: HostFacts, opts: RunOptions): MountOp[] {
   const ops = [
@@ -206,9 +247,9 @@ function systemOps(host: HostFacts, opts: RunOptions): MountOp[] {
     op('symlink', '/proc/self/fd/1', '/dev/stdout', [], 'create', 'system: /dev'),
     op('symlink', '/proc/self/fd/2', '/dev/stderr', [], 'create', 'system: /dev'),
   ];
-  if (opts.containall) {
-    ops.push(op('tmpfs', '', '/dev/shm', ['nosuid', 'nodev', 'mode=1777'], 'create', '--containall: private /dev/shm'));
-    ops.push(op('tmpfs', '', '/tmp', ['nosuid', 'nodev', 'mode=1777'], 'create', '--containall: private /tmp'));
+  if (opts.contain) {
+    ops.push(op('tmpfs', '', '/dev/shm', ['nosuid', 'nodev', 'mode=1777'], 'create', '--contain: private /dev/shm'));
+    ops.push(op('tmpfs', '', '/tmp', ['nosuid', 'nodev', 'mode=1777'], 'create', '--contain: private /tmp'));
   } else {
     // Shared with the host so that tasks on a node (MPI shared memory) and the job see one /dev/shm and /tmp.
     ops.push(op('bind', '/dev/shm', '/dev/shm', ['rbind', 'nosuid', 'nodev'], 'create', 'system: /dev/shm'));
@@ -219,10 +260,11 @@ function systemOps(host: HostFacts, opts: RunOptions): MountOp[] {
   return ops;
 }
 
-function identityOps(host: HostFacts, opts: RunOptions): MountOp[] {
-  if (opts.fakeroot) return [];
+function identityOps(host: HostFacts, opts: RunOptions, home: string): MountOp[] {
+  // --fakeroot is the image's root; --user is an account of the image's, or a bare number, as in docker run -u.
+  if (opts.fakeroot || opts.user) return [];
   return [
-    op('line', `${host.user}:x:${host.uid}:${host.gid}:${host.user}:${host.home}:/bin/sh`, '/etc/passwd', [`${host.user}:`], 'create', 'identity: your passwd entry'),
+    op('line', `${host.user}:x:${host.uid}:${host.gid}:${host.user}:${home}:/bin/sh`, '/etc/passwd', [`${host.user}:`], 'create', 'identity: your passwd entry'),
     op('line', `${host.group}:x:${host.gid}:`, '/etc/group', [`${host.group}:`], 'create', 'identity: your group entry'),
   ];
 }
@@ -261,34 +303,46 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
   const ops = systemOps(host, opts);
   // What the image asks for itself (an enroot image's /etc/fstab tmpfs), before what the user does.
   for (const m of meta.mounts ?? []) ops.push(op('tmpfs', '', m.target, ['nosuid', 'nodev', ...m.options], 'create', `the image's /etc/fstab: tmpfs ${m.target}`));
-  ops.push(...identityOps(host, opts));
+  if (opts.fakeroot && opts.user) throw new BerthError('USAGE', '--fakeroot and --user both say who you are inside', 'choose one (--fakeroot is --user 0:0 with a root of its own)');
+  // The home inside: --home's DST, else yours.
+  const home = opts.homeDir?.target ?? host.home;
+  ops.push(...identityOps(host, opts, home));
   const hostBound = bindingOps(opts.bindings, meta.platform.architecture);
   ops.push(...hostBound.ops.filter((o) => o.kind !== 'verify'));
-  const bound = ['/proc', '/sys', '/dev', ...(opts.containall ? [] : ['/tmp'])];
-  const bindHome = opts.home && !opts.containall && host.home !== '/' && !isUnder(host.home, bound);
-  if (bindHome) {
+  const bound = ['/proc', '/sys', '/dev', ...(opts.contain ? [] : ['/tmp'])];
+  let bindHome = opts.home && !opts.contain && host.home !== '/' && !isUnder(host.home, bound);
+  if (opts.homeDir) {
+    // Bound even under --contain, as Apptainer's --home is: it was asked for.
+    bindHome = true;
+    ops.push(op('bind', opts.homeDir.source, home, ['rbind', 'nosuid', 'nodev'], 'create', `--home ${opts.homeDir.source}:${home}`));
+    bound.push(home);
+  } else if (bindHome) {
     ops.push(op('bind', host.home, host.home, ['rbind', 'nosuid', 'nodev'], 'create', `home: ${host.home}`));
     bound.push(host.home);
+  } else if (opts.contain && opts.home && home !== '/') {
+    // Apptainer's --contain: an empty home of the container's own, writable, gone at exit.
+    bindHome = true;
+    ops.push(op('tmpfs', '', home, ['nosuid', 'nodev', 'mode=700'], 'create', '--contain: an empty home of its own'));
   }
-  const bindCwd = opts.home && !opts.containall && host.cwd !== '/' && !isUnder(host.cwd, bound);
+  const bindCwd = opts.home && !opts.contain && host.cwd !== '/' && !isUnder(host.cwd, bound);
   if (bindCwd) {
     ops.push(op('bind', host.cwd, host.cwd, ['rbind', 'nosuid', 'nodev'], 'create', `working directory: ${host.cwd}`));
   }
   for (const b of opts.binds) {
-    ops.push(op('bind', b.source, b.target, ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : [])], 'create', `--bind ${b.source}:${b.target}`));
+    ops.push(op('bind', b.source, b.target, ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : []), ...(b.options ?? [])], 'create', `--bind ${b.source}:${b.target}`));
   }
   // `run` starts the image's own program where its author said (WorkingDir), as docker run
   // does; exec and shell start where the user is, when that is bound in (Apptainer's habit,
   // which job scripts with relative paths rely on), else in WorkingDir. --pwd wins over both.
-  const hostCwdInside = bindCwd || (opts.home && !opts.containall && isUnder(host.cwd, bound));
+  const hostCwdInside = bindCwd || (opts.home && !opts.contain && isUnder(host.cwd, bound));
   const workingDir = meta.config.WorkingDir || '/';
   const cwd = opts.pwd ?? (cmd.mode === 'run' || !hostCwdInside ? workingDir : host.cwd);
   if (!cwd.startsWith('/')) throw new BerthError('USAGE', `--pwd ${cwd}: must be an absolute path`, 'e.g. --pwd /data');
   ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
-  if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', host.home, [], 'create', 'home (not bound)'));
+  if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', home, [], 'create', 'home (not bound)'));
 
   const imageEnv = meta.startup === 'apptainer' ? apptainerEnv(image) : [];
-  const env = buildEnv(meta, host, { ...opts, env: [...imageEnv, ...hostBound.env, ...opts.env] }, cwd);
+  const env = buildEnv(meta, host, { ...opts, env: [...imageEnv, ...hostBound.env, ...opts.env] }, cwd, home);
   if (hostBound.libraryPath.length > 0) {
     // The host libraries first, so that they win over any the image has.
     const before = env.get('LD_LIBRARY_PATH');
@@ -304,9 +358,10 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
     linger: host.linger,
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
+    ...(opts.user ? { user: { uid: opts.user.uid, gid: opts.user.gid } } : {}),
     writable: opts.writableTmpfs,
     pidns: wantsPidNamespace(opts),
-    ...(opts.ipc || opts.containall ? { ipcns: true } : {}),
+    ...(opts.ipc ? { ipcns: true } : {}),
     ...(opts.hostname ? { hostname: opts.hostname } : {}),
     ...(opts.network ? { net: opts.network } : {}),
     cwd,

@@ -3,12 +3,12 @@
 // each host binding adds (src/host/bindings.ts), then buildPlan, which is pure. The reading of
 // files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
 // plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
 import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
-import { BerthError, messageOf } from '../errors.js';
+import { BerthError, osError } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
 import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
@@ -26,8 +26,18 @@ import type { HostBinding, LaunchPlan, Network } from './types.js';
  */
 export interface RunFlags {
   bind?: string[];
-  home?: boolean;
+  /** -H, --home SRC[:DST]; false for --no-home. */
+  home?: string | boolean;
+  mountHome?: boolean;
+  contain?: boolean;
   containall?: boolean;
+  user?: string;
+  /** Aliases (src/cli/habits.ts): --nv and --rocm of --gpus all, --cwd and -w of --pwd, -v of --bind. */
+  nv?: boolean;
+  rocm?: boolean;
+  cwd?: string;
+  workdir?: string;
+  volume?: string[];
   writableTmpfs?: boolean;
   fakeroot?: boolean;
   pid?: boolean;
@@ -58,10 +68,51 @@ function setting<K extends SettingKey>(key: K, flag: ConfigValues[K] | undefined
   return flag ?? config().values[key];
 }
 
-/** The site's and user's binds (run.binds) first, then --bind; each source must exist here. */
+/** A path the user named, stat'ed: an operating-system error becomes berth's, naming the flag. */
+function statPath(file: string, subject: string): Stats | undefined {
+  try {
+    return statSync(file, { throwIfNoEntry: false });
+  } catch (e: unknown) {
+    throw osError(e, subject) ?? e;
+  }
+}
+
+/**
+ * Apptainer's environment habits: APPTAINER_BIND/SINGULARITY_BIND (binds, comma-separated) and
+ * APPTAINERENV_NAME/SINGULARITYENV_NAME (NAME=value inside), as Apptainer reads them;
+ * APPTAINER_ wins over SINGULARITY_, and the command line over both.
+ */
+export function apptainerEnvironment(env: NodeJS.ProcessEnv): { binds: string[]; env: string[] } {
+  const binds = [env.SINGULARITY_BIND, env.APPTAINER_BIND].filter((v): v is string => !!v);
+  const vars = new Map<string, string>();
+  for (const prefix of ['SINGULARITYENV_', 'APPTAINERENV_']) {
+    for (const [k, v] of Object.entries(env)) {
+      if (k.startsWith(prefix) && k.length > prefix.length && v !== undefined) vars.set(k.slice(prefix.length), v);
+    }
+  }
+  return { binds, env: [...vars].map(([k, v]) => `${k}=${v}`) };
+}
+
+/**
+ * --env values: `--env A=1,B=2` is two variables, as Apptainer splits them (a comma followed by
+ * NAME= starts the next, so `--env DIRS=a,b` stays one), and `--env NAME` (Docker's) passes the
+ * host's value of NAME, refused where the host has none.
+ */
+export function expandEnvFlags(values: string[], env: NodeJS.ProcessEnv): string[] {
+  return values.flatMap((value) => {
+    if (value.includes('=')) return value.split(/,(?=[A-Za-z_][A-Za-z0-9_]*=)/);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) throw new BerthError('USAGE', `invalid --env '${value}'`, "write it as NAME=VALUE, or NAME to pass the host's value");
+    const host = env[value];
+    if (host === undefined) throw new BerthError('USAGE', `--env ${value}: ${value} is not set here, so there is no value to pass`, `set it first, or write --env ${value}=VALUE`);
+    return [`${value}=${host}`];
+  });
+}
+
+/** The site's and user's binds (run.binds), APPTAINER_BIND, then --bind and -v; each source must exist here. */
 function binds(flags: RunFlags): RunOptions['binds'] {
-  const specs = parseBinds([...config().values['run.binds'], ...(flags.bind ?? [])]).map((b) => ({ ...b, source: path.resolve(b.source) }));
-  const missing = specs.find((b) => !statSync(b.source, { throwIfNoEntry: false }));
+  const given = [...config().values['run.binds'], ...apptainerEnvironment(process.env).binds, ...(flags.bind ?? []), ...(flags.volume ?? [])];
+  const specs = parseBinds(given).map((b) => ({ ...b, source: path.resolve(b.source) }));
+  const missing = specs.find((b) => !statPath(b.source, `--bind ${b.source}:${b.target}`));
   if (missing) {
     throw new BerthError('BIND_SOURCE_MISSING', `--bind ${missing.source}: no such file or directory on this node`, 'check the path, or create it before the job starts');
   }
@@ -74,7 +125,7 @@ function envFileLines(file: string | undefined): string[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e: unknown) {
-    throw new BerthError('USAGE', `cannot read --env-file ${file}: ${messageOf(e)}`, 'check the path');
+    throw osError(e, `cannot read --env-file ${file}`) ?? e;
   }
   return parseEnvFile(text, file);
 }
@@ -97,21 +148,74 @@ function network(flags: RunFlags): Network | undefined {
   return mode === 'none' ? { mode } : { mode, pasta: findPasta(), publish };
 }
 
+/** -H, --home SRC[:DST] (Apptainer's): SRC must be a directory here; DST defaults to SRC. */
+function homeDir(spec: string | boolean | undefined): RunOptions['homeDir'] {
+  if (typeof spec !== 'string') return undefined;
+  const [src, dst, extra] = spec.split(':');
+  if (!src || extra !== undefined) throw new BerthError('USAGE', `invalid --home '${spec}'`, 'write it as SRC[:DST], e.g. --home /scratch/me:/home/me');
+  const source = path.resolve(src);
+  const target = dst || source;
+  if (!target.startsWith('/')) throw new BerthError('USAGE', `--home '${spec}': the home inside must be an absolute path`, 'e.g. --home ./myhome:/home/me');
+  const st = statPath(source, `--home ${source}`);
+  if (!st) throw new BerthError('BIND_SOURCE_MISSING', `--home ${source}: no such directory on this node`, 'create it first, or name another');
+  if (!st.isDirectory()) throw new BerthError('USAGE', `--home ${source}: not a directory`, 'name a directory to be the home inside');
+  return { source, target };
+}
+
+/** A `name:x:id:gid:...` file of the image (/etc/passwd, /etc/group), as [name, id, gid] rows. */
+function accounts(image: Target, file: string): string[][] {
+  const view = imageView(image);
+  try {
+    return (view.files().read(file)?.toString('utf8') ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 3).map((f) => [f[0]!, f[2]!, f[3] ?? '']);
+  } catch {
+    return []; // an image without them, or unreadable: numbers still work
+  } finally {
+    view.close();
+  }
+}
+
+/**
+ * -u, --user UID[:GID] or NAME[:GROUP] (docker run's): names are the image's (/etc/passwd,
+ * /etc/group); a uid without a group takes its passwd entry's, else 0, as Docker does.
+ */
+export function parseUser(spec: string | undefined, image: Target): RunOptions['user'] {
+  if (spec === undefined) return undefined;
+  const [u, g, extra] = spec.split(':');
+  if (!u || extra !== undefined || g === '') throw new BerthError('USAGE', `invalid --user '${spec}'`, 'write it as UID[:GID] or NAME[:GROUP], e.g. --user 1000:1000');
+  const id = (v: string) => /^\d+$/.test(v) && Number(v) < 4294967295;
+  const passwd = id(u) && (g === undefined || id(g)) ? [] : accounts(image, '/etc/passwd');
+  const entry = id(u) ? passwd.find((f) => f[1] === u) : passwd.find((f) => f[0] === u);
+  if (!id(u) && !entry) throw new BerthError('USAGE', `--user ${u}: the image has no such user in /etc/passwd`, 'give a number instead: --user UID[:GID]');
+  const uid = Number(id(u) ? u : entry![1]);
+  let gid = entry && /^\d+$/.test(entry[2]!) ? Number(entry[2]) : 0;
+  if (g !== undefined) {
+    const group = id(g) ? undefined : accounts(image, '/etc/group').find((f) => f[0] === g);
+    if (!id(g) && !group) throw new BerthError('USAGE', `--user ${spec}: the image has no group ${g} in /etc/group`, 'give a number instead: --user UID:GID');
+    gid = Number(id(g) ? g : group![1]);
+  }
+  return { uid, gid, ...(entry ? { name: entry[0] } : {}) };
+}
+
 export function runOptions(flags: RunFlags, image: Target): RunOptions {
+  const containall = flags.containall ?? false;
+  const dir = homeDir(flags.home);
   return {
     binds: binds(flags),
-    home: setting('run.home', flags.home) !== false,
-    containall: flags.containall ?? false,
+    home: flags.home === false ? false : setting('run.home', flags.mountHome) !== false || dir !== undefined,
+    ...(dir ? { homeDir: dir } : {}),
+    // Apptainer's --containall is --contain with a clean environment and PIDs of its own.
+    contain: (flags.contain ?? false) || containall,
     writableTmpfs: flags.writableTmpfs ?? false,
     fakeroot: flags.fakeroot ?? false,
-    pid: flags.pid ?? false,
-    ipc: flags.ipc ?? false,
+    ...(flags.user !== undefined ? { user: parseUser(flags.user, image) } : {}),
+    pid: (flags.pid ?? false) || containall,
+    ipc: (flags.ipc ?? false) || containall,
     hostname: flags.hostname !== undefined ? checkHostname(flags.hostname) : flags.uts ? hostname() : undefined,
     network: network(flags),
-    cleanenv: flags.cleanenv ?? false,
-    env: [...envFileLines(flags.envFile), ...(flags.env ?? [])],
-    pwd: flags.pwd,
-    bindings: hostBindings(flags, image),
+    cleanenv: (flags.cleanenv ?? false) || containall,
+    env: [...apptainerEnvironment(process.env).env, ...envFileLines(flags.envFile), ...expandEnvFlags(flags.env ?? [], process.env)],
+    pwd: flags.pwd ?? flags.cwd ?? flags.workdir,
+    bindings: hostBindings({ ...flags, gpus: flags.gpus ?? (flags.nv || flags.rocm ? 'all' : undefined) }, image),
   };
 }
 
@@ -163,11 +267,13 @@ export interface Prepared {
  * The launch plan for IMAGE on this node, and the image's metadata. A docker:// reference is
  * pulled through the cache first, shown as `pulls` shows it.
  */
-export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts()): Promise<Prepared> {
+export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts(),
+  entrypoint?: string): Promise<Prepared> {
   const opened = openImage(await imageFile(image, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
-  return { plan: buildPlan(opened.location, opened.metadata, host, options, { mode, args }), metadata: opened.metadata };
+  const cmd: Command = mode === 'run' ? { mode, args, ...(entrypoint !== undefined ? { entrypoint } : {}) } : { mode, args };
+  return { plan: buildPlan(opened.location, opened.metadata, host, options, cmd), metadata: opened.metadata };
 }
 
 /** How a Slurm step's container differs from a lone container. */
@@ -182,6 +288,8 @@ export interface StepOptions {
 
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
+  // A step's tasks join its container by setns; a nested user namespace per task is not done yet.
+  if (flags.user !== undefined) throw new BerthError('USAGE', '--user is not available for a Slurm step yet', 'run as yourself, or as root inside with --fakeroot (--container-remap-root)');
   const host = stepHostFacts();
   const prepared = await preparePlan('exec', image, args, flags, pulls, host);
   const { metadata } = prepared;

@@ -21,6 +21,7 @@ export function serializePlan(plan: LaunchPlan): string {
     `linger ${plan.linger}`,
     `runtime ${field(plan.runtimeDir)}`,
     `userns ${plan.userns}`,
+    ...(plan.user ? [`user ${plan.user.uid} ${plan.user.gid}`] : []),
     `writable ${plan.writable ? 1 : 0}`,
     `pidns ${plan.pidns ? 1 : 0}`,
     // Isolation asked for: absent, the host's, as in every plan before them.

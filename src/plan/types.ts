@@ -41,6 +41,11 @@ export interface LaunchPlan {
   runtimeDir: string;
   /** 'self' maps the caller to itself; 'root' (--fakeroot) maps the caller to uid 0. */
   userns: 'self' | 'root';
+  /**
+   * --user: the container's process is this uid and gid, in a user namespace of its own nested
+   * in the image server's that maps them to the caller (so its files are the caller's outside).
+   */
+  user?: { uid: number; gid: number };
   /** --writable-tmpfs: the root stays writable (changes go to a tmpfs and vanish). */
   writable: boolean;
   /**

@@ -41,7 +41,7 @@ export function runPlan(plan: LaunchPlan): Promise<number> {
     child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
     child.on('close', (code, signal) => {
       for (const s of FORWARDED) process.removeListener(s, forward);
-      resolve(serverEnded ? EXIT.setup : code ?? 128 + (signal ? constants.signals[signal] : 0));
+      resolve(serverEnded ? EXIT.berth : code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
 }

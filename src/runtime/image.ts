@@ -5,7 +5,7 @@
 // reason; an image for another architecture too.
 import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
-import { BerthError, errnoOf, messageOf } from '../errors.js';
+import { BerthError, errnoOf, osError } from '../errors.js';
 import { foreignMetadata } from '../image/foreign.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { formatPlatform, hostPlatform } from '../image/platform.js';
@@ -36,7 +36,7 @@ function statImage(file: string): Stats {
     const errno = errnoOf(e);
     if (errno === 'ENOENT') throw new BerthError('SOURCE_NOT_FOUND', `${file} does not exist`, 'check the path');
     if (errno === 'ENOTDIR') throw new BerthError('SOURCE_NOT_FOUND', `${file} does not exist: a part of its path is not a directory`, 'check the path');
-    throw new BerthError('SOURCE_INVALID', `cannot read the image ${file}: ${messageOf(e)}`, 'check the path and its permissions');
+    throw osError(e, `cannot read the image ${file}`) ?? e;
   }
 }
 
@@ -44,7 +44,7 @@ function openFile(file: string): number {
   try {
     return openSync(file, 'r');
   } catch (e: unknown) {
-    throw new BerthError('SOURCE_INVALID', `cannot read the image ${file}: ${messageOf(e)}`, 'check the path and its permissions');
+    throw osError(e, `cannot read the image ${file}`) ?? e;
   }
 }
 

@@ -53,15 +53,15 @@ describe('berth convert, as scripts and people see it', () => {
     expect(r.stdout).toContain('\r\x1b[K');
   });
 
-  it('rejects bad flags with exit status 2 and a hint', async () => {
+  it("rejects bad flags with exit status 125 (berth's own failure) and a hint", async () => {
     const r = await berth('convert', source, '-o', out('bad'), '--compression', 'brotli');
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/unknown compression 'brotli'[\s\S]*zstd, gzip, xz, lz4, none/);
     const none = await berth('convert', source, '-o', out('none'), '--compression', 'none');
-    expect(none.code).toBe(2);
+    expect(none.code).toBe(125);
     expect(none.stderr).toMatch(/cannot write an uncompressed squashfs[\s\S]*lz4/);
     const jobs = await berth('convert', source, '-o', out('jobs'), '-j', '0');
-    expect(jobs.code).toBe(2);
+    expect(jobs.code).toBe(125);
     expect(jobs.stderr).toMatch(/--jobs wants a positive whole number/);
   });
 });

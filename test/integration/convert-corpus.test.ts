@@ -159,7 +159,7 @@ describe('layer semantics, asserted directly', () => {
 
   it('refuses a layer whose entry climbs out of the root, and writes nothing', async () => {
     const { r, out } = await convertCase('escape');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/climbs out of the image root: '\.\.\/evil'/);
     expect(r.stderr).toMatch(/layer 1\/1/);
     expect(existsSync(out)).toBe(false);

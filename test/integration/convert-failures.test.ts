@@ -38,7 +38,7 @@ describe('refused input', () => {
     bytes[600] = bytes[600]! ^ 0xff; // inside the file's data: still a valid tar
     writeFileSync(blob, bytes);
     const r = await convertInto(`oci:${layout.dir}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`layer 1/1 (${layout.layerDigests[0]}) does not match its digest: expected ${layout.layerDigests[0]}, got sha256:`);
     expect(r.left).toEqual([]);
   });
@@ -58,7 +58,7 @@ describe('refused input', () => {
     writeFileSync(path.join(layout.dir, 'index.json'), readFileSync(path.join(layout.dir, 'index.json'), 'utf8')
       .replace(layout.manifestDigest, sha256(Buffer.from(manifest))).replace(/"size":\d+/, `"size":${manifest.length}`));
     const r = await convertInto(`oci:${layout.dir}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/layer 1\/1 \(sha256:[0-9a-f]{64}\) is not a valid gzip stream: unexpected end of file/);
     expect(r.left).toEqual([]);
   });
@@ -72,7 +72,7 @@ describe('refused input', () => {
     writeFileSync(path.join(layout.dir, 'index.json'), readFileSync(path.join(layout.dir, 'index.json'), 'utf8')
       .replace(layout.manifestDigest, sha256(Buffer.from(manifest))));
     const r = await convertInto(`oci:${layout.dir}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/declared as gzip \(application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip\) but its bytes are zstd/);
     expect(r.left).toEqual([]);
   });
@@ -85,7 +85,7 @@ describe('refused input', () => {
       mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws', digest: sha256(schema1), size: schema1.length,
     }] }));
     const r = await convertInto(`oci:${layout.dir}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/is a Docker schema 1 manifest, which is deprecated and unsupported[\s\S]*schema 2 or OCI/);
   });
 
@@ -94,7 +94,7 @@ describe('refused input', () => {
     const manifestPath = path.join(layout.dir, 'blobs/sha256', layout.manifestDigest.slice(7));
     writeFileSync(manifestPath, readFileSync(manifestPath, 'utf8').replace('"schemaVersion":2', '"schemaVersion":2 '));
     const r = await convertInto(`oci:${layout.dir}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`blob ${layout.manifestDigest} in OCI layout ${layout.dir} does not match its digest`);
   });
 
@@ -116,7 +116,7 @@ describe('refused input', () => {
     const out = path.join(work, 'exists.sqsh');
     writeFileSync(out, 'precious');
     const r = await berth('convert', `oci:${layout.dir}`, '-o', out);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/already exists[\s\S]*--force/);
     expect(readFileSync(out, 'utf8')).toBe('precious');
     expect((await berth('convert', `oci:${layout.dir}`, '-o', out, '--force')).code).toBe(0);
@@ -127,7 +127,7 @@ describe('refused input', () => {
     const notSquash = path.join(work, 'plain.txt');
     writeFileSync(notSquash, 'hello'.repeat(100));
     const r = await berth('inspect', notSquash);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/is not an image berth can run[\s\S]*berth convert/);
   });
 });
@@ -168,7 +168,7 @@ describe('interrupted or starved conversions leave nothing', () => {
     // A 512 kB tmpfs in a user namespace of our own: no root needed, nothing else touched.
     const r = await run('unshare', ['-Urm', 'sh', '-c',
       `mkdir -p ${work}/small && mount -t tmpfs -o size=512k none ${work}/small && ${process.execPath} ${BERTH} convert oci:${layout.dir} -o ${work}/small/image.sqsh; echo "exit=$?"; ls -A ${work}/small`]);
-    expect(r.stdout).toMatch(/^exit=1\n$/);
+    expect(r.stdout).toMatch(/^exit=125\n$/);
     expect(r.stderr).toMatch(/no space left writing .*small\/image\.sqsh[\s\S]*free some space/);
   });
 });

@@ -107,7 +107,7 @@ describe('refused, naming the entry, at once, with nothing written', () => {
     expect(r.stderr).toMatch(message);
     expect(r.stderr).toMatch(hint);
     expect(r.stderr).not.toMatch(/internal error|likely a berth bug|\n\s+at /);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(left).toEqual([]);
     expect(seconds).toBeLessThan(10);
   });
@@ -355,7 +355,7 @@ describe('signals during a pull', () => {
 });
 
 describe('a disk that fills exactly at the metadata trailer', () => {
-  it('gets the disk-full message and exit 1, not an internal error, and leaves nothing', async () => {
+  it('gets the disk-full message and exit 125, not an internal error, and leaves nothing', async () => {
     const layout = makeLayout(path.join(work, 'trailer'), readLayers(path.join(corpus, 'v7-directory')), { compression: 'none' });
     const probe = path.join(work, 'trailer-probe.sqsh');
     expect((await berth('convert', `oci:${layout.dir}`, '-o', probe, '-q')).code).toBe(0);
@@ -367,7 +367,7 @@ describe('a disk that fills exactly at the metadata trailer', () => {
     mkdirSync(small);
     const r = await run('unshare', ['-Urm', 'sh', '-c',
       `mount -t tmpfs -o size=${squashfs} none ${small} && ${process.execPath} ${BERTH} convert oci:${layout.dir} -o ${small}/image.sqsh -q; echo "exit=$?"; ls -A ${small}`]);
-    expect(r.stdout).toBe('exit=1\n');
+    expect(r.stdout).toBe('exit=125\n');
     expect(r.stderr).toMatch(/^berth: error: no space left writing .*trailer-small\/image\.sqsh\nberth: hint: free some space/);
     expect(statSync(probe).size).toBe(image.length);
   });

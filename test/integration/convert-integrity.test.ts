@@ -124,7 +124,7 @@ async function expectRefused(source: string, message: RegExp | string): Promise<
   else expect(r.stderr).toMatch(message);
   expect(r.stderr).toMatch(/\nberth: hint: /); // what to do, always
   expect(r.stderr).not.toMatch(/internal error|\n {4}at /);
-  expect(r.code).toBe(1);
+  expect(r.code).toBe(125);
   expect(r.left).toEqual([]);
 }
 
@@ -369,7 +369,7 @@ describe('pulled from a real registry, a corrupt layer never reaches the cache',
     await pushRaw(registry, layout({ layers: [{ blob: whole.subarray(0, whole.length - 10_000), mediaType: MEDIA.zstd, diffId: sha256(big) }] }), 'lab/cut', '1');
     const r = await pull('lab/cut:1');
     expect(r.stderr).toMatch(/is not a valid zstd stream: Read error \(39\) : premature end/);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.images).toEqual([]);
   });
 
@@ -378,7 +378,7 @@ describe('pulled from a real registry, a corrupt layer never reaches the cache',
     await pushRaw(registry, layout({ layers: [{ ...layerOf(big, 'gzip'), diffId: sha256(other) }] }), 'lab/diffid', '1');
     const r = await pull('lab/diffid:1');
     expect(r.stderr).toContain(`does not match its diff_id in the image config: expected ${sha256(other)}`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.images).toEqual([]);
   });
 
@@ -386,7 +386,7 @@ describe('pulled from a real registry, a corrupt layer never reaches the cache',
     await pushRaw(registry, layout({ layers: [layerOf(big, 'gzip')], config: (c) => ({ ...c, config: { Env: [null] } }) }), 'lab/env', '1');
     const r = await pull('lab/env:1');
     expect(r.stderr).toMatch(/image config sha256:[0-9a-f]{64} in docker:\/\/.*\/lab\/env:1 is malformed: config\.Env\[0\]: must be a string, not null/);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.images).toEqual([]);
   });
 
@@ -438,7 +438,7 @@ describe('a registry that drops every connection', () => {
       const r = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/x:1`], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
       expect(r.stderr).toMatch(message);
       expect(r.stderr).not.toMatch(/internal error|\n {4}at /);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(125);
       let images: string[] = [];
       try {
         images = readdirSync(path.join(cache, 'images')).filter((n) => n.endsWith('.sqsh'));

@@ -112,7 +112,7 @@ describe('docker-archive', () => {
     expect(info.image.manifestDigest).toBeNull();
     expect(info.image.config.Cmd).toEqual(['-c', 'echo hi']);
     const missing = await berth('convert', `docker-archive:${tar}:nope:v9`, '-o', path.join(work, 'nope.sqsh'));
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(125);
     expect(missing.stderr).toMatch(/holds no image named 'nope:v9'[\s\S]*example\/app:v1/);
   });
 
@@ -160,10 +160,10 @@ describe('choosing an image from an index', () => {
 
   it('explains a missing platform or tag with what there is', async () => {
     const noPlatform = await berth('convert', `oci:${multi}:multi`, '--platform', 'linux/s390x', '-o', path.join(work, 'x.sqsh'));
-    expect(noPlatform.code).toBe(1);
+    expect(noPlatform.code).toBe(125);
     expect(noPlatform.stderr).toMatch(/no image for linux\/s390x[\s\S]*linux\/amd64, linux\/arm64\/v8/);
     const noTag = await berth('convert', `oci:${multi}`, '-o', path.join(work, 'x.sqsh'));
-    expect(noTag.code).toBe(1);
+    expect(noTag.code).toBe(125);
     expect(noTag.stderr).toMatch(/no image tagged 'latest'[\s\S]*multi, armonly/);
   });
 });

@@ -64,10 +64,10 @@ describe('--mpi', () => {
     const cc = await run('cc', ['-shared', '-fPIC', '-Wl,-soname,libmpich.so.11', '-o', fake, '-x', 'c', '-'], { input: 'int MPI_Init(void) { return 0; }\n' });
     expect(cc.code).toBe(0);
     const major = await b(mpiConfig('libmpich.so.11.0.0'), 'exec', '--mpi', img('mpich'), 'mpi_hello');
-    expect(major.code).toBe(1);
+    expect(major.code).toBe(125);
     expect(major.stderr).toContain(`the host's MPI ${fake} (ABI 11.0.0) cannot replace the image's /usr/lib/x86_64-linux-gnu/libmpich.so.12.2.2 (ABI 12.2.2): different major versions`);
     const minor = await b(mpiConfig('libmpich.so.12.0.0'), 'exec', '--mpi', img('mpich'), 'mpi_hello');
-    expect(minor.code).toBe(1);
+    expect(minor.code).toBe(125);
     expect(minor.stderr).toMatch(/\(ABI 12\.0\.0\) cannot replace .* \(ABI 12\.2\.2\): the host's minor version is older\nberth: hint: .*mpi\.allow-older-minor: true/);
     const allowed = await b(mpiConfig('libmpich.so.12.0.0', '  allow-older-minor: true\n'), 'exec', '--mpi', img('mpich'), 'mpi_hello');
     expect(allowed.stdout).toMatch(/^rank 0 of 1 lib \/\.berth\/host\/lib\/libmpich\.so\.12 /);
@@ -86,7 +86,7 @@ describe('--mpi', () => {
 
   it('refuses an image without an MPICH-ABI MPI', async () => {
     const r = await b(mpiConfig('libmpich.so.12'), 'exec', '--mpi', img('rdma'), 'true');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain('--mpi: the image has no MPICH-ABI MPI (libmpi.so.12 or libmpich.so.12) to replace');
   });
 });

@@ -63,6 +63,20 @@ describe('berth pull', () => {
     expect(blobGets(registry).length - blobs).toBe(0);
   });
 
+  it('inspect docker://REF pulls into the cache when needed, then inspects the cached image (#13)', async () => {
+    const cache = freshCache();
+    const ref = `docker://${registry.host}/lab/busybox:1.0`;
+    const inspect = (...args: string[]) => run(process.execPath, [BERTH, 'inspect', ref, ...args], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
+    const first = await inspect('--json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ file: expect.stringMatching(new RegExp(`^${cache}/images/[0-9a-f]{64}\\.sqsh$`)), image: { source: ref } });
+    const blobs = blobGets(registry).length;
+    const again = await inspect();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^Source:\s+docker:\/\/127\.0\.0\.1:\d+\/lab\/busybox:1\.0$/m);
+    expect(blobGets(registry).length - blobs).toBe(0); // the cached image: nothing downloaded again
+  });
+
   it('resolves an index by platform, and pulls by digest', async () => {
     const cache = freshCache();
     const arch = async (...args: string[]) => {
@@ -80,7 +94,7 @@ describe('berth pull', () => {
 
   it('names the reference it tried when the repository is unknown', async () => {
     const r = await pull(freshCache(), `docker://${registry.host}/lab/nothing:here`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`docker://${registry.host}/lab/nothing:here was not found`);
   });
 
@@ -190,7 +204,7 @@ describe('a puller killed mid-download, and a tampered blob', () => {
     writeFileSync(data, bytes);
     const cache = freshCache();
     const r = await pull(cache, `docker://${registry.host}/lab/big:1`);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(new RegExp(`data whose digest is sha256:[0-9a-f]{64}, not ${big}`));
     // The config, verified, may stay; of the tampered layer there is no trace.
     expect(readdirSync(path.join(cache, 'blobs/sha256')).filter((n) => n.startsWith(big.slice(7)) && !n.endsWith('.lock'))).toEqual([]);
@@ -213,13 +227,13 @@ describe('a registry with basic auth (htpasswd)', () => {
 
   it('without credentials: says so and how to give them', async () => {
     const r = await pullAs({});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/needs credentials[\s\S]*BERTH_REGISTRY=127\.0\.0\.1:\d+ with BERTH_REGISTRY_USERNAME/);
   });
 
   it('with wrong credentials: names the user, never the password', async () => {
     const r = await pullAs({ BERTH_REGISTRY: secured.host, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 'wrong-pw' });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/refused the credentials of user 'alice'/);
     expect(r.stderr).not.toContain('wrong-pw');
   });
@@ -236,10 +250,10 @@ describe('a registry with basic auth (htpasswd)', () => {
 
   it('environment credentials without BERTH_REGISTRY are refused, naming the fix; for another registry they are not sent', async () => {
     const unscoped = await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
-    expect(unscoped.code).toBe(1);
+    expect(unscoped.code).toBe(125);
     expect(unscoped.stderr).toContain(`not BERTH_REGISTRY, the registry they are for\nberth: hint: set BERTH_REGISTRY to that registry's host[:port] (e.g. BERTH_REGISTRY=${secured.host}`);
     const elsewhere = await pullAs({ BERTH_REGISTRY: 'ghcr.io', BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
-    expect(elsewhere.code).toBe(1);
+    expect(elsewhere.code).toBe(125);
     expect(elsewhere.stderr).toMatch(/needs credentials/); // the registry got none: htpasswd would have let alice in
     const scheme = await pullAs({ BERTH_REGISTRY: `https://${secured.host}/`, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
     expect(scheme.code).toBe(0);
@@ -272,7 +286,7 @@ describe('a registry with token auth (the test is the token service, as Docker H
     expect(issuer.issued()).toBeGreaterThan(before);
     const bad = await run(process.execPath, [BERTH, 'pull', `docker://${tokened.host}/team/busybox:1`],
       { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_REGISTRY: tokened.host, BERTH_REGISTRY_USERNAME: 'bob', BERTH_REGISTRY_PASSWORD: 'nope' } });
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(125);
     expect(bad.stderr).toMatch(/refused the credentials of user 'bob'/);
   });
 
@@ -280,7 +294,7 @@ describe('a registry with token auth (the test is the token service, as Docker H
     const dockerDir = path.join(work, 'login-config');
     const env = { ...process.env, DOCKER_CONFIG: dockerDir, BERTH_CACHE_DIR: freshCache() };
     const wrong = await run(process.execPath, [BERTH, 'login', tokened.host, '-u', 'bob', '--password-stdin'], { env, input: 'nope\n' });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(125);
     expect(existsSync(path.join(dockerDir, 'config.json'))).toBe(false);
     const right = await run(process.execPath, [BERTH, 'login', tokened.host, '-u', 'bob', '--password-stdin'], { env, input: 'token-pw\n' });
     expect(right.stdout).toMatch(/logged in to 127\.0\.0\.1:\d+ as bob/);
@@ -296,7 +310,7 @@ describe('site and user configuration', () => {
     writeFileSync(file, `cache:\n  dir: ${cache}\npull:\n  registries: [ghcr.io]\n`);
     const env = { ...process.env, BERTH_CONFIG: file };
     const refused = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/busybox:1.0`], { env });
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(125);
     expect(refused.stderr).toContain(`allows pulling only from ghcr.io, not ${registry.host} (${file})`);
     writeFileSync(file, `cache:\n  dir: ${cache}\npull:\n  registries: [ghcr.io, "${registry.host}"]\n`);
     const ok = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/busybox:1.0`], { env });

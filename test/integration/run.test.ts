@@ -204,7 +204,7 @@ describe('binds and writable tmpfs', () => {
 
   it('a bind whose source does not exist is refused before anything starts', async () => {
     const r = await b('exec', '--bind', '/no/such/dir:/data', img('busybox'), 'true');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/--bind \/no\/such\/dir: no such file or directory[\s\S]*hint/);
   });
 
@@ -253,7 +253,7 @@ describe('errors a user can act on', () => {
     const f = path.join(work, 'not-an-image.sqsh');
     writeFileSync(f, 'x'.repeat(4096));
     const r = await b('exec', f, 'true');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/is not an image berth can run[\s\S]*berth convert/);
   });
 
@@ -269,7 +269,7 @@ describe('errors a user can act on', () => {
     expect(other.code).toBe(0);
     expect((await berth('convert', `oci:${work}/oci:arm`, '-o', img('arm'), '--quiet')).code).toBe(0);
     const r = await b('exec', img('arm'), 'true');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/was made for linux\/arm64; this node is linux\/amd64[\s\S]*--platform linux\/amd64/);
   });
 });

@@ -252,8 +252,22 @@ describe('the SPANK plugin', () => {
 
   it('reports a missing image in one readable message', async () => {
     const r = await srun('-n1', `--container-image=${work}/nope.sqsh`, 'true');
-    expect(r.code).not.toBe(0);
+    // Found on the submitting side (staging reads the image there): srun itself fails, and Slurm
+    // gives that failure status 1; the plugin does not choose it (README "Exit status").
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('local_user_init() failed');
     expect(r.stderr).toMatch(/berth: error: .*nope\.sqsh/);
+  });
+
+  it('follows the exit-status contract: 127 for a command not in the image, 126 for one it cannot run, --container-mount-home (#13)', async () => {
+    const missing = await srun('-n1', `--container-image=${img('busybox')}`, 'no-such-tool');
+    expect(missing.code).toBe(127);
+    expect(missing.stderr).toContain("berth: error: 'no-such-tool' is not in the image");
+    const notRunnable = await srun('-n1', `--container-image=${img('busybox')}`, '/etc/motd');
+    expect(notRunnable.code).toBe(126);
+    expect(notRunnable.stderr).toContain("berth: error: cannot execute '/etc/motd' in the container: Permission denied");
+    const home = await srun('-n1', `--container-image=${img('busybox')}`, '--container-mount-home', 'sh', '-c', 'test -d "$HOME" && grep -q " $HOME " /proc/self/mountinfo && echo bound');
+    expect(home.stdout, home.stderr).toBe('bound\n');
   });
 
   it('leaves nothing on the nodes after a cancelled job', async () => {
@@ -280,6 +294,18 @@ describe('berth srun (no plugin needed)', () => {
     expect(new Set(lines.map((l) => l.split(' ')[1])).size).toBe(2); // one container per node
     const failed = await run(process.execPath, [BERTH, 'srun', '-n1', '--image', img('busybox'), '--', 'sh', '-c', 'exit 5'], { cwd: work, env: env() });
     expect(failed.code).toBe(5);
+  });
+
+  it('follows the exit-status contract: 125 for its own failures, 126 and 127 for the command (#13)', async () => {
+    const wrapper = (...args: string[]) => run(BERTH, ['srun', '-n1', ...args], { cwd: work, env: env() });
+    expect((await wrapper('--image', img('busybox'), '--', 'no-such-tool')).code).toBe(127);
+    expect((await wrapper('--image', img('busybox'), '--', '/etc/motd')).code).toBe(126);
+    const bad = await wrapper('--image', img('busybox'), '--rm', '--', 'true');
+    expect(bad.code).toBe(125);
+    expect(bad.stderr).toMatch(/^berth: error: --rm is Docker's and has no berth meaning\nberth: hint: .*leave out --rm\n$/);
+    const user = await wrapper('--image', img('busybox'), '-u', '1000', '--', 'true');
+    expect(user.code).toBe(125);
+    expect(user.stderr).toMatch(/--user is not available for a Slurm step yet/);
   });
 
   it('passes berth options on, such as --mpi', async () => {

@@ -149,7 +149,7 @@ describe('berth push', () => {
 
   it('asks for a passphrase on a terminal, and says what to do without one', async () => {
     const none = await b(['push', image, `passkey:${work}/remote/pass.sqsh`]);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(125);
     expect(none.stderr).toMatch(/refused every way berth tried to log in .*id_pass needs its passphrase \(no terminal to ask on: load it into ssh-agent with ssh-add\)/);
     // script(1) gives berth a terminal; the passphrase is typed into it.
     const cmd = [process.execPath, BERTH, 'push', image, `passkey:${work}/remote/pass.sqsh`].join(' ');
@@ -162,7 +162,7 @@ describe('berth push', () => {
     writeFileSync(path.join(home, '.ssh/known_hosts'), hostKeyLine('jump'));
     const fp = spawnSync('ssh-keygen', ['-l', '-f', path.join(work, 'sshd-login/hostkey.pub')], { encoding: 'utf8' }).stdout.split(' ')[1];
     const r = await b(['push', image, `login:${work}/remote/`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`[127.0.0.1]:${ports.login} is not a known host: it shows the key ssh-ed25519 ${fp}`);
     const accepted = await b(['push', '--accept-new-host-key', image, `login:${work}/remote/`]);
     expect(accepted.code).toBe(0);
@@ -172,7 +172,7 @@ describe('berth push', () => {
   it('refuses a changed host key, naming the new fingerprint', async () => {
     writeFileSync(path.join(home, '.ssh/known_hosts'), `[127.0.0.1]:${ports.login} ${readFileSync(path.join(work, 'id_stranger.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     const r = await b(['push', '--accept-new-host-key', image, `login:${work}/remote/`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/shows the key ssh-ed25519 SHA256:\S+, which is NOT the key .* holds for it[\s\S]*ssh-keygen -R/);
     writeFileSync(path.join(home, '.ssh/known_hosts'), ['login', 'jump', 'small'].map((n) => hostKeyLine(n)).join(''));
   });
@@ -188,7 +188,7 @@ describe('berth push', () => {
     for (let i = 0; i < 200 && !(existsSync(partial) && statSync(partial).size > 1.5 * 1024 * 1024); i++) await new Promise((r) => setTimeout(r, 50));
     proxy.cut();
     const cut = await pushing;
-    expect(cut.code).toBe(1);
+    expect(cut.code).toBe(125);
     expect(cut.stderr).toMatch(/push again: it continues where it stopped/);
     const got = statSync(partial).size;
     expect(got).toBeGreaterThan(0);
@@ -201,7 +201,7 @@ describe('berth push', () => {
 
   it('says so when the remote disk is full, and leaves nothing there', async () => {
     const r = await b(['push', image, `small:${work}/small/`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/the remote disk is full \(\d+ bytes free, 3145728 needed\); the partial copy was removed/);
     const ls = spawnSync('ssh', ['-i', path.join(work, 'id_plain'), '-o', `UserKnownHostsFile=${home}/.ssh/known_hosts`, '-p', String(ports.small), '127.0.0.1', `ls -A ${work}/small`], { encoding: 'utf8' });
     expect(ls.status).toBe(0);
@@ -238,7 +238,7 @@ describe('berth submit', () => {
 
   it('says when berth is missing on the cluster', async () => {
     const r = await b(['submit', 'login', '--image', image, '--', 'true']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/berth is not installed on login \(not on a login shell's PATH there\)/);
   });
 });

@@ -69,7 +69,7 @@ describe.skipIf(!external)(`a hostile registry, with ${external ?? '(no non-loop
     const realm = await start(external!, tokenService);
     const registry = await start('127.0.0.1', bearer(() => `http://${realm.host}/token`));
     const r = await pullAs(registry.host, withSecret(registry.host));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`refusing to send your credentials for ${registry.host} over plain http to ${realm.host} (the token service the registry names)`);
     expect(r.stderr).not.toContain(SECRET);
     expect(realm.seen).toEqual([]);
@@ -90,7 +90,7 @@ describe.skipIf(!external)(`a hostile registry, with ${external ?? '(no non-loop
   it('a registry off loopback over plain http (--insecure) never receives it, by basic auth or through a realm', async () => {
     const basic = await start(external!, () => ({ status: 401, headers: { 'www-authenticate': 'Basic realm="evil"' } }));
     const r = await pullAs(basic.host, withSecret(basic.host), '--insecure');
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`refusing to send your credentials for ${basic.host} over plain http to ${basic.host}`);
     expect(r.stderr).toMatch(/hint: use the registry over https/);
     expect(basic.seen.length).toBeGreaterThan(0);
@@ -107,7 +107,7 @@ describe('credentials scoped to a registry', () => {
   it('BERTH_REGISTRY naming another registry: the password is not sent to this one', async () => {
     const registry = await start('127.0.0.1', () => ({ status: 401, headers: { 'www-authenticate': 'Basic realm="evil"' } }));
     const r = await pullAs(registry.host, withSecret('ghcr.io'));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/needs credentials/);
     expect(registry.seen.filter((s) => s.authorization)).toEqual([]);
   });
@@ -116,7 +116,7 @@ describe('credentials scoped to a registry', () => {
     const registry = await start('127.0.0.1', () => ({ status: 401, headers: { 'www-authenticate': 'Basic realm="evil"' } }));
     const { BERTH_REGISTRY: _, ...unscoped } = withSecret(registry.host);
     const r = await pullAs(registry.host, unscoped);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(125);
     expect(r.stderr).toContain(`berth: hint: set BERTH_REGISTRY to that registry's host[:port] (e.g. BERTH_REGISTRY=${registry.host}`);
     expect(registry.seen.filter((s) => s.authorization)).toEqual([]);
   });

@@ -136,7 +136,7 @@ describe('bindings in the plan', () => {
     config: { Env: ['LD_LIBRARY_PATH=/opt/app/lib'], Entrypoint: null, Cmd: ['x'], WorkingDir: '', User: '', Labels: {}, Volumes: [], ExposedPorts: [], StopSignal: null },
   };
   const plan = (bindings: ReturnType<typeof emptyBinding>[], env: string[] = []) => buildPlan(IMAGE, meta, host,
-    { binds: [], home: false, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env, pwd: undefined, bindings }, { mode: 'exec', args: ['x'] });
+    { binds: [], home: false, contain: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env, pwd: undefined, bindings }, { mode: 'exec', args: ['x'] });
 
   it('puts libraries in a tmpfs that leads LD_LIBRARY_PATH, devices without nodev, and checks last', () => {
     const p = plan([nvidiaBinding(root, [0], lists)!]);

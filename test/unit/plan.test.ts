@@ -19,7 +19,7 @@ const host: HostFacts = {
 };
 
 const opts = (o: Partial<RunOptions> = {}): RunOptions => ({
-  binds: [], home: true, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [], ...o,
+  binds: [], home: true, contain: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [], ...o,
 });
 
 const envOf = (plan: { env: string[] }) => Object.fromEntries(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
@@ -86,13 +86,15 @@ describe('mounts', () => {
     expect(plan.cwd).toBe('/scratch/run1');
   });
 
-  it('--no-home and --containall bind less', () => {
+  it('--no-home and --contain bind less; --contain gives an empty, writable home of its own', () => {
     const noHome = buildPlan(IMAGE, meta(), host, opts({ home: false }), { mode: 'exec', args: ['x'] });
     expect(noHome.ops.filter((o) => o.kind === 'bind').map((o) => o.target)).not.toContain('/home/alice');
     expect(noHome.cwd).toBe('/');
-    const contained = buildPlan(IMAGE, meta(), host, opts({ containall: true }), { mode: 'exec', args: ['x'] });
+    const contained = buildPlan(IMAGE, meta(), host, opts({ contain: true }), { mode: 'exec', args: ['x'] });
     expect(contained.ops.find((o) => o.target === '/tmp')!.kind).toBe('tmpfs');
     expect(contained.ops.find((o) => o.target === '/dev/shm')!.kind).toBe('tmpfs');
+    expect(contained.ops.find((o) => o.target === '/home/alice')).toMatchObject({ kind: 'tmpfs', options: ['nosuid', 'nodev', 'mode=700'] });
+    expect(contained.pidns).toBe(false); // --contain is file systems only; --containall adds --pid (prepare.ts)
   });
 
   it('run starts in WorkingDir; exec where the user is, when bound; --pwd wins', () => {
@@ -139,8 +141,8 @@ describe('isolation that the flags promise (#11)', () => {
   const exec = { mode: 'exec', args: ['true'] } as const;
   const procOp = (plan: { ops: { kind: string; target: string }[] }) => plan.ops.find((o) => o.target === '/proc')!.kind;
 
-  it('--fakeroot and --containall get a PID namespace with its own /proc; the default shares the host\'s', () => {
-    for (const o of [{ fakeroot: true }, { containall: true }, { pid: true }]) {
+  it('--fakeroot and --pid (which --containall sets) get a PID namespace with its own /proc; the default shares the host\'s', () => {
+    for (const o of [{ fakeroot: true }, { pid: true }]) {
       const plan = buildPlan(IMAGE, meta(), host, opts(o), exec);
       expect(plan.pidns).toBe(true);
       expect(procOp(plan)).toBe('proc');

@@ -58,7 +58,7 @@ describe('rdmaBinding', () => {
     const host: HostFacts = { uid: 1000, gid: 1000, user: 'u', group: 'g', home: '/home/u', cwd: '/', env: {}, runtimeDir: '/r', scope: '', linger: 0, has: { hosts: false, resolvConf: false } };
     const meta = { berthImage: 1, source: 's', manifestDigest: null, configDigest: 'c', platform: { os: 'linux', architecture: 'amd64' }, created: null, layers: [],
       config: { Env: ['LD_LIBRARY_PATH=/opt/app/lib'], Entrypoint: null, Cmd: ['x'], WorkingDir: '', User: '', Labels: {}, Volumes: [], ExposedPorts: [], StopSignal: null } };
-    const plan = buildPlan(IMAGE, meta, host, { binds: [], home: false, containall: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [rdmaBinding(root)] }, { mode: 'exec', args: ['ibv_devinfo'] });
+    const plan = buildPlan(IMAGE, meta, host, { binds: [], home: false, contain: false, writableTmpfs: false, fakeroot: false, pid: false, cleanenv: false, env: [], pwd: undefined, bindings: [rdmaBinding(root)] }, { mode: 'exec', args: ['ibv_devinfo'] });
     expect(plan.ops.find((o) => o.target === '/dev/infiniband/uverbs0')).toMatchObject({ kind: 'bind', options: ['nosuid', 'noexec'] });
     expect(plan.ops.find((o) => o.target === `${lib}/libibverbs.so.1`)).toMatchObject({ source: path.join(root, lib, 'libibverbs.so.1'), options: ['rbind', 'ro', 'nosuid', 'nodev'] });
     expect(plan.ops.find((o) => o.target === '/etc/libibverbs.d')!.options).toContain('rbind');
