@@ -32,6 +32,7 @@ struct plan {
 	int has_user; /* --user: the container runs as user_uid:user_gid in a nested user namespace */
 	unsigned user_uid, user_gid;
 	int writable;
+	char *overlay; /* --overlay DIR: the root's changes go to DIR/upper and stay, or NULL */
 	int pidns; /* a PID namespace of its own (pidns.c) */
 	int ipcns; /* an IPC namespace of its own (isolate.c) */
 	char *hostname; /* a UTS namespace of its own with this hostname, or NULL */

@@ -88,6 +88,13 @@ static unsigned long long parse_offset(const char *v, int lineno)
 	return n;
 }
 
+static char *parse_absolute(char *v, const char *what, int lineno)
+{
+	if (v[0] != '/')
+		fail("plan line %d: the %s '%s' is not an absolute path", lineno, what, v);
+	return v;
+}
+
 /* RFC 1123 labels, as sethostname and every resolver will take them. */
 static char *parse_hostname(char *v, int lineno)
 {
@@ -183,6 +190,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
 		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
+		else if (strcmp(key, "overlay") == 0) p->overlay = parse_absolute(v, "overlay directory", lineno);
 		else if (strcmp(key, "pidns") == 0) p->pidns = strcmp(v, "1") == 0;
 		else if (strcmp(key, "ipcns") == 0) p->ipcns = strcmp(v, "1") == 0;
 		else if (strcmp(key, "hostname") == 0) p->hostname = parse_hostname(v, lineno);

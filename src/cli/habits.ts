@@ -28,6 +28,7 @@ export const HABITS: Habit[] = [
   { spellings: ['-w', '--workdir'], from: 'Docker', kind: 'alias', berth: '--pwd DIR' },
   { spellings: ['-v', '--volume'], from: 'Docker', kind: 'alias', berth: '--bind SRC:DST[:ro]' },
   { spellings: ['-u', '--user'], from: 'Docker', kind: 'alias', berth: '--user UID[:GID]: be that uid and gid inside (your own outside, as --fakeroot is uid 0)' },
+  { spellings: ['--overlay'], from: 'Apptainer', kind: 'alias', berth: '--overlay DIR: a writable root whose changes stay in DIR/upper (a directory; overlay image files are not read)' },
   { spellings: ['--entrypoint'], from: 'Docker', kind: 'alias', berth: 'berth run --entrypoint CMD: replaces the image\'s Entrypoint' },
   { spellings: ['-p', '--publish'], from: 'Docker', kind: 'alias', berth: '-p HOST_PORT:CONTAINER_PORT: a TCP port of the container on the host, through user-mode networking (--network user)' },
   { spellings: ['--network'], from: 'Apptainer, Docker', kind: 'alias', berth: '--network none|user|host: a loopback only, user-mode networking (pasta), or the host\'s (the default)' },
@@ -41,7 +42,7 @@ export const HABITS: Habit[] = [
   { spellings: ['-P', '--publish-all'], from: 'Docker', kind: 'refused', berth: 'name each port: -p HOST_PORT:CONTAINER_PORT' },
   { spellings: ['--mount'], from: 'Apptainer, Docker', kind: 'refused', berth: 'write --bind SRC:DST[:ro]' },
   { spellings: ['--privileged', '--cap-add', '--security-opt'], from: 'Docker', kind: 'refused', berth: 'berth never has privileges beyond yours; --fakeroot makes you uid 0 inside a user namespace' },
-  { spellings: ['--writable', '--overlay'], from: 'Apptainer', kind: 'refused', berth: 'the image is read-only; --writable-tmpfs gives a writable root whose changes vanish at exit, and --bind a directory of yours for what must stay' },
+  { spellings: ['--writable'], from: 'Apptainer', kind: 'refused', berth: 'the image is read-only; --overlay DIR keeps a writable root\'s changes in a directory of yours, --writable-tmpfs in memory until exit' },
   { spellings: ['-W', '--scratch', '-S'], from: 'Apptainer', kind: 'refused', berth: 'bind a directory of yours instead: --bind /scratch/me:/scratch' },
   { spellings: ['--app'], from: 'Apptainer', kind: 'refused', berth: 'berth runs an image\'s main runscript only; name the app\'s command with berth exec' },
 ];

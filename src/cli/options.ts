@@ -49,6 +49,7 @@ export function containerOptions(cmd: Command): Command {
     .option('-c, --contain', 'no host $HOME or working directory (an empty, writable home instead), private /tmp and /dev/shm')
     .option('-C, --containall', '--contain, and --cleanenv and --pid too (Apptainer\'s)')
     .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
+    .option('--overlay <dir>', "let the container write anywhere, keeping the changes in DIR/upper for the next container (Apptainer's writable overlay directory; made if missing)")
     .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
     .option('-u, --user <uid[:gid]>', "be this uid and gid (or the image's user and group of these names) inside; your own outside (Docker's -u)")
     .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')

@@ -44,6 +44,8 @@ export interface RunOptions {
   /** --user: the uid and gid inside (the caller's own outside), and the name if the image has one. */
   user?: { uid: number; gid: number; name?: string };
   writableTmpfs: boolean;
+  /** --overlay DIR: the root writable, its changes kept in DIR/upper (checked by prepare.ts). */
+  overlay: string | undefined;
   fakeroot: boolean;
   /** A PID namespace of its own (--pid, and what --containall implies); --fakeroot implies it. */
   pid: boolean;
@@ -359,7 +361,8 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
     ...(opts.user ? { user: { uid: opts.user.uid, gid: opts.user.gid } } : {}),
-    writable: opts.writableTmpfs,
+    writable: opts.writableTmpfs || opts.overlay !== undefined,
+    ...(opts.overlay ? { overlay: opts.overlay } : {}),
     pidns: wantsPidNamespace(opts),
     ...(opts.ipc ? { ipcns: true } : {}),
     ...(opts.hostname ? { hostname: opts.hostname } : {}),
@@ -386,6 +389,11 @@ export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], step
     // A step's tasks join its container with setns, which has no IPC, UTS or network namespace to join yet.
     throw new BerthError('USAGE', '--ipc, --uts/--hostname and --network are not offered for Slurm steps yet',
       'run the service with berth exec inside the job script (e.g. berth exec --network none IMAGE CMD), or leave them out');
+  }
+  if (plan.overlay) {
+    // Every node of a step would write the same upper directory at once, which overlayfs forbids.
+    throw new BerthError('USAGE', '--overlay is not offered for Slurm steps: the nodes of a step would all write the one directory',
+      'use --container-writable (a writable root per node, in memory), or berth exec --overlay DIR in a one-node job');
   }
   const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);

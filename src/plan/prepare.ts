@@ -3,7 +3,7 @@
 // each host binding adds (src/host/bindings.ts), then buildPlan, which is pure. The reading of
 // files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
 // plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
@@ -39,6 +39,7 @@ export interface RunFlags {
   workdir?: string;
   volume?: string[];
   writableTmpfs?: boolean;
+  overlay?: string;
   fakeroot?: boolean;
   pid?: boolean;
   ipc?: boolean;
@@ -148,6 +149,38 @@ function network(flags: RunFlags): Network | undefined {
   return mode === 'none' ? { mode } : { mode, pasta: findPasta(), publish };
 }
 
+/**
+ * --overlay DIR (Apptainer's writable overlay directory): the root's changes are kept in
+ * DIR/upper. Made (0700) if it is missing; otherwise it must be a directory of the caller's that
+ * no one else can write, since whatever is in it becomes the container's root.
+ */
+function overlayDir(spec: string): string {
+  const dir = path.resolve(spec);
+  let st = lstatPath(dir, `--overlay ${dir}`);
+  if (!st) {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (e: unknown) {
+      throw osError(e, `--overlay ${dir}`) ?? e;
+    }
+    st = lstatPath(dir, `--overlay ${dir}`)!;
+  }
+  if (!st.isDirectory()) throw new BerthError('USAGE', `--overlay ${dir}: not a directory${st.isSymbolicLink() ? ' (a symlink: name the directory itself)' : ''}`, 'name a directory of yours, or a path where berth may make one');
+  if (st.uid !== process.getuid!() || (st.mode & 0o022) !== 0) {
+    throw new BerthError('USAGE', `--overlay ${dir} is not yours alone (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): what is in it becomes the container's root`,
+      `use a directory only you can write (chmod go-w ${dir}, or a new one)`);
+  }
+  return dir;
+}
+
+function lstatPath(file: string, subject: string): Stats | undefined {
+  try {
+    return lstatSync(file, { throwIfNoEntry: false });
+  } catch (e: unknown) {
+    throw osError(e, subject) ?? e;
+  }
+}
+
 /** -H, --home SRC[:DST] (Apptainer's): SRC must be a directory here; DST defaults to SRC. */
 function homeDir(spec: string | boolean | undefined): RunOptions['homeDir'] {
   if (typeof spec !== 'string') return undefined;
@@ -206,6 +239,7 @@ export function runOptions(flags: RunFlags, image: Target): RunOptions {
     // Apptainer's --containall is --contain with a clean environment and PIDs of its own.
     contain: (flags.contain ?? false) || containall,
     writableTmpfs: flags.writableTmpfs ?? false,
+    overlay: flags.overlay !== undefined ? overlayDir(flags.overlay) : undefined,
     fakeroot: flags.fakeroot ?? false,
     ...(flags.user !== undefined ? { user: parseUser(flags.user, image) } : {}),
     pid: (flags.pid ?? false) || containall,

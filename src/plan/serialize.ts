@@ -23,6 +23,7 @@ export function serializePlan(plan: LaunchPlan): string {
     `userns ${plan.userns}`,
     ...(plan.user ? [`user ${plan.user.uid} ${plan.user.gid}`] : []),
     `writable ${plan.writable ? 1 : 0}`,
+    ...(plan.overlay ? [`overlay ${field(plan.overlay)}`] : []),
     `pidns ${plan.pidns ? 1 : 0}`,
     // Isolation asked for: absent, the host's, as in every plan before them.
     ...(plan.ipcns ? ['ipcns 1'] : []),

@@ -48,6 +48,8 @@ export interface LaunchPlan {
   user?: { uid: number; gid: number };
   /** --writable-tmpfs: the root stays writable (changes go to a tmpfs and vanish). */
   writable: boolean;
+  /** --overlay DIR: the writable root's changes go to DIR/upper and outlive the container. */
+  overlay?: string;
   /**
    * A PID namespace of its own, with its own /proc and a small init (--pid, and what --fakeroot
    * and --containall imply): the container sees no process of the host, so none of their

@@ -3,9 +3,10 @@
 // covers, and neither it nor --containall can reach the user's other processes (and so their
 // roots, the home --no-home left out) through /proc; --pid's init passes signals and the exit
 // status on and reaps what is orphaned. IPC, UTS and network namespaces on request: checked
-// from inside, and a published port reached from the host.
+// from inside, and a published port reached from the host. --overlay DIR keeps a writable
+// root's changes for the next container, in a directory that must be the user's alone.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
@@ -184,5 +185,39 @@ describe('IPC, UTS and network namespaces on request', () => {
       expect(r.stderr).toMatch(message);
       expect(r.code).not.toBe(0);
     }
+  });
+});
+
+describe('--overlay DIR: a writable root whose changes stay', () => {
+  it('keeps what one container wrote and deleted for the next, and leaves the image and other containers alone', async () => {
+    const dir = path.join(work, 'overlay');
+    const first = await b('exec', '--overlay', dir, img(), 'sh', '-c', 'echo kept > /etc/added; rm /etc/motd; mkdir -p /opt/tool; echo done');
+    expect(first.stdout, first.stderr).toBe('done\n');
+    expect(statSync(dir).mode & 0o777).toBe(0o700); // made for the user alone
+    const second = await b('exec', '--overlay', dir, img(), 'sh', '-c', 'cat /etc/added; test -e /etc/motd || echo motd-deleted; test -d /opt/tool && echo tool-dir');
+    expect(second.stdout, second.stderr).toBe('kept\nmotd-deleted\ntool-dir\n');
+    // Without it, the image is as it was.
+    expect((await b('exec', img(), 'sh', '-c', 'cat /etc/motd; test -e /etc/added || echo not-added')).stdout).toBe('from the image\nnot-added\n');
+  });
+
+  it('refuses a directory others can write, a symlink, and a file, with the way out', async () => {
+    const open = path.join(work, 'overlay-open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const link = path.join(work, 'overlay-link');
+    symlinkSync(open, link);
+    const file = path.join(work, 'overlay-file');
+    writeFileSync(file, '');
+    const cases: [string, RegExp][] = [
+      [open, /is not yours alone \(owner uid \d+, mode 0777\)[\s\S]*chmod go-w/],
+      [link, /not a directory \(a symlink: name the directory itself\)/],
+      [file, /not a directory/],
+    ];
+    for (const [dir, message] of cases) {
+      const r = await b('exec', '--overlay', dir, img(), 'true');
+      expect(r.stderr).toMatch(message);
+      expect(r.code).toBe(125);
+    }
+    expect(readdirSync(open)).toEqual([]);
   });
 });
