@@ -3,7 +3,7 @@
 // each host binding adds (src/host/bindings.ts), then buildPlan, which is pure. The reading of
 // files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
 // plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
-import { lstatSync, mkdirSync, readFileSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
@@ -173,6 +173,32 @@ function overlayDir(spec: string): string {
   return dir;
 }
 
+/** Where an overlay directory notes the image its changes lie over (berth commit's default base). */
+const OVERLAY_BASE = 'berth-image';
+
+/** The image `dir` was first used with, if berth noted it. */
+export function overlayBase(dir: string): string | undefined {
+  try {
+    return readFileSync(path.join(dir, OVERLAY_BASE), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Notes the image on first use; says so when the overlay's changes now lie over another. */
+function noteOverlayBase(dir: string, image: string, warn: (line: string) => void): void {
+  const noted = overlayBase(dir);
+  if (noted === undefined) {
+    try {
+      writeFileSync(path.join(dir, OVERLAY_BASE), `${image}\n`, { mode: 0o600, flag: 'wx' });
+    } catch {
+      // Not noted: berth commit then asks for the image.
+    }
+  } else if (noted !== image) {
+    warn(`berth: warning: the overlay ${dir} was made over ${noted}; its changes now lie over ${image}`);
+  }
+}
+
 function lstatPath(file: string, subject: string): Stats | undefined {
   try {
     return lstatSync(file, { throwIfNoEntry: false });
@@ -306,6 +332,7 @@ export async function preparePlan(mode: Command['mode'], image: string, args: st
   const opened = openImage(await imageFile(image, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
+  if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
   const cmd: Command = mode === 'run' ? { mode, args, ...(entrypoint !== undefined ? { entrypoint } : {}) } : { mode, args };
   return { plan: buildPlan(opened.location, opened.metadata, host, options, cmd), metadata: opened.metadata };
 }

@@ -4,14 +4,15 @@
 // roots, the home --no-home left out) through /proc; --pid's init passes signals and the exit
 // status on and reaps what is orphaned. IPC, UTS and network namespaces on request: checked
 // from inside, and a published port reached from the host. --overlay DIR keeps a writable
-// root's changes for the next container, in a directory that must be the user's alone.
-import { spawn } from 'node:child_process';
+// root's changes for the next container, in a directory that must be the user's alone, and
+// berth commit saves them as a new image.
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
+import { BERTH, ROOT, berth, cleanup, listImage, run, tempDir, umociListing, type Listing } from '../helpers.js';
 
 let work: string;
 const img = () => path.join(work, 'busybox.sqsh');
@@ -25,7 +26,11 @@ beforeAll(async () => {
   const r = await berth('convert', `oci:${work}/oci:busybox`, '-o', img(), '--quiet');
   if (r.code !== 0) throw new Error(r.stderr);
 }, 180_000);
-afterAll(() => cleanup(work));
+// overlayfs leaves its work directory mode 0: opened up so the files can go.
+afterAll(() => {
+  spawnSync('chmod', ['-R', 'u+rwX', work]);
+  cleanup(work);
+});
 
 describe('--fakeroot', () => {
   it('cannot remount a read-only bind writable, nor unmount it to write beneath (#11.4)', async () => {
@@ -219,5 +224,56 @@ describe('--overlay DIR: a writable root whose changes stay', () => {
       expect(r.code).toBe(125);
     }
     expect(readdirSync(open)).toEqual([]);
+  });
+});
+
+describe('berth commit --from-overlay: the changes saved as a new image', () => {
+  /** Type, permission bits, content and links: what umoci unpack --rootless can express. */
+  const comparable = (listing: Listing) => Object.fromEntries(Object.entries(listing)
+    .filter(([p, e]) => p !== '' && e.type !== 'char' && e.type !== 'block')
+    .map(([p, e]) => [p, { type: e.type, mode: e.mode, size: e.size, sha256: e.sha256, link: e.link }]));
+
+  it('is the base plus exactly the changes (deletions and a replaced directory included), runs, and matches umoci on the exported layout', async () => {
+    const dir = path.join(work, 'commit-overlay');
+    const changed = await b('exec', '--overlay', dir, img(), 'sh', '-c',
+      'echo new > /etc/added; rm /etc/motd; mkdir -p /opt/tool; echo t > /opt/tool/run; chmod 755 /opt/tool/run; rm -rf /suid; mkdir /suid; echo only > /suid/only; echo ok');
+    expect(changed.stdout, changed.stderr).toBe('ok\n');
+    const out = path.join(work, 'committed.sqsh');
+    const layout = path.join(work, 'committed-oci');
+    const c = await b('commit', '--from-overlay', dir, '-o', out, '--oci-layout', layout, '--quiet');
+    expect(c.code, c.stderr).toBe(0);
+    const r = await b('exec', out, 'sh', '-c', 'cat /etc/added; test -e /etc/motd || echo no-motd; /opt/tool/run 2>/dev/null; cat /opt/tool/run; ls /suid; cat /work/../etc/passwd | head -1');
+    expect(r.stdout, r.stderr).toMatch(/^new\nno-motd\nt\nonly\nroot:/);
+    // The new image records its parent; the layout it came from lists the same as umoci unpacks it.
+    const inspected = JSON.parse((await b('inspect', out, '--json')).stdout) as { image: { config: { Labels: Record<string, string> }; layers: unknown[] } };
+    const parent = JSON.parse((await b('inspect', img(), '--json')).stdout) as { image: { source: string; manifestDigest: string } };
+    expect(inspected.image.config.Labels).toMatchObject({
+      'org.opencontainers.image.base.name': parent.image.source, 'org.opencontainers.image.base.digest': parent.image.manifestDigest,
+    });
+    expect(inspected.image.layers).toHaveLength(2);
+    const base = await listImage(img());
+    const mine = await listImage(out);
+    expect(comparable(mine)).toEqual(comparable(await umociListing(layout, 'latest', work)));
+    // Exactly the changes: what differs from the base is what the container did (and berth's mount points).
+    const [mineC, baseC] = [comparable(mine), comparable(base)];
+    const changedPaths = Object.keys(mineC).filter((p) => JSON.stringify(mineC[p]) !== JSON.stringify(baseC[p])).sort();
+    const gone = Object.keys(base).filter((p) => !(p in mine)).sort();
+    expect(gone).toEqual(['etc/motd', 'suid/busybox']);
+    expect(changedPaths.filter((p) => !/^(dev|proc|sys|home|tmp|etc\/(passwd|group|hosts|resolv\.conf))(\/|$)/.test(p) && !p.startsWith(work.slice(1))))
+      .toEqual(['etc/added', 'opt', 'opt/tool', 'opt/tool/run', 'suid/only']);
+  });
+
+  it('never writes into a directory: -o naming one, or --oci-layout naming one that exists, is refused and it is left as it was', async () => {
+    const dir = path.join(work, 'commit-overlay');
+    const home = path.join(work, 'a-home');
+    mkdirSync(home);
+    writeFileSync(path.join(home, 'thesis.tex'), 'precious\n');
+    for (const args of [['-o', home, '--force'], ['-o', path.join(work, 'x.sqsh'), '--oci-layout', home]]) {
+      const r = await b('commit', '--from-overlay', dir, img(), ...args);
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(/is a directory|does not exist yet/);
+      expect(readdirSync(home)).toEqual(['thesis.tex']);
+    }
+    expect(readdirSync(work).filter((n) => n.startsWith('.berth-commit-'))).toEqual([]);
   });
 });
