@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -27,34 +28,80 @@
 #include "helper.h"
 
 /* --net user's keeper: a process outside every namespace of the container, and nobody's child
- * (a container shell's `wait` must not wait for it). Told that the namespace exists, it starts
- * pasta, which sets the namespace up and then runs on in the background holding it; the keeper
- * says how that went, and stops pasta once the container has ended (pasta would otherwise keep
- * the namespace, and its published ports, for ever). */
+ * (a container shell's `wait` must not wait for it). Told that the namespace exists, it runs
+ * pasta in the foreground as its own child, which dies with it (PR_SET_PDEATHSIG), so a
+ * container that kills the keeper frees the ports too; it says how the set-up went, and stops
+ * pasta once the container has ended (pasta would otherwise keep the namespace, and its
+ * published ports, for ever). */
 static int keeper_go = -1, keeper_said = -1;
+
+/* Every listener on a published host port must be this user's (pasta's): pasta goes on when it
+ * could bind only one of IPv4 and IPv6, and another user's socket on the other, or on one
+ * address (127.0.0.1), would then take the connections meant for the container. */
+static int ports_are_ours(const struct plan *p)
+{
+	const char *tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+	for (size_t i = 0; i < p->npublish; i++) {
+		unsigned port = (unsigned)strtoul(p->publish[i], NULL, 10), listeners = 0;
+		for (size_t t = 0; t < 2; t++) {
+			FILE *f = fopen(tables[t], "re");
+			char line[512];
+			if (!f)
+				continue;
+			while (fgets(line, sizeof line, f)) {
+				char local[64];
+				unsigned st, uid, lport;
+				/* sl local_address rem_address st tx:rx tr:when retrnsmt uid ... */
+				if (sscanf(line, " %*s %63s %*s %x %*s %*s %*s %u", local, &st, &uid) != 3 || st != 0x0A)
+					continue;
+				char *colon = strrchr(local, ':');
+				if (!colon || sscanf(colon + 1, "%x", &lport) != 1 || lport != port)
+					continue;
+				listeners++;
+				if (uid != getuid()) {
+					fprintf(stderr, "berth-helper: port %u on this node is also bound by uid %u, so connections to it could reach that process, not the container; publish another port (-p OTHER:%s)\n",
+						port, uid, strchr(p->publish[i], ':') + 1);
+					fclose(f);
+					return 0;
+				}
+			}
+			fclose(f);
+		}
+		if (listeners == 0) {
+			fprintf(stderr, "berth-helper: pasta did not bind port %u on this node\n", port);
+			return 0;
+		}
+	}
+	return 1;
+}
 
 static noreturn void keep_network(const struct plan *p, pid_t container, int go, int said)
 {
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* the container may signal it, not read or trace it */
 	int container_fd = (int)syscall(SYS_pidfd_open, container, 0);
 	char byte;
 	if (container_fd < 0 || read(go, &byte, 1) != 1)
 		_exit(0); /* the container ended before its namespace existed */
-	int pidpipe[2];
-	if (pipe(pidpipe) != 0)
+	int ready[2];
+	if (pipe(ready) != 0)
 		_exit(BERTH_EXIT_SETUP);
-	pid_t pasta = fork();
+	pid_t keeper = getpid(), pasta = fork();
 	if (pasta == 0) {
-		/* pasta writes the pid it runs on as in the background to --pid: this pipe. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		if (getppid() != keeper)
+			_exit(BERTH_EXIT_SETUP);
+		/* pasta writes its pid to --pid (this pipe) once the namespace is set up. */
 		char pidfile[32], target[24];
-		snprintf(pidfile, sizeof pidfile, "/dev/fd/%d", pidpipe[1]);
+		snprintf(pidfile, sizeof pidfile, "/dev/fd/%d", ready[1]);
 		snprintf(target, sizeof target, "%d", (int)container);
-		close(pidpipe[0]);
-		char **argv = calloc(16 + 2 * p->npublish, sizeof *argv);
+		close(ready[0]);
+		char **argv = calloc(20 + 2 * p->npublish, sizeof *argv);
 		size_t n = 0;
 		if (!argv)
 			_exit(BERTH_EXIT_SETUP);
-		/* --quiet: no banner in the job's output; only the ports asked for, TCP, in. */
-		static char *fixed[] = { "--quiet", "--config-net", "-u", "none", "-T", "none", "-U", "none" };
+		/* --quiet: no banner in the job's output; only the ports asked for, TCP, in; and no
+		 * way from the namespace to the host's loopback through the gateway's address. */
+		static char *fixed[] = { "--foreground", "--quiet", "--config-net", "--no-map-gw", "-u", "none", "-T", "none", "-U", "none" };
 		argv[n++] = p->pasta;
 		for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
 			argv[n++] = fixed[i];
@@ -73,22 +120,28 @@ static noreturn void keep_network(const struct plan *p, pid_t container, int go,
 		fprintf(stderr, "berth-helper: cannot run %s: %s\n", p->pasta, strerror(errno));
 		_exit(BERTH_EXIT_SETUP);
 	}
-	close(pidpipe[1]);
-	int status = -1;
-	while (pasta > 0 && waitpid(pasta, &status, 0) < 0 && errno == EINTR)
-		;
-	char buf[24] = { 0 };
-	ssize_t got = read(pidpipe[0], buf, sizeof buf - 1);
-	int daemon_fd = got > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)atoi(buf), 0) : -1;
-	int ok = pasta > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && daemon_fd >= 0;
+	close(ready[1]);
+	int pasta_fd = pasta > 0 ? (int)syscall(SYS_pidfd_open, pasta, 0) : -1;
+	/* Ready when pasta says its pid; an end of the pipe first is pasta's end. 10 s at most. */
+	struct pollfd wait_ready = { .fd = ready[0], .events = POLLIN };
+	char buf[24];
+	int ok = pasta_fd >= 0 && poll(&wait_ready, 1, 10000) == 1 && read(ready[0], buf, sizeof buf) > 0 && ports_are_ours(p);
+	if (!ok && pasta > 0) {
+		/* Gone, ports and all, before the container is told it has no network. */
+		syscall(SYS_pidfd_send_signal, pasta_fd, SIGKILL, NULL, 0);
+		while (waitpid(pasta, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	if (write(said, ok ? "1" : "0", 1) != 1 || !ok)
 		_exit(0);
 	close(said);
-	/* The container's end (its pidfd becomes readable) is pasta's. */
-	struct pollfd pfd = { .fd = container_fd, .events = POLLIN };
-	while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+	/* The container's end is pasta's; pasta's own end leaves nothing to do. */
+	struct pollfd ends[2] = { { .fd = container_fd, .events = POLLIN }, { .fd = pasta_fd, .events = POLLIN } };
+	while (poll(ends, 2, -1) < 0 && errno == EINTR)
 		;
-	syscall(SYS_pidfd_send_signal, daemon_fd, SIGTERM, NULL, 0);
+	syscall(SYS_pidfd_send_signal, pasta_fd, SIGTERM, NULL, 0);
+	while (waitpid(pasta, NULL, 0) < 0 && errno == EINTR)
+		;
 	_exit(0);
 }
 
@@ -154,7 +207,7 @@ void enter_isolation(const struct plan *p)
 	/* The namespace exists: pasta may set it up now; the command starts once it has. */
 	char ok = '0';
 	if (write(keeper_go, "x", 1) != 1 || read(keeper_said, &ok, 1) != 1 || ok != '1')
-		fail("user-mode networking could not be set up: %s failed (it said why above, if it could); it needs /dev/net/tun usable by you (usually mode 0666) and the published ports free on this node; "
+		fail("user-mode networking could not be set up with %s (the reason is above, where it could say one); it needs /dev/net/tun usable by you (usually mode 0666) and the published ports free on this node; "
 		     "run without --net/-p, or with --network none", p->pasta);
 	close(keeper_go);
 	close(keeper_said);

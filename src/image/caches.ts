@@ -4,13 +4,15 @@
 // trust.ts before use, and an image also by the manifest digest in its own metadata, since a
 // file is trusted for what it is, not for where it is (STYLE.md section 10). What fails is
 // skipped with a one-line warning and pulled again into the user's own cache: never used.
-import { closeSync, lstatSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, lstatSync, readdirSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
 import { BerthError, messageOf } from '../errors.js';
 import { METADATA_PATH, parseMetadata, readMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
 import { readImageFile } from '../squashfs/read-file.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { imagePath, type BlobDir } from './cache.js';
 import { checkDirPath, describeDoubt, makeTrust, openTrusted, uidOf, type Doubt, type Trust } from './trust.js';
 
@@ -36,7 +38,7 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(env.XDG_CACHE_HOME || path.join(env.HOME || homedir(), '.cache'), 'berth');
 }
 
-const SUBDIRS = ['images', 'blobs', 'blobs/sha256'];
+const SUBDIRS = ['images', 'blobs', 'blobs/sha256', 'tags'];
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 export class Caches {
@@ -197,6 +199,44 @@ export class Caches {
     if ('doubt' in read) return { ...base, source: undefined, doubt: read.doubt };
     const d = digestDoubt(file, read, manifestDigest);
     return { ...base, source: read.metadata.source, platform: read.metadata.platform, ...(d ? { doubt: d } : {}) };
+  }
+
+  /**
+   * Notes which manifest `reference` (a tag) named when it was resolved: what a run falls back
+   * to when the registry cannot be reached, and nothing else (STYLE.md section 10).
+   */
+  noteResolved(reference: string, digest: string): void {
+    try {
+      writeFileAtomic(this.tagFile(this.writable(), reference), `${JSON.stringify({ reference, digest })}\n`);
+    } catch {
+      // Not noted: a later run without the registry then fails as it would have.
+    }
+  }
+
+  /** The manifest digest `reference` named when last resolved here, if a note of the user's own says. */
+  lastResolved(reference: string): string | undefined {
+    let root: string;
+    try {
+      root = this.userRoot();
+    } catch {
+      return undefined;
+    }
+    const opened = openTrusted(this.tagFile(root, reference), { self: this.trust.self, owners: new Set([this.trust.self]) });
+    if (!opened || 'doubt' in opened) return undefined;
+    try {
+      const buf = Buffer.alloc(Math.min(opened.st.size, 4096));
+      readSync(opened.fd, buf, 0, buf.length, 0);
+      const note = JSON.parse(buf.toString('utf8')) as { reference?: unknown; digest?: unknown };
+      return note.reference === reference && typeof note.digest === 'string' && DIGEST.test(note.digest) ? note.digest : undefined;
+    } catch {
+      return undefined;
+    } finally {
+      closeSync(opened.fd);
+    }
+  }
+
+  private tagFile(root: string, reference: string): string {
+    return path.join(root, 'tags', createHash('sha256').update(reference).digest('hex'));
   }
 
   /** Removes a file of the user's own cache (the site cache is its owner's). */

@@ -8,7 +8,7 @@ import { convertImage, type ConvertEvents, type ConvertOptions } from '../conver
 import { BerthError, isBerthError } from '../errors.js';
 import { imagePath, withLock } from './cache.js';
 import type { CacheKind, Caches } from './caches.js';
-import { platformMatches, type Platform } from './platform.js';
+import type { Platform } from './platform.js';
 import { formatDockerReference } from './docker-reference.js';
 import { RegistrySource, type PullOptions } from './registry-source.js';
 import type { ImageSource, ResolvedImage } from './source.js';
@@ -46,23 +46,31 @@ export async function pullImage(
   try {
     manifestDigest = await source.manifestDigest(platform);
   } catch (e: unknown) {
-    // A tag on a node cut off from its registry: the image it named last time, said so, rather than no job.
-    const last = isBerthError(e) && e.code === 'REGISTRY_UNREACHABLE' && !source.ref.digest && (await lastCached(caches, source.describe, platform));
-    if (!last) throw e;
-    return { ...last, reference: source.describe, cached: true, offline: true };
+    // A tag on a node cut off from its registry: the image it named when last resolved here,
+    // said so, rather than no job. Only for a network that is not there: a registry that
+    // answers wrongly, or a certificate that fails, is no reason to run anything.
+    const last = opts.offlineFallback && !source.ref.digest && isOffline(e) ? caches.lastResolved(source.describe) : undefined;
+    const found = last && (await caches.findImage(last));
+    if (!found) throw e;
+    return { ...found, manifestDigest: last, reference: source.describe, cached: true, offline: true };
   }
+  if (!source.ref.digest) caches.noteResolved(source.describe, manifestDigest);
   const found = manifestDigest !== source.ref.digest && (await caches.findImage(manifestDigest));
   if (found) return { manifestDigest, reference: source.describe, ...found, cached: true };
   return convertIntoCache(source, manifestDigest, platform, caches, squash, events, undefined);
 }
 
-/** The newest image a cache holds that was pulled from `reference` for `platform`, if one is to be believed. */
-async function lastCached(caches: Caches, reference: string, platform: Platform): Promise<Omit<PullResult, 'reference' | 'cached'> | undefined> {
-  const { images } = await caches.listImages();
-  const newest = images
-    .filter((i) => !i.doubt && i.source === reference && platformMatches(i.platform, platform))
-    .sort((a, b) => b.mtime.getTime() - a.mtime.getTime())[0];
-  return newest && { path: newest.path, cache: newest.cache, manifestDigest: newest.manifestDigest };
+/** Errors that say the network is not there: refused, unreachable, unresolvable, timed out. */
+const OFFLINE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ENETUNREACH', 'EHOSTUNREACH', 'ECONNRESET', 'UND_ERR_CONNECT_TIMEOUT']);
+
+function isOffline(e: unknown): boolean {
+  if (!isBerthError(e) || e.code !== 'REGISTRY_UNREACHABLE') return false;
+  for (let c: unknown = e.cause, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
+    const err = c as { code?: unknown; name?: unknown };
+    if (typeof err.code === 'string' && OFFLINE.has(err.code)) return true;
+    if (err.name === 'TimeoutError') return true;
+  }
+  return false;
 }
 
 /**

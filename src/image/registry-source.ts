@@ -37,6 +37,8 @@ export interface PullOptions {
   /** Layers downloaded at once. */
   parallel: number;
   events?: DownloadEvents;
+  /** A tag whose registry cannot be reached runs the image it named when last resolved (berth run, not pull). */
+  offlineFallback?: boolean;
 }
 
 /** Runs at most `limit` of the started tasks at a time. */

@@ -39,6 +39,8 @@ export interface AcquireOptions {
   insecure?: boolean;
   /** Layers downloaded at once (default: pull.parallel). */
   parallel?: number;
+  /** Without the registry, a tag runs the image it named when last resolved (for run, not pull). */
+  offlineFallback?: boolean;
 }
 
 export function isRegistryReference(text: string): boolean {
@@ -56,6 +58,7 @@ function pullOptions(options: AcquireOptions, events: Pick<AcquireEvents, 'cache
     insecure: options.insecure ?? false,
     parallel: options.parallel ?? config().values['pull.parallel'],
     events: events.download,
+    offlineFallback: options.offlineFallback ?? false,
   };
 }
 
@@ -73,7 +76,7 @@ export async function acquireImage(reference: string, options: AcquireOptions, e
       ? await cacheLocalImage(parseSource(reference), platform, pull.caches, squash, events.convert)
       : await pullImage(reference, platform, pull, squash, events.convert);
     if (result.offline) {
-      events.cacheWarning(`berth: warning: the registry of ${result.reference} cannot be reached: running the image it named when last pulled (${result.manifestDigest})`);
+      events.cacheWarning(`berth: warning: the registry of ${result.reference} cannot be reached: running the image it named when last resolved here (${result.manifestDigest})`);
     }
     return result;
   } finally {
@@ -85,25 +88,35 @@ export async function acquireImage(reference: string, options: AcquireOptions, e
 const CACHED_DIGEST = /^(?:sha256:)?([0-9a-f]{12,64})$/;
 
 /**
- * The file to run for `image`: for docker://, oci: and docker-archive: the cached image, for a
- * digest that `berth images` shows the cached image it names (unless a file has that name), else
- * the file itself.
+ * The file to run for `image`: for docker://, oci: and docker-archive: the cached image; for a
+ * digest that `berth images` shows, the cached image it names; else the file itself. A digest
+ * names the cache first: a file of that name in the working directory (which anyone may have
+ * put in a shared one) runs only when no cached image has the digest, and only if it is the
+ * caller's own (./NAME always means the file).
  */
 export async function imageFile(image: string, events: AcquireEvents): Promise<string> {
-  if (isRegistryReference(image) || isLayoutReference(image)) return (await acquireImage(image, {}, events)).path;
+  if (isRegistryReference(image) || isLayoutReference(image)) return (await acquireImage(image, { offlineFallback: true }, events)).path;
   const digest = CACHED_DIGEST.exec(image);
-  if (digest && !lstatSync(image, { throwIfNoEntry: false })) return cachedByDigest(digest[1]!, events);
+  if (!digest) return image;
+  const cached = await cachedByDigest(digest[1]!, events);
+  if (cached) return cached;
+  const file = lstatSync(image, { throwIfNoEntry: false });
+  if (!file) {
+    throw new BerthError('SOURCE_NOT_FOUND', `no file is named ${image}, and no cached image has a digest that starts with it`,
+      'see `berth images` for the cached images, or give the path of an image file');
+  }
+  if (file.uid !== process.getuid!()) {
+    throw new BerthError('SOURCE_INVALID', `${image} looks like a cached image's digest, but no cached image has it, and the file of that name is uid ${file.uid}'s, not yours`,
+      `if you mean that file, name it ./${image}; see \`berth images\` for your cached images`);
+  }
   return image;
 }
 
-async function cachedByDigest(hex: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string> {
+/** The cached image whose manifest digest starts with `hex`, if one is; two that do are refused. */
+async function cachedByDigest(hex: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string | undefined> {
   const { images } = await new Caches(events.cacheWarning).listImages();
   const matches = images.filter((i) => !i.doubt && i.manifestDigest.slice(7).startsWith(hex));
-  if (matches.length === 1) return matches[0]!.path;
-  if (matches.length === 0) {
-    throw new BerthError('SOURCE_NOT_FOUND', `no file is named ${hex}, and no cached image has a digest that starts with it`,
-      'see `berth images` for the cached images, or give the path of an image file');
-  }
+  if (matches.length === 0) return undefined;
   const same = new Set(matches.map((m) => m.manifestDigest));
   // The same image in the site cache and the user's: the site's comes first, as findImage takes it.
   if (same.size === 1) return matches[0]!.path;

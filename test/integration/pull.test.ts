@@ -549,15 +549,27 @@ describe('images run where they are: oci:, docker-archive:, a cached digest, and
     expect(refused.stderr).toMatch(/classic `docker save` archive[\s\S]*berth convert docker-archive:.*saved-classic\.tar -o IMAGE\.sqsh/);
   });
 
-  it('a tag whose registry cannot be reached runs the image it named when last pulled, with a warning naming the digest', async () => {
+  it('a tag whose registry cannot be reached runs the image it named when last resolved here (a tag moved and moved back), with a warning', async () => {
     const cache = freshCache();
-    const ref = `docker://${registry.host}/lab/busybox:1.0`;
-    const pulled = JSON.parse((await pull(cache, ref, '--json')).stdout) as { manifestDigest: string };
+    // The tag names ep, then busybox, then ep again (a rollback): the last is the one to run.
+    const ref = `docker://${registry.host}/lab/rolled:1`;
+    const digestOf = async () => (JSON.parse((await pull(cache, ref, '--json')).stdout) as { manifestDigest: string }).manifestDigest;
+    await push(`oci:${work}/oci:ep`, registry, 'lab/rolled:1');
+    const ep = await digestOf();
+    await push(`oci:${work}/oci:busybox`, registry, 'lab/rolled:1');
+    expect(await digestOf()).not.toBe(ep);
+    await push(`oci:${work}/oci:ep`, registry, 'lab/rolled:1');
+    expect(await digestOf()).toBe(ep);
+    const pulled = { manifestDigest: ep };
     await registry.stop();
     try {
-      const r = await exec(cache, ref, 'cat', '/etc/motd');
-      expect(r.stdout, r.stderr).toBe('from the image\n');
-      expect(r.stderr).toContain(`the registry of ${ref} cannot be reached: running the image it named when last pulled (${pulled.manifestDigest})`);
+      const r = await run(process.execPath, [BERTH, 'run', ref, 'rolled-back'], { env: { ...process.env, BERTH_CACHE_DIR: cache, BERTH_IMAGE_LINGER: '0' } });
+      expect(r.stdout, r.stderr).toBe('ep rolled-back\n'); // ep's entrypoint: not busybox, converted more recently
+      expect(r.stderr).toContain(`the registry of ${ref} cannot be reached: running the image it named when last resolved here (${pulled.manifestDigest})`);
+      // berth pull says what it could not do: it never passes an old image off as a pull.
+      const pulledOffline = await pull(cache, ref);
+      expect(pulledOffline.code).toBe(125);
+      expect(pulledOffline.stderr).toMatch(/cannot reach 127\.0\.0\.1/);
       // Another tag, never pulled, has nothing to fall back on: the registry's error stands.
       const other = await exec(cache, `docker://${registry.host}/lab/busybox:2.0`, 'true');
       expect(other.code).not.toBe(0);

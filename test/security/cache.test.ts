@@ -253,3 +253,23 @@ describe('the site cache', () => {
     expect(listed.stdout).toContain(`not used, not trusted (see berth doctor):\n  ${theirs} (owner ${ATTACKER}, mode 0755) belongs to another user`);
   });
 });
+
+describe('a digest typed where the attacker can plant files', () => {
+  it('names the victim\'s cached image, not the attacker\'s file of that name in a shared working directory', async () => {
+    const own = userDir(VICTIM, 'digest-cache');
+    const env = { XDG_CACHE_HOME: own, BERTH_IMAGE_LINGER: '0' };
+    await victimPull(env); // the real image, in the victim's cache: `berth images` shows its digest
+    const shared = rootDir('digest-cwd', 0o1777);
+    const short = hex.slice(0, 12);
+    await plant([], '', [[honestTrojan, path.join(shared, short)]]);
+    const ran = await as(VICTIM, process.execPath, [BERTH, 'exec', short, 'cat', '/etc/motd'], { env, cwd: shared });
+    expect(ran.stdout, ran.stderr).toBe('from the registry\n');
+    // A digest no cached image has: the attacker's file of that name is refused, not run.
+    const other = '0123456789ab';
+    await plant([], '', [[honestTrojan, path.join(shared, other)]]);
+    const refused = await as(VICTIM, process.execPath, [BERTH, 'exec', other, 'cat', '/etc/motd'], { env, cwd: shared });
+    expect(refused.code).toBe(125);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).toMatch(/looks like a cached image's digest, but no cached image has it, and the file of that name is uid \d+'s, not yours[\s\S]*name it \.\/0123456789ab/);
+  });
+});
