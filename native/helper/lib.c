@@ -98,14 +98,28 @@ int open_plan_file(const char *path)
 	return fd;
 }
 
+/* An instance's monitor learns that its command could not start (instance.c); errno is kept. */
+static void report_exec_failure(const struct plan *p)
+{
+	int err = errno;
+	char byte = 'x';
+	if (p->exec_report >= 0 && write(p->exec_report, &byte, 1) != 1)
+		_exit(BERTH_EXIT_SETUP);
+	errno = err;
+}
+
 noreturn void exec_in_container(const struct plan *p)
 {
 	if (p->nargv == 0)
 		fail("the launch plan has no command to run");
-	if (chdir(p->cwd) != 0)
+	if (chdir(p->cwd) != 0) {
+		report_exec_failure(p);
 		fail_errno("cannot enter the working directory %s inside the container", p->cwd);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		report_exec_failure(p);
 		fail_errno("cannot set no_new_privs");
+	}
 	const char *cmd = p->argv[0];
 	int err = ENOENT;
 	if (strchr(cmd, '/')) {
@@ -120,6 +134,7 @@ noreturn void exec_in_container(const struct plan *p)
 				err = errno; /* found but not runnable: remember why, keep looking */
 		}
 	}
+	report_exec_failure(p);
 	if (err == ENOENT) {
 		fprintf(stderr, "berth: error: '%s' is not in the image (searched %s)\n",
 			cmd, strchr(cmd, '/') ? cmd : p->path);

@@ -125,7 +125,7 @@ const SHELL = 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh 
 const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; ';
 
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
-function commandLine(meta: ImageMetadata, cmd: Command): string[] {
+export function commandLine(meta: ImageMetadata, cmd: Command): string[] {
   const entrypoint = meta.config.Entrypoint ?? [];
   const apptainer = meta.startup === 'apptainer';
   // An Apptainer image's command runs from a shell that has sourced the environment first.

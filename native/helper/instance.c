@@ -1,0 +1,460 @@
+/* Instances (Apptainer's): a named container of the user's on this node that runs detached, and
+ * that `berth exec instance://NAME` joins. berth-helper --instance-start takes the plan on fd 3
+ * and forks a monitor that is nobody's child; the monitor joins (or starts) the image server as
+ * any container does, and forks the container's init into a PID namespace of its own, which
+ * builds the root and runs the command as PID 2 with stdout and stderr in the instance's log.
+ * The command tells the monitor it is about to exec (a message on a socket with SO_PASSCRED,
+ * which gives its pid as the host sees it) and whether the exec failed (a byte on a pipe that
+ * a successful exec closes). Only then does the monitor record the instance's state and let
+ * the starting helper return; every error before that reaches the user's terminal, and the
+ * instance's directory is removed. The monitor then waits for the init, records the command's
+ * status and leaves: the command's end ends the PID namespace, so nothing of it remains.
+ *
+ * --instance-join runs a command inside a running instance: after proving the recorded
+ * process (instance_state.c), it joins that process's user, mount and PID namespaces through
+ * its /proc directory, each right after the user namespace that owns it, and forks the command
+ * into the PID namespace, taking the instance's environment, PATH and working directory from
+ * the plan the instance was started with (what berth's join plan sets wins). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helper.h"
+#include "instance.h"
+#include "../common/plantext.h"
+#include "../common/trusted.h"
+
+/* Far above any real plan (a few KiB), low enough that a runaway writer is refused. */
+#define PLAN_TEXT_MAX (4 << 20)
+
+/* The plan on fd 3, whole: the instance's directory keeps it as it came. */
+static char *read_plan_text(size_t *len)
+{
+	size_t cap = 65536, n = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (!buf)
+			fail("out of memory");
+		if (n == cap) {
+			if (cap >= PLAN_TEXT_MAX)
+				fail("the launch plan is longer than %d bytes", PLAN_TEXT_MAX);
+			buf = realloc(buf, cap *= 2);
+			continue;
+		}
+		ssize_t r = read(3, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			fail_errno("cannot read the launch plan from fd 3");
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(3);
+	*len = n;
+	return buf;
+}
+
+static int memfd_of(const char *text, size_t len)
+{
+	int fd = memfd_create("berth-plan", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0)
+		fail_errno("cannot hold the launch plan");
+	return fd;
+}
+
+struct start {
+	struct plan *p;
+	int instances, dir, log, lock;
+	int creds[2];    /* the command's "about to exec", carrying its pid as the host sees it */
+	int execpipe[2]; /* a byte when its exec failed; EOF when it succeeded */
+};
+
+/* In the command's process, just before it execs (run_as_init_then). */
+static void prepare_command(void *ctx)
+{
+	struct start *s = ctx;
+	close(s->creds[0]);
+	close(s->execpipe[0]);
+	if (send(s->creds[1], "r", 1, MSG_NOSIGNAL) != 1)
+		_exit(BERTH_EXIT_SETUP);
+	close(s->creds[1]);
+	if (dup2(s->log, STDOUT_FILENO) < 0 || dup2(s->log, STDERR_FILENO) < 0)
+		_exit(BERTH_EXIT_SETUP);
+	if (s->p->nargv == 0) {
+		/* No command (an Apptainer image without a startscript): this process only holds the
+		 * instance's namespaces for `exec instance://` to join, until it is stopped. */
+		close(s->execpipe[1]);
+		for (;;)
+			pause();
+	}
+}
+
+/* The container's init, PID 1 of the instance's namespace: builds the root, then runs the command. */
+static noreturn void init_instance(struct start *s, const struct server_paths *sp, int server, const char *base)
+{
+	close(s->creds[0]);
+	close(s->execpipe[0]);
+	close(s->lock); /* flock belongs to the open file: a copy here would hold it for the instance's life */
+	close(s->instances);
+	close(s->dir);
+	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
+		fail_errno("cannot create the container's mount namespace");
+	int statedir = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (statedir < 0)
+		fail_errno("cannot open the image server's directory %s", sp->dir);
+	build_root(s->p, sp, base); /* a fuse-overlayfs it starts ends with the namespace */
+	close(server);
+	verify_libraries(s->p, statedir);
+	close(statedir);
+	if (s->p->fakeroot)
+		lock_mounts();
+	/* Set up: from here on, what goes wrong is the command's, and goes to its log. */
+	dup2(s->log, STDERR_FILENO);
+	int command_only[] = { s->creds[1], s->execpipe[1] };
+	run_as_init_then(s->p, prepare_command, s, command_only, 2);
+}
+
+/* The pid of the process that sent the message, in this process's PID namespace; 0 at EOF. */
+static pid_t sender_pid(int sock)
+{
+	char byte, ctl[CMSG_SPACE(sizeof(struct ucred))];
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	ssize_t n;
+	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS)
+		return 0;
+	struct ucred cred;
+	memcpy(&cred, CMSG_DATA(c), sizeof cred);
+	return cred.pid;
+}
+
+/* The log so far, onto stderr (the report pipe): why the command could not start. */
+static void copy_log(int dir)
+{
+	int fd = openat(dir, "log", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	char buf[4096];
+	ssize_t n;
+	while (fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0)
+		if (write(STDERR_FILENO, buf, (size_t)n) != n)
+			break;
+	if (fd >= 0)
+		close(fd);
+}
+
+static unsigned long long start_of(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d", (int)pid);
+	int proc = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	unsigned long long t = proc >= 0 ? start_time(proc) : 0;
+	if (proc >= 0)
+		close(proc);
+	return t;
+}
+
+/* The monitor: nobody's child, outside the instance's PID namespace. Its stderr is the report
+ * pipe until the command runs. */
+static noreturn void monitor(struct start *s)
+{
+	struct plan *p = s->p;
+	setsid();
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0)
+		fail_errno("cannot open /dev/null");
+	struct server_paths sp;
+	int server = attach_image(p, &sp);
+	/* Should the image server end under it, the guard says so in the log. */
+	ask_to_be_watched_on(server, s->log, -1);
+	char base[4400];
+	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid()); /* named by the process the server follows: this one */
+	int on = 1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s->creds) != 0 || pipe2(s->execpipe, O_CLOEXEC) != 0 ||
+	    setsockopt(s->creds[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+		fail_errno("cannot create the channel to the instance's command");
+	p->exec_report = s->execpipe[1];
+	/* A PID namespace of its own: stopping the command ends every process of the instance. */
+	if (unshare(CLONE_NEWPID) != 0)
+		fail_errno("cannot create the instance's PID namespace");
+	pid_t init = fork_tied();
+	if (init == 0)
+		init_instance(s, &sp, server, base);
+	close(s->creds[1]);
+	close(s->execpipe[1]);
+	close(server);
+	pid_t cmd = sender_pid(s->creds[0]);
+	char byte;
+	ssize_t failed = cmd > 0 ? read(s->execpipe[0], &byte, 1) : 0;
+	if (cmd <= 0 || failed == 1) {
+		copy_log(s->dir);
+		waitpid(init, NULL, 0);
+		_exit(BERTH_EXIT_SETUP); /* the starting helper removes the directory */
+	}
+	struct instance_state st = { .pid = cmd, .start = start_of(cmd), .monitor = getpid(), .mstart = start_of(getpid()), .started = time(NULL) };
+	const char *job = getenv("SLURM_JOB_ID");
+	format(st.job, sizeof st.job, "%s", job ? job : "");
+	format(st.image, sizeof st.image, "%s", p->image);
+	write_state(s->dir, &st);
+	close(s->lock);
+	close(s->instances);
+	forward_signals(init);
+	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: the instance runs */
+	int status;
+	while (waitpid(init, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(BERTH_EXIT_SETUP);
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	int fd = openat(s->dir, "exit", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		dprintf(fd, "%d\n", code);
+		close(fd);
+	}
+	_exit(0);
+}
+
+static void write_new_file(int dir, const char *name, const char *text, size_t len)
+{
+	int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+		fail_errno("cannot write %s in the instance's directory", name);
+	close(fd);
+}
+
+/* Under the lock: makes INSTANCES/NAME, unless an instance of that name runs. */
+static int make_instance_dir(int instances, const char *name)
+{
+	if (mkdirat(instances, name, 0700) != 0) {
+		if (errno != EEXIST)
+			fail_errno("cannot create the instance directory %s", name);
+		int dir = open_instance(instances, name);
+		struct instance_state st;
+		struct proven cmd;
+		if (dir >= 0 && read_state(dir, &st) == 0 && prove(st.pid, st.start, &cmd) == 0)
+			fail("an instance named %s is already running on this node (pid %d); stop it first: berth instance stop %s", name,
+			     (int)st.pid, name);
+		/* One that has ended (or a start that was killed): its directory, log included, goes. */
+		if (dir >= 0)
+			close(dir);
+		remove_instance(instances, name);
+		if (mkdirat(instances, name, 0700) != 0)
+			fail_errno("cannot create the instance directory %s", name);
+	}
+	return open_instance(instances, name);
+}
+
+int instance_start_main(void)
+{
+	size_t len;
+	char *text = read_plan_text(&len);
+	struct plan p;
+	plan_read(memfd_of(text, len), &p);
+	if (!p.instance)
+		fail("the launch plan names no instance");
+	check_instance_name(p.instance);
+	if (access(p.image, R_OK) != 0)
+		fail_errno("cannot read the image %s", p.image);
+	check_runtime_dir(p.runtime);
+	struct start s = { .p = &p, .lock = -1 };
+	/* A stop that removed the last instance takes the instances directory with it: once more then. */
+	for (int tries = 0; s.lock < 0 && tries < 3; tries++) {
+		s.instances = open_instances(p.runtime, 1);
+		if ((s.lock = lock_file_at(s.instances, ".lock", 0)) < 0 && errno != ENOENT)
+			fail_errno("cannot lock the instances directory");
+		if (s.lock < 0)
+			close(s.instances);
+	}
+	if (s.lock < 0)
+		fail("cannot lock the instances directory: it keeps vanishing");
+	s.dir = make_instance_dir(s.instances, p.instance);
+	write_new_file(s.dir, "plan", text, len);
+	s.log = openat(s.dir, "log", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
+	int report[2];
+	if (s.log < 0 || pipe2(report, O_CLOEXEC) != 0)
+		fail_errno("cannot create the instance's log");
+	if (fork_orphan() == 0) {
+		close(report[0]);
+		if (dup2(report[1], STDERR_FILENO) < 0)
+			_exit(BERTH_EXIT_SETUP);
+		close(report[1]);
+		monitor(&s);
+	}
+	close(report[1]);
+	char msg[8192];
+	ssize_t n, total = 0;
+	while ((n = read(report[0], msg + total, sizeof msg - 1 - (size_t)total)) > 0 || (n < 0 && errno == EINTR))
+		total += n > 0 ? n : 0;
+	msg[total] = '\0';
+	struct instance_state st;
+	if (total > 0 || read_state(s.dir, &st) != 0) {
+		/* Everything that wrote there has ended; nothing of the instance is left but this. */
+		remove_instance(s.instances, p.instance);
+		if (total > 0)
+			fputs(msg, stderr);
+		else
+			fprintf(stderr, "berth: error: the instance %s ended before its command started\n", p.instance);
+		if (total > 0 && strncmp(msg, "berth: error:", 13) != 0)
+			fprintf(stderr, "berth: error: the instance %s could not start its command (above)\n", p.instance);
+		return BERTH_EXIT_SETUP;
+	}
+	return 0;
+}
+
+static int same_ns(int a, int b)
+{
+	struct stat x, y;
+	return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_ino == y.st_ino && x.st_dev == y.st_dev;
+}
+
+/* Joins the user, mount and (unless it is ours) PID namespace of the process whose /proc
+ * directory is `proc`. setns needs CAP_SYS_ADMIN in the namespace's owner, which this process
+ * has in a user namespace right after joining it (its own uid made it): so the user
+ * namespaces are joined from ours down to the process's, each other namespace right after its
+ * owner (an instance of --fakeroot's has its mounts in a nested one). Returns whether the PID
+ * namespace was joined (then only children are in it). */
+static int join_namespaces(int proc, const char *name)
+{
+	int user = openat(proc, "ns/user", O_RDONLY | O_CLOEXEC), mnt = openat(proc, "ns/mnt", O_RDONLY | O_CLOEXEC);
+	int pid = openat(proc, "ns/pid", O_RDONLY | O_CLOEXEC);
+	int my_user = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC), my_pid = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (user < 0 || mnt < 0 || pid < 0 || my_user < 0 || my_pid < 0)
+		fail_errno("cannot open the namespaces of the instance %s", name);
+	int want_pid = !same_ns(pid, my_pid);
+	int chain[8], n = 0;
+	for (int ns = user; ns >= 0 && !same_ns(ns, my_user); ns = ioctl(ns, NS_GET_PARENT)) {
+		if (n == 8)
+			fail("the instance %s is nested deeper in user namespaces than berth makes them", name);
+		chain[n++] = ns;
+	}
+	int mnt_owner = ioctl(mnt, NS_GET_USERNS), pid_owner = want_pid ? ioctl(pid, NS_GET_USERNS) : -1;
+	int joined_mnt = 0, joined_pid = 0;
+	while (n-- > 0) {
+		if (setns(chain[n], CLONE_NEWUSER) != 0)
+			fail_errno("cannot join the user namespace of the instance %s", name);
+		if (want_pid && !joined_pid && pid_owner >= 0 && same_ns(pid_owner, chain[n])) {
+			if (setns(pid, CLONE_NEWPID) != 0)
+				fail_errno("cannot join the PID namespace of the instance %s", name);
+			joined_pid = 1;
+		}
+		if (!joined_mnt && mnt_owner >= 0 && same_ns(mnt_owner, chain[n])) {
+			if (setns(mnt, CLONE_NEWNS) != 0)
+				fail_errno("cannot join the mount namespace of the instance %s", name);
+			joined_mnt = 1;
+		}
+		close(chain[n]);
+	}
+	if (!joined_mnt || want_pid != joined_pid)
+		fail("the namespaces of the instance %s are not the ones berth made for it; stop it and start it again", name);
+	close(mnt);
+	close(pid);
+	close(my_user);
+	close(my_pid);
+	return joined_pid;
+}
+
+/* KEY=VALUE into the environment, replacing KEY's value. */
+static void set_env(struct plan *p, char *kv)
+{
+	size_t len = strcspn(kv, "=");
+	for (size_t i = 0; i < p->nenv; i++)
+		if (strncmp(p->env[i], kv, len) == 0 && p->env[i][len] == '=') {
+			p->env[i] = kv;
+			return;
+		}
+	char **grown = realloc(p->env, (p->nenv + 2) * sizeof *grown);
+	if (!grown)
+		fail("out of memory");
+	grown[p->nenv++] = kv;
+	grown[p->nenv] = NULL;
+	p->env = grown;
+}
+
+static int is_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/* Where the joined command starts: what the join plan says (--pwd), else where the caller is
+ * when the instance has that bound in at the same path (exec's habit), else the instance's own. */
+static const char *join_cwd(const struct plan *inst, const char *given)
+{
+	static char here[4096];
+	if (*given)
+		return given;
+	if (!getcwd(here, sizeof here))
+		return inst->cwd;
+	for (size_t i = 0; i < inst->nops; i++) {
+		const struct op *o = &inst->ops[i];
+		if (o->kind == OP_BIND && strcmp(o->source, o->target) == 0 && strcmp(o->target, "/") != 0 && is_under(here, o->target))
+			return here;
+	}
+	return inst->cwd;
+}
+
+noreturn void instance_join_main(void)
+{
+	struct plan j;
+	plan_read(3, &j);
+	if (!j.instance)
+		fail("the launch plan names no instance");
+	check_instance_name(j.instance);
+	check_runtime_dir(j.runtime);
+	int instances = open_instances(j.runtime, 0);
+	int dir = instances >= 0 ? open_instance(instances, j.instance) : -1;
+	if (dir < 0)
+		fail("there is no instance named %s on this node; `berth instance list` shows yours", j.instance);
+	struct instance_state st;
+	struct proven cmd;
+	if (read_state(dir, &st) != 0)
+		fail("the instance %s is still starting; try again in a moment", j.instance);
+	if (prove(st.pid, st.start, &cmd) != 0)
+		fail("the instance %s is no longer running (its log is %s/instances/%s/log); `berth instance stop %s` removes it", j.instance,
+		     j.runtime, j.instance, j.instance);
+	int planfd = openat(dir, "plan", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat pst;
+	if (planfd < 0 || fstat(planfd, &pst) != 0 || !S_ISREG(pst.st_mode) || pst.st_uid != getuid() || (pst.st_mode & 022))
+		fail("the instance %s has no plan of yours; stop it and start it again", j.instance);
+	struct plan inst;
+	plan_read(planfd, &inst);
+	inst.argv = j.argv;
+	inst.nargv = j.nargv;
+	for (size_t i = 0; i < j.nenv; i++)
+		set_env(&inst, j.env[i]);
+	inst.cwd = strdup(join_cwd(&inst, j.cwd));
+	char *pwd = malloc(strlen(inst.cwd) + 5);
+	if (!inst.cwd || !pwd)
+		fail("out of memory");
+	sprintf(pwd, "PWD=%s", inst.cwd);
+	set_env(&inst, pwd);
+	for (size_t i = 0; i < inst.nenv; i++)
+		if (strncmp(inst.env[i], "PATH=", 5) == 0)
+			inst.path = inst.env[i] + 5;
+	int in_pidns = join_namespaces(cmd.proc, j.instance);
+	unprove(&cmd);
+	close(dir);
+	close(instances);
+	if (in_pidns) {
+		/* Only a child enters the PID namespace; this process waits for it, outside. */
+		pid_t child = fork_tied();
+		if (child != 0)
+			exit_as(child);
+	}
+	exec_in_container(&inst);
+}
