@@ -305,6 +305,7 @@ int instance_start_main(void)
 	if (total > 0 || read_state(s.dir, &st) != 0) {
 		/* Everything that wrote there has ended; nothing of the instance is left but this. */
 		remove_instance(s.instances, p.instance);
+		remove_if_last(p.runtime, s.instances);
 		if (total > 0)
 			fputs(msg, stderr);
 		else

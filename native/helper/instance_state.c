@@ -287,7 +287,7 @@ int instance_list_main(const char *runtime)
 
 /* Under the lock: the instances directory goes with the last instance, so that nothing stays
  * behind. A start waiting for the lock then finds its directory gone and makes a new one. */
-static void remove_if_last(const char *runtime, int instances)
+void remove_if_last(const char *runtime, int instances)
 {
 	int fd = openat(instances, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;

@@ -53,7 +53,7 @@ function seconds(value: string | undefined): number {
 }
 
 export function instanceStopCommand(name: string | undefined, flags: StopFlags): CommandResult {
-  if (flags.all === (name !== undefined)) {
+  if (Boolean(flags.all) === (name !== undefined)) {
     throw new BerthError('USAGE', flags.all ? 'give an instance name or --all, not both' : 'which instance? give its name, or --all', 'berth instance list shows yours');
   }
   const signal = flags.force ? constants.signals.SIGKILL : signalNumber(flags.signal ?? 'TERM');
@@ -66,7 +66,7 @@ export function instanceStopCommand(name: string | undefined, flags: StopFlags):
   } else {
     const listed = listInstances(runtime);
     if ('exitCode' in listed) return listed;
-    names = listed.instances.map((i) => i.name);
+    names = listed.instances.map((i) => i.name).sort();
   }
   let failed = 0;
   for (const n of names) {

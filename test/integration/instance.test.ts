@@ -1,0 +1,272 @@
+// Instances (berth instance start|stop|list, exec instance://NAME), run for real by an ordinary
+// user: a detached container whose command runs in a PID namespace of its own, joined by setns
+// into its user, mount and PID namespaces, stopped with nothing left behind. Images are made
+// here with umoci (an OCI image) and mksquashfs (an Apptainer-style root with a startscript).
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT } from '../../src/errors.js';
+import { BERTH, cleanup, run, tempDir } from '../helpers.js';
+
+let work: string;
+const img = (name: string) => path.join(work, `${name}.sqsh`);
+const runtime = () => path.join(work, 'runtime');
+// Image servers leave with their last container, so that what is left can be checked at once.
+const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: runtime(), BERTH_IMAGE_LINGER: '0' });
+const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+const bIn = (cwd: string, ...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd });
+
+interface Listed { name: string; status: string; pid: number; started: string; exitStatus: number | null; job: string; image: string; log: string }
+async function list(): Promise<Listed[]> {
+  const r = await b('instance', 'list', '--json');
+  expect(r.stderr).toBe('');
+  return JSON.parse(r.stdout) as Listed[];
+}
+
+/** A process that has not ended (a zombie has: this machine's PID 1 may never reap it). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
+/** Processes of this file's helpers still running (told apart by their BERTH_RUNTIME_DIR). */
+function liveHelpers(): number[] {
+  const ps = spawnSync('ps', ['-u', String(process.getuid!()), '-o', 'pid=,comm=']).stdout.toString();
+  return ps.split('\n').filter((l) => l.includes('berth-helper')).map((l) => Number(l.trim().split(/\s+/)[0])).filter((pid) => {
+    try {
+      return alive(pid) && readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`BERTH_RUNTIME_DIR=${runtime()}`);
+    } catch {
+      return false; // gone meanwhile, or not dumpable: an image server, counted by its directory
+    }
+  });
+}
+
+async function until(check: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (check()) return true;
+  return check();
+}
+
+/** Processes of this user whose mounts involve this file's runtime directory (a container's overlay). */
+function mountingProcesses(): number[] {
+  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').includes(runtime());
+    } catch {
+      return false; // gone, or not ours to read
+    }
+  });
+}
+
+/** Nothing of any instance (or its image server) on this node: no process, directory or mount. */
+async function nothingLeft(pids: number[]): Promise<void> {
+  const empty = () => !existsSync(runtime()) || readdirSync(runtime()).length === 0;
+  expect(await until(() => empty() && liveHelpers().length === 0 && !pids.some(alive), 5000)).toBe(true);
+  expect(mountingProcesses()).toEqual([]);
+}
+
+const SCRIPT = `set -e
+umoci init --layout oci >/dev/null
+umoci new --image oci:bb
+umoci unpack --rootless --image oci:bb bb >/dev/null
+mkdir -p bb/rootfs/bin bb/rootfs/etc bb/rootfs/tmp bb/rootfs/work bb/rootfs/root
+cp /bin/busybox bb/rootfs/bin/busybox
+for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -sf busybox "bb/rootfs/bin/$applet"; done
+printf 'root:x:0:0:root:/root:/bin/sh\\n' > bb/rootfs/etc/passwd
+printf 'root:x:0:\\n' > bb/rootfs/etc/group
+umoci repack --refresh-bundle --image oci:bb bb >/dev/null
+umoci config --image oci:bb --tag hold --config.env PATH=/bin --config.workingdir /work >/dev/null
+umoci config --image oci:bb --tag daemon --config.env PATH=/bin --config.workingdir /work \\
+  --config.cmd /bin/sh --config.cmd -c --config.cmd 'echo daemon up; echo "$$" > /written-by-instance; exec sleep 1000' >/dev/null
+umoci config --image oci:bb --tag stubborn --config.env PATH=/bin --config.cmd /bin/sh --config.cmd -c \\
+  --config.cmd 'trap "" TERM; while :; do sleep 1; done' >/dev/null
+umoci config --image oci:bb --tag brief --config.env PATH=/bin --config.cmd /bin/sh --config.cmd -c --config.cmd 'echo bye; exit 3' >/dev/null
+umoci config --image oci:bb --tag missing --config.env PATH=/bin --config.cmd /no/such/program >/dev/null
+# An Apptainer image: its environment scripts and a startscript (what %startscript builds).
+cp -a bb/rootfs app
+mkdir -p app/.singularity.d/env
+printf 'export GREETING=from-env-script\\n' > app/.singularity.d/env/90-environment.sh
+printf '#!/bin/sh\\necho "startscript $* $GREETING" > /dev/shm/started-by-startscript\\nexec sleep 1000\\n' > app/.singularity.d/startscript
+chmod 755 app/.singularity.d/startscript
+mksquashfs app app.sqsh -noappend -quiet -all-root -comp gzip >/dev/null
+`;
+
+beforeAll(async () => {
+  work = tempDir('instance');
+  const made = await run('bash', ['-c', SCRIPT], { cwd: work });
+  if (made.code !== 0) throw new Error(made.stderr);
+  for (const tag of ['hold', 'daemon', 'stubborn', 'brief', 'missing']) {
+    const r = await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet']);
+    if (r.code !== 0) throw new Error(r.stderr);
+  }
+}, 180_000);
+afterEach(async () => {
+  await b('instance', 'stop', '--all', '--force');
+});
+afterAll(() => cleanup(work));
+
+describe('start, list, exec instance://, stop', () => {
+  it('starts detached, is listed, is joined in its own root and PID namespace, and stops leaving nothing', async () => {
+    const started = await b('instance', 'start', '--writable-tmpfs', img('daemon'), 'db');
+    expect(started.stdout).toBe('');
+    expect(started.stderr).toMatch(/^berth: instance db started \(pid \d+\); its output goes to .*\/instances\/db\/log\n$/);
+    expect(started.code).toBe(0);
+
+    const [db, ...others] = await list();
+    expect(others).toEqual([]);
+    expect(db).toMatchObject({ name: 'db', status: 'running', image: img('daemon'), exitStatus: null, job: '', log: path.join(runtime(), 'instances/db/log') });
+    expect(alive(db!.pid)).toBe(true);
+    expect(mountingProcesses()).toContain(db!.pid); // what nothingLeft() checks is gone at the end
+    expect(readFileSync(`/proc/${db!.pid}/cmdline`, 'latin1')).toBe('sleep\u00001000\u0000');
+    expect(Math.abs(Date.parse(db!.started) - Date.now())).toBeLessThan(60_000);
+    const table = await b('instance', 'list');
+    expect(table.stdout).toMatch(new RegExp(`^NAME +PID +STATUS +STARTED +JOB +IMAGE +LOG\ndb +${db!.pid} +running +\\S+ +- +${img('daemon')} +\\S+/log\n$`));
+    expect(readFileSync(db!.log, 'utf8')).toBe('daemon up\n');
+    // The log is the user's alone, in a directory of the user's alone.
+    expect(spawnSync('stat', ['-c', '%a %u', path.dirname(db!.log), db!.log], { encoding: 'utf8' }).stdout)
+      .toBe(`700 ${process.getuid!()}\n600 ${process.getuid!()}\n`);
+
+    // The same root (the file the command wrote in its writable tmpfs, which the host has not),
+    // and the same PID namespace: the instance's shell is PID 2, its init PID 1.
+    const seen = await b('exec', 'instance://db', 'sh', '-c', 'cat /written-by-instance; cat /proc/2/cmdline | tr "\\0" " "; echo; echo $$');
+    expect(seen.stderr).toBe('');
+    expect(seen.stdout).toMatch(/^2\nsleep 1000 \n\d+\n$/);
+    expect(existsSync('/written-by-instance')).toBe(false);
+    // What one joined process writes, the next one sees.
+    expect((await b('exec', 'instance://db', 'sh', '-c', 'echo shared > /new-file')).code).toBe(0);
+    expect((await b('exec', 'instance://db', 'cat', '/new-file')).stdout).toBe('shared\n');
+    // A joined command's status is its own.
+    expect((await b('exec', 'instance://db', 'sh', '-c', 'exit 7')).code).toBe(7);
+    expect((await b('exec', 'instance://db', 'no-such-command')).code).toBe(EXIT.notFound);
+
+    const stopped = await b('instance', 'stop', 'db');
+    expect(stopped.stderr).toBe('berth: instance db stopped\n');
+    expect(stopped.code).toBe(0);
+    await nothingLeft([db!.pid]);
+    expect(await list()).toEqual([]);
+  });
+
+  it('takes --env and --pwd when joining, and the instance environment otherwise', async () => {
+    expect((await b('instance', 'start', img('daemon'), 'envs')).code).toBe(0);
+    const r = await b('exec', '--env', 'EXTRA=1', '--pwd', '/bin', 'instance://envs', 'sh', '-c', 'echo $EXTRA $PATH $BERTH_CONTAINER; pwd');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('1 /bin 1\n/bin\n');
+    // Without --pwd: where the caller is, when the instance has it bound at the same path (it
+    // was started here); else the instance's own (the image's WorkingDir).
+    expect((await b('exec', 'instance://envs', 'pwd')).stdout).toBe(`${work}\n`);
+    expect((await bIn('/', 'exec', 'instance://envs', 'pwd')).stdout).toBe('/work\n');
+  });
+
+  it('refuses options that would change the running instance', async () => {
+    expect((await b('instance', 'start', img('daemon'), 'fixed')).code).toBe(0);
+    const r = await b('exec', '--bind', `${work}:/data`, 'instance://fixed', 'true');
+    expect(r.stderr).toContain('--bind cannot change the running instance fixed');
+    expect(r.stderr).toContain('give --bind to berth instance start');
+    expect(r.code).not.toBe(0);
+  });
+
+  it('a --fakeroot instance is joined as root, in the namespace that locks its mounts', async () => {
+    expect((await b('instance', 'start', '--fakeroot', '--writable-tmpfs', img('daemon'), 'root')).code).toBe(0);
+    const r = await b('exec', 'instance://root', 'sh', '-c', 'id -u; cat /written-by-instance; umount /proc 2>&1 || echo refused');
+    expect(r.stdout).toMatch(/^0\n2\n(.*\n)?refused\n$/);
+  });
+
+  it('runs an Apptainer image\'s startscript with its arguments and environment; shell instance:// too', async () => {
+    expect((await b('instance', 'start', '--containall', img('app'), 'app', 'one', 'two')).code).toBe(0);
+    const r = await b('exec', 'instance://app', 'cat', '/dev/shm/started-by-startscript');
+    expect(r.stdout).toBe('startscript one two from-env-script\n');
+    expect((await b('shell', 'instance://app', '-c', 'echo $GREETING')).stdout).toBe('from-env-script\n');
+  });
+
+  it('with nothing to run, holds its namespaces for exec to join', async () => {
+    expect((await b('instance', 'start', img('hold'), 'idle')).code).toBe(0);
+    const [idle] = await list();
+    expect(idle?.status).toBe('running');
+    expect((await b('exec', 'instance://idle', 'sh', '-c', 'echo $$')).stdout).toBe('3\n'); // init 1, holder 2
+    expect((await b('instance', 'stop', 'idle')).code).toBe(0);
+    await nothingLeft([idle!.pid]);
+  });
+});
+
+describe('refusals and ends', () => {
+  it.each([
+    ['a/b'], ['../up'], ['-dash'], ['.hidden'], ['sp ace'], ['x'.repeat(65)], ['new\nline'], ['ünï'],
+  ])('refuses the name %j, before anything is made', async (name) => {
+    const r = await b('instance', 'start', img('daemon'), name);
+    expect(r.stderr).toContain('invalid instance name');
+    expect(r.code).toBe(EXIT.usage);
+    const stop = await b('instance', 'stop', '--', name);
+    expect(stop.stderr).toContain('invalid instance name');
+    expect(stop.code).not.toBe(0);
+    expect((await b('exec', `instance://${name}`, 'true')).stderr).toContain('invalid instance name');
+    expect(existsSync(path.join(runtime(), 'instances'))).toBe(false);
+  });
+
+  it('takes a name of 64 characters', async () => {
+    const name = `a${'b'.repeat(62)}-`;
+    expect((await b('instance', 'start', img('hold'), name)).code).toBe(0);
+    expect((await list()).map((i) => i.name)).toEqual([name]);
+  });
+
+  it('refuses a second instance of the same name, naming berth instance stop', async () => {
+    expect((await b('instance', 'start', img('daemon'), 'twice')).code).toBe(0);
+    const [first] = await list();
+    const r = await b('instance', 'start', img('hold'), 'twice');
+    expect(r.stderr).toBe(`berth: error: an instance named twice is already running on this node (pid ${first!.pid}); stop it first: berth instance stop twice\n`);
+    expect(r.code).toBe(EXIT.setup);
+    expect(await list()).toEqual([first]);
+  });
+
+  it('stopping or joining an instance that does not exist fails with the way to list them', async () => {
+    const stop = await b('instance', 'stop', 'ghost');
+    expect(stop.stderr).toBe('berth: error: there is no instance named ghost on this node; `berth instance list` shows yours\n');
+    expect(stop.code).toBe(EXIT.setup);
+    const join = await b('exec', 'instance://ghost', 'true');
+    expect(join.stderr).toBe(stop.stderr);
+    expect(join.code).toBe(EXIT.setup);
+    expect((await b('instance', 'stop')).stderr).toContain('which instance? give its name, or --all');
+  });
+
+  it('a command that is not in the image fails the start, with the reason and nothing left', async () => {
+    const r = await b('instance', 'start', img('missing'), 'broken');
+    expect(r.stderr).toContain("berth: error: '/no/such/program' is not in the image");
+    expect(r.code).toBe(EXIT.setup);
+    await nothingLeft([]);
+  });
+
+  it('an instance whose command ended is listed with its status until stop removes it', async () => {
+    expect((await b('instance', 'start', img('brief'), 'once')).code).toBe(0);
+    expect(await until(() => liveHelpers().length === 0, 5000)).toBe(true); // its monitor has recorded the end
+    const [once] = await list();
+    expect(once).toMatchObject({ name: 'once', status: 'exited', exitStatus: 3 });
+    expect(readFileSync(once!.log, 'utf8')).toBe('bye\n');
+    const join = await b('exec', 'instance://once', 'true');
+    expect(join.stderr).toContain('the instance once is no longer running');
+    expect(join.code).toBe(EXIT.setup);
+    // Starting the name again replaces what is left of it.
+    expect((await b('instance', 'start', img('hold'), 'once')).code).toBe(0);
+    expect((await list()).map((i) => i.status)).toEqual(['running']);
+  });
+
+  it('stop sends --signal, then SIGKILL after --timeout to a command that ignores it', async () => {
+    expect((await b('instance', 'start', img('stubborn'), 'deaf')).code).toBe(0);
+    const [deaf] = await list();
+    const t0 = Date.now();
+    const r = await b('instance', 'stop', '--timeout', '1', 'deaf');
+    expect(r.stderr).toBe('berth: warning: the instance deaf did not end within 1 s of signal 15; killing it\nberth: instance deaf stopped\n');
+    expect(Date.now() - t0).toBeGreaterThan(900);
+    await nothingLeft([deaf!.pid]);
+    expect((await b('instance', 'stop', '--signal', 'NOPE', 'deaf')).stderr).toContain('--signal NOPE: not a signal');
+  });
+
+  it('stop --all stops every instance', async () => {
+    for (const name of ['one', 'two']) expect((await b('instance', 'start', img('daemon'), name)).code).toBe(0);
+    const pids = (await list()).map((i) => i.pid);
+    const r = await b('instance', 'stop', '--all', '--signal', 'KILL');
+    expect(r.stderr).toBe('berth: instance one stopped\nberth: instance two stopped\n');
+    await nothingLeft(pids);
+  });
+});
