@@ -1,13 +1,13 @@
 // Instances (berth instance start|stop|list, exec instance://NAME), run for real by an ordinary
 // user: a detached container whose command runs in a PID namespace of its own, joined by setns
-// into its user, mount and PID namespaces, stopped with nothing left behind. Images are made
-// here with umoci (an OCI image) and mksquashfs (an Apptainer-style root with a startscript).
+// into its user, mount and PID namespaces, stopped with nothing left behind. The images are
+// test/fixtures/make-instance-images.sh's.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.js';
-import { BERTH, cleanup, run, tempDir } from '../helpers.js';
+import { BERTH, ROOT, cleanup, run, tempDir } from '../helpers.js';
 
 let work: string;
 const img = (name: string) => path.join(work, `${name}.sqsh`);
@@ -68,40 +68,11 @@ async function nothingLeft(pids: number[]): Promise<void> {
   expect(mountingProcesses()).toEqual([]);
 }
 
-const SCRIPT = `set -e
-umoci init --layout oci >/dev/null
-umoci new --image oci:bb
-umoci unpack --rootless --image oci:bb bb >/dev/null
-mkdir -p bb/rootfs/bin bb/rootfs/etc bb/rootfs/tmp bb/rootfs/work bb/rootfs/root
-cp /bin/busybox bb/rootfs/bin/busybox
-for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -sf busybox "bb/rootfs/bin/$applet"; done
-printf 'root:x:0:0:root:/root:/bin/sh\\n' > bb/rootfs/etc/passwd
-printf 'root:x:0:\\n' > bb/rootfs/etc/group
-umoci repack --refresh-bundle --image oci:bb bb >/dev/null
-umoci config --image oci:bb --tag hold --config.env PATH=/bin --config.workingdir /work >/dev/null
-umoci config --image oci:bb --tag daemon --config.env PATH=/bin --config.workingdir /work \\
-  --config.cmd /bin/sh --config.cmd -c --config.cmd 'echo daemon up; echo "$$" > /written-by-instance; exec sleep 1000' >/dev/null
-umoci config --image oci:bb --tag stubborn --config.env PATH=/bin --config.cmd /bin/sh --config.cmd -c \\
-  --config.cmd 'trap "" TERM; while :; do sleep 1; done' >/dev/null
-umoci config --image oci:bb --tag brief --config.env PATH=/bin --config.cmd /bin/sh --config.cmd -c --config.cmd 'echo bye; exit 3' >/dev/null
-umoci config --image oci:bb --tag missing --config.env PATH=/bin --config.cmd /no/such/program >/dev/null
-# An Apptainer image: its environment scripts and a startscript (what %startscript builds).
-cp -a bb/rootfs app
-mkdir -p app/.singularity.d/env
-printf 'export GREETING=from-env-script\\n' > app/.singularity.d/env/90-environment.sh
-printf '#!/bin/sh\\necho "startscript $* $GREETING" > /dev/shm/started-by-startscript\\nexec sleep 1000\\n' > app/.singularity.d/startscript
-chmod 755 app/.singularity.d/startscript
-mksquashfs app app.sqsh -noappend -quiet -all-root -comp gzip >/dev/null
-`;
 
 beforeAll(async () => {
   work = tempDir('instance');
-  const made = await run('bash', ['-c', SCRIPT], { cwd: work });
+  const made = await run(path.join(ROOT, 'test/fixtures/make-instance-images.sh'), [work]);
   if (made.code !== 0) throw new Error(made.stderr);
-  for (const tag of ['hold', 'daemon', 'stubborn', 'brief', 'missing']) {
-    const r = await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet']);
-    if (r.code !== 0) throw new Error(r.stderr);
-  }
 }, 180_000);
 afterEach(async () => {
   await b('instance', 'stop', '--all', '--force');
