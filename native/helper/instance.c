@@ -27,8 +27,10 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,7 +81,8 @@ static int memfd_of(const char *text, size_t len)
 
 struct start {
 	struct plan *p;
-	int instances, dir, log, lock;
+	int runtime, instances, dir, log, lock; /* directory fds: the runtime directory, instances, this one */
+	int stepd;       /* under Slurm, a pidfd of the slurmstepd it was started under, or -1 */
 	int creds[2];    /* the command's "about to exec", carrying its pid as the host sees it */
 	int execpipe[2]; /* a byte when its exec failed; EOF when it succeeded */
 };
@@ -112,6 +115,9 @@ static noreturn void init_instance(struct start *s, const struct server_paths *s
 	close(s->lock); /* flock belongs to the open file: a copy here would hold it for the instance's life */
 	close(s->instances);
 	close(s->dir);
+	close(s->runtime);
+	if (s->stepd >= 0)
+		close(s->stepd);
 	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot create the container's mount namespace");
 	int statedir = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -170,6 +176,74 @@ static unsigned long long start_of(pid_t pid)
 	return t;
 }
 
+/* Seconds the command has to end after SIGTERM when its Slurm job ended, before SIGKILL. */
+#define JOB_END_GRACE_MS 10000
+
+/* Waits for the init (the instance's end) and, under Slurm, for the slurmstepd it was started
+ * under: when that ends, so does the instance (SIGTERM, which the init passes on, then
+ * SIGKILL). Returns the init's wait status. */
+static int wait_for_init(pid_t init, int stepd, int *job_ended)
+{
+	int initfd = (int)syscall(SYS_pidfd_open, init, 0);
+	struct pollfd fds[2] = { { .fd = initfd, .events = POLLIN }, { .fd = stepd, .events = POLLIN } };
+	while (initfd >= 0 && stepd >= 0) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue; /* a signal forwarded to the init */
+			break;
+		}
+		if (fds[0].revents)
+			break;
+		if (fds[1].revents) {
+			*job_ended = 1;
+			kill(init, SIGTERM);
+			if (poll(fds, 1, JOB_END_GRACE_MS) != 1)
+				kill(init, SIGKILL);
+			break;
+		}
+	}
+	int status = 0;
+	while (waitpid(init, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(BERTH_EXIT_SETUP);
+	return status;
+}
+
+/* Under Slurm, the nearest slurmstepd above this process (root's, so named): the step the
+ * instance was started in. proctrack/linuxproc and pgid follow a job's processes by their
+ * parents, and the monitor, nobody's child, has left that tree, so Slurm alone might leave the
+ * instance running after the job; the monitor ends it when this process ends. -1 if none. */
+static int enclosing_stepd(void)
+{
+	if (!getenv("SLURM_JOB_ID"))
+		return -1;
+	pid_t pid = getppid();
+	for (int hops = 0; pid > 1 && hops < 64; hops++) {
+		char path[64], buf[4096];
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n <= 0)
+			return -1;
+		buf[n] = '\0';
+		char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+		struct stat st;
+		snprintf(path, sizeof path, "/proc/%d", (int)pid);
+		if (!open_paren || !close_paren || stat(path, &st) != 0)
+			return -1;
+		*close_paren = '\0';
+		if (strcmp(open_paren + 1, "slurmstepd") == 0 && st.st_uid == 0)
+			return (int)syscall(SYS_pidfd_open, pid, 0);
+		int ppid = 0;
+		if (sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+			return -1;
+		pid = ppid;
+	}
+	return -1;
+}
+
 /* The monitor: nobody's child, outside the instance's PID namespace. Its stderr is the report
  * pipe until the command runs. */
 static noreturn void monitor(struct start *s)
@@ -213,13 +287,18 @@ static noreturn void monitor(struct start *s)
 	format(st.image, sizeof st.image, "%s", p->image);
 	write_state(s->dir, &st);
 	close(s->lock);
-	close(s->instances);
 	forward_signals(init);
 	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: the instance runs */
-	int status;
-	while (waitpid(init, &status, 0) < 0)
-		if (errno != EINTR)
-			_exit(BERTH_EXIT_SETUP);
+	int job_ended = 0, status = wait_for_init(init, s->stepd, &job_ended);
+	if (job_ended) {
+		/* Nobody is left to stop it: what the instance leaves goes now. */
+		int lock = lock_file_at(s->instances, ".lock", 0);
+		remove_instance(s->instances, p->instance);
+		remove_if_last(s->runtime, s->instances);
+		if (lock >= 0)
+			close(lock);
+		_exit(0);
+	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	int fd = openat(s->dir, "exit", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd >= 0) {
@@ -271,7 +350,11 @@ int instance_start_main(void)
 	if (access(p.image, R_OK) != 0)
 		fail_errno("cannot read the image %s", p.image);
 	check_runtime_dir(p.runtime);
-	struct start s = { .p = &p, .lock = -1 };
+	char err[1024];
+	/* Kept open: the monitor removes the instances directory by it from inside the image server's namespaces. */
+	struct start s = { .p = &p, .lock = -1, .runtime = open_private_dir(p.runtime, getuid(), 0, err, sizeof err) };
+	if (s.runtime < 0)
+		fail("cannot use the runtime directory: %s", err);
 	/* A stop that removed the last instance takes the instances directory with it: once more then. */
 	for (int tries = 0; s.lock < 0 && tries < 3; tries++) {
 		s.instances = open_instances(p.runtime, 1);
@@ -285,6 +368,7 @@ int instance_start_main(void)
 	s.dir = make_instance_dir(s.instances, p.instance);
 	write_new_file(s.dir, "plan", text, len);
 	s.log = openat(s.dir, "log", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
+	s.stepd = enclosing_stepd();
 	int report[2];
 	if (s.log < 0 || pipe2(report, O_CLOEXEC) != 0)
 		fail_errno("cannot create the instance's log");
@@ -305,7 +389,7 @@ int instance_start_main(void)
 	if (total > 0 || read_state(s.dir, &st) != 0) {
 		/* Everything that wrote there has ended; nothing of the instance is left but this. */
 		remove_instance(s.instances, p.instance);
-		remove_if_last(p.runtime, s.instances);
+		remove_if_last(s.runtime, s.instances);
 		if (total > 0)
 			fputs(msg, stderr);
 		else

@@ -40,7 +40,7 @@ unsigned long long start_time(int proc);
 /* Removes INSTANCES/NAME and everything in it. */
 void remove_instance(int instances, const char *name);
 /* Under the lock: removes the instances directory (and its lock) when no instance is left. */
-void remove_if_last(const char *runtime, int instances);
+void remove_if_last(int runtime, int instances);
 /* The status recorded by the monitor when the command ended, or -1. */
 int exit_status(int dir);
 

@@ -286,8 +286,10 @@ int instance_list_main(const char *runtime)
 }
 
 /* Under the lock: the instances directory goes with the last instance, so that nothing stays
- * behind. A start waiting for the lock then finds its directory gone and makes a new one. */
-void remove_if_last(const char *runtime, int instances)
+ * behind. A start waiting for the lock then finds its directory gone and makes a new one.
+ * By directory fds: a monitor does this from inside the image server's user namespace, where
+ * no path from / can be proven (root is not mapped there). */
+void remove_if_last(int runtime, int instances)
 {
 	int fd = openat(instances, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -296,13 +298,10 @@ void remove_if_last(const char *runtime, int instances)
 		others |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, ".lock");
 	if (d)
 		closedir(d);
-	char err[1024];
-	int parent = others ? -1 : open_private_dir(runtime, getuid(), 0, err, sizeof err);
-	if (parent < 0)
+	if (others)
 		return;
 	unlinkat(instances, ".lock", 0);
-	unlinkat(parent, "instances", AT_REMOVEDIR);
-	close(parent);
+	unlinkat(runtime, "instances", AT_REMOVEDIR);
 }
 
 /* Waits up to `ms` for the process to end. */
@@ -363,7 +362,12 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
 	unprove(&monitor);
 	close(dir);
 	remove_instance(instances, name);
-	remove_if_last(runtime, instances);
+	char err[1024];
+	int parent = open_private_dir(runtime, getuid(), 0, err, sizeof err);
+	if (parent >= 0) {
+		remove_if_last(parent, instances);
+		close(parent);
+	}
 	close(lock);
 	return 0;
 }
