@@ -129,7 +129,7 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
  * directory, opened before the pivot. */
 void verify_libraries(const struct plan *p, int statedir);
 
-/* instance.c, instance_state.c: berth instance start|stop|list, exec instance://NAME */
+/* instance.c, instance_join.c, instance_state.c: berth instance start|stop|list, exec instance://NAME */
 int instance_start_main(void);                 /* --instance-start (the plan on fd 3) */
 noreturn void instance_join_main(void);        /* --instance-join (the plan on fd 3) */
 int instance_list_main(const char *runtime);   /* --instance-list RUNTIME */

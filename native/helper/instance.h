@@ -1,5 +1,5 @@
 /* What the instance files share (instance_state.c: the state directory, proving an instance's
- * processes, list and stop; instance.c: start and join). */
+ * processes, list and stop; instance.c: start and the monitor; instance_join.c: exec instance://). */
 #ifndef BERTH_INSTANCE_H
 #define BERTH_INSTANCE_H
 

@@ -83,16 +83,21 @@ function describe(i: Instance): string {
   return i.exitStatus === null ? 'exited' : `exited (${i.exitStatus})`;
 }
 
+/** When it started; unknown while it is starting (its state is written once its command runs). */
+function when(i: Instance): string | undefined {
+  return i.status === 'starting' ? undefined : new Date(i.started * 1000).toISOString();
+}
+
 export function instanceListCommand(flags: { json?: boolean }): CommandResult {
   const listed = listInstances(hostFacts().runtimeDir);
   if ('exitCode' in listed) return listed;
   const instances = [...listed.instances].sort((a, b) => a.name.localeCompare(b.name));
   if (flags.json) {
-    return { out: JSON.stringify(instances.map((i) => ({ ...i, started: new Date(i.started * 1000).toISOString() })), null, 2), exitCode: 0 };
+    return { out: JSON.stringify(instances.map((i) => ({ ...i, started: when(i) ?? null })), null, 2), exitCode: 0 };
   }
   if (instances.length === 0) return { out: 'no instances on this node (berth instance start IMAGE NAME starts one)', exitCode: 0 };
   const header = ['NAME', 'PID', 'STATUS', 'STARTED', 'JOB', 'IMAGE', 'LOG'];
-  const rows = [header, ...instances.map((i) => [i.name, String(i.pid), describe(i), new Date(i.started * 1000).toISOString().replace(/\.\d+Z$/, 'Z'), i.job || '-', i.image, i.log])];
+  const rows = [header, ...instances.map((i) => [i.name, String(i.pid), describe(i), when(i)?.replace(/\.\d+Z$/, 'Z') ?? '-', i.job || '-', i.image || '-', i.log])];
   const widths = header.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
   const line = (r: string[]) => r.map((cell, c) => (c < r.length - 1 ? cell.padEnd(widths[c] ?? 0) : cell)).join('  ');
   return { out: rows.map((r) => printable(line(r))).join('\n'), exitCode: 0 };
