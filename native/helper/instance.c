@@ -13,6 +13,7 @@
  * under ends (the step, or the batch script's: the job). Joining is instance_join.c's; the
  * state directory, list and stop are instance_state.c's. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -303,6 +304,25 @@ static noreturn void monitor(struct start *s)
 	_exit(0);
 }
 
+/* The monitor is a daemon: of the descriptors the caller gave berth (a pipe whose reader waits
+ * for EOF, a terminal) it keeps none, and neither do the instance's processes. */
+static void close_other_fds(const struct start *s)
+{
+	int keep[] = { s->runtime, s->instances, s->dir, s->log, s->lock, s->stepd };
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		fail_errno("cannot list the open file descriptors");
+	int mine = dirfd(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		int fd = atoi(e->d_name), kept = fd <= STDERR_FILENO || fd == mine || e->d_name[0] == '.';
+		for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
+			kept |= fd == keep[i];
+		if (!kept)
+			close(fd);
+	}
+	closedir(d);
+}
+
 static void write_new_file(int dir, const char *name, const char *text, size_t len)
 {
 	int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -372,6 +392,7 @@ int instance_start_main(void)
 		if (dup2(report[1], STDERR_FILENO) < 0)
 			_exit(BERTH_EXIT_SETUP);
 		close(report[1]);
+		close_other_fds(&s);
 		monitor(&s);
 	}
 	close(report[1]);

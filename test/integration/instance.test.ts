@@ -3,7 +3,7 @@
 // into its user, mount and PID namespaces, stopped with nothing left behind. The images are
 // test/fixtures/make-instance-images.sh's.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.js';
@@ -118,6 +118,16 @@ describe('start, list, exec instance://, stop', () => {
     expect(stopped.code).toBe(0);
     await nothingLeft([db!.pid]);
     expect(await list()).toEqual([]);
+  });
+
+  it("keeps none of the caller's descriptors: a script that reads berth's output gets its EOF", async () => {
+    // fd 9 is this test's stdout pipe too: were the instance to hold it, run() would wait for
+    // the instance's end.
+    const r = await run('bash', ['-c', `exec 9>&1; ${process.execPath} ${BERTH} instance start ${img('daemon')} quiet | cat; echo done`], { env: env(), cwd: work });
+    expect(r.stdout).toBe('done\n');
+    const [quiet] = await list();
+    const fds = readdirSync(`/proc/${quiet!.pid}/fd`).map((fd) => `${fd} ${readlinkSync(`/proc/${quiet!.pid}/fd/${fd}`)}`);
+    expect(fds).toEqual(['0 /dev/null', `1 ${quiet!.log}`, `2 ${quiet!.log}`]);
   });
 
   it('takes --env and --pwd when joining, and the instance environment otherwise', async () => {
