@@ -121,9 +121,9 @@ describe('start, list, exec instance://, stop', () => {
   });
 
   it("keeps none of the caller's descriptors: a script that reads berth's output gets its EOF", async () => {
-    // fd 9 is this test's stdout pipe too: were the instance to hold it, run() would wait for
+    // fd 200 is this test's stdout pipe too: were the instance to hold it, run() would wait for
     // the instance's end.
-    const r = await run('bash', ['-c', `exec 9>&1; ${process.execPath} ${BERTH} instance start ${img('daemon')} quiet | cat; echo done`], { env: env(), cwd: work });
+    const r = await run('bash', ['-c', `exec 200>&1; ${process.execPath} ${BERTH} instance start ${img('daemon')} quiet | cat; echo done`], { env: env(), cwd: work });
     expect(r.stdout).toBe('done\n');
     const [quiet] = await list();
     const fds = readdirSync(`/proc/${quiet!.pid}/fd`).map((fd) => `${fd} ${readlinkSync(`/proc/${quiet!.pid}/fd/${fd}`)}`);
