@@ -1,6 +1,7 @@
 // plan/instance.ts: what an instance runs, which options joining one takes, the join plan, and
 // the instance's line in the helper's plan text.
 import { describe, expect, it } from 'vitest';
+import { signalNumber } from '../../src/cli/instance.js';
 import { checkInstanceName, checkJoinFlags, instanceCommand, joinPlan } from '../../src/plan/instance.js';
 import { serializePlan } from '../../src/plan/serialize.js';
 import type { ImageMetadata } from '../../src/squashfs/metadata.js';
@@ -62,4 +63,9 @@ describe('joining', () => {
     const p = joinPlan('db', '/r', ['true'], [], undefined);
     expect(serializePlan({ ...p, instance: undefined })).not.toMatch(/^instance /m);
   });
+});
+
+describe('stop --signal', () => {
+  it.each([['TERM', 15], ['SIGINT', 2], ['kill', 9], ['usr1', 10], ['9', 9]])('%s is signal %d', (name, n) => expect(signalNumber(name)).toBe(n));
+  it.each(['NOPE', '0', '65', '-1', 'SIG'])('refuses %j', (name) => expect(() => signalNumber(name)).toThrow(`--signal ${name}: not a signal`));
 });
