@@ -122,7 +122,7 @@ const containerCommands = [
 ] as const;
 for (const [name, description, args, argsHelp] of containerCommands) {
   containerOptions(program.command(name).description(description)
-    .argument('<image>', 'a squashfs file made by berth convert')
+    .argument('<image>', 'a squashfs file made by berth convert, or instance://NAME (a running instance: berth instance start)')
     .argument(args, argsHelp))
     .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
 }

@@ -206,6 +206,13 @@ describe('refusals and ends', () => {
     expect(await list()).toEqual([first]);
   });
 
+  it('of two starts of one name at once, one runs and the other is refused', async () => {
+    const both = await Promise.all([b('instance', 'start', img('daemon'), 'race'), b('instance', 'start', img('daemon'), 'race')]);
+    expect(both.map((r) => r.code).sort()).toEqual([0, BERTH_FAILED]);
+    expect(both.find((r) => r.code !== 0)!.stderr).toContain('an instance named race is already running');
+    expect((await list()).map((i) => [i.name, i.status])).toEqual([['race', 'running']]);
+  });
+
   it('stopping or joining an instance that does not exist fails with the way to list them', async () => {
     const stop = await b('instance', 'stop', 'ghost');
     expect(stop.stderr).toBe('berth: error: there is no instance named ghost on this node; `berth instance list` shows yours\n');
