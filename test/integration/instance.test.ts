@@ -167,6 +167,14 @@ describe('start, list, exec instance://, stop', () => {
     expect((await b('shell', 'instance://app', '-c', 'echo $GREETING')).stdout).toBe('from-env-script\n');
   });
 
+  it("a SIF's startscript, too; run instance:// runs the image's runscript inside", async () => {
+    expect((await b('instance', 'start', '--containall', path.join(work, 'app.sif'), 'sif')).code).toBe(0);
+    expect((await b('exec', 'instance://sif', 'cat', '/dev/shm/started-by-startscript')).stdout).toBe('startscript  from-env-script\n');
+    expect((await b('run', 'instance://sif', 'x', 'y')).stdout).toBe('runscript x y\n');
+    const [sif] = await list();
+    expect(sif?.image).toBe(path.join(work, 'app.sif'));
+  });
+
   it('with nothing to run, holds its namespaces for exec to join', async () => {
     expect((await b('instance', 'start', img('hold'), 'idle')).code).toBe(0);
     const [idle] = await list();
