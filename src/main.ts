@@ -150,11 +150,34 @@ const containerCommands = [
 ] as const;
 for (const [name, description, args, argsHelp] of containerCommands) {
   const cmd = containerOptions(program.command(name).description(description)
-    .argument('<image>', 'a squashfs file made by berth convert, an image berth runs as it is, or docker://REF')
+    .argument('<image>', 'a squashfs file made by berth convert, an image berth runs as it is, docker://REF, or instance://NAME (a running instance: berth instance start)')
     .argument(args, argsHelp));
   if (name === 'run') dockerRunOptions(cmd);
   cmd.action((image: string, rest: string[], flags) => run(async () => (await import('./cli/run.js')).runCommand(name, image, rest, flags)));
 }
+
+// Apptainer's instances: named, long-running containers of the user's on this node (cli/instance.ts).
+const instance = program.command('instance')
+  .description("named, long-running containers of yours on this node (Apptainer's instances); exec instance://NAME joins one")
+  .enablePositionalOptions();
+containerOptions(instance.command('start')
+  .description("start IMAGE detached as the instance NAME: its startscript (Apptainer) or Entrypoint/Cmd, ARGS replacing Cmd; output to a log")
+  .argument('<image>', 'a squashfs file, SIF or docker://')
+  .argument('<name>', "the instance's name: letters, digits, '.', '_', '-' (up to 64)")
+  .argument('[args...]', 'arguments for the startscript, or in place of Cmd'))
+  .action((image: string, name: string, rest: string[], flags) => run(async () => (await import('./cli/instance.js')).instanceStartCommand(image, name, rest, flags)));
+instance.command('stop')
+  .description('stop an instance (SIGTERM, then SIGKILL after --timeout) and remove what it left; an instance that ended is removed')
+  .argument('[name]', 'the instance')
+  .option('-a, --all', 'every instance of yours on this node')
+  .option('-s, --signal <signal>', 'the signal to send first (default TERM)')
+  .option('-t, --timeout <seconds>', 'then SIGKILL after this long (default 10)')
+  .option('-F, --force', 'SIGKILL at once')
+  .action((name: string | undefined, flags) => run(async () => (await import('./cli/instance.js')).instanceStopCommand(name, flags)));
+instance.command('list')
+  .description('list your instances on this node: name, pid, status, start, job, image, log')
+  .option('--json', 'print JSON')
+  .action((flags) => run(async () => (await import('./cli/instance.js')).instanceListCommand(flags)));
 
 containerOptions(program.command('plan')
   .description('print the launch plan for an image on this node, without running anything')

@@ -53,6 +53,10 @@ struct plan {
 	size_t ninit;
 	struct op *ops;
 	size_t nops;
+	char *instance; /* berth instance start, exec instance://: the instance's name */
+	/* Not in the plan text: where a failed exec writes a byte, so that an instance's monitor
+	 * tells a command that could not start from one that runs (instance.c); -1 for none. */
+	int exec_report;
 };
 
 /* plan.c */
@@ -71,6 +75,16 @@ void lock_mounts(void);
  * waits and exits as the container does. run_as_init runs the command as PID 2 and reaps. */
 void enter_pid_namespace(void);
 noreturn void run_as_init(const struct plan *p);
+/* The same, calling prepare(ctx) in the command's process just before it execs (an instance's
+ * log, its report to the monitor; instance.c); command_fds are the command's alone, closed in
+ * the init once the command is forked. */
+noreturn void run_as_init_then(const struct plan *p, void (*prepare)(void *ctx), void *ctx, const int *command_fds, size_t nfds);
+/* The pieces (an instance's monitor and `exec instance://` use them apart): a fork whose child
+ * dies with this process (PR_SET_PDEATHSIG); passing on the signals berth forwards; waiting
+ * for the child and exiting as it did. */
+pid_t fork_tied(void);
+void forward_signals(pid_t to);
+noreturn void exit_as(pid_t child);
 
 /* isolate.c: prepare_network forks, before any namespace is joined, what --net user needs on
  * the host's side; enter_isolation, in the image server's user namespace, makes the IPC, UTS
@@ -96,6 +110,8 @@ int attach_image(const struct plan *p, struct server_paths *sp); /* returns the 
 /* A container, once joined: its stderr and berth's note channel (`note`, or -1) go to the
  * server's guard, which stops it with a message there if the server ends under it (guard.c). */
 void ask_to_be_watched(int sock, int note);
+/* The same, with `err` instead of stderr as the container's stderr (an instance's log). */
+void ask_to_be_watched_on(int sock, int err, int note);
 void report_overlay(int sock, pid_t overlay);
 /* Shared with step.c: a server's directory fds, its socket, its life, and its start. */
 void open_server_dirs(struct server_paths *sp);
@@ -129,6 +145,12 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
  * unless an earlier container of this image server already did; `statedir` is the server's
  * directory, opened before the pivot. */
 void verify_libraries(const struct plan *p, int statedir);
+
+/* instance.c, instance_join.c, instance_state.c: berth instance start|stop|list, exec instance://NAME */
+int instance_start_main(void);                 /* --instance-start (the plan on fd 3) */
+noreturn void instance_join_main(void);        /* --instance-join (the plan on fd 3) */
+int instance_list_main(const char *runtime);   /* --instance-list RUNTIME */
+int instance_stop_main(const char *runtime, const char *name, const char *signal, const char *timeout);
 
 /* probe.c: berth-helper --probe, for berth doctor */
 int probe(void);

@@ -82,19 +82,25 @@ static noreturn void keep_network(const struct plan *p, pid_t container, int go,
 	char byte;
 	if (container_fd < 0 || read(go, &byte, 1) != 1)
 		_exit(0); /* the container ended before its namespace existed */
-	int ready[2];
-	if (pipe(ready) != 0)
+	int ready[2], said_pipe[2];
+	if (pipe(ready) != 0 || pipe2(said_pipe, O_CLOEXEC) != 0)
 		_exit(BERTH_EXIT_SETUP);
 	pid_t keeper = getpid(), pasta = fork();
 	if (pasta == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		if (getppid() != keeper)
 			_exit(BERTH_EXIT_SETUP);
-		/* pasta writes its pid to --pid (this pipe) once the namespace is set up. */
+		/* pasta writes its pid to --pid (this pipe) once the namespace is set up; what it says
+		 * goes to the keeper, which passes it on only while the container starts, so that
+		 * nothing the caller waits on (a pipe of berth's stderr) stays open with pasta. */
 		char pidfile[32], target[24];
 		snprintf(pidfile, sizeof pidfile, "/dev/fd/%d", ready[1]);
 		snprintf(target, sizeof target, "%d", (int)container);
 		close(ready[0]);
+		close(said_pipe[0]);
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 || dup2(said_pipe[1], STDERR_FILENO) < 0)
+			_exit(BERTH_EXIT_SETUP);
 		char **argv = calloc(20 + 2 * p->npublish, sizeof *argv);
 		size_t n = 0;
 		if (!argv)
@@ -121,11 +127,30 @@ static noreturn void keep_network(const struct plan *p, pid_t container, int go,
 		_exit(BERTH_EXIT_SETUP);
 	}
 	close(ready[1]);
+	close(said_pipe[1]);
 	int pasta_fd = pasta > 0 ? (int)syscall(SYS_pidfd_open, pasta, 0) : -1;
-	/* Ready when pasta says its pid; an end of the pipe first is pasta's end. 10 s at most. */
-	struct pollfd wait_ready = { .fd = ready[0], .events = POLLIN };
-	char buf[24];
-	int ok = pasta_fd >= 0 && poll(&wait_ready, 1, 10000) == 1 && read(ready[0], buf, sizeof buf) > 0 && ports_are_ours(p);
+	/* Ready when pasta says its pid; an end of the pipe first is pasta's end. 10 s at most,
+	 * passing on what pasta says meanwhile. */
+	int ok = 0;
+	for (int waited = 0; pasta_fd >= 0 && waited < 100 && !ok;) {
+		struct pollfd fds[2] = { { .fd = ready[0], .events = POLLIN }, { .fd = said_pipe[0], .events = POLLIN } };
+		int n = poll(fds, 2, 100);
+		char buf[512];
+		if (n == 0)
+			waited++;
+		if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP))) {
+			ssize_t got = read(said_pipe[0], buf, sizeof buf);
+			if (got > 0 && write(STDERR_FILENO, buf, (size_t)got) != got) {
+				/* the caller's stderr is gone: nothing else to tell it by */
+			}
+		}
+		if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP))) {
+			if (read(ready[0], buf, sizeof buf) <= 0)
+				break; /* pasta ended before it was ready */
+			ok = 1;
+		}
+	}
+	ok = ok && ports_are_ours(p);
 	if (!ok && pasta > 0) {
 		/* Gone, ports and all, before the container is told it has no network. */
 		syscall(SYS_pidfd_send_signal, pasta_fd, SIGKILL, NULL, 0);
@@ -135,10 +160,27 @@ static noreturn void keep_network(const struct plan *p, pid_t container, int go,
 	if (write(said, ok ? "1" : "0", 1) != 1 || !ok)
 		_exit(0);
 	close(said);
+	/* From here on nothing of the caller's is held open: what pasta still says is dropped. */
+	int devnull = open("/dev/null", O_WRONLY);
+	if (devnull >= 0) {
+		dup2(devnull, STDOUT_FILENO);
+		dup2(devnull, STDERR_FILENO);
+		close(devnull);
+	}
 	/* The container's end is pasta's; pasta's own end leaves nothing to do. */
-	struct pollfd ends[2] = { { .fd = container_fd, .events = POLLIN }, { .fd = pasta_fd, .events = POLLIN } };
-	while (poll(ends, 2, -1) < 0 && errno == EINTR)
-		;
+	for (;;) {
+		struct pollfd ends[3] = { { .fd = container_fd, .events = POLLIN }, { .fd = pasta_fd, .events = POLLIN }, { .fd = said_pipe[0], .events = POLLIN } };
+		if (poll(ends, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (ends[0].revents || ends[1].revents)
+			break;
+		char drop[512];
+		if (read(said_pipe[0], drop, sizeof drop) <= 0)
+			said_pipe[0] = -1; /* pasta closed it: poll ignores a negative fd */
+	}
 	syscall(SYS_pidfd_send_signal, pasta_fd, SIGTERM, NULL, 0);
 	while (waitpid(pasta, NULL, 0) < 0 && errno == EINTR)
 		;

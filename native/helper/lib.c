@@ -98,14 +98,29 @@ int open_plan_file(const char *path)
 	return fd;
 }
 
+/* Why the command cannot start, then the status. An instance's monitor waits on exec_report
+ * (instance.c): the byte comes after the message, so that the monitor finds it in the log. */
+static noreturn void exec_failed(const struct plan *p, int status, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static noreturn void exec_failed(const struct plan *p, int status, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vreport(fmt, ap, err);
+	va_end(ap);
+	char byte = 'x';
+	if (p->exec_report >= 0 && write(p->exec_report, &byte, 1) != 1)
+		status = BERTH_EXIT_SETUP;
+	_exit(status);
+}
+
 noreturn void exec_in_container(const struct plan *p)
 {
 	if (p->nargv == 0)
 		fail("the launch plan has no command to run");
 	if (chdir(p->cwd) != 0)
-		fail_errno("cannot enter the working directory %s inside the container", p->cwd);
+		exec_failed(p, BERTH_EXIT_SETUP, errno, "cannot enter the working directory %s inside the container", p->cwd);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		fail_errno("cannot set no_new_privs");
+		exec_failed(p, BERTH_EXIT_SETUP, errno, "cannot set no_new_privs");
 	const char *cmd = p->argv[0];
 	int err = ENOENT;
 	if (strchr(cmd, '/')) {
@@ -120,11 +135,7 @@ noreturn void exec_in_container(const struct plan *p)
 				err = errno; /* found but not runnable: remember why, keep looking */
 		}
 	}
-	if (err == ENOENT) {
-		fprintf(stderr, "berth: error: '%s' is not in the image (searched %s)\n",
-			cmd, strchr(cmd, '/') ? cmd : p->path);
-		_exit(BERTH_EXIT_NOT_FOUND);
-	}
-	fprintf(stderr, "berth: error: cannot execute '%s' in the container: %s\n", cmd, strerror(err));
-	_exit(BERTH_EXIT_CANNOT_EXEC);
+	if (err == ENOENT)
+		exec_failed(p, BERTH_EXIT_NOT_FOUND, 0, "'%s' is not in the image (searched %s)", cmd, strchr(cmd, '/') ? cmd : p->path);
+	exec_failed(p, BERTH_EXIT_CANNOT_EXEC, err, "cannot execute '%s' in the container", cmd);
 }

@@ -37,11 +37,21 @@ int main(int argc, char **argv)
 		return step_server_main(argv[2], argv[3]);
 	if (argc >= 4 && strcmp(argv[1], "--join") == 0 && strcmp(argv[2], "--") == 0)
 		join_main(argv + 3);
+	if (argc == 2 && strcmp(argv[1], "--instance-start") == 0)
+		return instance_start_main();
+	if (argc == 2 && strcmp(argv[1], "--instance-join") == 0)
+		instance_join_main();
+	if (argc == 3 && strcmp(argv[1], "--instance-list") == 0)
+		return instance_list_main(argv[2]);
+	if (argc == 6 && strcmp(argv[1], "--instance-stop") == 0)
+		return instance_stop_main(argv[2], argv[3], argv[4], argv[5]);
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
 				"       berth-helper --join -- COMMAND...   (a task of `berth srun`: the plan in $BERTH_STEP_PLAN)\n"
 				"       berth-helper --version\n"
+				"       berth-helper --instance-start | --instance-join   (berth instance start, exec instance://: the plan on fd 3)\n"
+				"       berth-helper --instance-list RUNTIME_DIR | --instance-stop RUNTIME_DIR NAME SIGNAL TIMEOUT\n"
 				"berth-helper is started by berth; see `berth plan --format helper IMAGE` for the plans it executes.\n");
 		return BERTH_EXIT_SETUP;
 	}

@@ -31,7 +31,7 @@ static void forward(int sig, siginfo_t *info, void *ctx)
 		kill(forward_to, sig);
 }
 
-static void forward_signals(pid_t to)
+void forward_signals(pid_t to)
 {
 	forward_to = to;
 	struct sigaction sa = { .sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART };
@@ -40,15 +40,13 @@ static void forward_signals(pid_t to)
 		sigaction(FORWARDED[i], &sa, NULL);
 }
 
-void enter_pid_namespace(void)
+pid_t fork_tied(void)
 {
-	if (unshare(CLONE_NEWPID) != 0)
-		fail_errno("cannot create the container's PID namespace");
 	int outside = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	pid_t init = fork();
-	if (init < 0)
+	pid_t child = fork();
+	if (child < 0)
 		fail_errno("cannot fork the container's init");
-	if (init == 0) {
+	if (child == 0) {
 		/* The process outside is the one the image server's guard kills when the server dies
 		 * (guard.c), and the job's: the container must not outlive it. Checked after, in case
 		 * it died before the prctl. */
@@ -57,13 +55,18 @@ void enter_pid_namespace(void)
 			_exit(BERTH_EXIT_SETUP);
 		if (outside >= 0)
 			close(outside);
-		return;
+		return 0;
 	}
 	if (outside >= 0)
 		close(outside);
-	forward_signals(init);
+	return child;
+}
+
+noreturn void exit_as(pid_t child)
+{
+	forward_signals(child);
 	int status;
-	while (waitpid(init, &status, 0) < 0)
+	while (waitpid(child, &status, 0) < 0)
 		if (errno != EINTR)
 			fail_errno("cannot wait for the container");
 	if (WIFSIGNALED(status)) {
@@ -73,7 +76,21 @@ void enter_pid_namespace(void)
 	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : BERTH_EXIT_SETUP);
 }
 
+void enter_pid_namespace(void)
+{
+	if (unshare(CLONE_NEWPID) != 0)
+		fail_errno("cannot create the container's PID namespace");
+	pid_t init = fork_tied();
+	if (init != 0)
+		exit_as(init);
+}
+
 noreturn void run_as_init(const struct plan *p)
+{
+	run_as_init_then(p, NULL, NULL, NULL, 0);
+}
+
+noreturn void run_as_init_then(const struct plan *p, void (*prepare)(void *ctx), void *ctx, const int *command_fds, size_t nfds)
 {
 	/* Blocked until the command's pid is known, so that no signal is lost or misdirected. */
 	sigset_t all, old;
@@ -84,8 +101,13 @@ noreturn void run_as_init(const struct plan *p)
 		fail_errno("cannot fork the container's command");
 	if (cmd == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (prepare)
+			prepare(ctx);
 		exec_in_container(p);
 	}
+	/* What only the command holds: its end tells whoever waits on the other (instance.c). */
+	for (size_t i = 0; i < nfds; i++)
+		close(command_fds[i]);
 	/* Out of the command's reach: as root of the namespace it could otherwise ptrace its init. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	forward_signals(cmd);

@@ -146,6 +146,7 @@ void plan_read(int fd, struct plan *p)
 	ssize_t len;
 	int lineno = 0;
 	memset(p, 0, sizeof *p);
+	p->exec_report = -1;
 	while ((len = getline(&line, &cap, in)) >= 0) {
 		lineno++;
 		if (len > 0 && line[len - 1] == '\n')
@@ -203,6 +204,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "arg") == 0) push(&p->argv, &p->nargv, v);
 		else if (strcmp(key, "unset") == 0) push(&p->unset, &p->nunset, v);
 		else if (strcmp(key, "init") == 0) push(&p->init, &p->ninit, v);
+		else if (strcmp(key, "instance") == 0) p->instance = v;
 		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10);
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}

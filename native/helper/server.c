@@ -455,9 +455,14 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 
 void ask_to_be_watched(int sock, int note)
 {
+	ask_to_be_watched_on(sock, STDERR_FILENO, note);
+}
+
+void ask_to_be_watched_on(int sock, int err, int note)
+{
 	/* The guard takes the first as stderr: when it is closed (2>&-), /dev/null stands in. */
-	int fds[2] = { STDERR_FILENO, note }, n = note >= 0 ? 2 : 1;
-	if (fcntl(STDERR_FILENO, F_GETFD) < 0 && (fds[0] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+	int fds[2] = { err, note }, n = note >= 0 ? 2 : 1;
+	if (fcntl(err, F_GETFD) < 0 && (fds[0] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
 		fail_errno("cannot open /dev/null");
 	char ctl[CMSG_SPACE(2 * sizeof(int))];
 	memset(ctl, 0, sizeof ctl);
@@ -470,7 +475,7 @@ void ask_to_be_watched(int sock, int note)
 	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
 	if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 6)
 		fail_errno("cannot register the container with the image server");
-	if (fds[0] != STDERR_FILENO)
+	if (fds[0] != err)
 		close(fds[0]);
 }
 

@@ -49,12 +49,17 @@ static void test_happy(void)
 	CHECK(p.nargv == 3 && strcmp(p.argv[0], "echo") == 0 && strcmp(p.argv[1], "") == 0 && strcmp(p.argv[2], "a b") == 0 && !p.argv[3],
 	      "plan_read: args in order, '-' empty, NULL-terminated");
 	CHECK(strcmp(p.scope, "") == 0, "plan_read: no scope is the empty scope");
+	CHECK(!p.instance && p.exec_report == -1, "plan_read: no instance, and no exec report unless the helper sets one");
 	CHECK(p.nenv == 1 && strcmp(p.env[0], "PATH=/usr/local/bin:/usr/bin:/bin") == 0 && !p.env[1], "plan_read: no env gives the default PATH");
 	CHECK(p.nops == 2 && p.ops[0].kind == OP_BIND && strcmp(p.ops[0].source, "/opt/ompi") == 0 && strcmp(p.ops[0].options, "ro,x-create=dir") == 0 &&
 		      p.ops[0].missing == MISSING_SKIP && strcmp(p.ops[0].origin, "mpi: host Open MPI") == 0,
 	      "plan_read: a bind op with its options, if-missing and origin");
 	CHECK(p.ops[1].kind == OP_TMPFS && strcmp(p.ops[1].source, "") == 0 && strcmp(p.ops[1].target, "/tmp") == 0 && p.ops[1].missing == MISSING_CREATE,
 	      "plan_read: a tmpfs op with empty fields");
+
+	struct plan inst;
+	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\ninstance web-1\n"), &inst);
+	CHECK(inst.instance && strcmp(inst.instance, "web-1") == 0 && inst.nargv == 0, "plan_read: an instance's name; no command (it holds its namespaces)");
 
 	struct plan q;
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nenv A=1\nscope job-1\n"), &q);

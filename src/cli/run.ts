@@ -1,7 +1,8 @@
 // berth run | exec | shell IMAGE ...: the plan (plan/prepare.ts), then the helper runs it; with
-// --dry-run, the plan printed instead.
+// --dry-run, the plan printed instead. IMAGE may be instance://NAME: the command joins that
+// running instance (berth instance start).
 import type { Command } from '../plan/build.js';
-import { preparePlan, type RunFlags } from '../plan/prepare.js';
+import { isInstanceReference, prepareJoinPlan, preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
 import { runPlan } from '../runtime/helper.js';
 import { checkImageArgument } from './habits.js';
@@ -19,6 +20,13 @@ export interface RunCommandFlags extends RunFlags {
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunCommandFlags): Promise<CommandResult> {
   checkImageArgument(image, flags);
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
+  if (isInstanceReference(image)) {
+    // instance://NAME: into the running instance's namespaces (berth instance start).
+    const plan = prepareJoinPlan(mode, image, args, flags);
+    if ('exitCode' in plan) return plan;
+    if (flags.dryRun) return formatPlan(plan, flags.planFormat);
+    return { exitCode: await runPlan(plan, ['--instance-join']) };
+  }
   // An image used for the first time shows its pull and conversion on stderr (a bar on a
   // terminal, lines in a batch log); a cached one says nothing before the container's output.
   const pulls = pullDisplay(progressMode({}), true);

@@ -194,7 +194,7 @@ const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; the
 export const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv];
 
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
-function commandLine(meta: ImageMetadata, cmd: Command): string[] {
+export function commandLine(meta: ImageMetadata, cmd: Command): string[] {
   const replaced = cmd.mode === 'run' && cmd.entrypoint !== undefined;
   const entrypoint = replaced ? (cmd.entrypoint ? [cmd.entrypoint] : []) : meta.config.Entrypoint ?? [];
   const apptainer = meta.startup === 'apptainer';

@@ -17,7 +17,9 @@ import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
 import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { buildPlan, checkHostname, withApptainerEnvScripts, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import { listInstances } from '../runtime/instances.js';
+import { buildPlan, checkHostname, commandLine, withApptainerEnvScripts, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import { checkInstanceName, checkJoinFlags, instanceCommand, INSTANCE_PREFIX, joinPlan, STARTSCRIPT } from './instance.js';
 import type { HostBinding, LaunchPlan, Network } from './types.js';
 
 /**
@@ -394,3 +396,59 @@ async function withApptainerEnv(plan: LaunchPlan): Promise<LaunchPlan> {
 
 /** Variables the shell sets for itself, not the image's. */
 const SHELL_OWN = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
+
+/**
+ * The plan of the instance NAME (berth instance start): the image's startscript or
+ * Entrypoint/Cmd (plan/instance.ts), in a PID namespace of its own, which the helper always
+ * gives an instance so that stopping it ends all of it.
+ */
+export async function prepareInstancePlan(name: string, image: string, args: string[], flags: RunFlags, pulls: AcquireEvents): Promise<LaunchPlan> {
+  checkInstanceName(name);
+  const opened = openImage(await imageFile(image, pulls));
+  for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
+  const target = { location: opened.location, architecture: opened.metadata.platform.architecture };
+  const options = { ...runOptions(flags, target), pid: true };
+  const hasStartscript = opened.metadata.startup === 'apptainer' && hasFile(target, STARTSCRIPT);
+  const command = instanceCommand(opened.metadata, args, hasStartscript);
+  const plan = buildPlan(opened.location, opened.metadata, hostFacts(), options, command === 'hold' ? { mode: 'exec', args: [] } : command);
+  return { ...plan, argv: command === 'hold' ? [] : plan.argv, instance: name };
+}
+
+function hasFile(image: Target, file: string): boolean {
+  const view = imageView(image);
+  try {
+    return view.files().realpath(file) !== undefined;
+  } finally {
+    view.close();
+  }
+}
+
+/** Whether IMAGE names an instance (exec instance://NAME) rather than an image. */
+export function isInstanceReference(image: string): boolean {
+  return image.startsWith(INSTANCE_PREFIX);
+}
+
+/**
+ * The plan that runs a command in a running instance: the command line as `mode` makes it for
+ * the instance's image (an Apptainer image's environment scripts sourced first), --env,
+ * --env-file and --pwd; the helper takes the rest from the instance (plan/instance.ts).
+ */
+export function prepareJoinPlan(mode: Command['mode'], reference: string, args: string[], flags: RunFlags): LaunchPlan | { exitCode: number } {
+  const name = reference.slice(INSTANCE_PREFIX.length);
+  checkInstanceName(name);
+  checkJoinFlags(name, flags as Record<string, unknown>);
+  const runtime = hostFacts().runtimeDir;
+  const listed = listInstances(runtime);
+  if ('exitCode' in listed) return listed;
+  // One that is not there (or not running) is the helper's to refuse, as every instance failure is.
+  const instance = listed.instances.find((i) => i.name === name && i.status === 'running');
+  let argv = args;
+  try {
+    if (instance) argv = commandLine(openImage(instance.image).metadata, { mode, args } as Command);
+  } catch (e: unknown) {
+    // The image may be gone or replaced since the instance started (it runs from its mount):
+    // a plain command still runs as it is; run and shell need the image's own rules.
+    if (mode !== 'exec') throw e;
+  }
+  return joinPlan(name, runtime, argv, [...envFileLines(flags.envFile), ...(flags.env ?? [])], flags.pwd);
+}

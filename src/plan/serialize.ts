@@ -37,6 +37,7 @@ export function serializePlan(plan: LaunchPlan): string {
     ...(plan.unset ?? []).map((u) => `unset ${field(u)}`),
     ...(plan.stepLinger !== undefined ? [`steplinger ${plan.stepLinger}`] : []),
     ...(plan.init ?? []).map((a) => `init ${field(a)}`),
+    ...(plan.instance !== undefined ? [`instance ${field(plan.instance)}`] : []),
     ...plan.ops.map((op) => ['op', op.kind, op.source, op.target, op.options.join(','), op.ifMissing, op.origin].map((f, i) => (i < 2 ? f : field(f))).join(' ')),
   ];
   return `${lines.join('\n')}\n`;

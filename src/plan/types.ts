@@ -80,6 +80,11 @@ export interface LaunchPlan {
    * Entrypoint with `true` as its command, for --container-entrypoint, as pyxis runs it).
    */
   init?: string[];
+  /**
+   * berth instance start: the instance's name (the helper keeps its state in
+   * RUNTIME/instances/NAME); exec instance://NAME: the instance to join (plan/instance.ts).
+   */
+  instance?: string;
 }
 
 /**

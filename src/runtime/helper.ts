@@ -20,10 +20,11 @@ export function helperPath(): string {
 /** Signals passed on. On a terminal, ^C and ^\ reach the container directly (same process group). */
 const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGINT', 'SIGQUIT'];
 
-export function runPlan(plan: LaunchPlan): Promise<number> {
+/** `helperArgs`: the helper's mode (--instance-join), none for a container of its own. */
+export function runPlan(plan: LaunchPlan, helperArgs: string[] = []): Promise<number> {
   const helper = helperPath();
   return new Promise((resolve, reject) => {
-    const child = spawn(helper, [], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
+    const child = spawn(helper, helperArgs, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
     const planPipe = child.stdio[3] as Duplex;
     planPipe.on('error', () => {}); // the helper's own exit status tells what went wrong
     planPipe.end(serializePlan(plan));
