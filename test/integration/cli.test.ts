@@ -53,7 +53,7 @@ describe('berth convert, as scripts and people see it', () => {
     expect(r.stdout).toContain('\r\x1b[K');
   });
 
-  it('rejects bad flags with exit status 125 (berth's own failure) and a hint', async () => {
+  it("rejects bad flags with exit status 125 (berth's own failure) and a hint", async () => {
     const r = await berth('convert', source, '-o', out('bad'), '--compression', 'brotli');
     expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/unknown compression 'brotli'[\s\S]*zstd, gzip, xz, lz4, none/);

@@ -180,6 +180,19 @@ describe('the exit status contract (docker run)', () => {
     expect(r.stderr).toMatch(/berth-helper .*old-helper is version 0\.0\.1, berth is \d+\.\d+\.\d+/);
     expect(r.stderr).toMatch(/hint: install berth, berth-helper and the SPANK plugin from one build/);
   });
+
+  it('a SPANK plugin of another version, or of a build without one, is an error that says so', async () => {
+    const other = path.join(work, 'other.so');
+    writeFileSync(other, Buffer.concat([Buffer.from('\x7fELF...'), Buffer.from('berth-spank-plugin-version 9.9.9\0'), Buffer.alloc(16)]));
+    const r = await b(['version'], { BERTH_SPANK_PLUGIN: other });
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/the SPANK plugin .*other\.so is version 9\.9\.9, berth is \d+\.\d+\.\d+/);
+    const old = path.join(work, 'old.so');
+    writeFileSync(old, '\x7fELF without a marker');
+    const unmarked = await b(['version'], { BERTH_SPANK_PLUGIN: old });
+    expect(unmarked.code).toBe(125);
+    expect(unmarked.stderr).toMatch(/the SPANK plugin .*old\.so is of a build without a version/);
+  });
 });
 
 describe("Node's own options never steer berth", () => {
