@@ -25,6 +25,8 @@ export const HABITS: Habit[] = [
   { spellings: ['-C', '--containall'], from: 'Apptainer', kind: 'alias', berth: '--contain, plus --cleanenv and --pid' },
   { spellings: ['-H', '--home'], from: 'Apptainer', kind: 'alias', berth: '--home SRC[:DST]: SRC as the home directory, at DST (default SRC); $HOME is DST' },
   { spellings: ['--cwd'], from: 'Apptainer', kind: 'alias', berth: '--pwd DIR' },
+  // Where the two tools disagree, Docker's meaning wins: Apptainer's -w is --writable (refused
+  // below) and its --workdir a scratch directory; its -u is --userns, which berth always uses.
   { spellings: ['-w', '--workdir'], from: 'Docker', kind: 'alias', berth: '--pwd DIR' },
   { spellings: ['-v', '--volume'], from: 'Docker', kind: 'alias', berth: '--bind SRC:DST[:ro]' },
   { spellings: ['-u', '--user'], from: 'Docker', kind: 'alias', berth: '--user UID[:GID]: be that uid and gid inside (your own outside, as --fakeroot is uid 0)' },
