@@ -3,7 +3,7 @@
 // and every one that has none is refused with the berth way to do it. main.ts asks this table
 // first when commander meets an unknown option, so a habit gets its answer, not an edit-distance
 // guess (`--rm` was "Did you mean --rdma?"). The README's "Coming from" table is this one.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 
 export type Origin = 'Apptainer' | 'Docker' | 'Apptainer, Docker';
@@ -70,7 +70,13 @@ export function refusedHabit(option: string, command: string): BerthError | unde
  * `-e FOO=bar`: in berth, as in Apptainer, -e is --cleanenv, so FOO=bar was taken for the image.
  * Docker's -e sets a variable; berth's spelling is --env.
  */
-export function checkImageArgument(image: string, flags: { cleanenv?: boolean }): void {
+export function checkImageArgument(image: string, flags: { cleanenv?: boolean; workdir?: string }): void {
+  // Apptainer's `-w IMAGE` (--writable): berth's -w is Docker's --workdir, which took the image.
+  const w = flags.workdir;
+  if (w !== undefined && (/\.(sif|sqsh|squashfs|simg|img)$/.test(w) || isFile(w))) {
+    throw new BerthError('USAGE', `'${w}' was taken as the working directory: -w is Docker's --workdir in berth, not Apptainer's --writable`,
+      'the image is read-only: --writable-tmpfs gives a writable root whose changes vanish at exit');
+  }
   if (!flags.cleanenv) return;
   if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(image)) {
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR=VALUE`,
@@ -80,5 +86,13 @@ export function checkImageArgument(image: string, flags: { cleanenv?: boolean })
   if (/^[A-Z_][A-Z0-9_]*$/.test(image) && !existsSync(image)) {
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR`,
       `to pass the host's ${image} write --env ${image}`);
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
   }
 }

@@ -112,6 +112,7 @@ interface Refused {
 const REFUSED: Refused[] = [
   { habit: "Docker -e FOO=bar (berth's -e is Apptainer's --cleanenv)", args: () => ['exec', '-e', 'FOO=bar', img(), 'true'], error: /'FOO=bar' was read as the image: -e is Apptainer's --cleanenv in berth/, hint: /--env FOO=bar/ },
   { habit: "Docker -e NAME (pass the host's value)", args: () => ['exec', '-e', 'HABIT', img(), 'true'], error: /'HABIT' was read as the image/, hint: /--env HABIT/ },
+  { habit: "Apptainer's -w IMAGE (--writable; berth's -w is Docker's --workdir)", args: () => ['exec', '-w', img(), 'echo', 'hi'], error: /was taken as the working directory: -w is Docker's --workdir in berth/, hint: /--writable-tmpfs/ },
   { habit: 'Docker --rm', args: () => ['run', '--rm', img()], error: /--rm is Docker's and has no berth meaning/, hint: /leaves nothing behind/ },
   { habit: 'Docker --name', args: () => ['run', '--name', 'db', img()], error: /--name is Docker's/, hint: /instance/ },
   { habit: 'Docker -d', args: () => ['run', '-d', img()], error: /-d is Docker's/, hint: /foreground/ },
