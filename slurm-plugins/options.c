@@ -218,7 +218,12 @@ int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, con
 	if ((strncmp(image, "docker://", 9) == 0 && !at) || !token || strspn(token, "0123456789abcdef") != strlen(token) || !*token)
 		return 0;
 	const char *name = at ? at + 8 : strrchr(image, '/') ? strrchr(image, '/') + 1 : image;
-	return format(out, size, "%s/berth-%u-%u-%s-%s%s", conf.stage_dir, job, (unsigned)uid, token, name, at ? ".sqsh" : "") == 0;
+	/* The whole reference hashed in too: two images of one job with the same file name
+	 * (run/a.sqsh, old/a.sqsh) must not find each other's copy. FNV-1a: a name, not a check. */
+	unsigned long long hash = 0xcbf29ce484222325ULL;
+	for (const unsigned char *c = (const unsigned char *)image; *c; c++)
+		hash = (hash ^ *c) * 0x100000001b3ULL;
+	return format(out, size, "%s/berth-%u-%u-%s-%016llx-%s%s", conf.stage_dir, job, (unsigned)uid, token, hash, name, at ? ".sqsh" : "") == 0;
 }
 
 int expand_runtime(char *out, size_t size, uid_t uid)

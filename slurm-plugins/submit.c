@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
@@ -26,8 +27,10 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 	if (!staged_path(sp, dest, sizeof dest, job, getuid(), image))
 		return 0;
 	snprintf(file, sizeof file, "%s", image);
-	if (strncmp(image, "docker://", 9) == 0) {
-		/* Quiet (the job's stderr is no place for progress bars), and the path from the JSON. */
+	struct stat st;
+	if (strncmp(image, "docker://", 9) == 0 || strncmp(image, "oci:", 4) == 0 || strncmp(image, "docker-archive:", 15) == 0) {
+		/* Pulled or converted into the cache first; quiet (the job's stderr is no place for
+		 * progress bars), and the path from the JSON. */
 		char *pull[] = { conf.berth, "pull", "--quiet", "--json", image, NULL }, *at;
 		if (run(pull, environ, out, sizeof out) != 0)
 			return -1; /* berth printed why */
@@ -35,9 +38,13 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 			slurm_error("berth: berth pull did not say where it put %s", image);
 			return -1;
 		}
-	} else if (access(file, R_OK) != 0) {
+	} else if (stat(file, &st) != 0 || access(file, R_OK) != 0) {
 		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno));
 		return -1;
+	} else if (S_ISDIR(st.st_mode)) {
+		/* sbcast copies one file: a root directory runs from where it is (a shared file system). */
+		slurm_info("berth: %s is a directory: it runs in place, not staged to the nodes", file);
+		return 0;
 	}
 	snprintf(jobs, sizeof jobs, "%u", job);
 	char *argv[] = { "sbcast", "--jobid", jobs, file, dest, NULL };

@@ -71,6 +71,19 @@ program
   .action((source: string, flags) => run(async () => (await import('./cli/convert.js')).convertCommand(source, flags)));
 
 program
+  .command('commit')
+  .description("save what containers changed in an --overlay directory as a new image on top of the one they ran")
+  .argument('[image]', 'the image the overlay was used with (default: the one berth noted in the overlay)')
+  .option('--from-overlay <dir>', 'the directory given to --overlay')
+  .requiredOption('-o, --output <file>', 'the new squashfs image to write')
+  .option('--oci-layout <dir>', 'also keep the new image as an OCI layout here (a new directory), for skopeo or umoci to push')
+  .option('--keep-owner', 'keep your uid and gid on the changed files (default: root\'s, as --fakeroot saw them)')
+  .option('-f, --force', 'replace the output file if it exists')
+  .option('-q, --quiet', 'print nothing but errors')
+  .option('--json', 'print the result as JSON on stdout')
+  .action((image: string | undefined, flags) => run(async () => (await import('./cli/commit.js')).commitCommand(image, flags)));
+
+program
   .command('pull')
   .description('pull an image from a registry into the cache and convert it (once); print its path')
   .argument('<reference>', 'docker://[REGISTRY/]REPO[:TAG|@DIGEST] (Docker Hub by default)')
@@ -96,7 +109,7 @@ program
 
 program
   .command('images')
-  .description('list the converted images in the cache')
+  .description('list the converted images in the cache (run, exec and shell take their digests)')
   .option('--json', 'print JSON')
   .action((flags) => run(async () => (await import('./cli/images.js')).imagesCommand(flags)));
 

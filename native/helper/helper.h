@@ -32,7 +32,14 @@ struct plan {
 	int has_user; /* --user: the container runs as user_uid:user_gid in a nested user namespace */
 	unsigned user_uid, user_gid;
 	int writable;
+	char *overlay; /* --overlay DIR: the root's changes go to DIR/upper and stay, or NULL */
 	int pidns; /* a PID namespace of its own (pidns.c) */
+	int ipcns; /* an IPC namespace of its own (isolate.c) */
+	char *hostname; /* a UTS namespace of its own with this hostname, or NULL */
+	enum net { NET_HOST, NET_NONE, NET_USER } net; /* the host's network, a loopback only, or pasta's */
+	char *pasta; /* NET_USER: the pasta to run */
+	char **publish; /* NET_USER: pasta -t specs, HOST_PORT:CONTAINER_PORT */
+	size_t npublish;
 	char *cwd;
 	char *path; /* PATH used to find argv[0] inside the container */
 	char **env;
@@ -64,6 +71,12 @@ void lock_mounts(void);
  * waits and exits as the container does. run_as_init runs the command as PID 2 and reaps. */
 void enter_pid_namespace(void);
 noreturn void run_as_init(const struct plan *p);
+
+/* isolate.c: prepare_network forks, before any namespace is joined, what --net user needs on
+ * the host's side; enter_isolation, in the image server's user namespace, makes the IPC, UTS
+ * and network namespaces the plan asks for and sets them up. */
+void prepare_network(const struct plan *p);
+void enter_isolation(const struct plan *p);
 
 /* fuse.c: mounts the image at mountpoint and serves it, one request per fuse_pump(). */
 struct fuse_session;

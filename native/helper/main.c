@@ -58,6 +58,7 @@ int main(int argc, char **argv)
 		fail("/dev/fuse does not exist on this node; an administrator must load the fuse module (modprobe fuse)");
 	check_runtime_dir(p.runtime);
 
+	prepare_network(&p); /* before any namespace is joined: pasta runs in the host's */
 	struct server_paths sp;
 	int server = attach_image(&p, &sp);
 	ask_to_be_watched(server, note);
@@ -66,6 +67,7 @@ int main(int argc, char **argv)
 	/* Named by this process, which the image server follows (in a PID namespace, the one outside). */
 	char base[4400];
 	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
+	enter_isolation(&p); /* IPC, UTS, network: what the plan asks for, before the PID namespace */
 	if (p.pidns)
 		enter_pid_namespace(); /* from here on, PID 1 of the container's own */
 	/* Our own mount namespace for this container's root, still receiving the host's mounts. */

@@ -246,6 +246,33 @@ void bind_image_dir(const char *dir, const char *mountpoint)
 	close(m);
 }
 
+/* A directory of the persistent overlay (--overlay DIR): made if missing, and opened only as
+ * the directory it is (no symlink followed), so that what the overlay writes goes there. Kept
+ * open (not close-on-exec, for fuse-overlayfs) until the overlay is mounted. */
+static int overlay_subdir(int dir, const char *name, const char *overlay)
+{
+	if (mkdirat(dir, name, 0755) != 0 && errno != EEXIST)
+		fail_errno("cannot create %s/%s for the overlay", overlay, name);
+	int fd = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+	if (fd < 0)
+		fail_errno("cannot open %s/%s as a directory (a symlink there is refused)", overlay, name);
+	return fd;
+}
+
+/* --overlay DIR: DIR must be the caller's own and no one else's to write (berth checked it
+ * too; checked again here, on what is opened): another user's files in it would be the root's. */
+static int open_overlay_dir(const char *overlay)
+{
+	int fd = open(overlay, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0)
+		fail_errno("cannot open the overlay directory %s", overlay);
+	if (st.st_uid != getuid() || (st.st_mode & 022))
+		fail("the overlay directory %s is not yours alone (owner %u, mode %04o); use a directory only you can write",
+		     overlay, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+	return fd;
+}
+
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base)
 {
 	const char *lower = sp->mnt;
@@ -258,6 +285,16 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 	for (size_t i = 0; i < 4; i++)
 		if (mkdir(dirs[i], 0755) != 0)
 			fail_errno("cannot create %s", dirs[i]);
+	int kept[2] = { -1, -1 };
+	if (p->overlay) {
+		/* The changes go to DIR/upper, and outlive the container; DIR/work is overlayfs's own. */
+		int dir = open_overlay_dir(p->overlay);
+		kept[0] = overlay_subdir(dir, "upper", p->overlay);
+		kept[1] = overlay_subdir(dir, "work", p->overlay);
+		close(dir);
+		snprintf(upper, sizeof upper, "/proc/self/fd/%d", kept[0]);
+		snprintf(work, sizeof work, "/proc/self/fd/%d", kept[1]);
+	}
 	snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
 	/* userxattr (Linux 5.11+) keeps overlay's own bookkeeping in user.* xattrs, which an
 	 * unprivileged mounter may write; older kernels do not know it and need no such option. */
@@ -268,6 +305,9 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 	    (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
 	     mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0))
 		overlay = start_fuse_overlayfs(opts, root);
+	for (size_t i = 0; i < 2; i++)
+		if (kept[i] >= 0)
+			close(kept[i]);
 	struct root r = { .fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC) };
 	if (r.fd < 0)
 		fail_errno("cannot open %s", root);
@@ -297,7 +337,7 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 		fail_errno("cannot pivot_root into %s", root);
 	if (umount2(".", MNT_DETACH) != 0 || chdir("/") != 0)
 		fail_errno("cannot detach the host's root");
-	if (!p->writable && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+	if (!p->writable && !p->overlay && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
 		fail_errno("cannot make the container's root read-only");
 	return overlay;
 }

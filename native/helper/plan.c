@@ -88,6 +88,43 @@ static unsigned long long parse_offset(const char *v, int lineno)
 	return n;
 }
 
+static char *parse_absolute(char *v, const char *what, int lineno)
+{
+	if (v[0] != '/')
+		fail("plan line %d: the %s '%s' is not an absolute path", lineno, what, v);
+	return v;
+}
+
+/* RFC 1123 labels, as sethostname and every resolver will take them. */
+static char *parse_hostname(char *v, int lineno)
+{
+	size_t n = strlen(v);
+	if (n == 0 || n > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n || v[0] == '-' || v[0] == '.')
+		fail("plan line %d: '%s' is not a hostname", lineno, v);
+	return v;
+}
+
+static enum net parse_net(const char *v, int lineno)
+{
+	if (strcmp(v, "host") == 0)
+		return NET_HOST;
+	if (strcmp(v, "none") == 0)
+		return NET_NONE;
+	if (strcmp(v, "user") == 0)
+		return NET_USER;
+	fail("plan line %d: unknown network '%s'", lineno, v);
+}
+
+/* HOST_PORT:CONTAINER_PORT, each 1-65535: what pasta's -t takes, and nothing else reaches it. */
+static char *parse_publish(char *v, int lineno)
+{
+	unsigned a, b;
+	int end = 0;
+	if (sscanf(v, "%5u:%5u%n", &a, &b, &end) != 2 || v[end] || !a || !b || a > 65535 || b > 65535 || strspn(v, "0123456789:") != strlen(v))
+		fail("plan line %d: '%s' is not HOST_PORT:CONTAINER_PORT", lineno, v);
+	return v;
+}
+
 /* A uid or gid of --user: a decimal number below (uid_t)-1, which means "none" to the kernel. */
 static unsigned parse_id(const char *v, int lineno)
 {
@@ -153,7 +190,13 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
 		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
+		else if (strcmp(key, "overlay") == 0) p->overlay = parse_absolute(v, "overlay directory", lineno);
 		else if (strcmp(key, "pidns") == 0) p->pidns = strcmp(v, "1") == 0;
+		else if (strcmp(key, "ipcns") == 0) p->ipcns = strcmp(v, "1") == 0;
+		else if (strcmp(key, "hostname") == 0) p->hostname = parse_hostname(v, lineno);
+		else if (strcmp(key, "net") == 0) p->net = parse_net(v, lineno);
+		else if (strcmp(key, "pasta") == 0) p->pasta = v;
+		else if (strcmp(key, "publish") == 0) push(&p->publish, &p->npublish, parse_publish(v, lineno));
 		else if (strcmp(key, "cwd") == 0) p->cwd = v;
 		else if (strcmp(key, "path") == 0) p->path = v;
 		else if (strcmp(key, "env") == 0) push(&p->env, &p->nenv, v);
@@ -171,6 +214,10 @@ void plan_read(int fd, struct plan *p)
 		fail("the launch plan lacks image, runtime, cwd or path");
 	if (!p->scope)
 		p->scope = strdup("");
+	if (p->net == NET_USER && (!p->pasta || p->pasta[0] != '/'))
+		fail("the launch plan asks for user-mode networking without the absolute path of pasta");
+	if (p->npublish && p->net != NET_USER)
+		fail("the launch plan publishes ports without user-mode networking");
 	if (!p->env)
 		push(&p->env, &p->nenv, strdup("PATH=/usr/local/bin:/usr/bin:/bin"));
 }

@@ -1,8 +1,10 @@
 // What main.ts and the commands share: the options of the container commands (run, exec,
 // shell, plan, srun), made from the settings table so that a flag and its setting cannot drift
 // apart, and what a command hands back for main.ts to print.
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { SETTINGS, type Setting } from '../config/schema.js';
+import { isBerthError } from '../errors.js';
+import { parsePublish } from '../plan/build.js';
 
 /** What a command hands back: text for stdout, or (for containers) an exit status too. */
 export type CommandResult = string | { out?: string; exitCode: number };
@@ -26,6 +28,15 @@ export function settingOptions(cmd: Command): Command {
   return cmd;
 }
 
+/** -p checked as commander reads it: `-p IMAGE` (Apptainer's -p is --pid) must not take the image as its value silently. */
+function publishSpec(spec: string): string {
+  try {
+    return parsePublish(spec);
+  } catch (e: unknown) {
+    throw new InvalidArgumentError(isBerthError(e) ? `${e.message}; ${e.hint}` : String(e));
+  }
+}
+
 /**
  * Every option a container takes: the settings' flags, then those that exist only on the command
  * line, then Apptainer's and Docker's spellings that mean something in berth (habits.ts says
@@ -38,9 +49,17 @@ export function containerOptions(cmd: Command): Command {
     .option('-c, --contain', 'no host $HOME or working directory (an empty, writable home instead), private /tmp and /dev/shm')
     .option('-C, --containall', '--contain, and --cleanenv and --pid too (Apptainer\'s)')
     .option('--writable-tmpfs', 'let the container write anywhere; changes go to memory and vanish at exit')
+    .option('--overlay <dir>', "let the container write anywhere, keeping the changes in DIR/upper for the next container (Apptainer's writable overlay directory; made if missing)")
     .option('--fakeroot', 'be root (uid 0) inside the container; still only your own privileges (implies --pid)')
     .option('-u, --user <uid[:gid]>', "be this uid and gid (or the image's user and group of these names) inside; your own outside (Docker's -u)")
     .option('--pid', 'a PID namespace of its own: the container sees only its own processes (implied by --fakeroot and --containall)')
+    .option('--ipc', 'an IPC namespace of its own (System V IPC, POSIX message queues; implied by --containall)')
+    .option('--uts', 'a UTS namespace of its own: the hostname can change inside without changing the host\'s')
+    .option('--hostname <name>', 'the hostname inside (implies --uts)')
+    .option('--network <mode>', 'none: a loopback only; user: user-mode networking through pasta; host: the host\'s (default)')
+    .option('--net', "Apptainer's --net: a network of its own, here user-mode (as --network user)")
+    .addOption(new Option('-p, --publish <host:container>', "publish a container's TCP port on the host (Docker's -p; implies --network user); repeatable")
+      .argParser((spec: string, before: string[] = []) => [...before, publishSpec(spec)]))
     .option('-e, --cleanenv', "do not pass the host environment (except TERM, LANG, LC_ALL, TZ); Apptainer's -e, not Docker's: use --env")
     .option('--env <K=V>', 'set a variable inside; repeatable, or comma-separated; --env NAME passes the host\'s value', collect, [])
     .option('--env-file <file>', 'set variables from KEY=VALUE lines')

@@ -53,8 +53,11 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
   };
 }
 
-/** A pull as `mode` shows it: its downloads, its conversion (as berth convert shows one), and how it ended. */
-export function pullDisplay(mode: ProgressMode): AcquireEvents {
+/**
+ * A pull as `mode` shows it: its downloads, its conversion (as berth convert shows one), and how
+ * it ended. `firstUse`: for the commands that run an image, which say nothing when it is cached.
+ */
+export function pullDisplay(mode: ProgressMode, firstUse = false): AcquireEvents {
   const download = downloadProgress(mode);
   return {
     download,
@@ -62,10 +65,10 @@ export function pullDisplay(mode: ProgressMode): AcquireEvents {
     cacheWarning,
     end(result: PullResult | undefined) {
       clearProgress(mode);
-      if (!result || mode === 'quiet') return;
+      if (!result || mode === 'quiet' || (firstUse && result.cached)) return;
       process.stderr.write(result.cached
         ? `berth: ${result.reference} is in the ${result.cache === 'site' ? 'site cache' : 'cache'} (${result.manifestDigest})\n`
-        : `berth: pulled ${result.reference} (${formatBytes(download.total())} downloaded)\n`);
+        : download.total() ? `berth: pulled ${result.reference} (${formatBytes(download.total())} downloaded)\n` : `berth: converted ${result.reference} into the cache (${result.manifestDigest})\n`);
     },
   };
 }

@@ -1,9 +1,10 @@
 // berth pull docker://REF [-o IMAGE.sqsh] and berth resolve docker://REF; convert takes docker://
-// references through pullCommand. The pulling is runtime/acquire.ts's; this file is the flags,
+// references through pullCommand. pull takes oci:DIR and docker-archive:FILE too, converted into
+// the cache as running them does (the SPANK plugin stages them so). The pulling is runtime/acquire.ts's; this file is the flags,
 // the copy to -o and what is printed.
 import { BerthError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { acquireImage, copyImage, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
+import { acquireImage, copyImage, isLayoutReference, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
 import { progressMode } from './progress.js';
 import { cacheWarning, pullDisplay } from './pull-progress.js';
 
@@ -28,14 +29,14 @@ function acquireOptions(flags: Pick<PullFlags, 'platform' | 'insecure' | 'parall
 export async function pullCommand(reference: string, flags: PullFlags, extra: string[] = []): Promise<string> {
   if (extra.length > 0) {
     // Apptainer's order: apptainer pull OUT.sif SOURCE.
-    const source = extra.find(isRegistryReference);
+    const source = extra.find((e) => isRegistryReference(e) || isLayoutReference(e));
     throw new BerthError('USAGE', `berth pull takes one image reference, not '${[reference, ...extra].join(' ')}'`,
-      source && !isRegistryReference(reference)
+      source && !isRegistryReference(reference) && !isLayoutReference(reference)
         ? `the file to write is -o in berth (Apptainer's pull OUT SOURCE): berth pull ${source} -o ${reference}`
         : 'write berth pull docker://REF [-o IMAGE.sqsh]');
   }
-  if (!isRegistryReference(reference)) {
-    throw new BerthError('USAGE', `'${reference}' is not a registry reference`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST]; for local images use berth convert');
+  if (!isRegistryReference(reference) && !isLayoutReference(reference)) {
+    throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE; an image file runs as it is');
   }
   const result = await acquireImage(reference, acquireOptions(flags), pullDisplay(progressMode(flags)));
   const file = flags.output ? copyImage(result.path, flags.output, flags.force ?? false) : result.path;

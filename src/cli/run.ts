@@ -6,6 +6,7 @@ import { formatPlan } from '../plan/serialize.js';
 import { runPlan } from '../runtime/helper.js';
 import { checkImageArgument } from './habits.js';
 import type { CommandResult } from './options.js';
+import { progressMode } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
 
 export interface RunCommandFlags extends RunFlags {
@@ -18,8 +19,9 @@ export interface RunCommandFlags extends RunFlags {
 export async function runCommand(mode: Command['mode'], image: string, args: string[], flags: RunCommandFlags): Promise<CommandResult> {
   checkImageArgument(image, flags);
   if (args[0] === '--') args = args.slice(1); // `berth run IMAGE -- ARGS`: the -- only ends berth's options
-  // A docker:// image is pulled quietly: the container's output is what the user wants to see.
-  const pulls = pullDisplay('quiet');
+  // An image used for the first time shows its pull and conversion on stderr (a bar on a
+  // terminal, lines in a batch log); a cached one says nothing before the container's output.
+  const pulls = pullDisplay(progressMode({}), true);
   const { plan, metadata } = await preparePlan(mode, image, args, flags, pulls, undefined, flags.entrypoint);
   // berth runs you as yourself (Apptainer's habit); an image that names its user is told so, not silently ignored.
   const user = metadata.config.User;

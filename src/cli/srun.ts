@@ -12,6 +12,7 @@ import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
 import { checkImageArgument } from './habits.js';
 import { containerOptions, type CommandResult } from './options.js';
+import { progressMode } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
 
 export interface SrunArgs {
@@ -48,7 +49,7 @@ export async function srunCommand(args: string[]): Promise<CommandResult> {
   const flags = parser.opts<RunFlags & { keepEnv?: string; entrypoint?: boolean }>();
   checkImageArgument(split.image, flags);
   // A docker:// image is pulled once, here, into the cache the nodes share; the tasks run the very file.
-  const pulls = pullDisplay(process.stderr.isTTY ? 'tty' : 'quiet');
+  const pulls = pullDisplay(progressMode({}), true);
   const plan = await prepareStepPlan(split.image, [], flags, { keepEnv: flags.keepEnv, linger: 2, entrypoint: flags.entrypoint }, pulls);
   const child = spawn('srun', [...split.srun, helperPath(), '--join', '--', ...split.command], {
     stdio: 'inherit',

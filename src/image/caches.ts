@@ -25,6 +25,8 @@ export interface CachedImage {
   mtime: Date;
   /** From the image's metadata; undefined when it cannot be read. */
   source: string | undefined;
+  /** From the image's metadata too. */
+  platform?: ImageMetadata['platform'];
   /** Why it is not used; undefined for an image that is. */
   doubt?: Doubt;
 }
@@ -194,7 +196,7 @@ export class Caches {
     if (!read) return { ...base, source: undefined };
     if ('doubt' in read) return { ...base, source: undefined, doubt: read.doubt };
     const d = digestDoubt(file, read, manifestDigest);
-    return { ...base, source: read.metadata.source, ...(d ? { doubt: d } : {}) };
+    return { ...base, source: read.metadata.source, platform: read.metadata.platform, ...(d ? { doubt: d } : {}) };
   }
 
   /** Removes a file of the user's own cache (the site cache is its owner's). */

@@ -3,7 +3,7 @@
 import { BerthError } from '../errors.js';
 import type { ImageLocation } from '../image/files.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp } from './types.js';
+import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp, type Network } from './types.js';
 
 export interface HostFacts {
   uid: number;
@@ -44,9 +44,17 @@ export interface RunOptions {
   /** --user: the uid and gid inside (the caller's own outside), and the name if the image has one. */
   user?: { uid: number; gid: number; name?: string };
   writableTmpfs: boolean;
+  /** --overlay DIR: the root writable, its changes kept in DIR/upper (checked by prepare.ts). */
+  overlay: string | undefined;
   fakeroot: boolean;
   /** A PID namespace of its own (--pid, and what --containall implies); --fakeroot implies it. */
   pid: boolean;
+  /** An IPC namespace of its own (--ipc, and what --containall implies). */
+  ipc: boolean;
+  /** A UTS namespace of its own with this hostname (--hostname, or the host's for --uts). */
+  hostname: string | undefined;
+  /** A network namespace of its own (--network none|user); undefined: the host's. */
+  network: Network | undefined;
   cleanenv: boolean;
   /** K=V from --env-file then --env, in order; later ones win. */
   env: string[];
@@ -75,6 +83,24 @@ export const ENV_DENY = [
 
 /** Kept even with --cleanenv: a terminal and a locale keep a shell usable. */
 const CLEANENV_KEEP = ['TERM', 'LANG', 'LC_ALL', 'TZ'];
+
+/** A hostname as sethostname and resolvers take it (RFC 1123). */
+export function checkHostname(name: string): string {
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(name)) {
+    throw new BerthError('USAGE', `--hostname '${name}' is not a hostname`, 'use letters, digits, - and . (at most 64), e.g. --hostname worker1');
+  }
+  return name;
+}
+
+/** --publish HOST_PORT:CONTAINER_PORT (Docker's -p), each 1-65535; TCP, as pasta forwards it. */
+export function parsePublish(spec: string): string {
+  const m = /^(\d{1,5}):(\d{1,5})(?:\/tcp)?$/.exec(spec);
+  if (!m || [m[1], m[2]].some((n) => Number(n) < 1 || Number(n) > 65535)) {
+    throw new BerthError('USAGE', `-p/--publish '${spec}' is not HOST_PORT:CONTAINER_PORT`,
+      "e.g. -p 8888:8888 (TCP). Apptainer's -p is --pid here: a PID namespace of its own");
+  }
+  return `${Number(m[1])}:${Number(m[2])}`;
+}
 
 /**
  * A bind's options as Apptainer and Docker write them: ro and rw; nosuid and nodev, which every
@@ -164,13 +190,16 @@ const SHELL = 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh 
  */
 const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; ';
 
+/** argv run from a shell that has sourced an Apptainer image's environment scripts first. */
+export const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv];
+
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
 function commandLine(meta: ImageMetadata, cmd: Command): string[] {
   const replaced = cmd.mode === 'run' && cmd.entrypoint !== undefined;
   const entrypoint = replaced ? (cmd.entrypoint ? [cmd.entrypoint] : []) : meta.config.Entrypoint ?? [];
   const apptainer = meta.startup === 'apptainer';
   // An Apptainer image's command runs from a shell that has sourced the environment first.
-  const wrap = (argv: string[]) => (apptainer ? ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv] : argv);
+  const wrap = (argv: string[]) => (apptainer ? withApptainerEnvScripts(argv) : argv);
   if (cmd.mode === 'exec') return wrap(cmd.args);
   if (cmd.mode === 'shell') return ['/bin/sh', '-c', apptainer ? APPTAINER_ENV + SHELL : SHELL, 'sh', ...cmd.args];
   const argv = cmd.args.length > 0 || replaced ? [...entrypoint, ...cmd.args] : [...entrypoint, ...(meta.config.Cmd ?? [])];
@@ -332,8 +361,12 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
     ...(opts.user ? { user: { uid: opts.user.uid, gid: opts.user.gid } } : {}),
-    writable: opts.writableTmpfs,
+    writable: opts.writableTmpfs || opts.overlay !== undefined,
+    ...(opts.overlay ? { overlay: opts.overlay } : {}),
     pidns: wantsPidNamespace(opts),
+    ...(opts.ipc ? { ipcns: true } : {}),
+    ...(opts.hostname ? { hostname: opts.hostname } : {}),
+    ...(opts.network ? { net: opts.network } : {}),
     cwd,
     path: env.get('PATH')!,
     env: [...env].map(([k, v]) => `${k}=${v}`),
@@ -352,6 +385,16 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
  * container are per step: nothing lingers after it but the step container's own wait.
  */
 export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number, init: string[] = []): LaunchPlan {
+  if (plan.ipcns || plan.hostname || plan.net) {
+    // A step's tasks join its container with setns, which has no IPC, UTS or network namespace to join yet.
+    throw new BerthError('USAGE', '--ipc, --uts/--hostname and --network are not offered for Slurm steps yet',
+      'run the service with berth exec inside the job script (e.g. berth exec --network none IMAGE CMD), or leave them out');
+  }
+  if (plan.overlay) {
+    // Every node of a step would write the same upper directory at once, which overlayfs forbids.
+    throw new BerthError('USAGE', '--overlay is not offered for Slurm steps: the nodes of a step would all write the one directory',
+      'use --container-writable (a writable root per node, in memory), or berth exec --overlay DIR in a one-node job');
+  }
   const full = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const env = [...full].filter(([k, v]) => host.env[k] !== v && !keep.includes(k)).map(([k, v]) => `${k}=${v}`);
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));

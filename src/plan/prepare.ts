@@ -3,19 +3,22 @@
 // each host binding adds (src/host/bindings.ts), then buildPlan, which is pure. The reading of
 // files and of the node happens here, not in build.ts. Shared by berth run/exec/shell, berth
 // plan (and its --slurm-step, the SPANK plugin's) and berth srun, so all of them plan alike.
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
 import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
 import { BerthError, osError } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
+import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
+import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
-import { buildPlan, parseBinds, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
-import type { HostBinding, LaunchPlan } from './types.js';
+import { buildPlan, checkHostname, withApptainerEnvScripts, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import type { HostBinding, LaunchPlan, Network } from './types.js';
 
 /**
  * A container's options as the command line gives them (src/cli/options.ts makes the flags):
@@ -36,8 +39,15 @@ export interface RunFlags {
   workdir?: string;
   volume?: string[];
   writableTmpfs?: boolean;
+  overlay?: string;
   fakeroot?: boolean;
   pid?: boolean;
+  ipc?: boolean;
+  uts?: boolean;
+  hostname?: string;
+  net?: boolean;
+  network?: string;
+  publish?: string[];
   cleanenv?: boolean;
   env?: string[];
   envFile?: string;
@@ -121,6 +131,82 @@ function envFileLines(file: string | undefined): string[] {
   return parseEnvFile(text, file);
 }
 
+/**
+ * --network none|user|host, with Apptainer's --net and Docker's -p (both mean user-mode
+ * networking here: the namespace is unprivileged, so pasta stands in for a bridge).
+ */
+function network(flags: RunFlags): Network | undefined {
+  const publish = (flags.publish ?? []).map(parsePublish);
+  const mode = flags.network ?? (flags.net || publish.length > 0 ? 'user' : 'host');
+  if (mode !== 'host' && mode !== 'none' && mode !== 'user') {
+    throw new BerthError('USAGE', `--network ${mode}: berth knows none (a loopback only), user (pasta's user-mode network) and host (the default)`,
+      'e.g. --network none; bridges and CNI networks need root, which berth never has');
+  }
+  if (publish.length > 0 && mode !== 'user') {
+    throw new BerthError('USAGE', `-p/--publish needs --network user, not --network ${mode}`, 'leave out --network: -p alone asks for user-mode networking');
+  }
+  if (mode === 'host') return undefined;
+  return mode === 'none' ? { mode } : { mode, pasta: findPasta(), publish };
+}
+
+/**
+ * --overlay DIR (Apptainer's writable overlay directory): the root's changes are kept in
+ * DIR/upper. Made (0700) if it is missing; otherwise it must be a directory of the caller's that
+ * no one else can write, since whatever is in it becomes the container's root.
+ */
+function overlayDir(spec: string): string {
+  const dir = path.resolve(spec);
+  let st = lstatPath(dir, `--overlay ${dir}`);
+  if (!st) {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (e: unknown) {
+      throw osError(e, `--overlay ${dir}`) ?? e;
+    }
+    st = lstatPath(dir, `--overlay ${dir}`)!;
+  }
+  if (!st.isDirectory()) throw new BerthError('USAGE', `--overlay ${dir}: not a directory${st.isSymbolicLink() ? ' (a symlink: name the directory itself)' : ''}`, 'name a directory of yours, or a path where berth may make one');
+  if (st.uid !== process.getuid!() || (st.mode & 0o022) !== 0) {
+    throw new BerthError('USAGE', `--overlay ${dir} is not yours alone (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): what is in it becomes the container's root`,
+      `use a directory only you can write (chmod go-w ${dir}, or a new one)`);
+  }
+  return dir;
+}
+
+/** Where an overlay directory notes the image its changes lie over (berth commit's default base). */
+const OVERLAY_BASE = 'berth-image';
+
+/** The image `dir` was first used with, if berth noted it. */
+export function overlayBase(dir: string): string | undefined {
+  try {
+    return readFileSync(path.join(dir, OVERLAY_BASE), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Notes the image on first use; says so when the overlay's changes now lie over another. */
+function noteOverlayBase(dir: string, image: string, warn: (line: string) => void): void {
+  const noted = overlayBase(dir);
+  if (noted === undefined) {
+    try {
+      writeFileSync(path.join(dir, OVERLAY_BASE), `${image}\n`, { mode: 0o600, flag: 'wx' });
+    } catch {
+      // Not noted: berth commit then asks for the image.
+    }
+  } else if (noted !== image) {
+    warn(`berth: warning: the overlay ${dir} was made over ${noted}; its changes now lie over ${image}`);
+  }
+}
+
+function lstatPath(file: string, subject: string): Stats | undefined {
+  try {
+    return lstatSync(file, { throwIfNoEntry: false });
+  } catch (e: unknown) {
+    throw osError(e, subject) ?? e;
+  }
+}
+
 /** -H, --home SRC[:DST] (Apptainer's): SRC must be a directory here; DST defaults to SRC. */
 function homeDir(spec: string | boolean | undefined): RunOptions['homeDir'] {
   if (typeof spec !== 'string') return undefined;
@@ -179,9 +265,13 @@ export function runOptions(flags: RunFlags, image: Target): RunOptions {
     // Apptainer's --containall is --contain with a clean environment and PIDs of its own.
     contain: (flags.contain ?? false) || containall,
     writableTmpfs: flags.writableTmpfs ?? false,
+    overlay: flags.overlay !== undefined ? overlayDir(flags.overlay) : undefined,
     fakeroot: flags.fakeroot ?? false,
     ...(flags.user !== undefined ? { user: parseUser(flags.user, image) } : {}),
     pid: (flags.pid ?? false) || containall,
+    ipc: (flags.ipc ?? false) || containall,
+    hostname: flags.hostname !== undefined ? checkHostname(flags.hostname) : flags.uts ? hostname() : undefined,
+    network: network(flags),
     cleanenv: (flags.cleanenv ?? false) || containall,
     env: [...apptainerEnvironment(process.env).env, ...envFileLines(flags.envFile), ...expandEnvFlags(flags.env ?? [], process.env)],
     pwd: flags.pwd ?? flags.cwd ?? flags.workdir,
@@ -242,6 +332,7 @@ export async function preparePlan(mode: Command['mode'], image: string, args: st
   const opened = openImage(await imageFile(image, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
+  if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
   const cmd: Command = mode === 'run' ? { mode, args, ...(entrypoint !== undefined ? { entrypoint } : {}) } : { mode, args };
   return { plan: buildPlan(opened.location, opened.metadata, host, options, cmd), metadata: opened.metadata };
 }
@@ -259,7 +350,9 @@ export interface StepOptions {
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
   const host = stepHostFacts();
-  const { plan, metadata } = await preparePlan('exec', image, args, flags, pulls, host);
+  const prepared = await preparePlan('exec', image, args, flags, pulls, host);
+  const { metadata } = prepared;
+  const plan = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : prepared.plan;
   const entrypoint = metadata.config.Entrypoint ?? [];
   const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
   return stepPlan(plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
@@ -270,3 +363,32 @@ export function stepHostFacts(): HostFacts {
   const host = hostFacts();
   return { ...host, runtimeDir: runtimeDir(host.uid, { ...process.env, XDG_RUNTIME_DIR: undefined }) };
 }
+
+/**
+ * An Apptainer image's environment comes from its /.singularity.d/env scripts, which a lone
+ * container sources before its command (build.ts wraps it). A step's tasks are started by
+ * slurmstepd with their own command line, which nothing can wrap: so the scripts are sourced
+ * once, in a container of the plan, and what they exported joins the plan's environment.
+ */
+async function withApptainerEnv(plan: LaunchPlan): Promise<LaunchPlan> {
+  // The environment as the scripts leave it, NUL-separated: exact whatever the values hold.
+  const probe = { ...plan, linger: 0, argv: withApptainerEnvScripts(['cat', '/proc/self/environ']) };
+  const { code, stdout } = await captureFromContainer(probe);
+  if (code !== 0) {
+    throw new BerthError('IMAGE_UNSUPPORTED', `the image's /.singularity.d/env scripts could not be sourced for the step (status ${code}; its messages are above)`,
+      'fix the scripts, or run the step with berth exec IMAGE inside the job script');
+  }
+  const before = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv]));
+  const sourced = stdout.toString('utf8').split('\0').filter((kv) => kv.includes('='));
+  const changed = sourced.filter((kv) => {
+    const key = kv.slice(0, kv.indexOf('='));
+    return !SHELL_OWN.has(key) && before.get(key) !== kv;
+  });
+  const keys = new Set(changed.map((kv) => kv.slice(0, kv.indexOf('='))));
+  const env = [...plan.env.filter((kv) => !keys.has(kv.slice(0, kv.indexOf('=')))), ...changed];
+  const path = env.find((kv) => kv.startsWith('PATH='))?.slice(5) ?? plan.path;
+  return { ...plan, env, path };
+}
+
+/** Variables the shell sets for itself, not the image's. */
+const SHELL_OWN = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);

@@ -23,7 +23,13 @@ export function serializePlan(plan: LaunchPlan): string {
     `userns ${plan.userns}`,
     ...(plan.user ? [`user ${plan.user.uid} ${plan.user.gid}`] : []),
     `writable ${plan.writable ? 1 : 0}`,
+    ...(plan.overlay ? [`overlay ${field(plan.overlay)}`] : []),
     `pidns ${plan.pidns ? 1 : 0}`,
+    // Isolation asked for: absent, the host's, as in every plan before them.
+    ...(plan.ipcns ? ['ipcns 1'] : []),
+    ...(plan.hostname ? [`hostname ${field(plan.hostname)}`] : []),
+    ...(plan.net ? [`net ${plan.net.mode}`] : []),
+    ...(plan.net?.mode === 'user' ? [`pasta ${field(plan.net.pasta)}`, ...plan.net.publish.map((p) => `publish ${p}`)] : []),
     `cwd ${field(plan.cwd)}`,
     `path ${field(plan.path)}`,
     ...plan.env.map((e) => `env ${field(e)}`),

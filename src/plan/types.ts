@@ -21,6 +21,9 @@ export interface MountOp {
   origin: string;
 }
 
+/** --net none: a loopback only; --net user: pasta at `pasta`, with `publish` (HOST_PORT:CONTAINER_PORT) ports. */
+export type Network = { mode: 'none' } | { mode: 'user'; pasta: string; publish: string[] };
+
 export interface LaunchPlan {
   image: string;
   /** A squashfs file (served through FUSE), or an unpacked root directory (bound read-only). */
@@ -45,12 +48,20 @@ export interface LaunchPlan {
   user?: { uid: number; gid: number };
   /** --writable-tmpfs: the root stays writable (changes go to a tmpfs and vanish). */
   writable: boolean;
+  /** --overlay DIR: the writable root's changes go to DIR/upper and outlive the container. */
+  overlay?: string;
   /**
    * A PID namespace of its own, with its own /proc and a small init (--pid, and what --fakeroot
    * and --containall imply): the container sees no process of the host, so none of their
    * roots through /proc/PID/root either.
    */
   pidns: boolean;
+  /** An IPC namespace of its own (--ipc; --containall implies it). */
+  ipcns?: boolean;
+  /** A UTS namespace of its own with this hostname (--uts, --hostname). */
+  hostname?: string;
+  /** The host's network (absent), a loopback only (none), or pasta's user-mode network (user). */
+  net?: Network;
   cwd: string;
   /** Where the helper looks for argv[0]: the container's PATH. */
   path: string;

@@ -3,7 +3,7 @@
 // be believed), then the cached file, and copied out where -o asks. berth run, plan, srun and
 // pull all acquire images here; how a pull shows on the terminal (bars, lines, nothing) is the
 // caller's, passed as events.
-import { statSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
@@ -12,7 +12,8 @@ import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError, messageOf } from '../errors.js';
 import { Caches } from '../image/caches.js';
 import { hostPlatform, type Platform } from '../image/platform.js';
-import { pullImage, resolveReference, type PullResult } from '../image/pull.js';
+import { cacheLocalImage, pullImage, resolveReference, type PullResult } from '../image/pull.js';
+import { parseSource } from '../image/reference.js';
 import type { DownloadEvents, PullOptions } from '../image/registry-source.js';
 import { copyFileAtomic } from '../util/atomic-file.js';
 
@@ -44,6 +45,11 @@ export function isRegistryReference(text: string): boolean {
   return text.startsWith('docker://');
 }
 
+/** An image to convert before it runs: an OCI layout or a `docker save` archive. */
+export function isLayoutReference(text: string): boolean {
+  return text.startsWith('oci:') || text.startsWith('docker-archive:');
+}
+
 function pullOptions(options: AcquireOptions, events: Pick<AcquireEvents, 'cacheWarning' | 'download'>): PullOptions {
   return {
     caches: new Caches(events.cacheWarning),
@@ -53,21 +59,55 @@ function pullOptions(options: AcquireOptions, events: Pick<AcquireEvents, 'cache
   };
 }
 
-/** Pulls `reference` into the cache (converting it once, with berth's default compression). */
+/**
+ * Pulls `reference` into the cache, or for oci: and docker-archive: converts it there, once
+ * (with berth's default compression).
+ */
 export async function acquireImage(reference: string, options: AcquireOptions, events: AcquireEvents): Promise<PullResult> {
   let result: PullResult | undefined;
   try {
     const squash = { compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism() };
-    result = await pullImage(reference, options.platform ?? hostPlatform(), pullOptions(options, events), squash, events.convert);
+    const platform = options.platform ?? hostPlatform();
+    const pull = pullOptions(options, events);
+    result = isLayoutReference(reference)
+      ? await cacheLocalImage(parseSource(reference), platform, pull.caches, squash, events.convert)
+      : await pullImage(reference, platform, pull, squash, events.convert);
+    if (result.offline) {
+      events.cacheWarning(`berth: warning: the registry of ${result.reference} cannot be reached: running the image it named when last pulled (${result.manifestDigest})`);
+    }
     return result;
   } finally {
     events.end?.(result);
   }
 }
 
-/** The file to run for `image`: itself, or for docker:// the cached image. */
+/** A cached image as `berth images` lists it: its manifest digest, or the first 12 or more of its hex digits. */
+const CACHED_DIGEST = /^(?:sha256:)?([0-9a-f]{12,64})$/;
+
+/**
+ * The file to run for `image`: for docker://, oci: and docker-archive: the cached image, for a
+ * digest that `berth images` shows the cached image it names (unless a file has that name), else
+ * the file itself.
+ */
 export async function imageFile(image: string, events: AcquireEvents): Promise<string> {
-  return isRegistryReference(image) ? (await acquireImage(image, {}, events)).path : image;
+  if (isRegistryReference(image) || isLayoutReference(image)) return (await acquireImage(image, {}, events)).path;
+  const digest = CACHED_DIGEST.exec(image);
+  if (digest && !lstatSync(image, { throwIfNoEntry: false })) return cachedByDigest(digest[1]!, events);
+  return image;
+}
+
+async function cachedByDigest(hex: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string> {
+  const { images } = await new Caches(events.cacheWarning).listImages();
+  const matches = images.filter((i) => !i.doubt && i.manifestDigest.slice(7).startsWith(hex));
+  if (matches.length === 1) return matches[0]!.path;
+  if (matches.length === 0) {
+    throw new BerthError('SOURCE_NOT_FOUND', `no file is named ${hex}, and no cached image has a digest that starts with it`,
+      'see `berth images` for the cached images, or give the path of an image file');
+  }
+  const same = new Set(matches.map((m) => m.manifestDigest));
+  // The same image in the site cache and the user's: the site's comes first, as findImage takes it.
+  if (same.size === 1) return matches[0]!.path;
+  throw new BerthError('USAGE', `${hex} is the start of the digests of ${same.size} cached images`, `give more of the digest: ${[...same].join(', ')}`);
 }
 
 /** `reference` pinned to this platform's image manifest digest: what every node of a job then runs. */

@@ -45,3 +45,21 @@ export function runPlan(plan: LaunchPlan): Promise<number> {
     });
   });
 }
+
+/**
+ * Runs a plan whose command prints something berth needs (a step's environment), and returns
+ * its stdout; stderr stays the user's. Not a job's container: no signals are passed on.
+ */
+export function captureFromContainer(plan: LaunchPlan): Promise<{ code: number; stdout: Buffer }> {
+  const helper = helperPath();
+  return new Promise((resolve, reject) => {
+    const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] });
+    const planPipe = child.stdio[3] as Duplex;
+    planPipe.on('error', () => {});
+    planPipe.end(serializePlan(plan));
+    const out: Buffer[] = [];
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
+    child.on('close', (code, signal) => resolve({ code: code ?? 128 + (signal ? constants.signals[signal] : 0), stdout: Buffer.concat(out) }));
+  });
+}

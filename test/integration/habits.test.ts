@@ -50,6 +50,9 @@ const sh = (script: string) => ['sh', '-c', script];
 const d = () => path.join(work, 'data');
 
 const ACCEPTED: Accepted[] = [
+  { habit: 'Apptainer --hostname (a UTS namespace of its own)', args: () => ['exec', '--hostname', 'box', img(), 'hostname'], stdout: /^box\n$/ },
+  { habit: "Docker --network none", args: () => ['exec', '--network', 'none', img(), ...sh("grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' '")], stdout: /^lo:\n$/ },
+  { habit: "Apptainer --net (user-mode networking here)", args: () => ['exec', '--net', img(), ...sh("grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' ' | sort")], stdout: /^eth0:\nlo:\n$/ },
   { habit: '--nv on a node without a GPU (Apptainer: warns and goes on)', args: () => ['exec', '--nv', img(), 'echo', 'ran'], stdout: /^ran\n$/, stderr: /warning: --gpus all: this node has no NVIDIA .* GPU; the container runs without one/ },
   { habit: '--rocm on a node without a GPU', args: () => ['exec', '--rocm', img(), 'echo', 'ran'], stdout: /^ran\n$/, stderr: /warning: --gpus all: this node has no/ },
   { habit: '--gpus all on a node without a GPU', args: () => ['exec', '--gpus', 'all', img(), 'echo', 'ran'], stdout: /^ran\n$/, stderr: /warning: --gpus all/ },
@@ -116,8 +119,8 @@ const REFUSED: Refused[] = [
   { habit: 'Docker --rm', args: () => ['run', '--rm', img()], error: /--rm is Docker's and has no berth meaning/, hint: /leaves nothing behind/ },
   { habit: 'Docker --name', args: () => ['run', '--name', 'db', img()], error: /--name is Docker's/, hint: /instance/ },
   { habit: 'Docker -d', args: () => ['run', '-d', img()], error: /-d is Docker's/, hint: /foreground/ },
-  { habit: 'Docker -p', args: () => ['run', '-p', '80:80', img()], error: /-p is Docker's/, hint: /host's network/ },
-  { habit: 'Docker --network=host', args: () => ['run', '--network=host', img()], error: /--network is Apptainer's and Docker's and has no berth meaning/, hint: /host's network/ },
+  { habit: 'Docker -P', args: () => ['run', '-P', img()], error: /-P is Docker's/, hint: /-p HOST_PORT:CONTAINER_PORT/ },
+  { habit: 'Docker --network=bridge', args: () => ['run', '--network=bridge', img()], error: /--network bridge: berth knows none/, hint: /need root/ },
   { habit: 'Docker --privileged', args: () => ['run', '--privileged', img()], error: /--privileged is Docker's/, hint: /--fakeroot/ },
   { habit: 'Apptainer --writable', args: () => ['exec', '--writable', img(), 'true'], error: /--writable is Apptainer's/, hint: /--writable-tmpfs/ },
   { habit: "Docker --entrypoint on exec (it is berth run's)", args: () => ['exec', '--entrypoint', 'x', img(), 'true'], error: /berth exec does not take --entrypoint/, hint: /berth exec --help/ },

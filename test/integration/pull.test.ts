@@ -499,3 +499,71 @@ describe('unfinished downloads: a full disk, and berth prune', () => {
     }
   });
 });
+
+describe('images run where they are: oci:, docker-archive:, a cached digest, and a tag when the registry is gone', () => {
+  const exec = (cache: string, ...args: string[]) =>
+    run(process.execPath, [BERTH, 'exec', ...args], { env: { ...process.env, BERTH_CACHE_DIR: cache, BERTH_IMAGE_LINGER: '0' } });
+
+  it('oci:DIR runs directly: converted into the cache once, shown the first time, silent and not converted again after', async () => {
+    const cache = freshCache();
+    const first = await exec(cache, `oci:${work}/oci:busybox`, 'cat', '/etc/motd');
+    expect(first.stdout, first.stderr).toBe('from the image\n');
+    // Not a batch job's silence: what it converts, as plain lines (stderr is not a terminal here).
+    expect(first.stderr).toMatch(/converted oci:.*\/oci:busybox into the cache \(sha256:[0-9a-f]{64}\)/);
+    const cached = readdirSync(path.join(cache, 'images')).filter((n) => n.endsWith('.sqsh'));
+    expect(cached).toHaveLength(1);
+    const before = statSync(path.join(cache, 'images', cached[0]!)).mtimeMs;
+    const again = await exec(cache, `oci:${work}/oci:busybox`, 'cat', '/etc/motd');
+    expect(again.stdout).toBe('from the image\n');
+    expect(again.stderr).toBe('');
+    expect(statSync(path.join(cache, 'images', cached[0]!)).mtimeMs).toBe(before);
+    // The same manifest pulled from a registry is the same cache entry: nothing is converted.
+    const pulled = await pull(cache, `docker://${registry.host}/lab/busybox:1.0`, '--json');
+    expect(JSON.parse(pulled.stdout)).toMatchObject({ cached: true, path: path.join(cache, 'images', cached[0]!) });
+  });
+
+  it('berth images lists it, and exec takes the digest it shows; a prefix of none says so', async () => {
+    const cache = freshCache();
+    expect((await exec(cache, `oci:${work}/oci:busybox`, 'true')).code).toBe(0);
+    const listed = await run(process.execPath, [BERTH, 'images'], { env: { ...process.env, BERTH_CACHE_DIR: cache } });
+    const short = /^([0-9a-f]{12}) .*oci:.*oci:busybox$/m.exec(listed.stdout)?.[1];
+    expect(short, listed.stdout).toBeDefined();
+    expect((await exec(cache, short!, 'cat', '/etc/motd')).stdout).toBe('from the image\n');
+    expect((await exec(cache, `sha256:${short}`, 'cat', '/etc/motd')).stdout).toBe('from the image\n');
+    const none = await exec(cache, '000000000000', 'true');
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/no file is named 000000000000, and no cached image has a digest that starts with it[\s\S]*berth images/);
+  });
+
+  it('docker-archive: with an OCI layout inside (as Docker 25 saves) runs; a classic one says to convert it once', async () => {
+    const cache = freshCache();
+    const modern = path.join(work, 'saved-oci.tar');
+    expect((await run('tar', ['-C', path.join(work, 'oci'), '-cf', modern, '.'])).code).toBe(0);
+    const r = await exec(cache, `docker-archive:${modern}:busybox`, 'cat', '/etc/motd');
+    expect(r.stdout, r.stderr).toBe('from the image\n');
+    const classic = path.join(work, 'saved-classic.tar');
+    const saved = await run('skopeo', ['copy', '--quiet', `oci:${work}/oci:busybox`, `docker-archive:${classic}:lab/busybox:1.0`]);
+    expect(saved.code, saved.stderr).toBe(0);
+    const refused = await exec(cache, `docker-archive:${classic}`, 'true');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/classic `docker save` archive[\s\S]*berth convert docker-archive:.*saved-classic\.tar -o IMAGE\.sqsh/);
+  });
+
+  it('a tag whose registry cannot be reached runs the image it named when last pulled, with a warning naming the digest', async () => {
+    const cache = freshCache();
+    const ref = `docker://${registry.host}/lab/busybox:1.0`;
+    const pulled = JSON.parse((await pull(cache, ref, '--json')).stdout) as { manifestDigest: string };
+    await registry.stop();
+    try {
+      const r = await exec(cache, ref, 'cat', '/etc/motd');
+      expect(r.stdout, r.stderr).toBe('from the image\n');
+      expect(r.stderr).toContain(`the registry of ${ref} cannot be reached: running the image it named when last pulled (${pulled.manifestDigest})`);
+      // Another tag, never pulled, has nothing to fall back on: the registry's error stands.
+      const other = await exec(cache, `docker://${registry.host}/lab/busybox:2.0`, 'true');
+      expect(other.code).not.toBe(0);
+      expect(other.stderr).toMatch(/cannot reach 127\.0\.0\.1/);
+    } finally {
+      await registry.restart();
+    }
+  }, 60_000);
+});

@@ -4,7 +4,7 @@
 // image with the host's MPI over PMI2, a docker:// image pulled once for a whole job, a
 // cancelled job that leaves nothing behind, and the `berth srun` wrapper.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -45,6 +45,9 @@ beforeAll(async () => {
     const r = await berth('convert', `oci:${work}/oci:${tag}`, '-o', img(tag), '--quiet');
     if (r.code !== 0) throw new Error(r.stderr);
   }
+  mkdirSync(path.join(work, 'foreign'));
+  const foreign = await run(path.join(ROOT, 'test/fixtures/make-foreign-images.sh'), [path.join(work, 'foreign')]);
+  if (foreign.code !== 0) throw new Error(foreign.stderr);
   registry = await startRegistry(path.join(work, 'registry'));
   await push(`oci:${work}/oci:busybox`, registry, 'lab/busybox:1.0');
 }, 240_000);
@@ -157,7 +160,7 @@ describe('the SPANK plugin', () => {
     expect(r.code).toBe(0);
     const job = r.stdout.trim();
     // Named by the job, the user, a token drawn at submission (no one can plant it ahead) and the image.
-    const name = new RegExp(`^berth-${job}-${userInfo().uid}-[0-9a-f]{32}-busybox\\.sqsh$`);
+    const name = new RegExp(`^berth-${job}-${userInfo().uid}-[0-9a-f]{32}-[0-9a-f]{16}-busybox\\.sqsh$`);
     const [motd1, motd2, listed, ...plans] = readFileSync(path.join(work, 'staged.out'), 'utf8').trim().split('\n');
     expect([motd1, motd2]).toEqual(['from the image', 'from the image']);
     expect(listed).toMatch(name);
@@ -165,6 +168,36 @@ describe('the SPANK plugin', () => {
     expect(plans).toEqual([`image ${staged}`, `image ${staged}`]);
     await until(() => !existsSync(staged), 15_000);
     expect(existsSync(staged)).toBe(false);
+  });
+
+  it('runs the images people already have: a SIF and an enroot squashfs staged, an OCI layout converted once, a directory in place', async () => {
+    const foreign = (name: string) => path.join(work, 'foreign', name);
+    const script = path.join(work, 'foreign.sh');
+    const probe = `sh -c 'echo "$FROM_ENV $STAGE"; cat /etc/motd 2>/dev/null || true'`;
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH -N2 -n2 -o ${work}/foreign.out -e ${work}/foreign.err`,
+      ...[foreign('app.sif'), foreign('enroot.sqsh'), foreign('sandbox'), `oci:${work}/oci:busybox`]
+        .map((image) => `srun -N1 -n1 --container-image=${image} ${probe}`),
+      `grep -h "^image" ${runtime}/plan-$SLURM_JOB_ID-* | sort`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    // A cache of its own: the layout's manifest is the one a later test pulls from the registry.
+    const r = await run('sbatch', ['--wait', '--parsable', script], { cwd: work, env: env({ BERTH_CACHE_DIR: path.join(work, 'cache-foreign') }) });
+    const out = readFileSync(path.join(work, 'foreign.out'), 'utf8');
+    expect(r.code, readFileSync(path.join(work, 'foreign.err'), 'utf8')).toBe(0);
+    const lines = out.trim().split('\n');
+    // Apptainer's environment scripts, enroot's /etc/environment, the sandbox's scripts, the layout's file.
+    expect(lines.slice(0, 5)).toEqual(['apptainer ten-ninety', 'enroot ', 'apptainer ten-ninety', ' ', 'from the image']);
+    const plans = lines.slice(5);
+    const staged = (name: string) => new RegExp(`^image .*/stage/berth-${r.stdout.trim()}-${userInfo().uid}-[0-9a-f]{32}-[0-9a-f]{16}-${name}$`);
+    // The SIF is staged whole and served at its partition's offset; sbcast cannot copy a directory, so it runs where it is.
+    expect(plans).toContain(`image ${foreign('sandbox')}`);
+    expect(plans.some((l) => staged('app\\.sif').test(l)), plans.join('\n')).toBe(true);
+    expect(plans.some((l) => staged('enroot\\.sqsh').test(l)), plans.join('\n')).toBe(true);
+    expect(plans.some((l) => staged('oci:busybox').test(l)), plans.join('\n')).toBe(true);
+    expect(plans).toContain('imageformat directory');
+    expect(plans.some((l) => /^imageoffset [1-9]\d*$/.test(l)), plans.join('\n')).toBe(true);
   });
 
   it('keeps a named container for the later steps of a job (--container-name)', async () => {

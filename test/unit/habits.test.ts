@@ -23,7 +23,7 @@ describe('the alias table', () => {
   });
   it('a refused spelling gets the berth way, not an edit-distance guess; anything else gets nothing here', () => {
     expect(refusedHabit('--rm', 'run')).toMatchObject({ message: "--rm is Docker's and has no berth meaning", hint: expect.stringMatching(/leave out --rm/) });
-    expect(refusedHabit('--network=host', 'run')!.message).toBe("--network is Apptainer's and Docker's and has no berth meaning");
+    expect(refusedHabit('--publish-all', 'run')!.message).toBe("--publish-all is Docker's and has no berth meaning");
     expect(refusedHabit('--entrypoint', 'exec')!.message).toMatch(/^berth exec does not take --entrypoint/);
     expect(refusedHabit('--no-such', 'run')).toBeUndefined();
   });
