@@ -34,8 +34,9 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
   });
 }
 
+/** berth as users start it: the file itself, whose launcher keeps Node from reading berth's options (#13). */
 export function berth(...args: string[]): Promise<Ran> {
-  return run(process.execPath, [BERTH, ...args]);
+  return run(BERTH, args);
 }
 
 export function tempDir(prefix: string): string {

@@ -90,12 +90,13 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	close(server);
 	verify_libraries(p, statedir);
 	close(statedir);
-	/* Not done for steps yet (berth refuses it before planning): fail closed, never run as the caller instead. */
-	if (p->has_user)
-		fail("--user is not available for a Slurm step's container");
-	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change. */
+	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change;
+	 * --user (berth srun -u): they join the one that makes them that uid and gid. The caller owns
+	 * the image server's namespace, so its tasks may enter any namespace nested in it. */
 	if (p->fakeroot)
 		lock_mounts();
+	else if (p->has_user)
+		become_user(p->user_uid, p->user_gid);
 	run_init(p);
 	int devnull = open("/dev/null", O_RDWR);
 	dup2(devnull, STDIN_FILENO);

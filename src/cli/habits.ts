@@ -3,7 +3,7 @@
 // and every one that has none is refused with the berth way to do it. main.ts asks this table
 // first when commander meets an unknown option, so a habit gets its answer, not an edit-distance
 // guess (`--rm` was "Did you mean --rdma?"). The README's "Coming from" table is this one.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 
 export type Origin = 'Apptainer' | 'Docker' | 'Apptainer, Docker';
@@ -25,6 +25,8 @@ export const HABITS: Habit[] = [
   { spellings: ['-C', '--containall'], from: 'Apptainer', kind: 'alias', berth: '--contain, plus --cleanenv and --pid' },
   { spellings: ['-H', '--home'], from: 'Apptainer', kind: 'alias', berth: '--home SRC[:DST]: SRC as the home directory, at DST (default SRC); $HOME is DST' },
   { spellings: ['--cwd'], from: 'Apptainer', kind: 'alias', berth: '--pwd DIR' },
+  // Where the two tools disagree, Docker's meaning wins: Apptainer's -w is --writable (refused
+  // below) and its --workdir a scratch directory; its -u is --userns, which berth always uses.
   { spellings: ['-w', '--workdir'], from: 'Docker', kind: 'alias', berth: '--pwd DIR' },
   { spellings: ['-v', '--volume'], from: 'Docker', kind: 'alias', berth: '--bind SRC:DST[:ro]' },
   { spellings: ['-u', '--user'], from: 'Docker', kind: 'alias', berth: '--user UID[:GID]: be that uid and gid inside (your own outside, as --fakeroot is uid 0)' },
@@ -71,7 +73,13 @@ export function refusedHabit(option: string, command: string): BerthError | unde
  * `-e FOO=bar`: in berth, as in Apptainer, -e is --cleanenv, so FOO=bar was taken for the image.
  * Docker's -e sets a variable; berth's spelling is --env.
  */
-export function checkImageArgument(image: string, flags: { cleanenv?: boolean }): void {
+export function checkImageArgument(image: string, flags: { cleanenv?: boolean; workdir?: string }): void {
+  // Apptainer's `-w IMAGE` (--writable): berth's -w is Docker's --workdir, which took the image.
+  const w = flags.workdir;
+  if (w !== undefined && (/\.(sif|sqsh|squashfs|simg|img)$/.test(w) || isFile(w))) {
+    throw new BerthError('USAGE', `'${w}' was taken as the working directory: -w is Docker's --workdir in berth, not Apptainer's --writable`,
+      'the image is read-only: --writable-tmpfs gives a writable root whose changes vanish at exit');
+  }
   if (!flags.cleanenv) return;
   if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(image)) {
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR=VALUE`,
@@ -81,5 +89,13 @@ export function checkImageArgument(image: string, flags: { cleanenv?: boolean })
   if (/^[A-Z_][A-Z0-9_]*$/.test(image) && !existsSync(image)) {
     throw new BerthError('USAGE', `'${image}' was read as the image: -e is Apptainer's --cleanenv in berth, not Docker's -e VAR`,
       `to pass the host's ${image} write --env ${image}`);
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
   }
 }

@@ -351,8 +351,6 @@ export interface StepOptions {
 
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
-  // A step's tasks join its container by setns; a nested user namespace per task is not done yet.
-  if (flags.user !== undefined) throw new BerthError('USAGE', '--user is not available for a Slurm step yet', 'run as yourself, or as root inside with --fakeroot (--container-remap-root)');
   const host = stepHostFacts();
   const prepared = await preparePlan('exec', image, args, flags, pulls, host);
   const { metadata } = prepared;

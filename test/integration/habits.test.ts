@@ -115,6 +115,7 @@ interface Refused {
 const REFUSED: Refused[] = [
   { habit: "Docker -e FOO=bar (berth's -e is Apptainer's --cleanenv)", args: () => ['exec', '-e', 'FOO=bar', img(), 'true'], error: /'FOO=bar' was read as the image: -e is Apptainer's --cleanenv in berth/, hint: /--env FOO=bar/ },
   { habit: "Docker -e NAME (pass the host's value)", args: () => ['exec', '-e', 'HABIT', img(), 'true'], error: /'HABIT' was read as the image/, hint: /--env HABIT/ },
+  { habit: "Apptainer's -w IMAGE (--writable; berth's -w is Docker's --workdir)", args: () => ['exec', '-w', img(), 'echo', 'hi'], error: /was taken as the working directory: -w is Docker's --workdir in berth/, hint: /--writable-tmpfs/ },
   { habit: 'Docker --rm', args: () => ['run', '--rm', img()], error: /--rm is Docker's and has no berth meaning/, hint: /leaves nothing behind/ },
   { habit: 'Docker --name', args: () => ['run', '--name', 'db', img()], error: /--name is Docker's/, hint: /instance/ },
   { habit: 'Docker -d', args: () => ['run', '-d', img()], error: /-d is Docker's/, hint: /foreground/ },
@@ -182,6 +183,19 @@ describe('the exit status contract (docker run)', () => {
     expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/berth-helper .*old-helper is version 0\.0\.1, berth is \d+\.\d+\.\d+/);
     expect(r.stderr).toMatch(/hint: install berth, berth-helper and the SPANK plugin from one build/);
+  });
+
+  it('a SPANK plugin of another version, or of a build without one, is an error that says so', async () => {
+    const other = path.join(work, 'other.so');
+    writeFileSync(other, Buffer.concat([Buffer.from('\x7fELF...'), Buffer.from('berth-spank-plugin-version 9.9.9\0'), Buffer.alloc(16)]));
+    const r = await b(['version'], { BERTH_SPANK_PLUGIN: other });
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/the SPANK plugin .*other\.so is version 9\.9\.9, berth is \d+\.\d+\.\d+/);
+    const old = path.join(work, 'old.so');
+    writeFileSync(old, '\x7fELF without a marker');
+    const unmarked = await b(['version'], { BERTH_SPANK_PLUGIN: old });
+    expect(unmarked.code).toBe(125);
+    expect(unmarked.stderr).toMatch(/the SPANK plugin .*old\.so is of a build without a version/);
   });
 });
 

@@ -143,7 +143,9 @@ describe('environment and identity', () => {
     const show = 'echo "$FOO|$SHARED|$MYVAR|$LD_PRELOAD|$PATH|$FROMFILE"';
     const envFile = path.join(work, 'vars.env');
     writeFileSync(envFile, '# comment\nFROMFILE=file\n');
-    const r = await run(process.execPath, [BERTH, 'exec', '--env', 'SHARED=flag', '--env-file', envFile, img('busybox'), 'sh', '-c', show],
+    // The file itself, as users run it: `node FILE --env-file X` would have Node 20 load X into
+    // berth's own environment, and the variable would pass as the host's (#13).
+    const r = await run(BERTH, ['exec', '--env', 'SHARED=flag', '--env-file', envFile, img('busybox'), 'sh', '-c', show],
       { env: { ...env(), MYVAR: 'host', LD_PRELOAD: '/host/lib.so', PATH: '/host/bin:/usr/bin:/bin' } });
     expect(r.stdout).toBe('image|flag|host||/bin|file\n');
     const clean = await run(process.execPath, [BERTH, 'exec', '--cleanenv', img('busybox'), 'sh', '-c', show], { env: { ...env(), MYVAR: 'host' } });

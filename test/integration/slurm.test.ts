@@ -303,9 +303,12 @@ describe('berth srun (no plugin needed)', () => {
     const bad = await wrapper('--image', img('busybox'), '--rm', '--', 'true');
     expect(bad.code).toBe(125);
     expect(bad.stderr).toMatch(/^berth: error: --rm is Docker's and has no berth meaning\nberth: hint: .*leave out --rm\n$/);
-    const user = await wrapper('--image', img('busybox'), '-u', '1000', '--', 'true');
-    expect(user.code).toBe(125);
-    expect(user.stderr).toMatch(/--user is not available for a Slurm step yet/);
+  });
+
+  it("takes Docker's -u: every task is that uid and gid inside, without capabilities (#13)", async () => {
+    const r = await run(BERTH, ['srun', '-N2', '-n2', '--image', img('busybox'), '-u', '4321:99', '--', 'sh', '-c', 'echo "$(id -u) $(id -g) $(grep CapEff /proc/self/status | tr -d "\t")"'], { cwd: work, env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('4321 99 CapEff:0000000000000000\n'.repeat(2));
   });
 
   it('passes berth options on, such as --mpi', async () => {

@@ -8,6 +8,7 @@ import { HABITS, checkImageArgument, refusedHabit } from '../../src/cli/habits.j
 import { containerOptions, dockerRunOptions } from '../../src/cli/options.js';
 import { parseBinds } from '../../src/plan/build.js';
 import { apptainerEnvironment, expandEnvFlags } from '../../src/plan/prepare.js';
+import { osError } from '../../src/errors.js';
 import { VERSION } from '../../src/version.js';
 import { ROOT } from '../helpers.js';
 
@@ -58,4 +59,27 @@ describe('environment habits', () => {
 
 it("berth's version is package.json's (which the Makefiles build into the helper and the plugin)", () => {
   expect(VERSION).toBe((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
+});
+
+describe('operating-system errors as berth errors (osError)', () => {
+  const fail = (fn: () => unknown): unknown => {
+    try {
+      fn();
+    } catch (e: unknown) {
+      return e;
+    }
+    throw new Error('it did not fail');
+  };
+  it('names what, which path, the system call and what to do', () => {
+    const e = osError(fail(() => readFileSync('/proc/self/no-such-file')), 'cannot read --env-file x')!;
+    expect(e.message).toBe('cannot read --env-file x: no such file or directory (ENOENT: open /proc/self/no-such-file)');
+    expect(e.hint).toBe('check the path');
+    const dir = osError(fail(() => readFileSync('/proc')))!;
+    expect(dir.message).toBe('a system call failed: is a directory (EISDIR: read)');
+    expect(dir.hint).toBe('name a file, not a directory');
+  });
+  it('leaves anything that is not an errno error alone', () => {
+    expect(osError(new Error('plain'))).toBeUndefined();
+    expect(osError({ code: 'ERR_INVALID_ARG_TYPE' })).toBeUndefined();
+  });
 });
