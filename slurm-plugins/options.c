@@ -214,7 +214,8 @@ int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, con
 {
 	if (!*conf.stage_dir || req.stage == 0)
 		return 0;
-	const char *at = strstr(image, "@sha256:"), *token = variable(sp, "BERTH_CONTAINER_STAGE_TOKEN");
+	/* Only a registry image is named by its digest: a file's path may hold "@sha256:" too. */
+	const char *at = strncmp(image, "docker://", 9) == 0 ? strstr(image, "@sha256:") : NULL, *token = variable(sp, "BERTH_CONTAINER_STAGE_TOKEN");
 	if ((strncmp(image, "docker://", 9) == 0 && !at) || !token || strspn(token, "0123456789abcdef") != strlen(token) || !*token)
 		return 0;
 	const char *name = at ? at + 8 : strrchr(image, '/') ? strrchr(image, '/') + 1 : image;

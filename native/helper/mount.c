@@ -325,6 +325,15 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 		}
 	}
 	close(r.fd);
+	/* A network namespace of its own sees its own interfaces in /sys/class/net, as the kernel
+	 * shows them to a sysfs mounted in it (the bound one is the host's): what UCX, MPI and
+	 * NCCL discover must be what is there. */
+	if (p->net != NET_HOST) {
+		char sys[4500];
+		snprintf(sys, sizeof sys, "%s/sys", root);
+		if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+			fail_errno("cannot mount the /sys of the container's network namespace");
+	}
 	/* When the runtime directory lies under a bound host directory (/tmp, $HOME), the rbind
 	 * brought the image server's mounts in, this very root among them: take those copies out. */
 	for (size_t i = 0; i < sizeof hidden / sizeof *hidden; i++) {

@@ -99,7 +99,8 @@ static char *parse_absolute(char *v, const char *what, int lineno)
 static char *parse_hostname(char *v, int lineno)
 {
 	size_t n = strlen(v);
-	if (n == 0 || n > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n || v[0] == '-' || v[0] == '.')
+	const char *alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	if (n == 0 || n > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != n || !strchr(alnum, v[0]) || !strchr(alnum, v[n - 1]))
 		fail("plan line %d: '%s' is not a hostname", lineno, v);
 	return v;
 }

@@ -190,8 +190,11 @@ const SHELL = 'if [ -x /bin/bash ]; then exec /bin/bash "$@"; else exec /bin/sh 
  */
 const APPTAINER_ENV = 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; ';
 
+/** The environment an Apptainer image's scripts make, on stdout (NUL-separated); their own output goes to stderr. */
+export const APPTAINER_ENV_PROBE = ['/bin/sh', '-c', 'for f in /.singularity.d/env/*.sh; do if [ -f "$f" ]; then . "$f" >&2; fi; done; exec cat /proc/self/environ'];
+
 /** argv run from a shell that has sourced an Apptainer image's environment scripts first. */
-export const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv];
+const withApptainerEnvScripts = (argv: string[]): string[] => ['/bin/sh', '-c', `${APPTAINER_ENV}exec "$@"`, 'sh', ...argv];
 
 /** Docker's ENTRYPOINT/CMD rules for run; a plain command for exec; the image's shell. */
 export function commandLine(meta: ImageMetadata, cmd: Command): string[] {

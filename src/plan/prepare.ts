@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { checkedFlag, config } from '../config/load.js';
 import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from '../config/schema.js';
-import { BerthError, osError } from '../errors.js';
+import { BerthError, EXIT, osError } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
 import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
@@ -18,7 +18,7 @@ import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 import { listInstances } from '../runtime/instances.js';
-import { buildPlan, checkHostname, commandLine, withApptainerEnvScripts, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
+import { buildPlan, checkHostname, commandLine, APPTAINER_ENV_PROBE, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
 import { checkInstanceName, checkJoinFlags, instanceCommand, INSTANCE_PREFIX, joinPlan, STARTSCRIPT } from './instance.js';
 import type { HostBinding, LaunchPlan, Network } from './types.js';
 
@@ -354,10 +354,11 @@ export async function prepareStepPlan(image: string, args: string[], flags: RunF
   const host = stepHostFacts();
   const prepared = await preparePlan('exec', image, args, flags, pulls, host);
   const { metadata } = prepared;
-  const plan = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : prepared.plan;
+  const sourced = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : { plan: prepared.plan, unset: [] };
   const entrypoint = metadata.config.Entrypoint ?? [];
   const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
-  return stepPlan(plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
+  const plan = stepPlan(sourced.plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
+  return sourced.unset.length > 0 ? { ...plan, unset: [...new Set([...(plan.unset ?? []), ...sourced.unset])] } : plan;
 }
 
 /** Host facts for a step: the runtime directory every node has (a login session's XDG_RUNTIME_DIR is not on them). */
@@ -372,24 +373,28 @@ export function stepHostFacts(): HostFacts {
  * slurmstepd with their own command line, which nothing can wrap: so the scripts are sourced
  * once, in a container of the plan, and what they exported joins the plan's environment.
  */
-async function withApptainerEnv(plan: LaunchPlan): Promise<LaunchPlan> {
-  // The environment as the scripts leave it, NUL-separated: exact whatever the values hold.
-  const probe = { ...plan, linger: 0, argv: withApptainerEnvScripts(['cat', '/proc/self/environ']) };
+async function withApptainerEnv(plan: LaunchPlan): Promise<{ plan: LaunchPlan; unset: string[] }> {
+  // In a container of the caller's own runtime directory (a login session's, not the step's),
+  // with the scripts' own output sent to stderr: stdout is the environment, NUL-separated.
+  const probe = { ...plan, linger: 0, scope: '', runtimeDir: hostFacts().runtimeDir, argv: APPTAINER_ENV_PROBE };
   const { code, stdout } = await captureFromContainer(probe);
   if (code !== 0) {
-    throw new BerthError('IMAGE_UNSUPPORTED', `the image's /.singularity.d/env scripts could not be sourced for the step (status ${code}; its messages are above)`,
-      'fix the scripts, or run the step with berth exec IMAGE inside the job script');
+    throw new BerthError('IMAGE_UNSUPPORTED', code === EXIT.notFound
+      ? "the image has no /bin/sh or cat, which berth needs to read the environment its /.singularity.d/env scripts make for a Slurm step"
+      : `the image's /.singularity.d/env scripts could not be read for the step (status ${code}; the reason is above)`,
+    'fix the scripts, or run the step with berth exec IMAGE inside the job script');
   }
-  const before = new Map(plan.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv]));
-  const sourced = stdout.toString('utf8').split('\0').filter((kv) => kv.includes('='));
-  const changed = sourced.filter((kv) => {
-    const key = kv.slice(0, kv.indexOf('='));
-    return !SHELL_OWN.has(key) && before.get(key) !== kv;
-  });
-  const keys = new Set(changed.map((kv) => kv.slice(0, kv.indexOf('='))));
-  const env = [...plan.env.filter((kv) => !keys.has(kv.slice(0, kv.indexOf('=')))), ...changed];
+  const key = (kv: string) => kv.slice(0, kv.indexOf('='));
+  const before = new Map(plan.env.map((kv) => [key(kv), kv]));
+  const sourced = stdout.toString('utf8').split('\0').filter((kv) => kv.includes('=') && !SHELL_OWN.has(key(kv)));
+  const after = new Set(sourced.map(key));
+  const changed = sourced.filter((kv) => before.get(key(kv)) !== kv);
+  // What the scripts unset goes, from the plan and from each task's own environment.
+  const unset = [...before.keys()].filter((k) => !after.has(k) && !SHELL_OWN.has(k));
+  const replaced = new Set([...changed.map(key), ...unset]);
+  const env = [...plan.env.filter((kv) => !replaced.has(key(kv))), ...changed];
   const path = env.find((kv) => kv.startsWith('PATH='))?.slice(5) ?? plan.path;
-  return { ...plan, env, path };
+  return { plan: { ...plan, env, path }, unset };
 }
 
 /** Variables the shell sets for itself, not the image's. */
