@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -37,6 +38,16 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
 /** berth as users start it: the file itself, whose launcher keeps Node from reading berth's options (#13). */
 export function berth(...args: string[]): Promise<Ran> {
   return run(BERTH, args);
+}
+
+/** A TCP port on 127.0.0.1 that nobody listens on now (for a server a test starts). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 export function tempDir(prefix: string): string {

@@ -6,7 +6,7 @@ import { createSign, X509Certificate } from 'node:crypto';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import path from 'node:path';
-import { run } from './helpers.js';
+import { freePort, run } from './helpers.js';
 
 export interface Registry {
   host: string;
@@ -22,14 +22,6 @@ export interface RegistryAuth {
   token?: { realm: string; service: string; issuer: string; certificate: string };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startRegistry(dir: string, auth: RegistryAuth = {}): Promise<Registry> {
   mkdirSync(dir, { recursive: true });

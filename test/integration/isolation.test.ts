@@ -12,7 +12,7 @@ import { createServer, connect, type AddressInfo } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, berth, cleanup, listImage, run, tempDir, umociListing, type Listing } from '../helpers.js';
+import { BERTH, ROOT, berth, cleanup, freePort, listImage, run, tempDir, umociListing, type Listing } from '../helpers.js';
 
 let work: string;
 const img = () => path.join(work, 'busybox.sqsh');
@@ -95,13 +95,6 @@ async function hostServer(): Promise<{ port: number; close(): void }> {
 }
 
 /** A port nobody listens on now (for -p: pasta binds it on the host). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('IPC, UTS and network namespaces on request', () => {
   const ns = (kind: string) => readlinkSync(`/proc/self/ns/${kind}`);

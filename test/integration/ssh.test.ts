@@ -6,11 +6,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
+import { BERTH, ROOT, berth, cleanup, freePort, run, tempDir } from '../helpers.js';
 import { throttledProxy } from '../registry.js';
 
 let work: string;
@@ -19,14 +18,6 @@ const daemons: ChildProcess[] = [];
 const ports: Record<string, number> = {};
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** An sshd of the test user's own on 127.0.0.1:PORT; `wrap` runs it inside another command (unshare). */
 async function sshd(name: string, wrap: string[] = []): Promise<void> {

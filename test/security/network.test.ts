@@ -4,23 +4,15 @@
 // carry: a notebook's token, a cookie). berth refuses to start the container instead. And a
 // container that kills the process keeping its pasta does not leave the port held.
 import { spawn, spawnSync } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, cleanup } from '../helpers.js';
+import { BERTH, ROOT, cleanup, freePort } from '../helpers.js';
 import { account, as, ATTACKER, dirOf, VICTIM } from './users.js';
 
 let work: string;
 const image = () => path.join(work, 'plain.sqsh');
 const env = () => ({ BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_LINGER: '0' });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 beforeAll(async () => {
   work = dirOf(VICTIM, 'network', 0o755);
