@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +62,12 @@ int main(int argc, char **argv)
 		plan_fd = open_plan_file(argv[1]);
 	else
 		note = note_channel();
+	/* The container is this process, berth's child: it must not outlive berth (a kill -9 of
+	 * berth exec would otherwise leave it running, nobody's, with its image server). Checked
+	 * after, in case berth died before the prctl. */
+	pid_t parent = getppid();
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+		fail("berth, which started this container, has ended; nothing was started");
 	struct plan p;
 	plan_read(plan_fd, &p);
 	if (access(p.image, R_OK) != 0)

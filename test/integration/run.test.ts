@@ -99,6 +99,19 @@ describe('what jobs depend on', () => {
     }
   });
 
+  it('a berth killed with SIGKILL takes its container with it (with or without --pid): no orphan, nothing left', async () => {
+    for (const flags of [[], ['--pid']]) {
+      const marker = `sleep ${4000 + flags.length}`; // a command line no other process has
+      const child = spawn(process.execPath, [BERTH, 'exec', ...flags, img('busybox'), 'sh', '-c', `echo ready; exec ${marker}`], { env: env() });
+      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve(); }));
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.on('close', resolve));
+      const alive = () => spawnSync('pgrep', ['-xf', marker]).status === 0;
+      expect(await until(() => !alive(), 3000), `${flags.join(' ')}: the container outlived berth`).toBe(true);
+    }
+    expect(await until(() => liveHelpers().length === 0, 15_000)).toBe(true);
+  });
+
   it('stdin and stdout pass through, and a terminal is a terminal', async () => {
     expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'tr', 'a-z', 'A-Z'], { env: env(), input: 'hello\n' })).stdout).toBe('HELLO\n');
     const tty = await run('script', ['-qec', `${process.execPath} ${BERTH} exec ${img('busybox')} tty`, '/dev/null'], { env: env() });
