@@ -12,6 +12,7 @@ import { helperPath } from '../runtime/helper.js';
 import { loadAddon } from '../runtime/native.js';
 import { isBerthError, messageOf } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type DoctorLine } from './bindings.js';
+import { findPasta } from './network.js';
 import { runtimeDir } from './user.js';
 
 export type Check = DoctorLine;
@@ -180,6 +181,16 @@ function guardedLines(name: string, check: () => Check[]): Check[] {
   }
 }
 
+/** Whether --network user and -p can work here: the same check `berth run` makes (host/network.ts). */
+function networkCheck(): Check {
+  try {
+    return { name: 'user-mode networking', verdict: 'ok', detail: `--network user and -p through ${findPasta()}; --network none needs nothing` };
+  } catch (e: unknown) {
+    if (!isBerthError(e)) throw e;
+    return { name: 'user-mode networking', verdict: 'warn', detail: `${e.message.replace(/^--network user: /, '')}; --network none still works`, fix: e.hint ?? '' };
+  }
+}
+
 /** What each host binding would do on this node: from the same facts as `berth run` plans with. */
 function bindingChecks(): Check[] {
   const values = config().values;
@@ -196,6 +207,7 @@ export function diagnose(): Check[] {
     ...(helper.path ? probeChecks(helper.path, overlayNative) : []),
     toolsCheck(),
     addonCheck(),
+    networkCheck(),
     ...bindingChecks(),
     dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
     ...cacheChecks(),

@@ -308,6 +308,8 @@ describe('berth doctor', () => {
     const checks = JSON.parse(r.stdout) as { name: string; verdict: string }[];
     expect(checks.filter((c) => c.verdict === 'fail')).toEqual([]);
     expect(checks.map((c) => c.name)).toEqual(expect.arrayContaining(['/dev/fuse', 'creating a user namespace', 'overlayfs in a user namespace', 'berth-helper']));
+    // pasta is installed and /dev/net/tun usable here (test/run makes it so), as --network user needs.
+    expect(checks.find((c) => c.name === 'user-mode networking')).toMatchObject({ verdict: 'ok' });
     expect(r.code).toBe(0);
   });
 
