@@ -7,7 +7,7 @@ import { commitOverlay } from '../convert/commit.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError } from '../errors.js';
 import { hostPlatform } from '../image/platform.js';
-import { overlayBase } from '../plan/prepare.js';
+import { checkOverlayDir, overlayBase } from '../plan/prepare.js';
 import { openImage } from '../runtime/image.js';
 import { clearProgress, convertProgress, formatBytes, progressMode } from './progress.js';
 
@@ -26,7 +26,8 @@ export async function commitCommand(image: string | undefined, flags: CommitFlag
     throw new BerthError('USAGE', 'berth commit needs --from-overlay DIR: the directory a container ran with as --overlay DIR',
       'e.g. berth exec --overlay ~/ov IMAGE.sqsh apt-get install -y x; berth commit --from-overlay ~/ov -o NEW.sqsh');
   }
-  const overlay = path.resolve(flags.fromOverlay);
+  // What is in it becomes the new image: only a directory no one else could have written.
+  const overlay = checkOverlayDir(flags.fromOverlay, '--from-overlay');
   const base = image ?? overlayBase(overlay);
   if (!base) {
     throw new BerthError('USAGE', `${overlay} does not say which image it was used with`, 'name the image: berth commit --from-overlay DIR IMAGE -o NEW.sqsh');

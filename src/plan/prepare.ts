@@ -158,18 +158,24 @@ function network(flags: RunFlags): Network | undefined {
  */
 function overlayDir(spec: string): string {
   const dir = path.resolve(spec);
-  let st = lstatPath(dir, `--overlay ${dir}`);
-  if (!st) {
+  if (!lstatPath(dir, `--overlay ${dir}`)) {
     try {
       mkdirSync(dir, { mode: 0o700 });
     } catch (e: unknown) {
       throw osError(e, `--overlay ${dir}`) ?? e;
     }
-    st = lstatPath(dir, `--overlay ${dir}`)!;
   }
-  if (!st.isDirectory()) throw new BerthError('USAGE', `--overlay ${dir}: not a directory${st.isSymbolicLink() ? ' (a symlink: name the directory itself)' : ''}`, 'name a directory of yours, or a path where berth may make one');
+  return checkOverlayDir(dir, '--overlay');
+}
+
+/** An overlay directory as berth may use it: a directory of the caller's that no one else can write. */
+export function checkOverlayDir(spec: string, flag: string): string {
+  const dir = path.resolve(spec);
+  const st = lstatPath(dir, `${flag} ${dir}`);
+  if (!st) throw new BerthError('SOURCE_NOT_FOUND', `${flag} ${dir} does not exist`, 'name the directory given to --overlay');
+  if (!st.isDirectory()) throw new BerthError('USAGE', `${flag} ${dir}: not a directory${st.isSymbolicLink() ? ' (a symlink: name the directory itself)' : ''}`, 'name a directory of yours, or a path where berth may make one');
   if (st.uid !== process.getuid!() || (st.mode & 0o022) !== 0) {
-    throw new BerthError('USAGE', `--overlay ${dir} is not yours alone (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): what is in it becomes the container's root`,
+    throw new BerthError('USAGE', `${flag} ${dir} is not yours alone (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): what is in it becomes the container's root, and any image made from it`,
       `use a directory only you can write (chmod go-w ${dir}, or a new one)`);
   }
   return dir;
