@@ -37,8 +37,8 @@
 
 /* What the user asked for: a string, or a switch that is -1 (not given), 0 or 1. */
 struct request {
-	char *image, *mounts, *workdir, *env, *name, *save, *gpus;
-	int writable, home, remap, entrypoint, mpi, rdma, stage;
+	char *image, *mounts, *workdir, *env, *name, *save, *gpus, *hostname, *network;
+	int writable, home, remap, entrypoint, mpi, rdma, stage, ipc;
 };
 extern struct request req;
 

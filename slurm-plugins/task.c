@@ -148,6 +148,9 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	if (req.mpi == 1) c->argv[n++] = "--mpi";
 	if (req.rdma != -1) c->argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
 	if (req.gpus) { c->argv[n++] = "--gpus"; c->argv[n++] = req.gpus; }
+	if (req.ipc == 1) c->argv[n++] = "--ipc";
+	if (req.hostname) { c->argv[n++] = "--hostname"; c->argv[n++] = req.hostname; }
+	if (req.network) { c->argv[n++] = "--network"; c->argv[n++] = req.network; }
 	if (add_mounts(c->argv, &n, 60) != 0)
 		return -1;
 	c->argv[n++] = (char *)image;

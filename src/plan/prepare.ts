@@ -351,6 +351,10 @@ export interface StepOptions {
 
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
+  if (flags.uts && flags.hostname === undefined) {
+    // --uts alone is this node's name, and `berth srun` makes the plan once on the login node.
+    throw new BerthError('USAGE', '--uts needs --hostname NAME in a Slurm step', 'e.g. --hostname worker: every task of the step sees that name (the node\'s own is what it sees without --uts)');
+  }
   const host = stepHostFacts();
   const prepared = await preparePlan('exec', image, args, flags, pulls, host);
   const { metadata } = prepared;
