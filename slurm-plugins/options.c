@@ -43,7 +43,7 @@ static const struct option_def {
 	{ "container-entrypoint", NULL, "run the image's entrypoint once when the step's container starts (default: plugstack's execute_entrypoint)", "BERTH_CONTAINER_ENTRYPOINT", NULL, &req.entrypoint, 1 },
 	{ "no-container-entrypoint", NULL, "do not run the image's entrypoint", NULL, NULL, &req.entrypoint, 0 },
 	{ "container-name", "NAME", "a named container that later steps of the job join", "BERTH_CONTAINER_NAME", &req.name, NULL, 0 },
-	{ "container-save", "PATH", "save the container as an image: not supported yet", "BERTH_CONTAINER_SAVE", &req.save, NULL, 0 },
+	{ "container-save", "PATH", "when the step ends, save what its container changed on the first node as a new image file at PATH (an existing file is replaced; a directory is refused)", "BERTH_CONTAINER_SAVE", &req.save, NULL, 0 },
 	{ "container-ipc", NULL, "an IPC namespace of the step's own on each node, shared by its tasks there", "BERTH_CONTAINER_IPC", NULL, &req.ipc, 1 },
 	{ "container-hostname", "NAME", "a UTS namespace of the step's own on each node, with this hostname", "BERTH_CONTAINER_HOSTNAME", &req.hostname, NULL, 0 },
 	{ "container-network", "none", "none: a network namespace of the step's own on each node, with a loopback only", "BERTH_CONTAINER_NETWORK", &req.network, NULL, 0 },
