@@ -2,7 +2,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <grp.h>
 #include <pwd.h>
@@ -16,13 +15,6 @@
 #include <unistd.h>
 
 #include "spank_berth.h"
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st, (void)type, (void)ftw;
-	remove(path);
-	return 0;
-}
 
 static void remove_matching(const char *pattern)
 {
@@ -122,7 +114,7 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 	glob_t g;
 	if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0)
 		for (size_t i = 0; i < g.gl_pathc; i++)
-			nftw(g.gl_pathv[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+			remove_tree(g.gl_pathv[i]);
 	globfree(&g);
 	_exit(0);
 }

@@ -80,11 +80,33 @@ int check_save_path(void)
 	return 0;
 }
 
+/* Each directory opened up to its owner before it is read (overlayfs leaves its work/work mode
+ * 0); nftw cannot read one that was closed when it got there, so again until none was. */
+static int closed_dirs;
+static int open_up(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)ftw;
+	if ((type == FTW_D || type == FTW_DNR) && (st->st_mode & 0700) != 0700 && chmod(path, 0700) == 0 && type == FTW_DNR)
+		closed_dirs++;
+	return 0;
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st, (void)type, (void)ftw;
 	remove(path);
 	return 0;
+}
+
+void remove_tree(const char *path)
+{
+	for (int pass = 0; pass < 16; pass++) {
+		closed_dirs = 0;
+		nftw(path, open_up, 16, FTW_PHYS | FTW_MOUNT);
+		if (!closed_dirs)
+			break;
+	}
+	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 /* Stops the step's container on this node (its tasks are gone) and waits until it has left:
@@ -153,7 +175,7 @@ static void save_as(spank_t sp, uid_t uid, gid_t gid, const char *stepdir, const
 		if (run_capturing(argv, env, out, sizeof out, 1) != 0)
 			slurm_error("berth: --container-save=%s failed, nothing was written there: %s", target, out);
 	}
-	nftw(overlay, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	remove_tree(overlay);
 	_exit(0);
 }
 

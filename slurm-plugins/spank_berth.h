@@ -79,6 +79,8 @@ int expand_runtime(char *out, size_t size, uid_t uid);
  * in slurmstepd, each task's exit, the node's last one saving (node 0) and cleaning up. */
 int check_save_path(void);
 void save_at_task_exit(spank_t sp, const struct task *t, const char *stepdir);
+/* rm -r as the caller, also through the mode-0 directories overlayfs leaves in its work directory. */
+void remove_tree(const char *path);
 
 /* epilog.c: whether the process behind pidfd is, beyond doubt, uid's step server of stepdir. */
 int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
