@@ -120,7 +120,8 @@ static int same_ns(int a, int b)
 	return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_ino == y.st_ino && x.st_dev == y.st_dev;
 }
 
-/* fds[0] is the server's user namespace, the others namespaces owned by it or its ancestors. */
+/* fds[0] is the server's user namespace, the others namespaces owned by it or its ancestors
+ * (down from the caller's own). */
 static int join_namespaces(const int *fds, size_t n, const char *what, char *err, size_t errsize)
 {
 	int chain[NS_MAX], owner[NS_MAX], type[NS_MAX], done[NS_MAX] = { 0 }, depth = 0, ok = 1;
@@ -128,21 +129,19 @@ static int join_namespaces(const int *fds, size_t n, const char *what, char *err
 		owner[i] = -1;
 	int mine = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
 	/* From the server's user namespace up to the caller's: the ones to enter, outermost last. */
-	for (int ns = fcntl(fds[0], F_DUPFD_CLOEXEC, 0); ok && ns >= 0;) {
-		if (same_ns(ns, mine)) {
-			close(ns);
-			break;
-		}
-		if (depth == NS_MAX)
-			ok = 0, close(ns);
-		else
-			chain[depth++] = ns, ns = ioctl(ns, NS_GET_PARENT);
-		ok = ok && ns >= 0;
+	int ns = ioctl(fds[0], NS_GET_NSTYPE) == CLONE_NEWUSER ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : -1;
+	while (ns >= 0 && !same_ns(ns, mine) && depth < NS_MAX) {
+		chain[depth++] = ns;
+		ns = ioctl(ns, NS_GET_PARENT);
 	}
+	ok = ns >= 0 && same_ns(ns, mine);
+	if (ns >= 0)
+		close(ns);
+	/* Only what a container has of its own (a PID namespace cannot be entered this way). */
 	for (size_t i = 1; ok && i < n; i++) {
 		owner[i] = ioctl(fds[i], NS_GET_USERNS);
 		type[i] = ioctl(fds[i], NS_GET_NSTYPE);
-		ok = owner[i] >= 0 && type[i] > 0;
+		ok = owner[i] >= 0 && (type[i] == CLONE_NEWNS || type[i] == CLONE_NEWIPC || type[i] == CLONE_NEWUTS || type[i] == CLONE_NEWNET);
 	}
 	if (!ok)
 		snprintf(err, errsize, "the %s's namespaces are not nested in yours", what);

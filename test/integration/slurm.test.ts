@@ -320,6 +320,9 @@ describe('the SPANK plugin', () => {
       expect(r.stderr, target).not.toMatch(/srun: job \d+ (queued|has been allocated)/); // refused before any job
     }
     expect(tree(home)).toEqual(before);
+    const readonly = await srun('-n1', `--container-image=${img('busybox')}`, '--container-readonly', '--container-save=ro.sqsh', 'true');
+    expect(readonly.stderr).toMatch(/--container-save saves what the container changed, and --container-readonly forbids changes/);
+    expect(existsSync(path.join(work, 'ro.sqsh'))).toBe(false);
   });
 
   it('reports a missing image in one readable message', async () => {
@@ -391,6 +394,8 @@ describe('berth srun (no plugin needed)', () => {
     const user = await run(BERTH, ['srun', '-n1', '--image', img('busybox'), '-p', '8080:80', '--', 'true'], { cwd: work, env: env() });
     expect(user.code).toBe(125);
     expect(user.stderr).toMatch(/--network user and -p are not offered for Slurm steps: each node would need its own pasta/);
+    const uts = await run(BERTH, ['srun', '-n1', '--image', img('busybox'), '--uts', '--', 'true'], { cwd: work, env: env() });
+    expect([uts.code, uts.stderr]).toEqual([125, expect.stringMatching(/--uts needs --hostname NAME in a Slurm step/)]);
   });
 
   it('passes berth options on, such as --mpi', async () => {
