@@ -43,7 +43,7 @@ static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
  * is the job's, and it runs `HELPER --step-server PLAN STEPDIR` as this plugin started it. A pid file names a
  * number, and numbers are reused: the pidfd, opened first, is what gets signalled, so a
  * process that died meanwhile and whose number went to another is not signalled at all. */
-static int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
+int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 {
 	char status[4096], cmd[8192];
 	const char *at = read_proc(pid, "status", status, sizeof status) > 0 ? strstr(status, "\nUid:") : NULL;
@@ -109,6 +109,13 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 		remove_matching(pattern);
 	}
 	stop_named(runtime, uid, job);
+	/* --container-save's overlay directories that a killed step left (save.c removes its own). */
+	snprintf(pattern, sizeof pattern, "%s/step-%u.*.save", runtime, job);
+	glob_t g;
+	if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0)
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			remove_tree(g.gl_pathv[i]);
+	globfree(&g);
 	_exit(0);
 }
 

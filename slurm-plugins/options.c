@@ -20,7 +20,7 @@ SPANK_PLUGIN(berth, 1);
  * tell a plugin of another build apart. BERTH_VERSION comes from package.json (Makefile). */
 __attribute__((used)) static const char version_marker[] = "berth-spank-plugin-version " BERTH_VERSION;
 
-struct request req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1, .stage = -1 };
+struct request req = { .writable = -1, .home = -1, .remap = -1, .entrypoint = -1, .mpi = -1, .rdma = -1, .stage = -1, .ipc = -1 };
 struct plugstack conf = { "berth", "berth-helper", "/run/berth/%U", "", 0, 1 };
 
 /* An option sets a string, or a switch to `value`; `variable` is read where the command line
@@ -43,7 +43,10 @@ static const struct option_def {
 	{ "container-entrypoint", NULL, "run the image's entrypoint once when the step's container starts (default: plugstack's execute_entrypoint)", "BERTH_CONTAINER_ENTRYPOINT", NULL, &req.entrypoint, 1 },
 	{ "no-container-entrypoint", NULL, "do not run the image's entrypoint", NULL, NULL, &req.entrypoint, 0 },
 	{ "container-name", "NAME", "a named container that later steps of the job join", "BERTH_CONTAINER_NAME", &req.name, NULL, 0 },
-	{ "container-save", "PATH", "save the container as an image: not supported yet", "BERTH_CONTAINER_SAVE", &req.save, NULL, 0 },
+	{ "container-save", "PATH", "when the step ends, save what its container changed on the first node as a new image file at PATH (an existing file is replaced; a directory is refused)", "BERTH_CONTAINER_SAVE", &req.save, NULL, 0 },
+	{ "container-ipc", NULL, "an IPC namespace of the step's own on each node, shared by its tasks there", "BERTH_CONTAINER_IPC", NULL, &req.ipc, 1 },
+	{ "container-hostname", "NAME", "a UTS namespace of the step's own on each node, with this hostname", "BERTH_CONTAINER_HOSTNAME", &req.hostname, NULL, 0 },
+	{ "container-network", "none", "none: a network namespace of the step's own on each node, with a loopback only", "BERTH_CONTAINER_NETWORK", &req.network, NULL, 0 },
 	{ "container-mpi", NULL, "replace the image's MPICH-ABI MPI with the node's", "BERTH_CONTAINER_MPI", NULL, &req.mpi, 1 },
 	{ "container-gpus", "all|none|LIST", "GPUs with the node's driver (default: the step's)", "BERTH_CONTAINER_GPUS", &req.gpus, NULL, 0 },
 	{ "container-rdma", NULL, "bind the node's InfiniBand/RDMA stack (default: where there is one)", "BERTH_CONTAINER_RDMA", NULL, &req.rdma, 1 },

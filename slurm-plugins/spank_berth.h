@@ -16,6 +16,7 @@
  *   options.c  the options, their BERTH_CONTAINER_* variables, plugstack.conf, slurm_spank_init
  *   submit.c   srun/sbatch on the submitting node: refusals, pinning a tag, staging with sbcast
  *   task.c     each task on a node: its runtime directory, the step's plan, its container, joining it
+ *   save.c     --container-save: the step's changes on its first node, as an image
  *   epilog.c   the job's end on each node: what the job left
  *   process.c  running berth, the helper and sbcast */
 #ifndef BERTH_SPANK_H
@@ -37,10 +38,18 @@
 
 /* What the user asked for: a string, or a switch that is -1 (not given), 0 or 1. */
 struct request {
-	char *image, *mounts, *workdir, *env, *name, *save, *gpus;
-	int writable, home, remap, entrypoint, mpi, rdma, stage;
+	char *image, *mounts, *workdir, *env, *name, *save, *gpus, *hostname, *network;
+	int writable, home, remap, entrypoint, mpi, rdma, stage, ipc;
 };
 extern struct request req;
+
+/* A task of a container step: who and where (task.c). */
+struct task {
+	uint32_t job, step;
+	uid_t uid;
+	gid_t gid;
+	char runtime[1100];
+};
 
 /* plugstack.conf arguments. */
 struct plugstack {
@@ -65,6 +74,16 @@ void job_image(spank_t sp, char *out, size_t size);
 int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, const char *image);
 /* runtime_dir= with %U expanded; -1 when it does not fit. */
 int expand_runtime(char *out, size_t size, uid_t uid);
+
+/* save.c: --container-save. At submission, PATH checked (never a directory) and made absolute;
+ * in slurmstepd, each task's exit, the node's last one saving (node 0) and cleaning up. */
+int check_save_path(void);
+void save_at_task_exit(spank_t sp, const struct task *t, const char *stepdir);
+/* rm -r as the caller, also through the mode-0 directories overlayfs leaves in its work directory. */
+void remove_tree(const char *path);
+
+/* epilog.c: whether the process behind pidfd is, beyond doubt, uid's step server of stepdir. */
+int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
 
 /* process.c: runs argv with env as this process's user; stdout (and stderr, if asked) is
  * captured in out when given, else it goes to our stderr. Returns the exit status. */

@@ -88,10 +88,12 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 		return -1;
 	if (!req.image)
 		return 0;
-	if (req.save) {
-		slurm_error("berth: --container-save is not supported yet; convert the image you need with berth convert");
+	if (req.network && strcmp(req.network, "none") != 0 && strcmp(req.network, "host") != 0) {
+		slurm_error("berth: --container-network=%s: a step takes none (a loopback only) or host (the default); user-mode networking is one node's, so run that service with berth exec --network user in the job", req.network);
 		return -1;
 	}
+	if (check_save_path() != 0)
+		return -1;
 	if (strncmp(req.image, "docker://", 9) != 0 || strchr(req.image, '@'))
 		return 0;
 	/* Pinned already by an enclosing sbatch for this very reference? */

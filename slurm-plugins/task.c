@@ -40,13 +40,6 @@ static noreturn void task_fail(const char *fmt, ...)
 /* Whether this task asked for a container, and who and where it is. The batch script and the
  * extern step stay on the host: the sruns inside a batch script carry its --container-*
  * options to their own steps. */
-struct task {
-	uint32_t job, step;
-	uid_t uid;
-	gid_t gid;
-	char runtime[1100];
-};
-
 static int container_task(spank_t sp, struct task *t)
 {
 	if (spank_get_item(sp, S_JOB_ID, &t->job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &t->step) != ESPANK_SUCCESS ||
@@ -125,7 +118,7 @@ struct plan_command {
 	char **env;
 };
 
-static int plan_command(spank_t sp, const char *image, const char *runtime, struct plan_command *c)
+static int plan_command(spank_t sp, const char *image, const char *runtime, const char *save_overlay, struct plan_command *c)
 {
 	int n = 0;
 	c->argv[n++] = conf.berth;
@@ -148,6 +141,10 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, stru
 	if (req.mpi == 1) c->argv[n++] = "--mpi";
 	if (req.rdma != -1) c->argv[n++] = req.rdma ? "--rdma" : "--no-rdma";
 	if (req.gpus) { c->argv[n++] = "--gpus"; c->argv[n++] = req.gpus; }
+	if (req.ipc == 1) c->argv[n++] = "--ipc";
+	if (req.hostname) { c->argv[n++] = "--hostname"; c->argv[n++] = req.hostname; }
+	if (req.network) { c->argv[n++] = "--network"; c->argv[n++] = req.network; }
+	if (req.save) { c->argv[n++] = "--save-overlay"; c->argv[n++] = (char *)save_overlay; }
 	if (add_mounts(c->argv, &n, 60) != 0)
 		return -1;
 	c->argv[n++] = (char *)image;
@@ -330,6 +327,35 @@ static void check_command(spank_t sp)
 	_exit(BERTH_EXIT_CANNOT_EXEC);
 }
 
+/* The step's container's directory on this node (step_dir): per step, or per job and name. */
+static void task_step_dir(spank_t sp, const struct task *t, char *stepdir, size_t size, char node[256])
+{
+	char jobs[16], steps[16];
+	const char *nodename = variable(sp, "SLURMD_NODENAME");
+	snprintf(node, 256, "node");
+	if (nodename && strlen(nodename) < 256 && !strchr(nodename, '/'))
+		memcpy(node, nodename, strlen(nodename) + 1);
+	snprintf(jobs, sizeof jobs, "%u", t->job);
+	snprintf(steps, sizeof steps, "%u", t->step);
+	if (req.name && strchr(req.name, '/'))
+		task_fail("--container-name=%s: a name cannot contain '/'", req.name);
+	if (step_dir(stepdir, size, t->runtime, jobs, steps, req.name, node) != 0)
+		task_fail("--container-name=%s is too long for the runtime directory %s", req.name ? req.name : "", t->runtime);
+}
+
+/* In slurmstepd, as each task ends: --container-save's work once the node's last has (save.c). */
+int slurm_spank_task_exit(spank_t sp, int ac, char **av)
+{
+	(void)ac, (void)av;
+	struct task t;
+	if (!req.save || !container_task(sp, &t))
+		return 0;
+	char stepdir[1400], node[256];
+	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
+	save_at_task_exit(sp, &t, stepdir);
+	return 0;
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
@@ -344,19 +370,13 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	if (rt < 0)
 		task_fail("cannot use the runtime directory: %s; remove it, or have the site set runtime_dir= in plugstack.conf to a directory under a root-owned parent (the default /run/berth/%%U)", err);
 	close(rt);
-	char stepdir[1400], planfile[1500], lockfile[1500], sock[1500], jobs[16], steps[16], node[256] = "node";
-	const char *nodename = variable(sp, "SLURMD_NODENAME");
-	if (nodename && strlen(nodename) < sizeof node && !strchr(nodename, '/'))
-		memcpy(node, nodename, strlen(nodename) + 1);
-	snprintf(jobs, sizeof jobs, "%u", t.job);
-	snprintf(steps, sizeof steps, "%u", t.step);
-	if (req.name && strchr(req.name, '/'))
-		task_fail("--container-name=%s: a name cannot contain '/'", req.name);
-	if (step_dir(stepdir, sizeof stepdir, t.runtime, jobs, steps, req.name, node) != 0)
-		task_fail("--container-name=%s is too long for the runtime directory %s", req.name ? req.name : "", t.runtime);
+	char stepdir[1400], planfile[1500], lockfile[1500], sock[1500], save[1500], node[256];
+	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
+	if (format(save, sizeof save, "%s.save", stepdir) != 0)
+		task_fail("the runtime directory's path %s is too long; set a shorter runtime_dir=", t.runtime);
 	struct plan_command cmd;
 	char here[4096] = "/";
-	if (plan_command(sp, image, t.runtime, &cmd) != 0 || !getcwd(here, sizeof here))
+	if (plan_command(sp, image, t.runtime, save, &cmd) != 0 || !getcwd(here, sizeof here))
 		task_fail("cannot prepare the step's plan: too many options, or the job's environment is unreadable");
 	/* One plan per job, node and key (the job epilog removes them); a named container keeps the
 	 * plan it was made with, for the later steps that join it. */

@@ -187,6 +187,7 @@ containerOptions(program.command('plan')
   .option('--keep-env <names>', 'with --slurm-step: host variables that pass as they are, comma-separated')
   .option('--step-linger <seconds>', "with --slurm-step: how long the step's container waits for the next task (default 2)")
   .option('--entrypoint', "with --slurm-step: run the image's Entrypoint once when the step's container starts")
+  .option('--save-overlay <dir>', "with --slurm-step: keep the container's writable layer in this directory of the node's, for the plugin's --container-save")
   .addOption(new Option('--format <format>', 'json, or helper (the text berth-helper reads)').choices(['json', 'helper']))
   .option('-o, --output <file>', 'write it here (atomically) instead of stdout')
   .action((image: string, rest: string[], flags) => run(async () => (await import('./cli/plan.js')).planCommand(image, rest, flags)));

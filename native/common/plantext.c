@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -87,31 +89,118 @@ int join_container(const char *sock, char *err, size_t errsize)
 		errno = EPERM;
 		return -1;
 	}
-	char byte, ctl[CMSG_SPACE(2 * sizeof(int))];
+	/* The connection is closed once joined (left open, it would leak into the job): the server
+	 * tracks this process by its pid, not by the connection. */
+	int rv = receive_namespaces(fd, "container server", err, errsize);
+	int e = errno;
+	close(fd);
+	if (rv != 0 && e == ECONNREFUSED)
+		snprintf(err, errsize, "the container server at %s is shutting down", sock);
+	errno = e;
+	return rv;
+}
+
+void send_namespaces(int sock, const int *fds, size_t n)
+{
+	char byte = 'n', ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
+	memset(ctl, 0, sizeof ctl);
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+	sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
+static int same_ns(int a, int b)
+{
+	struct stat x, y;
+	return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_ino == y.st_ino && x.st_dev == y.st_dev;
+}
+
+/* fds[0] is the server's user namespace, the others namespaces owned by it or its ancestors
+ * (down from the caller's own). */
+static int join_namespaces(const int *fds, size_t n, const char *what, char *err, size_t errsize)
+{
+	int chain[NS_MAX], owner[NS_MAX], type[NS_MAX], done[NS_MAX] = { 0 }, depth = 0, ok = 1;
+	for (size_t i = 0; i < NS_MAX; i++)
+		owner[i] = -1;
+	int mine = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+	/* From the server's user namespace up to the caller's: the ones to enter, outermost last. */
+	int ns = ioctl(fds[0], NS_GET_NSTYPE) == CLONE_NEWUSER ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : -1;
+	while (ns >= 0 && !same_ns(ns, mine) && depth < NS_MAX) {
+		chain[depth++] = ns;
+		ns = ioctl(ns, NS_GET_PARENT);
+	}
+	ok = ns >= 0 && same_ns(ns, mine);
+	if (ns >= 0)
+		close(ns);
+	/* Only what a container has of its own (a PID namespace cannot be entered this way). */
+	for (size_t i = 1; ok && i < n; i++) {
+		owner[i] = ioctl(fds[i], NS_GET_USERNS);
+		type[i] = ioctl(fds[i], NS_GET_NSTYPE);
+		ok = owner[i] >= 0 && (type[i] == CLONE_NEWNS || type[i] == CLONE_NEWIPC || type[i] == CLONE_NEWUTS || type[i] == CLONE_NEWNET);
+	}
+	if (!ok)
+		snprintf(err, errsize, "the %s's namespaces are not nested in yours", what);
+	for (int d = depth - 1; ok && d >= 0; d--) {
+		if (setns(chain[d], CLONE_NEWUSER) != 0) {
+			snprintf(err, errsize, "cannot join the %s's user namespace: %s", what, strerror(errno));
+			ok = 0;
+		}
+		for (size_t i = 1; ok && i < n; i++)
+			if (!done[i] && same_ns(owner[i], chain[d])) {
+				if (setns(fds[i], type[i]) != 0) {
+					snprintf(err, errsize, "cannot join the %s's %s namespace: %s", what,
+						 type[i] == CLONE_NEWNS ? "mount" : type[i] == CLONE_NEWIPC ? "IPC" : type[i] == CLONE_NEWUTS ? "UTS" : "network", strerror(errno));
+					ok = 0;
+				}
+				done[i] = 1;
+			}
+	}
+	for (size_t i = 1; ok && i < n; i++)
+		if (!done[i]) {
+			snprintf(err, errsize, "the %s handed over a namespace that none of its user namespaces owns", what);
+			ok = 0;
+		}
+	for (int d = 0; d < depth; d++)
+		close(chain[d]);
+	for (size_t i = 1; i < n; i++)
+		if (owner[i] >= 0)
+			close(owner[i]);
+	if (mine >= 0)
+		close(mine);
+	errno = EPERM;
+	return ok ? 0 : -1;
+}
+
+int receive_namespaces(int sock, const char *what, char *err, size_t errsize)
+{
+	char byte, ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-	ssize_t got = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+	ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
 	struct cmsghdr *c = got == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
-	/* The connection stays open (not close-on-exec would leak it into the job): the server
-	 * tracks this process by its pid, not by the connection. */
-	close(fd);
-	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
-		snprintf(err, errsize, "the container server at %s is shutting down", sock);
+	int fds[NS_MAX];
+	size_t n = 0;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		memcpy(fds, CMSG_DATA(c), n * sizeof(int));
+	}
+	int rv = -1;
+	if (n >= 2 && !(msg.msg_flags & MSG_CTRUNC)) {
+		rv = join_namespaces(fds, n, what, err, errsize);
+	} else {
+		snprintf(err, errsize, "the %s sent no namespaces", what);
 		errno = ECONNREFUSED;
-		return -1;
 	}
-	int ns[2];
-	memcpy(ns, CMSG_DATA(c), sizeof ns);
-	int ok = setns(ns[0], CLONE_NEWUSER) == 0 && setns(ns[1], CLONE_NEWNS) == 0;
 	int e = errno;
-	close(ns[0]);
-	close(ns[1]);
-	if (!ok) {
-		snprintf(err, errsize, "cannot join the container's namespaces: %s", strerror(e));
-		errno = EPERM;
-		return -1;
-	}
-	return 0;
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	errno = rv == 0 ? 0 : e;
+	return rv;
 }
 
 unsigned long long fnv1a(unsigned long long h, const char *s)

@@ -22,9 +22,22 @@ int lock_file_at(int dirfd, const char *path, int nonblock);
  * one per step, or per job and --container-name. */
 int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node); /* -1: too long */
 
-/* Joins the container served at SOCK (its user and mount namespaces, as the step server hands
- * them out): afterwards this process sees the container's root. Returns 0, or -1 with a
- * message in err (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
+/* The one way a server (an image server, a step's container) hands its namespaces to a client
+ * of its own user, over SCM_RIGHTS: its user namespace first, then its mount namespace and the
+ * IPC, UTS and network namespaces it has of its own (never the host's: joining those from inside
+ * the user namespace is refused by the kernel, and the caller has them already). */
+#define NS_MAX 8
+void send_namespaces(int sock, const int *fds, size_t n);
+/* The client's side: receives them and joins each right after the user namespace that owns it
+ * (the user namespaces from the caller's own down to the server's: a --fakeroot container's
+ * mounts are in a nested one, its IPC, UTS and network namespaces in the image server's).
+ * Returns 0, or -1 with a message in err and errno ECONNREFUSED (nothing came: the server is
+ * shutting down) or EPERM (they could not be joined). */
+int receive_namespaces(int sock, const char *what, char *err, size_t errsize);
+
+/* Joins the container served at SOCK (its namespaces, as the step server hands them out):
+ * afterwards this process sees the container's root. Returns 0, or -1 with a message in err
+ * (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
 int join_container(const char *sock, char *err, size_t errsize);
 
 /* The one join path of the plugin's tasks and `berth srun`'s: joins the step's container at

@@ -116,7 +116,9 @@ void report_overlay(int sock, pid_t overlay);
 /* Shared with step.c: a server's directory fds, its socket, its life, and its start. */
 void open_server_dirs(struct server_paths *sp);
 int listen_on(const char *path);
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger);
+/* own: NULL, or the /proc/self/ns paths of the namespaces it made of its own (a step's IPC, UTS,
+ * network), handed out with its user and mount namespaces. */
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own);
 /* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */

@@ -98,35 +98,6 @@ static int connect_to(const char *path)
 	return -1;
 }
 
-static void send_fds(int sock, int a, int b)
-{
-	char byte = 'n', ctl[CMSG_SPACE(2 * sizeof(int))];
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-	memcpy(CMSG_DATA(c), (int[]){ a, b }, 2 * sizeof(int));
-	sendmsg(sock, &msg, MSG_NOSIGNAL);
-}
-
-static void receive_fds(int sock, int *a, int *b)
-{
-	char byte, ctl[CMSG_SPACE(2 * sizeof(int))];
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
-		fail("the image server closed the connection without answering");
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
-		fail("the image server sent no namespaces");
-	int fds[2];
-	memcpy(fds, CMSG_DATA(c), sizeof fds);
-	*a = fds[0];
-	*b = fds[1];
-}
-
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st, (void)type, (void)ftw;
@@ -269,10 +240,18 @@ static void request_stop(int sig)
 
 /* The server's life after it is ready: serve FUSE (an image server), hand out its namespaces,
  * clean up after the processes that joined, and leave `linger` seconds after the last. */
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger)
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own)
 {
-	int userns = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
-	int mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	/* What it hands out (plantext.h): its user and mount namespaces, and those it has of its own. */
+	int ns[NS_MAX];
+	size_t nns = 0;
+	ns[nns++] = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+	ns[nns++] = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	for (size_t i = 0; own && own[i] && nns < NS_MAX; i++)
+		ns[nns++] = open(own[i], O_RDONLY | O_CLOEXEC);
+	for (size_t i = 0; i < nns; i++)
+		if (ns[i] < 0)
+			fail_errno("cannot open the namespaces it serves");
 	static struct client clients[MAX_CLIENTS];
 	/* fds: fuse, listener, then per client its pidfd and its connection (or -1, ignored). */
 	static struct pollfd fds[2 * MAX_CLIENTS + 2];
@@ -337,7 +316,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 				pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 			if (pidfd >= 0) {
 				clients[n++] = (struct client){ pidfd, cred.pid, c, -1 };
-				send_fds(c, userns, mntns);
+				send_namespaces(c, ns, nns);
 			} else if (c >= 0) {
 				close(c);
 			}
@@ -389,7 +368,7 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	dup2(devnull, STDERR_FILENO);
 	/* stderr was the report pipe: replacing it with /dev/null is EOF without a message: ready. */
 	signal(SIGPIPE, SIG_IGN);
-	serve(sp, se, listener, p->linger);
+	serve(sp, se, listener, p->linger, NULL);
 }
 
 int listen_on(const char *path)
@@ -441,15 +420,10 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 		if ((sock = connect_to(sp->sock)) < 0)
 			fail_errno("the image server for %s did not start", p->image);
 	}
-	int userns, mntns;
-	receive_fds(sock, &userns, &mntns);
+	char err[512];
+	if (receive_namespaces(sock, "image server", err, sizeof err) != 0)
+		fail("%s", errno == ECONNREFUSED ? "the image server closed the connection without answering" : err);
 	close(lock);
-	if (setns(userns, CLONE_NEWUSER) != 0)
-		fail_errno("cannot join the image server's user namespace");
-	if (setns(mntns, CLONE_NEWNS) != 0)
-		fail_errno("cannot join the image server's mount namespace");
-	close(userns);
-	close(mntns);
 	return sock;
 }
 

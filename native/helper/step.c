@@ -63,6 +63,8 @@ static void run_init(const struct plan *p)
 
 static noreturn void become_step_server(const struct plan *p, const struct server_paths *given, int report)
 {
+	if (p->net == NET_USER)
+		fail("--network user and -p are not offered for Slurm steps (one pasta per node and step, each publishing the ports on its own node); berth plan refuses them");
 	struct server_paths sp = *given;
 	setsid();
 	dup2(report, STDERR_FILENO);
@@ -77,6 +79,17 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	}
 	struct server_paths image;
 	int server = attach_image(p, &image);
+	/* --ipc, --hostname, --network none: made once, in the image server's user namespace, and
+	 * handed to every task with the rest (serve), so all the tasks of the node share them. */
+	enter_isolation(p);
+	const char *own[4] = { NULL };
+	size_t nown = 0;
+	if (p->ipcns)
+		own[nown++] = "/proc/self/ns/ipc";
+	if (p->hostname)
+		own[nown++] = "/proc/self/ns/uts";
+	if (p->net != NET_HOST)
+		own[nown++] = "/proc/self/ns/net";
 	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
 		fail_errno("cannot create the container's mount namespace");
 	int statedir = open(image.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -107,7 +120,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	 * image server it started had to write its own uid_map, which a non-dumpable parent's
 	 * children cannot. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	serve(&sp, NULL, listener, p->steplinger);
+	serve(&sp, NULL, listener, p->steplinger, own);
 }
 
 /* Whether a step server listens at `sock` (a killed one leaves a socket nobody answers). */

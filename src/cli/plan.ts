@@ -16,6 +16,8 @@ export interface PlanFlags extends RunFlags {
   format?: string;
   /** With --slurm-step: run the image's Entrypoint once when the step's container starts. */
   entrypoint?: boolean;
+  /** With --slurm-step: the container's writable layer in this directory of the node's (--container-save). */
+  saveOverlay?: string;
 }
 
 function stepLinger(text: string | undefined): number {
@@ -30,7 +32,7 @@ export async function planCommand(image: string, args: string[], flags: PlanFlag
   // stdout is the plan (or -o's file): a docker:// pull says nothing but its warnings.
   const pulls = pullDisplay('quiet');
   const text = flags.slurmStep
-    ? formatPlan(await prepareStepPlan(image, args, flags, { keepEnv: flags.keepEnv, linger: stepLinger(flags.stepLinger), entrypoint: flags.entrypoint }, pulls), flags.format ?? 'helper')
+    ? formatPlan(await prepareStepPlan(image, args, flags, { keepEnv: flags.keepEnv, linger: stepLinger(flags.stepLinger), entrypoint: flags.entrypoint, ...(flags.saveOverlay ? { saveOverlay: flags.saveOverlay } : {}) }, pulls), flags.format ?? 'helper')
     : formatPlan((await preparePlan(args.length > 0 ? 'exec' : 'run', image, args, flags, pulls)).plan, flags.format ?? 'json');
   if (!flags.output) return text;
   writeFileAtomic(flags.output, text.endsWith('\n') ? text : `${text}\n`);

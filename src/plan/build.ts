@@ -386,14 +386,18 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
  * libraries' LD_LIBRARY_PATH) and the host variables it drops (ENV_DENY). `keep` names host
  * variables that pass as they are (pyxis's --container-env). The image server and the step
  * container are per step: nothing lingers after it but the step container's own wait.
+ * --ipc, --hostname and --network none are the container's: made once by the step server on
+ * each node and joined by every task there (native/helper/step.c). `overlayOfNode`: the
+ * overlay is a directory of this node's alone (--container-save's), not one the nodes share.
  */
-export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number, init: string[] = []): LaunchPlan {
-  if (plan.ipcns || plan.hostname || plan.net) {
-    // A step's tasks join its container with setns, which has no IPC, UTS or network namespace to join yet.
-    throw new BerthError('USAGE', '--ipc, --uts/--hostname and --network are not offered for Slurm steps yet',
-      'run the service with berth exec inside the job script (e.g. berth exec --network none IMAGE CMD), or leave them out');
+export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], stepLinger: number, init: string[] = [], overlayOfNode = false): LaunchPlan {
+  if (plan.net?.mode === 'user') {
+    // pasta must run in the host's network namespace, one per node and step, and a published
+    // port would be each node's own: a service is a one-node thing, better as its own container.
+    throw new BerthError('USAGE', '--network user and -p are not offered for Slurm steps: each node would need its own pasta, publishing the ports on that node',
+      'use --network none (a loopback only, shared by the tasks of a node), or start the service with berth exec --network user -p ... in the job script');
   }
-  if (plan.overlay) {
+  if (plan.overlay && !overlayOfNode) {
     // Every node of a step would write the same upper directory at once, which overlayfs forbids.
     throw new BerthError('USAGE', '--overlay is not offered for Slurm steps: the nodes of a step would all write the one directory',
       'use --container-writable (a writable root per node, in memory), or berth exec --overlay DIR in a one-node job');

@@ -353,17 +353,27 @@ export interface StepOptions {
   linger: number;
   /** Run the image's Entrypoint once, with `true` as its command, when the container starts (as pyxis runs it). */
   entrypoint?: boolean;
+  /**
+   * --container-save: the container's writable layer goes to this directory of the node's (in
+   * the user's runtime directory, one per step and node), not to memory, so that the plugin can
+   * commit it when the step ends there.
+   */
+  saveOverlay?: string;
 }
 
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
+  if (flags.uts && flags.hostname === undefined) {
+    // --uts alone is this node's name, and `berth srun` makes the plan once on the login node.
+    throw new BerthError('USAGE', '--uts needs --hostname NAME in a Slurm step', 'e.g. --hostname worker: every task of the step sees that name (the node\'s own is what it sees without --uts)');
+  }
   const host = stepHostFacts();
-  const prepared = await preparePlan('exec', image, args, flags, pulls, host);
+  const prepared = await preparePlan('exec', image, args, step.saveOverlay ? { ...flags, overlay: step.saveOverlay } : flags, pulls, host);
   const { metadata } = prepared;
   const sourced = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : { plan: prepared.plan, unset: [] };
   const entrypoint = metadata.config.Entrypoint ?? [];
   const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
-  const plan = stepPlan(sourced.plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init);
+  const plan = stepPlan(sourced.plan, host, (step.keepEnv ?? '').split(',').filter(Boolean), step.linger, init, step.saveOverlay !== undefined);
   return sourced.unset.length > 0 ? { ...plan, unset: [...new Set([...(plan.unset ?? []), ...sourced.unset])] } : plan;
 }
 

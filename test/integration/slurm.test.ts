@@ -4,7 +4,7 @@
 // image with the host's MPI over PMI2, a docker:// image pulled once for a whole job, a
 // cancelled job that leaves nothing behind, and the `berth srun` wrapper.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,33 @@ function berthProcesses(): string[] {
   const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,args=']).stdout.toString();
   return ps.split('\n').filter((l) => /berth-helper/.test(l) && !/^Z/.test(l.trim()));
 }
+/** What the namespace test prints in each task: node, hostname, IPC and network namespaces, interfaces. */
+const NAMESPACES = 'echo "$SLURMD_NODENAME $(id -u) $(hostname) $(readlink /proc/self/ns/ipc) $(readlink /proc/self/ns/net) $(grep -o "^ *[a-z0-9]*:" /proc/net/dev | tr -d " :" | tr "\\n" ,)"';
+
+/** Every task saw `hostname` and a loopback only, in namespaces not the host's; one IPC namespace per node. */
+function expectStepNamespaces(stdout: string, tasks: number, nodes: number, hostname: string, uid: string): void {
+  const lines = stdout.trim().split('\n');
+  expect(lines).toHaveLength(tasks);
+  const ipcByNode = new Map<string, Set<string>>();
+  for (const l of lines) {
+    const [node, id, host, ipc, net, interfaces] = l.split(' ');
+    expect([id, host, interfaces]).toEqual([uid, hostname, 'lo,']);
+    expect(ipc).not.toBe(readlinkSync('/proc/self/ns/ipc'));
+    expect(net).not.toBe(readlinkSync('/proc/self/ns/net'));
+    ipcByNode.set(node!, (ipcByNode.get(node!) ?? new Set()).add(ipc!));
+  }
+  expect(ipcByNode.size).toBe(nodes);
+  for (const set of ipcByNode.values()) expect(set.size).toBe(1);
+}
+
+/** Every file and directory under dir, with its size: what a refused save must leave as it was. */
+function tree(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true }).map((e) => {
+    const p = path.join(e.parentPath, e.name);
+    return `${path.relative(dir, p)} ${e.isSymbolicLink() ? `-> ${readlinkSync(p)}` : statSync(p).size}`;
+  }).sort();
+}
+
 const stepDirs = () => (existsSync(runtime) ? readdirSync(runtime).filter((n) => /^(step|named)-/.test(n)) : []);
 
 async function until(check: () => boolean, ms: number): Promise<boolean> {
@@ -250,6 +277,54 @@ describe('the SPANK plugin', () => {
     expect(errors(without.stderr)).toBe('');
   });
 
+  it('gives a step IPC, UTS and network namespaces of its own on each node, shared by its tasks there (--container-ipc, --container-hostname, --container-network=none) (#15)', async () => {
+    const r = await srun('-N2', '-n4', `--container-image=${img('busybox')}`, '--no-container-stage', '--container-ipc', '--container-hostname=worker',
+      '--container-network=none', 'sh', '-c', NAMESPACES);
+    expect(errors(r.stderr)).toBe('');
+    expectStepNamespaces(r.stdout, 4, 2, 'worker', String(userInfo().uid));
+    const user = await srun('-n1', `--container-image=${img('busybox')}`, '--container-network=user', 'true');
+    expect(user.code).not.toBe(0);
+    expect(user.stderr).toMatch(/--container-network=user: a step takes none \(a loopback only\) or host/);
+  });
+
+  it("saves what the step changed on its first node as a new image (--container-save), replacing an existing file whole (#15)", async () => {
+    const saved = path.join(work, 'saved.sqsh');
+    writeFileSync(saved, 'an older image\n');
+    const r = await srun('-N2', '-n2', `--container-image=${img('busybox')}`, '--no-container-stage', '--container-save=saved.sqsh', 'sh', '-c',
+      'echo "changed on node $SLURM_NODEID" > /etc/motd; echo "$SLURM_NODEID" > /node; rm -rf /root');
+    expect(errors(r.stderr)).toBe('');
+    expect(r.code).toBe(0);
+    const inside = await berth('exec', saved, 'sh', '-c', 'cat /etc/motd /node; ls /root 2>&1');
+    expect(inside.stdout).toMatch(/^changed on node 0\n0\nls: \/root: No such file or directory\n$/);
+    // The step's writable layers are gone from the nodes (they share this machine's /run).
+    expect(readdirSync(runtime).filter((n) => n.endsWith('.save'))).toEqual([]);
+    // A failed step saves nothing: the image stays.
+    const before = statSync(saved).mtimeMs;
+    const failed = await srun('-n1', `--container-image=${img('busybox')}`, '--no-container-stage', `--container-save=${saved}`, 'sh', '-c', 'echo broken > /etc/motd; exit 3');
+    expect(failed.code).toBe(3);
+    expect(failed.stderr).toMatch(/not saved, a task of the step failed/);
+    expect(statSync(saved).mtimeMs).toBe(before);
+  });
+
+  it('refuses a --container-save PATH that is a directory before the job runs, and changes nothing there (pyxis issue 151) (#15)', async () => {
+    const home = path.join(work, 'victim-home');
+    mkdirSync(path.join(home, 'project'), { recursive: true });
+    writeFileSync(path.join(home, 'project', 'thesis.tex'), 'years of work\n');
+    mkdirSync(path.join(home, 'empty'));
+    symlinkSync(path.join(home, 'project'), path.join(home, 'link'));
+    const before = tree(home);
+    for (const target of ['./', '.', '..', home, `${home}/`, 'empty', 'project', 'link', '~/']) {
+      const r = await run('srun', ['-n1', `--container-image=${img('busybox')}`, `--container-save=${target}`, 'touch', '/ran'], { cwd: home, env: env({ HOME: home }) });
+      expect(r.code, target).not.toBe(0);
+      expect(r.stderr, target).toMatch(/--container-save=\S+ (names a directory|is a directory|: \S+ is not a directory)/);
+      expect(r.stderr, target).not.toMatch(/srun: job \d+ (queued|has been allocated)/); // refused before any job
+    }
+    expect(tree(home)).toEqual(before);
+    const readonly = await srun('-n1', `--container-image=${img('busybox')}`, '--container-readonly', '--container-save=ro.sqsh', 'true');
+    expect(readonly.stderr).toMatch(/--container-save saves what the container changed, and --container-readonly forbids changes/);
+    expect(existsSync(path.join(work, 'ro.sqsh'))).toBe(false);
+  });
+
   it('reports a missing image in one readable message', async () => {
     const r = await srun('-n1', `--container-image=${work}/nope.sqsh`, 'true');
     // Found on the submitting side (staging reads the image there): srun itself fails, and Slurm
@@ -309,6 +384,18 @@ describe('berth srun (no plugin needed)', () => {
     const r = await run(BERTH, ['srun', '-N2', '-n2', '--image', img('busybox'), '-u', '4321:99', '--', 'sh', '-c', 'echo "$(id -u) $(id -g) $(grep CapEff /proc/self/status | tr -d "\t")"'], { cwd: work, env: env() });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('4321 99 CapEff:0000000000000000\n'.repeat(2));
+  });
+
+  it('takes --ipc, --hostname and --network none per step, --fakeroot too; refuses --network user with the reason (#15)', async () => {
+    const r = await run(BERTH, ['srun', '-N2', '-n4', '--image', img('busybox'), '--fakeroot', '--ipc', '--hostname', 'svc', '--network', 'none', '--', 'sh', '-c', NAMESPACES],
+      { cwd: work, env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    expectStepNamespaces(r.stdout, 4, 2, 'svc', '0');
+    const user = await run(BERTH, ['srun', '-n1', '--image', img('busybox'), '-p', '8080:80', '--', 'true'], { cwd: work, env: env() });
+    expect(user.code).toBe(125);
+    expect(user.stderr).toMatch(/--network user and -p are not offered for Slurm steps: each node would need its own pasta/);
+    const uts = await run(BERTH, ['srun', '-n1', '--image', img('busybox'), '--uts', '--', 'true'], { cwd: work, env: env() });
+    expect([uts.code, uts.stderr]).toEqual([125, expect.stringMatching(/--uts needs --hostname NAME in a Slurm step/)]);
   });
 
   it('passes berth options on, such as --mpi', async () => {

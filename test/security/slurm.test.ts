@@ -4,7 +4,7 @@
 // `optional`; root runs a step of its own. Each attack must be refused with no effect: no code
 // run as the victim or as root, the victim's image the one that runs.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, run } from '../helpers.js';
@@ -175,6 +175,30 @@ describe('the stage directory', () => {
     expect(r.code).toBe(0);
     expect(readFileSync(path.join(work, 'staged.out'), 'utf8')).toBe('from the image\nfrom the image\n');
     for (const p of planted) rmSync(p, { force: true });
+  });
+});
+
+describe('--container-save into a directory others can write (#15)', () => {
+  it("never writes into or over the victim's files through names the attacker planted in a sticky directory", async () => {
+    const shared = dirOf('root', 'shared', 0o1777);
+    const keep = path.join(work, 'keep');
+    mkdirSync(keep);
+    writeFileSync(path.join(keep, 'thesis.tex'), 'years of work\n');
+    spawnSync('chown', ['-R', `${VICTIM}:`, keep]);
+    const planted = await as(ATTACKER, 'bash', ['-c', `ln -s ${keep} ${shared}/dir.sqsh; ln -s ${keep}/thesis.tex ${shared}/file.sqsh`]);
+    expect(planted.code).toBe(0);
+    // A name that leads to a directory is refused before the job queues.
+    const dir = await srunAs(VICTIM, ['-n1', `--container-image=${image('busybox')}`, `--container-save=${shared}/dir.sqsh`, 'true']);
+    expect(dir.code).not.toBe(0);
+    expect(dir.stderr).toMatch(/--container-save=\S+ is a directory/);
+    // One that leads to a file: the new image may only replace the attacker's link, which the
+    // sticky bit forbids; the victim's file stays as it is.
+    const file = await srunAs(VICTIM, ['-n1', `--container-image=${image('busybox')}`, `--container-save=${shared}/file.sqsh`, 'sh', '-c', 'echo saved > /etc/motd']);
+    expect(file.stderr).toMatch(/--container-save=\S+ failed/);
+    expect(readdirSync(keep)).toEqual(['thesis.tex']);
+    expect(readFileSync(path.join(keep, 'thesis.tex'), 'utf8')).toBe('years of work\n');
+    expect(lstatSync(`${shared}/file.sqsh`).isSymbolicLink() && readlinkSync(`${shared}/file.sqsh`)).toBe(`${keep}/thesis.tex`);
+    rmSync(shared, { recursive: true, force: true });
   });
 });
 

@@ -159,6 +159,15 @@ describe('isolation that the flags promise (#11)', () => {
     expect(procOp(step)).toBe('bind');
   });
 
+  it('a Slurm step keeps --ipc, --hostname and --network none (its server makes them, every task joins them); --network user is refused (#15)', () => {
+    const step = stepPlan(buildPlan(IMAGE, meta(), host, opts({ ipc: true, hostname: 'worker', network: { mode: 'none' } }), exec), host, [], 2);
+    expect(serializePlan(step)).toMatch(/^ipcns 1$/m);
+    expect(serializePlan(step)).toMatch(/^hostname worker$/m);
+    expect(serializePlan(step)).toMatch(/^net none$/m);
+    const user = buildPlan(IMAGE, meta(), host, opts({ network: { mode: 'user', pasta: '/usr/bin/pasta', publish: ['8080:80'] } }), exec);
+    expect(() => stepPlan(user, host, [], 2)).toThrow(/not offered for Slurm steps: each node would need its own pasta/);
+  });
+
   it("berth's own variables (credentials, configuration) never enter the container", () => {
     const h = { ...host, env: { ...host.env, BERTH_REGISTRY_PASSWORD: 'secret', BERTH_CACHE_DIR: '/c', BERTH_RUNTIME_DIR: '/r' } };
     const env = envOf(buildPlan(IMAGE, meta(), h, opts(), exec));
