@@ -100,18 +100,27 @@ int join_container(const char *sock, char *err, size_t errsize)
 	return rv;
 }
 
-void send_namespaces(int sock, const int *fds, size_t n)
+ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n, int flags)
 {
-	char byte = 'n', ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
+	char ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
+	if (n > NS_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
 	memset(ctl, 0, sizeof ctl);
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(n * sizeof(int));
 	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-	sendmsg(sock, &msg, MSG_NOSIGNAL);
+	return sendmsg(sock, &msg, flags);
+}
+
+void send_namespaces(int sock, const int *fds, size_t n)
+{
+	send_with_fds(sock, "n", 1, fds, n, MSG_NOSIGNAL);
 }
 
 static int same_ns(int a, int b)

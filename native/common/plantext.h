@@ -5,6 +5,7 @@
 #define BERTH_PLANTEXT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define PLAN_HEADER "# berth-plan v1"
 
@@ -21,6 +22,10 @@ int lock_file_at(int dirfd, const char *path, int nonblock);
 /* Where a Slurm step's container lives on this node, under the user's runtime directory:
  * one per step, or per job and --container-name. */
 int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node); /* -1: too long */
+
+/* Sends `len` bytes of `data` with the descriptors `fds` (SCM_RIGHTS): the one way berth passes
+ * descriptors between its processes. Returns what sendmsg returns. */
+ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n, int flags);
 
 /* The one way a server (an image server, a step's container) hands its namespaces to a client
  * of its own user, over SCM_RIGHTS: its user namespace first, then its mount namespace and the

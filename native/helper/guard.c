@@ -269,15 +269,6 @@ void guard_watch(int guard, int pidfd, const int *fds, size_t nfds)
 	size_t n = 1;
 	for (size_t i = 0; i < nfds && n < 3; i++)
 		all[n++] = fds[i];
-	char ctl[CMSG_SPACE(3 * sizeof(int))];
-	memset(ctl, 0, sizeof ctl);
-	struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(n * sizeof(int));
-	memcpy(CMSG_DATA(c), all, n * sizeof(int));
 	/* Never blocking the server: a container not watched is one that faults later, as before. */
-	sendmsg(guard, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	send_with_fds(guard, &m, sizeof m, all, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }

@@ -438,16 +438,7 @@ void ask_to_be_watched_on(int sock, int err, int note)
 	int fds[2] = { err, note }, n = note >= 0 ? 2 : 1;
 	if (fcntl(err, F_GETFD) < 0 && (fds[0] = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
 		fail_errno("cannot open /dev/null");
-	char ctl[CMSG_SPACE(2 * sizeof(int))];
-	memset(ctl, 0, sizeof ctl);
-	struct iovec iov = { .iov_base = "watch\n", .iov_len = 6 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(n * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-	if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 6)
+	if (send_with_fds(sock, "watch\n", 6, fds, (size_t)n, MSG_NOSIGNAL) != 6)
 		fail_errno("cannot register the container with the image server");
 	if (fds[0] != err)
 		close(fds[0]);
