@@ -206,6 +206,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "unset") == 0) push(&p->unset, &p->nunset, v);
 		else if (strcmp(key, "init") == 0) push(&p->init, &p->ninit, v);
 		else if (strcmp(key, "instance") == 0) p->instance = v;
+		else if (strcmp(key, "cgroup") == 0) p->cgroup = parse_absolute(v, "cgroup", lineno);
 		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10);
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}
