@@ -9,10 +9,11 @@
 // berth itself stops before it makes a cgroup; that explanation is checked here too, as the
 // victim inside the delegation.
 import { spawnSync } from 'node:child_process';
-import { chownSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, run, type Ran } from '../helpers.js';
+import { makeContainerCgroup, removeContainerCgroup } from '../../src/runtime/cgroup.js';
 import { account, as, ATTACKER, dirOf, VICTIM } from './users.js';
 
 let work: string;
@@ -27,6 +28,9 @@ function cgroup2(): string {
   if (!line) throw new Error('no cgroup2 mounted: the limits suite needs one');
   return line.split(' ')[4]!;
 }
+
+/** The child cgroups of dir (its other entries are its control files). */
+const children = (dir: string) => readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
 
 /** A cgroup delegated to `user`: its directory and the files delegation hands over. */
 function delegated(dir: string, user: string): string {
@@ -134,6 +138,60 @@ describe('berth run --memory inside a delegation', () => {
     } else {
       expect(r.stderr).toMatch(/^berth: error: --memory cannot be applied: the memory controller is held by cgroup v1 \(\/sys\/fs\/cgroup\/memory\): this node has a hybrid layout/);
     }
-    expect(spawnSync('ls', [base], { encoding: 'utf8' }).stdout).not.toMatch(/berth-\d+-/);
+    expect(children(base).filter((n) => /^berth-\d+-/.test(n))).toEqual([]);
+  });
+});
+
+describe("berth's making and removal of the container's cgroup, on the real cgroupfs", () => {
+  /** As the victim (this worker is a process of its own: vitest's forks pool). */
+  function asVictim<T>(f: () => T): T {
+    process.seteuid!(account(VICTIM).uid);
+    try {
+      return f();
+    } finally {
+      process.seteuid!(0);
+    }
+  }
+  const uid = () => account(VICTIM).uid;
+  const parent = () => path.join(base, 'p');
+
+  beforeAll(() => {
+    delegated(parent(), VICTIM);
+  });
+
+  it("makes a cgroup of the victim's with a fresh name, sweeping one a killed berth left; what the container left running ends with it", async () => {
+    const stale = asVictim(() => {
+      mkdirSync(path.join(parent(), 'berth-999999-0badf00d')); // a berth that is gone (no pid 999999)
+      return path.join(parent(), 'berth-999999-0badf00d');
+    });
+    const dir = asVictim(() => makeContainerCgroup({ parent: parent(), enable: [] }, {}, uid()));
+    expect(path.basename(dir)).toMatch(new RegExp(`^berth-${process.pid}-[0-9a-f]{8}$`));
+    expect(spawnSync('stat', ['-c', '%u', dir], { encoding: 'utf8' }).stdout.trim()).toBe(String(uid()));
+    expect(children(parent())).toEqual([path.basename(dir)]); // the stale one swept
+    // A daemon the container left behind, in its cgroup.
+    const left = spawnSync('sh', ['-c', `echo $$ > ${dir}/cgroup.procs; exec runuser -u ${VICTIM} -- setsid sleep 120 </dev/null >/dev/null 2>&1 & echo $!`], { encoding: 'utf8' });
+    const pid = Number(left.stdout.trim());
+    await new Promise((r) => setTimeout(r, 200));
+    expect(readFileSync(path.join(dir, 'cgroup.events'), 'utf8')).toMatch(/^populated 1$/m);
+    expect(asVictim(() => removeContainerCgroup(dir))).toBeUndefined();
+    expect(children(parent())).toEqual([]);
+    // Gone, or a zombie waiting for whoever inherited it: no longer running either way.
+    const state = spawnSync('sh', ['-c', `cut -d' ' -f3 /proc/${pid}/stat 2>/dev/null`], { encoding: 'utf8' }).stdout.trim();
+    expect(['', 'Z']).toContain(state);
+  });
+
+  it('a limit file the kernel does not offer is an error naming it, and the cgroup is removed again', () => {
+    const controllers = readFileSync(path.join(parent(), 'cgroup.controllers'), 'utf8').trim();
+    expect(controllers).toBe(''); // nothing delegated: memory.max is not there to write
+    let message = '';
+    asVictim(() => {
+      try {
+        makeContainerCgroup({ parent: parent(), enable: [] }, { memory: 1 << 30 }, uid());
+      } catch (e: unknown) {
+        message = (e as Error).message;
+      }
+    });
+    expect(message).toMatch(new RegExp(`^cannot write 1073741824 to ${parent()}/berth-${process.pid}-[0-9a-f]{8}/memory\\.max: ENOENT$`));
+    expect(children(parent())).toEqual([]);
   });
 });
