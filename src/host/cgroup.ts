@@ -36,8 +36,11 @@ export interface CgroupFacts {
   v1: { controller: string; mount: string }[];
   /** The caller's cgroup (the `0::` line), if there is one. */
   own?: string;
-  /** The owner of the caller's cgroup directory, if it could be read. */
+  /** The caller's uid. */
+  uid: number;
+  /** The owner and mode of the caller's cgroup directory, if it could be read. */
   ownOwner?: number;
+  ownMode?: number;
   delegated?: Delegated;
   /** SLURM_JOB_ID, when the caller's cgroup lies under Slurm's. */
   slurmJob?: string;
@@ -85,14 +88,15 @@ export function cgroupFacts(root: string, uid: number, env: NodeJS.ProcessEnv): 
   // The first cgroup2 mount whose root is the hierarchy's (a bind of a subtree would hide the rest).
   const v2 = mounts.find((m) => m.type === 'cgroup2' && m.root === '/');
   const own = read(host('/proc/self/cgroup'))?.split('\n').find((l) => l.startsWith('0::'))?.slice(3);
-  const facts: CgroupFacts = { v1, v2Controllers: [] };
+  const facts: CgroupFacts = { uid, v1, v2Controllers: [] };
   if (own !== undefined) facts.own = own;
   if (!v2) return facts;
   facts.mount = v2.point;
   facts.v2Controllers = words(read(host(path.join(v2.point, 'cgroup.controllers'))));
   if (own === undefined || !own.startsWith('/')) return facts;
   const dirOf = (cgroup: string) => path.join(v2.point, cgroup);
-  facts.ownOwner = lstat(host(dirOf(own)))?.uid;
+  const st = lstat(host(dirOf(own)));
+  if (st) [facts.ownOwner, facts.ownMode] = [st.uid, st.mode & 0o7777];
   if (env.SLURM_JOB_ID && /\/slurm[^/]*\/|\/job_\d+(\/|$)/.test(own)) facts.slurmJob = env.SLURM_JOB_ID;
   // Up from the caller's cgroup while each directory is the caller's (a real directory, its
   // cgroup.procs and cgroup.subtree_control the caller's too, as delegation chowns them).

@@ -101,6 +101,13 @@ export function limitsTarget(l: Limits, facts: CgroupFacts): LimitsTarget {
   if (!facts.mount || facts.own === undefined) {
     throw cannot('cgroup v2 is not mounted on this node (berth applies limits only through cgroup v2)', 'an administrator can boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)');
   }
+  const own = `${facts.own} (${facts.mount}${facts.own === '/' ? '' : facts.own})`;
+  const d = facts.delegated;
+  if (facts.slurmJob && !d) {
+    // Slurm's cgroup is root's: it limits the job, and berth never works against it.
+    throw cannot(`this is Slurm job ${facts.slurmJob}, whose cgroup ${own} is Slurm's and already limits every process of the job, this container included`,
+      'ask Slurm for the limits instead (sbatch/srun --mem, --cpus-per-task); inside the job the container gets what the job has');
+  }
   const missing = need.filter((c) => !facts.v2Controllers.includes(c));
   if (missing.length > 0) {
     const inV1 = facts.v1.filter((v) => missing.includes(v.controller as LimitController));
@@ -109,15 +116,9 @@ export function limitsTarget(l: Limits, facts: CgroupFacts): LimitsTarget {
       : `the kernel offers no ${list(missing)} controller in cgroup v2 (${facts.mount}/cgroup.controllers)`;
     throw cannot(why, 'an administrator can boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1)');
   }
-  const own = `${facts.own} (${facts.mount}${facts.own === '/' ? '' : facts.own})`;
-  const d = facts.delegated;
-  if (facts.slurmJob && !d) {
-    // Slurm's cgroup is root's: it limits the job, and berth never works against it.
-    throw cannot(`this is Slurm job ${facts.slurmJob}, whose cgroup ${own} is Slurm's and already limits every process of the job, this container included`,
-      'ask Slurm for the limits instead (sbatch/srun --mem, --cpus-per-task); inside the job the container gets what the job has');
-  }
   if (!d) {
-    throw cannot(`your cgroup ${own} is not delegated to you (its owner is uid ${facts.ownOwner ?? '?'}), so berth cannot make a cgroup for the container`,
+    const whose = facts.ownOwner === facts.uid ? 'it is yours, but others may write it' : `its owner is uid ${facts.ownOwner ?? '?'}`;
+    throw cannot(`your cgroup ${own} is not delegated to you (${whose}), so berth cannot make a cgroup for the container`,
       'start berth in a delegated cgroup: systemd-run --user --scope -p Delegate=yes berth run ... (with a systemd user manager), or ask the site to delegate a cgroup to you');
   }
   const at = `${d.cgroup} (${d.dir})`;

@@ -127,7 +127,7 @@ describe('where the limits can go', () => {
     const facts = cgroupFacts(tree(UNIFIED, own, systemd()), UID, {});
     expect(facts.delegated).toBeUndefined();
     expect(reason(() => limitsTarget(mem, facts))).toBe(
-      `--memory cannot be applied: your cgroup ${own} (/sys/fs/cgroup${own}) is not delegated to you (its owner is uid ${UID}), so berth cannot make a cgroup for the container`
+      `--memory cannot be applied: your cgroup ${own} (/sys/fs/cgroup${own}) is not delegated to you (it is yours, but others may write it), so berth cannot make a cgroup for the container`
       + ' | start berth in a delegated cgroup: systemd-run --user --scope -p Delegate=yes berth run ... (with a systemd user manager), or ask the site to delegate a cgroup to you;'
       + ' or add --limits best-effort to run without the limits (berth doctor says what this node allows)');
   });
