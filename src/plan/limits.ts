@@ -30,6 +30,9 @@ const MIN_QUOTA = 1000;
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 
+/** Docker's floor for --memory: below it the kernel kills the container before its command has started, with nothing said. */
+export const MIN_MEMORY = 6 * 1024 ** 2;
+
 /** 4g, 512m, 1.5G, 65536 (bytes): binary units, as Docker's and Apptainer's --memory read them. */
 export function parseSize(spec: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(spec.trim());
@@ -37,7 +40,18 @@ export function parseSize(spec: string): number {
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     throw new BerthError('USAGE', `invalid --memory '${spec}'`, 'give a size such as 512m or 4g (k, m, g, t: binary units)');
   }
+  if (bytes < MIN_MEMORY) throw new BerthError('USAGE', `--memory ${spec} is too little to start a container`, 'give at least 6m');
   return bytes;
+}
+
+/**
+ * What memory.events says after the container: the kernel's OOM killer ended some of its
+ * processes, which otherwise shows only as exit status 137.
+ */
+export function oomNote(events: string | undefined, l: Limits): string | undefined {
+  const killed = Number(/^oom_kill (\d+)$/m.exec(events ?? '')?.[1] ?? 0);
+  if (!killed || l.memory === undefined) return undefined;
+  return `berth: note: the container reached its --memory limit (${l.memory} bytes): the kernel's OOM killer ended ${killed} of its processes`;
 }
 
 export function parseLimits(flags: LimitFlags): { limits: Limits; mode: LimitsMode } {

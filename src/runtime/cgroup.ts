@@ -9,7 +9,7 @@ import path from 'node:path';
 import { config } from '../config/load.js';
 import { BerthError, isBerthError } from '../errors.js';
 import { cgroupFacts } from '../host/cgroup.js';
-import { bestEffortWarning, hasLimits, limitFiles, limitsTarget, type Limits, type LimitsTarget } from '../plan/limits.js';
+import { bestEffortWarning, hasLimits, limitFiles, limitsTarget, oomNote, type Limits, type LimitsTarget } from '../plan/limits.js';
 import type { LaunchPlan } from '../plan/types.js';
 
 const NAME = /^berth-(\d+)-[0-9a-f]{8}$/;
@@ -25,6 +25,14 @@ function put(file: string, value: string): void {
     writeSync(fd, value);
   } finally {
     closeSync(fd);
+  }
+}
+
+function readOr(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
   }
 }
 
@@ -161,6 +169,8 @@ export async function withLimits(plan: LaunchPlan, warn: (line: string) => void,
   try {
     return await start({ ...plan, cgroup: dir });
   } finally {
+    const oom = oomNote(readOr(path.join(dir, 'memory.events')), plan.limits);
+    if (oom) warn(oom);
     const left = removeContainerCgroup(dir);
     if (left) warn(left);
   }

@@ -299,6 +299,7 @@ describe('--memory, --cpus, --pids-limit (#15)', () => {
       }
     } else {
       expect(r.code).toBe(137); // the kernel's OOM killer, SIGKILL
+      expect(r.stderr).toMatch(/^berth: note: the container reached its --memory limit \(67108864 bytes\)/m);
     }
   });
 

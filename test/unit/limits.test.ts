@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cgroupFacts } from '../../src/host/cgroup.js';
-import { bestEffortWarning, limitFiles, limitsTarget, parseLimits, parseSize } from '../../src/plan/limits.js';
+import { bestEffortWarning, limitFiles, limitsTarget, oomNote, parseLimits, parseSize } from '../../src/plan/limits.js';
 import { serializePlan } from '../../src/plan/serialize.js';
 import type { LaunchPlan } from '../../src/plan/types.js';
 import { isBerthError } from '../../src/errors.js';
@@ -75,14 +75,14 @@ function reason(f: () => unknown): string {
 
 describe('the limit values', () => {
   it.each([
-    ['512m', 512 * 1024 ** 2], ['4g', 4 * 1024 ** 3], ['4G', 4 * 1024 ** 3], ['1.5g', 1.5 * 1024 ** 3], ['65536', 65536], ['100k', 102400], ['2GiB', 2 * 1024 ** 3], ['1mb', 1024 ** 2],
+    ['512m', 512 * 1024 ** 2], ['4g', 4 * 1024 ** 3], ['4G', 4 * 1024 ** 3], ['1.5g', 1.5 * 1024 ** 3], ['7340032', 7340032], ['8192k', 8388608], ['2GiB', 2 * 1024 ** 3], ['16mb', 16 * 1024 ** 2],
   ])('--memory %s is %d bytes', (spec, bytes) => {
     expect(parseSize(spec)).toBe(bytes);
   });
 
   it.each([
     [{ memory: '0' }, /invalid --memory '0'/], [{ memory: '4x' }, /invalid --memory '4x'/], [{ memory: '-1g' }, /invalid --memory/],
-    [{ cpus: '0' }, /invalid --cpus '0'/], [{ cpus: 'two' }, /invalid --cpus/], [{ cpus: '0.001' }, /at least 0.01/],
+    [{ memory: '5m' }, /--memory 5m is too little to start a container/], [{ cpus: '0' }, /invalid --cpus '0'/], [{ cpus: 'two' }, /invalid --cpus/], [{ cpus: '0.001' }, /at least 0.01/],
     [{ pidsLimit: '0' }, /invalid --pids-limit '0'/], [{ pidsLimit: '1.5' }, /invalid --pids-limit/],
     [{ limits: 'lenient' }, /--limits lenient: berth knows strict/],
   ])('%j is refused', (flags, message) => {
@@ -97,6 +97,13 @@ describe('the limit values', () => {
       { file: 'cpu.max', value: '150000 100000' }, { file: 'pids.max', value: '64' },
     ]);
     expect(parseLimits({ cpus: '.25', limits: 'best-effort' })).toEqual({ limits: { cpus: 0.25 }, mode: 'best-effort' });
+  });
+
+  it("memory.events' oom_kill becomes a note, since exit status 137 alone says nothing of the limit", () => {
+    expect(oomNote('low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n', { memory: 64 << 20 })).toBe(
+      "berth: note: the container reached its --memory limit (67108864 bytes): the kernel's OOM killer ended 1 of its processes");
+    expect(oomNote('oom 0\noom_kill 0\n', { memory: 64 << 20 })).toBeUndefined();
+    expect(oomNote(undefined, { memory: 64 << 20 })).toBeUndefined();
   });
 
   it('the plan names the cgroup for the helper', () => {
