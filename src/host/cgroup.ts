@@ -13,7 +13,7 @@ export const LIMIT_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
 export type LimitController = (typeof LIMIT_CONTROLLERS)[number];
 
 export interface Delegated {
-  /** The host path of the directory (mount point + cgroup path). */
+  /** The directory (mount point + cgroup path), under `root` as every host path of the facts is. */
   dir: string;
   /** Its cgroup path, as /proc/self/cgroup writes it. */
   cgroup: string;
@@ -107,13 +107,13 @@ export function cgroupFacts(root: string, uid: number, env: NodeJS.ProcessEnv): 
     if (c === '/') break;
   }
   if (top !== undefined) {
-    const dir = dirOf(top);
+    const dir = host(dirOf(top));
     facts.delegated = {
       dir,
       cgroup: top,
-      controllers: words(read(host(path.join(dir, 'cgroup.controllers')))),
-      subtreeControl: words(read(host(path.join(dir, 'cgroup.subtree_control')))),
-      hasProcesses: words(read(host(path.join(dir, 'cgroup.procs')))).length > 0,
+      controllers: words(read(path.join(dir, 'cgroup.controllers'))),
+      subtreeControl: words(read(path.join(dir, 'cgroup.subtree_control'))),
+      hasProcesses: words(read(path.join(dir, 'cgroup.procs'))).length > 0,
       isRoot: top === '/',
     };
   }

@@ -119,9 +119,10 @@ describe('where the limits can go', () => {
   const user = '/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope';
 
   it("a systemd user manager's delegation: the cgroup goes in user@UID.service, its controllers already enabled", () => {
-    const facts = cgroupFacts(tree(UNIFIED, user, systemd()), UID, {});
+    const root = tree(UNIFIED, user, systemd());
+    const facts = cgroupFacts(root, UID, {});
     expect(facts.delegated).toMatchObject({ cgroup: '/user.slice/user-1000.slice/user@1000.service', hasProcesses: false });
-    expect(limitsTarget({ ...mem, cpus: 2, pids: 10 }, facts)).toEqual({ parent: '/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service', enable: [] });
+    expect(limitsTarget({ ...mem, cpus: 2, pids: 10 }, facts)).toEqual({ parent: `${root}/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service`, enable: [] });
   });
 
   it('enables what its subtree lacks', () => {
@@ -154,13 +155,13 @@ describe('where the limits can go', () => {
     }), UID, {});
     expect(reason(() => limitsTarget(mem, facts))).toMatch(/^--memory cannot be applied: your delegated cgroup \/users\/u1000 .* has processes of its own, so no controller can be enabled for a cgroup below it \(cgroup v2's no-internal-process rule\) \| start berth from a cgroup below it/);
     // With the controller already enabled below it, the child can be made beside the shell's.
-    const enabled = cgroupFacts(tree(UNIFIED, '/users/u1000/shell', {
+    const site = tree(UNIFIED, '/users/u1000/shell', {
       '/sys/fs/cgroup': { controllers: ALL, subtree: ALL, foreign: true },
       '/sys/fs/cgroup/users': { controllers: ALL, subtree: 'memory', foreign: true },
       '/sys/fs/cgroup/users/u1000': { controllers: 'memory', subtree: 'memory' },
       '/sys/fs/cgroup/users/u1000/shell': { controllers: 'memory', procs: '4242\n' },
-    }), UID, {});
-    expect(limitsTarget(mem, enabled)).toEqual({ parent: '/sys/fs/cgroup/users/u1000', enable: [] });
+    });
+    expect(limitsTarget(mem, cgroupFacts(site, UID, {}))).toEqual({ parent: `${site}/sys/fs/cgroup/users/u1000`, enable: [] });
   });
 
   it("inside a Slurm job, the job's root-owned cgroup already limits: said, and never fought", () => {
