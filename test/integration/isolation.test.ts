@@ -303,6 +303,17 @@ describe('--memory, --cpus, --pids-limit (#15)', () => {
     }
   });
 
+  it("berth doctor's resource limits line gives the same reason, or where the cgroup would go", async () => {
+    const e = why({ memory: 1, cpus: 1, pids: 1 });
+    const r = await b('doctor', '--json');
+    const line = (JSON.parse(r.stdout) as { name: string; verdict: string; detail: string; fix?: string }[]).find((c) => c.name === 'resource limits');
+    if (e) {
+      expect(line).toEqual({ name: 'resource limits', verdict: 'warn', detail: e.message.replace(/^.*? cannot be applied: /, 'cannot be applied here: '), fix: e.hint!.replace(/; or add --limits best-effort.*$/, '') });
+    } else {
+      expect(line).toMatchObject({ verdict: 'ok', detail: expect.stringMatching(/^--memory, --cpus, --pids-limit apply: cgroups are made in your delegated cgroup \//) });
+    }
+  });
+
   it('--limits best-effort warns with the reason and runs the container', async () => {
     const e = why({ cpus: 0.5, pids: 64 });
     const r = await b('exec', '--cpus', '0.5', '--pids-limit', '64', '--limits', 'best-effort', img(), 'echo', 'ran');
