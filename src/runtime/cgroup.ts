@@ -45,7 +45,12 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Empty cgroups of berths that are gone (killed before they could remove their own). */
+/**
+ * Empty cgroups of berths that are gone (killed before they could remove their own). A berth
+ * of the same user in another PID namespace looks gone too: its cgroup, empty for the moment
+ * between its mkdir and its helper's move, may go, and that start then fails (the helper cannot
+ * open it); it never runs unlimited.
+ */
 function sweep(parent: string): void {
   let names: string[];
   try {
