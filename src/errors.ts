@@ -37,7 +37,8 @@ export type ErrorCode =
   | 'REMOTE_FAILED'
   | 'REMOTE_DISK_FULL'
   | 'PATH_UNUSABLE'
-  | 'VERSION_MISMATCH';
+  | 'VERSION_MISMATCH'
+  | 'LIMITS_UNAVAILABLE';
 
 /**
  * Process exit codes, docker run's contract (README "Exit status"): 125 when berth itself fails

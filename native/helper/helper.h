@@ -54,6 +54,7 @@ struct plan {
 	struct op *ops;
 	size_t nops;
 	char *instance; /* berth instance start, exec instance://: the instance's name */
+	char *cgroup; /* --memory, --cpus, --pids-limit: the cgroup (a host path) to run in, or NULL */
 	/* Not in the plan text: where a failed exec writes a byte, so that an instance's monitor
 	 * tells a command that could not start from one that runs (instance.c); -1 for none. */
 	int exec_report;
@@ -153,6 +154,11 @@ int instance_start_main(void);                 /* --instance-start (the plan on 
 noreturn void instance_join_main(void);        /* --instance-join (the plan on fd 3) */
 int instance_list_main(const char *runtime);   /* --instance-list RUNTIME */
 int instance_stop_main(const char *runtime, const char *name, const char *signal, const char *timeout);
+
+/* cgroup.c: the plan's cgroup, checked and its cgroup.procs opened as the caller (before any
+ * namespace); cgroup_enter moves this process (and so all it forks) into it. */
+int cgroup_open(const char *path);
+void cgroup_enter(int procs, const char *path);
 
 /* probe.c: berth-helper --probe, for berth doctor */
 int probe(void);

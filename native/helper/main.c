@@ -75,10 +75,13 @@ int main(int argc, char **argv)
 	if (access("/dev/fuse", F_OK) != 0 && errno == ENOENT)
 		fail("/dev/fuse does not exist on this node; an administrator must load the fuse module (modprobe fuse)");
 	check_runtime_dir(p.runtime);
+	int cgroup = p.cgroup ? cgroup_open(p.cgroup) : -1;
 
 	prepare_network(&p); /* before any namespace is joined: pasta runs in the host's */
 	struct server_paths sp;
 	int server = attach_image(&p, &sp);
+	if (cgroup >= 0)
+		cgroup_enter(cgroup, p.cgroup); /* the server joined (or started) stays where it was */
 	ask_to_be_watched(server, note);
 	if (note >= 0)
 		close(note);

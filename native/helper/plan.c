@@ -145,7 +145,7 @@ void plan_read(int fd, struct plan *p)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
-	int lineno = 0;
+	int lineno = 0, step = 0;
 	memset(p, 0, sizeof *p);
 	p->exec_report = -1;
 	while ((len = getline(&line, &cap, in)) >= 0) {
@@ -206,7 +206,8 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "unset") == 0) push(&p->unset, &p->nunset, v);
 		else if (strcmp(key, "init") == 0) push(&p->init, &p->ninit, v);
 		else if (strcmp(key, "instance") == 0) p->instance = v;
-		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10);
+		else if (strcmp(key, "cgroup") == 0) p->cgroup = parse_absolute(v, "cgroup", lineno);
+		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10), step = 1;
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}
 	free(line);
@@ -221,6 +222,9 @@ void plan_read(int fd, struct plan *p)
 		fail("the launch plan asks for user-mode networking without the absolute path of pasta");
 	if (p->npublish && p->net != NET_USER)
 		fail("the launch plan publishes ports without user-mode networking");
+	/* Only a lone container's start (main.c) enters a cgroup: fail closed, never run unlimited. */
+	if (p->cgroup && (step || p->instance))
+		fail("the launch plan names a cgroup for %s, which berth-helper does not put in one", step ? "a Slurm step" : "an instance");
 	if (!p->env)
 		push(&p->env, &p->nenv, strdup("PATH=/usr/local/bin:/usr/bin:/bin"));
 }

@@ -61,6 +61,10 @@ static void test_happy(void)
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\ninstance web-1\n"), &inst);
 	CHECK(inst.instance && strcmp(inst.instance, "web-1") == 0 && inst.nargv == 0, "plan_read: an instance's name; no command (it holds its namespaces)");
 
+	struct plan cg;
+	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\ncgroup /sys/fs/cgroup/u\\040x/berth-1-0a0b0c0d\n"), &cg);
+	CHECK(cg.cgroup && strcmp(cg.cgroup, "/sys/fs/cgroup/u x/berth-1-0a0b0c0d") == 0, "plan_read: the container's cgroup, unescaped");
+
 	struct plan q;
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nenv A=1\nscope job-1\n"), &q);
 	CHECK(q.nenv == 1 && strcmp(q.env[0], "A=1") == 0 && strcmp(q.scope, "job-1") == 0 && q.nargv == 0 && q.nops == 0,
@@ -110,6 +114,9 @@ static void test_malformed(void)
 	CHECK(refused_with(BASE "cwd / /\n", "plan line 6: 'cwd' takes one value"), "plan_read: a directive with two values exits 125");
 	CHECK(refused_with(BASE "op a b c d e f g h\n", "plan line 6 has too many fields"), "plan_read: too many fields exits 125");
 	CHECK(refused_with("# berth-plan v2\n", "does not start with '# berth-plan v1'"), "plan_read: another version's header exits 125");
+	CHECK(refused_with(BASE "cgroup berth-1\n", "plan line 6: the cgroup 'berth-1' is not an absolute path"), "plan_read: a relative cgroup exits 125");
+	CHECK(refused_with(BASE "cgroup /c\nsteplinger 2\n", "names a cgroup for a Slurm step"), "plan_read: a step's plan with a cgroup exits 125 (fail closed)");
+	CHECK(refused_with(BASE "instance web\ncgroup /c\n", "names a cgroup for an instance"), "plan_read: an instance's plan with a cgroup exits 125 (fail closed)");
 	CHECK(refused_with("", "the launch plan is empty"), "plan_read: an empty plan exits 125");
 	CHECK(refused_with(PLAN_HEADER "\nimage i\n", "lacks image, runtime, cwd or path"), "plan_read: a plan without runtime exits 125");
 }

@@ -36,6 +36,10 @@ export const HABITS: Habit[] = [
   { spellings: ['--network'], from: 'Apptainer, Docker', kind: 'alias', berth: '--network none|user|host: a loopback only, user-mode networking (pasta), or the host\'s (the default)' },
   { spellings: ['--net'], from: 'Apptainer', kind: 'alias', berth: '--network user: a network namespace of its own, unprivileged, through pasta' },
   { spellings: ['--ipc', '--uts', '--hostname'], from: 'Apptainer, Docker', kind: 'alias', berth: '--ipc, --uts, --hostname NAME: IPC and UTS namespaces of its own' },
+  { spellings: ['--memory'], from: 'Apptainer, Docker', kind: 'alias', berth: '--memory SIZE (512m, 4g): memory.max, and no swap beyond it, in a cgroup v2 of the container\'s where your cgroup is delegated (berth doctor)' },
+  { spellings: ['-m'], from: 'Docker', kind: 'alias', berth: '--memory SIZE' },
+  { spellings: ['--cpus'], from: 'Apptainer, Docker', kind: 'alias', berth: '--cpus N (fractional): cpu.max, N CPUs\' time per period' },
+  { spellings: ['--pids-limit'], from: 'Apptainer, Docker', kind: 'alias', berth: '--pids-limit N: pids.max' },
   { spellings: ['-i', '--interactive', '-t', '--tty'], from: 'Docker', kind: 'alias', berth: 'nothing to do: the container always has your stdin and terminal' },
   // Refused, with the berth way.
   { spellings: ['--rm'], from: 'Docker', kind: 'refused', berth: 'berth leaves nothing behind: every container is gone when its command exits; leave out --rm' },
@@ -46,6 +50,8 @@ export const HABITS: Habit[] = [
   { spellings: ['--privileged', '--cap-add', '--security-opt'], from: 'Docker', kind: 'refused', berth: 'berth never has privileges beyond yours; --fakeroot makes you uid 0 inside a user namespace' },
   { spellings: ['--writable'], from: 'Apptainer', kind: 'refused', berth: 'the image is read-only; --overlay DIR keeps a writable root\'s changes in a directory of yours, --writable-tmpfs in memory until exit' },
   { spellings: ['-W', '--scratch', '-S'], from: 'Apptainer', kind: 'refused', berth: 'bind a directory of yours instead: --bind /scratch/me:/scratch' },
+  { spellings: ['--apply-cgroups'], from: 'Apptainer', kind: 'refused', berth: 'berth reads no cgroups TOML file: give the limits as flags, --memory SIZE, --cpus N, --pids-limit N' },
+  { spellings: ['--memory-swap', '--memory-reservation', '--cpu-shares', '--cpuset-cpus'], from: 'Apptainer, Docker', kind: 'refused', berth: 'berth sets --memory (with no swap beyond it), --cpus and --pids-limit only' },
   { spellings: ['--app'], from: 'Apptainer', kind: 'refused', berth: 'berth runs an image\'s main runscript only; name the app\'s command with berth exec' },
 ];
 

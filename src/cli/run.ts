@@ -4,6 +4,7 @@
 import type { Command } from '../plan/build.js';
 import { isInstanceReference, prepareJoinPlan, preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
+import { withLimits } from '../runtime/cgroup.js';
 import { runPlan } from '../runtime/helper.js';
 import { checkImageArgument } from './habits.js';
 import type { CommandResult } from './options.js';
@@ -37,5 +38,5 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
     pulls.cacheWarning(`berth: note: the image's User is '${user}'; berth runs the command as you, as Apptainer does (--user ${user} runs it as the image's user)`);
   }
   if (flags.dryRun) return formatPlan(plan, flags.planFormat);
-  return { exitCode: await runPlan(plan) };
+  return { exitCode: await withLimits(plan, pulls.cacheWarning, (p) => runPlan(p)) };
 }

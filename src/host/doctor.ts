@@ -13,6 +13,8 @@ import { loadAddon } from '../runtime/native.js';
 import { isBerthError, messageOf } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type DoctorLine } from './bindings.js';
 import { findPasta } from './network.js';
+import { limitsTarget } from '../plan/limits.js';
+import { cgroupFacts } from './cgroup.js';
 import { runtimeDir } from './user.js';
 
 export type Check = DoctorLine;
@@ -191,6 +193,20 @@ function networkCheck(): Check {
   }
 }
 
+/** Whether --memory, --cpus and --pids-limit can be applied here, from the facts berth run decides with. */
+function limitsCheck(): Check {
+  const facts = cgroupFacts(config().values['host.root'], process.getuid!(), process.env);
+  try {
+    const t = limitsTarget({ memory: 1, cpus: 1, pids: 1 }, facts);
+    const enabled = t.enable.length > 0 ? `; berth enables ${t.enable.join(', ')} in its cgroup.subtree_control` : '';
+    return { name: 'resource limits', verdict: 'ok', detail: `--memory, --cpus, --pids-limit apply: cgroups are made in your delegated cgroup ${t.parent}${enabled}` };
+  } catch (e: unknown) {
+    if (!isBerthError(e)) throw e;
+    // Not being able to limit is no fault of the node's for containers that ask for none.
+    return { name: 'resource limits', verdict: 'warn', detail: e.message.replace(/^--memory, --cpus, --pids-limit cannot be applied: /, 'cannot be applied here: '), fix: e.hint?.replace(/; or add --limits best-effort.*$/, '') ?? '' };
+  }
+}
+
 /** What each host binding would do on this node: from the same facts as `berth run` plans with. */
 function bindingChecks(): Check[] {
   const values = config().values;
@@ -209,6 +225,7 @@ export function diagnose(): Check[] {
     addonCheck(),
     networkCheck(),
     ...bindingChecks(),
+    guarded('resource limits', limitsCheck),
     dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
     ...cacheChecks(),
   ];

@@ -18,6 +18,7 @@ import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 import { listInstances } from '../runtime/instances.js';
+import { hasLimits, parseLimits } from './limits.js';
 import { buildPlan, checkHostname, commandLine, APPTAINER_ENV_PROBE, parseBinds, parsePublish, parseEnvFile, stepPlan, type Command, type HostFacts, type RunOptions } from './build.js';
 import { checkInstanceName, checkJoinFlags, instanceCommand, INSTANCE_PREFIX, joinPlan, STARTSCRIPT } from './instance.js';
 import type { HostBinding, LaunchPlan, Network } from './types.js';
@@ -58,6 +59,11 @@ export interface RunFlags {
   gpus?: string;
   mpi?: boolean;
   device?: string[];
+  /** --memory, --cpus, --pids-limit, --limits (plan/limits.ts). */
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
+  limits?: string;
 }
 
 /** Image and node as the plan is made for them. */
@@ -342,7 +348,23 @@ export async function preparePlan(mode: Command['mode'], image: string, args: st
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
   if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
   const cmd: Command = mode === 'run' ? { mode, args, ...(entrypoint !== undefined ? { entrypoint } : {}) } : { mode, args };
-  return { plan: buildPlan(opened.location, opened.metadata, host, options, cmd), metadata: opened.metadata };
+  const { limits, mode: limitsMode } = parseLimits(flags);
+  const plan = buildPlan(opened.location, opened.metadata, host, options, cmd);
+  return { plan: hasLimits(limits) ? { ...plan, limits, ...(limitsMode === 'best-effort' ? { limitsBestEffort: true } : {}) } : plan, metadata: opened.metadata };
+}
+
+/**
+ * --memory, --cpus, --pids-limit where berth does not make the container's cgroup: a Slurm
+ * step's tasks are in the job's cgroup, which Slurm made and limits (never fought); an
+ * instance outlives berth, which removes a container's cgroup when it ends.
+ */
+function refuseLimits(flags: RunFlags, where: 'step' | 'instance'): void {
+  if (!hasLimits(parseLimits(flags).limits)) return;
+  throw where === 'step'
+    ? new BerthError('USAGE', "--memory, --cpus and --pids-limit are not for a Slurm step: the job's cgroup, which Slurm made, already limits every task of the step",
+      'ask Slurm for the limits: srun/sbatch --mem, --cpus-per-task (Slurm\'s cgroup plugin enforces them)')
+    : new BerthError('USAGE', '--memory, --cpus and --pids-limit are not (yet) taken by berth instance start',
+      'run the service with berth run and the limits, or start the instance in a cgroup of yours (systemd-run --user --scope -p MemoryMax=4G berth instance start ...)');
 }
 
 /** How a Slurm step's container differs from a lone container. */
@@ -363,6 +385,7 @@ export interface StepOptions {
 
 /** The plan of a Slurm step's container: the SPANK plugin's `berth plan --slurm-step`, and `berth srun`'s. */
 export async function prepareStepPlan(image: string, args: string[], flags: RunFlags, step: StepOptions, pulls: AcquireEvents): Promise<LaunchPlan> {
+  refuseLimits(flags, 'step');
   if (flags.uts && flags.hostname === undefined) {
     // --uts alone is this node's name, and `berth srun` makes the plan once on the login node.
     throw new BerthError('USAGE', '--uts needs --hostname NAME in a Slurm step', 'e.g. --hostname worker: every task of the step sees that name (the node\'s own is what it sees without --uts)');
@@ -423,6 +446,7 @@ const SHELL_OWN = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
  */
 export async function prepareInstancePlan(name: string, image: string, args: string[], flags: RunFlags, pulls: AcquireEvents): Promise<LaunchPlan> {
   checkInstanceName(name);
+  refuseLimits(flags, 'instance');
   const opened = openImage(await imageFile(image, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const target = { location: opened.location, architecture: opened.metadata.platform.architecture };

@@ -38,6 +38,7 @@ export function serializePlan(plan: LaunchPlan): string {
     ...(plan.stepLinger !== undefined ? [`steplinger ${plan.stepLinger}`] : []),
     ...(plan.init ?? []).map((a) => `init ${field(a)}`),
     ...(plan.instance !== undefined ? [`instance ${field(plan.instance)}`] : []),
+    ...(plan.cgroup !== undefined ? [`cgroup ${field(plan.cgroup)}`] : []),
     ...plan.ops.map((op) => ['op', op.kind, op.source, op.target, op.options.join(','), op.ifMissing, op.origin].map((f, i) => (i < 2 ? f : field(f))).join(' ')),
   ];
   return `${lines.join('\n')}\n`;

@@ -3,6 +3,8 @@
 // it in the text form of serialize.ts. GPU, MPI and RDMA binding and the Slurm plugin add to
 // or reuse plans; they never need the helper to make decisions.
 
+import type { Limits } from './limits.js';
+
 export type OpKind = 'bind' | 'tmpfs' | 'proc' | 'symlink' | 'mkdir' | 'line' | 'verify';
 
 /** What the helper does when the target (or a bind's source) does not exist. */
@@ -85,6 +87,15 @@ export interface LaunchPlan {
    * RUNTIME/instances/NAME); exec instance://NAME: the instance to join (plan/instance.ts).
    */
   instance?: string;
+  /**
+   * --memory, --cpus, --pids-limit (plan/limits.ts): what the container may use. Data only: at
+   * run time berth makes the cgroup (runtime/cgroup.ts) and names it in `cgroup`.
+   */
+  limits?: Limits;
+  /** --limits best-effort: a limit that cannot be applied is a warning, not an error. */
+  limitsBestEffort?: boolean;
+  /** The container's cgroup (a host path), which the helper moves the container into before exec. */
+  cgroup?: string;
 }
 
 /**

@@ -12,6 +12,9 @@ import { createServer, connect, type AddressInfo } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isBerthError } from '../../src/errors.js';
+import { cgroupFacts } from '../../src/host/cgroup.js';
+import { bestEffortWarning, limitsTarget, type Limits } from '../../src/plan/limits.js';
 import { BERTH, ROOT, berth, cleanup, freePort, listImage, run, tempDir, umociListing, type Listing } from '../helpers.js';
 
 let work: string;
@@ -268,5 +271,67 @@ describe('berth commit --from-overlay: the changes saved as a new image', () => 
       expect(readdirSync(home)).toEqual(['thesis.tex']);
     }
     expect(readdirSync(work).filter((n) => n.startsWith('.berth-commit-'))).toEqual([]);
+  });
+});
+
+describe('--memory, --cpus, --pids-limit (#15)', () => {
+  // What this node allows the user the suite runs as, from the facts berth decides with: the
+  // run below must then fail with exactly that reason, or (where it allows) be held to the limit.
+  const why = (limits: Limits) => {
+    try {
+      limitsTarget(limits, cgroupFacts('/', process.getuid!(), process.env));
+      return undefined;
+    } catch (e: unknown) {
+      if (!isBerthError(e)) throw e;
+      return e;
+    }
+  };
+
+  it('a limit that cannot be applied here is an error that says why (exit 125); where it can, an allocation past it is killed', async () => {
+    const e = why({ memory: 64 << 20 });
+    const r = await b('exec', '--memory', '64m', img(), 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=200M', 'count=1');
+    if (e) {
+      expect(r.stderr).toBe(`berth: error: ${e.message}\nberth: hint: ${e.hint}\n`);
+      expect(r.code).toBe(125);
+      // This machine's layout (cgroup v1 holds memory, cgroup2 at /sys/fs/cgroup/unified): said as it is.
+      if (cgroupFacts('/', process.getuid!(), process.env).v1.some((v) => v.controller === 'memory')) {
+        expect(r.stderr).toMatch(/^berth: error: --memory cannot be applied: the memory controller is held by cgroup v1 \(\/sys\/fs\/cgroup\/memory\): this node has a hybrid layout/);
+      }
+    } else {
+      expect(r.code).toBe(137); // the kernel's OOM killer, SIGKILL
+      expect(r.stderr).toMatch(/^berth: note: the container reached its --memory limit \(67108864 bytes\)/m);
+    }
+  });
+
+  it("berth doctor's resource limits line gives the same reason, or where the cgroup would go", async () => {
+    const e = why({ memory: 1, cpus: 1, pids: 1 });
+    const r = await b('doctor', '--json');
+    const line = (JSON.parse(r.stdout) as { name: string; verdict: string; detail: string; fix?: string }[]).find((c) => c.name === 'resource limits');
+    if (e) {
+      expect(line).toEqual({ name: 'resource limits', verdict: 'warn', detail: e.message.replace(/^.*? cannot be applied: /, 'cannot be applied here: '), fix: e.hint!.replace(/; or add --limits best-effort.*$/, '') });
+    } else {
+      expect(line).toMatchObject({ verdict: 'ok', detail: expect.stringMatching(/^--memory, --cpus, --pids-limit apply: cgroups are made in your delegated cgroup \//) });
+    }
+  });
+
+  it('--limits best-effort warns with the reason and runs the container', async () => {
+    const e = why({ cpus: 0.5, pids: 64 });
+    const r = await b('exec', '--cpus', '0.5', '--pids-limit', '64', '--limits', 'best-effort', img(), 'echo', 'ran');
+    expect(r.stdout).toBe('ran\n');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(e ? `${bestEffortWarning(e)}\n` : '');
+  });
+
+  it('values are checked before anything runs, --dry-run shows them, and a Slurm step or an instance refuses them', async () => {
+    const bad = await b('exec', '--memory', 'lots', img(), 'echo', 'ran');
+    expect([bad.code, bad.stderr]).toEqual([125, "berth: error: invalid --memory 'lots'\nberth: hint: give a size such as 512m or 4g (k, m, g, t: binary units)\n"]);
+    const dry = await b('exec', '-m', '1g', '--cpus', '1.5', '--dry-run', img(), 'true');
+    expect(JSON.parse(dry.stdout)).toMatchObject({ limits: { memory: 1 << 30, cpus: 1.5 } });
+    expect(JSON.parse(dry.stdout).cgroup).toBeUndefined();
+    const step = await b('plan', '--slurm-step', '--memory', '1g', img());
+    expect(step.code).toBe(125);
+    expect(step.stderr).toMatch(/^berth: error: --memory, --cpus and --pids-limit are not for a Slurm step: the job's cgroup, which Slurm made, already limits every task of the step\nberth: hint: ask Slurm for the limits/);
+    const instance = await b('instance', 'start', '--pids-limit', '10', img(), 'limited');
+    expect([instance.code, instance.stderr.split('\n')[0]]).toEqual([125, 'berth: error: --memory, --cpus and --pids-limit are not (yet) taken by berth instance start']);
   });
 });
