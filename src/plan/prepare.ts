@@ -78,9 +78,10 @@ function setting<K extends SettingKey>(key: K, flag: ConfigValues[K] | undefined
 }
 
 /** A path the user named, stat'ed: an operating-system error becomes berth's, naming the flag. */
-function statPath(file: string, subject: string): Stats | undefined {
+/** stat (or lstat, `follow` false) with an OS error in berth's form, naming `subject`. */
+function statPath(file: string, subject: string, follow = true): Stats | undefined {
   try {
-    return statSync(file, { throwIfNoEntry: false });
+    return (follow ? statSync : lstatSync)(file, { throwIfNoEntry: false });
   } catch (e: unknown) {
     throw osError(e, subject) ?? e;
   }
@@ -164,7 +165,7 @@ function network(flags: RunFlags): Network | undefined {
  */
 function overlayDir(spec: string): string {
   const dir = path.resolve(spec);
-  if (!lstatPath(dir, `--overlay ${dir}`)) {
+  if (!statPath(dir, `--overlay ${dir}`, false)) {
     try {
       mkdirSync(dir, { mode: 0o700 });
     } catch (e: unknown) {
@@ -177,7 +178,7 @@ function overlayDir(spec: string): string {
 /** An overlay directory as berth may use it: a directory of the caller's that no one else can write. */
 export function checkOverlayDir(spec: string, flag: string): string {
   const dir = path.resolve(spec);
-  const st = lstatPath(dir, `${flag} ${dir}`);
+  const st = statPath(dir, `${flag} ${dir}`, false);
   if (!st) throw new BerthError('SOURCE_NOT_FOUND', `${flag} ${dir} does not exist`, 'name the directory given to --overlay');
   if (!st.isDirectory()) throw new BerthError('USAGE', `${flag} ${dir}: not a directory${st.isSymbolicLink() ? ' (a symlink: name the directory itself)' : ''}`, 'name a directory of yours, or a path where berth may make one');
   if (st.uid !== process.getuid!() || (st.mode & 0o022) !== 0) {
@@ -210,14 +211,6 @@ function noteOverlayBase(dir: string, image: string, warn: (line: string) => voi
     }
   } else if (noted !== image) {
     warn(`berth: warning: the overlay ${dir} was made over ${noted}; its changes now lie over ${image}`);
-  }
-}
-
-function lstatPath(file: string, subject: string): Stats | undefined {
-  try {
-    return lstatSync(file, { throwIfNoEntry: false });
-  } catch (e: unknown) {
-    throw osError(e, subject) ?? e;
   }
 }
 

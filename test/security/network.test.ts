@@ -6,8 +6,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, cleanup, freePort } from '../helpers.js';
-import { account, as, ATTACKER, dirOf, VICTIM } from './users.js';
+import { BERTH, cleanup, freePort } from '../helpers.js';
+import { account, as, ATTACKER, VICTIM, victimImages } from './users.js';
 
 let work: string;
 const image = () => path.join(work, 'plain.sqsh');
@@ -15,9 +15,7 @@ const env = () => ({ BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_
 
 
 beforeAll(async () => {
-  work = dirOf(VICTIM, 'network', 0o755);
-  const made = await as(VICTIM, path.join(ROOT, 'test/fixtures/make-foreign-images.sh'), [work]);
-  expect(made.code, made.stderr).toBe(0);
+  work = await victimImages('network');
 }, 120_000);
 afterAll(() => cleanup(work));
 

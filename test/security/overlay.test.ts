@@ -5,17 +5,15 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, cleanup } from '../helpers.js';
-import { as, ATTACKER, dirOf, VICTIM } from './users.js';
+import { BERTH, cleanup } from '../helpers.js';
+import { as, ATTACKER, dirOf, VICTIM, victimImages } from './users.js';
 
 let work: string;
 const image = () => path.join(work, 'plain.sqsh');
 const env = () => ({ BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_LINGER: '0' });
 
 beforeAll(async () => {
-  work = dirOf(VICTIM, 'overlay', 0o755);
-  const made = await as(VICTIM, path.join(ROOT, 'test/fixtures/make-foreign-images.sh'), [work]);
-  expect(made.code, made.stderr).toBe(0);
+  work = await victimImages('overlay');
 }, 120_000);
 afterAll(() => cleanup(work));
 

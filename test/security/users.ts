@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { chownSync, mkdtempSync } from 'node:fs';
 import path from 'node:path';
-import { run, type Ran } from '../helpers.js';
+import { ROOT, run, type Ran } from '../helpers.js';
 
 export const VICTIM = process.env.BERTH_VICTIM ?? 'berth-test';
 export const ATTACKER = process.env.BERTH_ATTACKER ?? 'berth-attacker';
@@ -33,5 +33,13 @@ export function dirOf(user: string, prefix: string, mode = 0o700): string {
   const a = account(user);
   chownSync(dir, a.uid, a.gid);
   spawnSync('chmod', [mode.toString(8), dir]);
+  return dir;
+}
+
+/** A directory of the victim's (0755) holding test/fixtures/make-foreign-images.sh's images, made as the victim. */
+export async function victimImages(prefix: string): Promise<string> {
+  const dir = dirOf(VICTIM, prefix, 0o755);
+  const made = await as(VICTIM, path.join(ROOT, 'test/fixtures/make-foreign-images.sh'), [dir]);
+  if (made.code !== 0) throw new Error(`make-foreign-images.sh failed: ${made.stderr}`);
   return dir;
 }
