@@ -1,6 +1,6 @@
 // berth.node: what Node cannot do well itself, observed from the Node process and never
-// changing it (namespaces belong to berth-helper; see helper/main.c). One thing so far:
-// reading an image's files without mounting it, so that opening an image (its metadata, an
+// changing it (namespaces belong to berth-helper; see helper/main.c). Two things: layer
+// decompression on the thread pool (decompress.cc), and here, reading an image's files without mounting it, so that opening an image (its metadata, an
 // Apptainer image's environment scripts) and MPI and GPU binding (the image's C library and
 // MPI) need no container. Images may be hostile: every read goes through common/squashfs.c,
 // the helper's bounds-checked reader, and what cannot be read is an exception, never a crash.
@@ -182,8 +182,13 @@ class SquashfsImage : public Napi::ObjectWrap<SquashfsImage> {
   sqfs fs_{};
 };
 
-Napi::Object InitAll(Napi::Env env, Napi::Object exports) { return SquashfsImage::Init(env, exports); }
-
 }  // namespace
+
+void InitDecompressor(Napi::Env env, Napi::Object exports);  // decompress.cc
+
+static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  InitDecompressor(env, exports);
+  return SquashfsImage::Init(env, exports);
+}
 
 NODE_API_MODULE(berth, InitAll)

@@ -13,7 +13,7 @@ import { BerthError } from '../errors.js';
 import type { Platform } from '../image/platform.js';
 import type { Compression, ImageSource, LayerBlob, ResolvedImage } from '../image/source.js';
 import { buildMetadata, metadataBytes, METADATA_DIR, METADATA_PATH, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
-import { explainLayerError, layerCompressionOf, tarStages } from './layer-stream.js';
+import { layerCompressionOf, tarStages } from './layer-stream.js';
 import { LayerIndexBuilder, Merger, NeedsLayerIndex, type LayerIndex } from './merge.js';
 import { AtomicOutput, writeError } from './output.js';
 import { TarFormatError, TarParser, type TarEntry, type TarSink } from './tar-reader.js';
@@ -91,9 +91,11 @@ async function writeImage(
   let out: (chunk: Buffer) => void = (chunk) => {
     stdin.write(chunk);
   };
-  const merger = new Merger((chunk) => out(chunk));
+  const batch = new Batch((chunk) => out(chunk));
+  const merger = new Merger((chunk) => batch.add(chunk));
   try {
-    writeMetadata(metadata, (chunk) => out(chunk));
+    writeMetadata(metadata, (chunk) => batch.add(chunk));
+    batch.flush();
     merger.reserve(METADATA_DIR);
     for (let i = image.layers.length - 1; i >= 0; i--) {
       const layer = image.layers[i]!;
@@ -102,12 +104,12 @@ async function writeImage(
       if (indexed) {
         events.layerStart(i + 1, image.layers.length, layer, 'index');
         const builder = new LayerIndexBuilder();
-        await streamLayer(layer, compressions[i]!, describe, builder, events, null);
+        await streamLayer(layer, compressions[i]!, describe, builder, events, null, null);
         index = builder.build();
       }
       events.layerStart(i + 1, image.layers.length, layer, 'merge');
       const sink = merger.layer(i, describe, index);
-      await streamLayer(layer, compressions[i]!, describe, sink, events, (transform) => {
+      await streamLayer(layer, compressions[i]!, describe, sink, events, batch, (transform) => {
         out = (chunk) => transform.push(chunk);
       }, stdin);
       out = (chunk) => {
@@ -115,6 +117,7 @@ async function writeImage(
       };
     }
     merger.finish();
+    batch.flush();
     events.finishing();
     stdin.end(END_OF_ARCHIVE);
     await squash.wait(output.target);
@@ -145,13 +148,14 @@ function writeMetadata(metadata: ImageMetadata, out: (chunk: Buffer) => void): v
  */
 async function streamLayer(
   layer: LayerBlob, compression: Compression, describe: string, sink: TarSink, events: ConvertEvents,
-  bind: ((t: Transform) => void) | null, dest?: Writable,
+  batch: Batch | null, bind: ((t: Transform) => void) | null, dest?: Writable,
 ): Promise<void> {
   const parser = new TarParser(sink, (msg) => events.warn(`${describe}: ${msg}`));
   const parse = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       try {
         parser.push(chunk);
+        batch?.flush(); // what this chunk gave goes on now: the next may be long in coming
         cb();
       } catch (e: unknown) {
         cb(e as Error);
@@ -160,6 +164,7 @@ async function streamLayer(
     flush(cb) {
       try {
         parser.end();
+        batch?.flush();
         // A layer cut at an entry boundary parses cleanly up to its end; only the missing
         // end-of-archive blocks tell that entries (or whole directories) are gone. (tar-reader's
         // end() refuses that too now; this keeps the rule where the conversion relies on it.)
@@ -184,9 +189,42 @@ async function streamLayer(
     if (e instanceof TarFormatError) {
       throw new BerthError('LAYER_CORRUPT', `${describe}: ${e.message}`, 'the layer is corrupt; copy the image again. Nothing was written.');
     }
-    throw explainLayerError(e, describe);
+    throw e;
   }
 }
+
+/**
+ * The merged tar in pieces of about a MiB: a layer of small files comes out of the merger as
+ * three small buffers an entry (header, data, padding), and each write through the streams and
+ * into tar2sqfs's pipe costs far more than copying it here. Large pieces (file data) pass as
+ * they are, after what was gathered before them.
+ */
+class Batch {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(private readonly sink: (chunk: Buffer) => void) {}
+
+  add(chunk: Buffer): void {
+    if (chunk.length >= BATCH_BYTES / 4) {
+      this.flush();
+      this.sink(chunk);
+      return;
+    }
+    this.parts.push(chunk);
+    this.bytes += chunk.length;
+    if (this.bytes >= BATCH_BYTES) this.flush();
+  }
+
+  flush(): void {
+    if (this.bytes === 0) return;
+    this.sink(this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes));
+    this.parts = [];
+    this.bytes = 0;
+  }
+}
+
+const BATCH_BYTES = 1 << 20;
 
 /** tar2sqfs stopped reading: its exit status says why. */
 class SinkClosed extends Error {}

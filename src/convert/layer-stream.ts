@@ -1,19 +1,18 @@
 // One layer as a verified stream of tar bytes: the blob's digest is checked over the bytes as
-// stored, then they are decompressed (gzip in-process by zlib, zstd by the zstd program on the
-// other core), then the diff_id is checked over the tar, in the same pass. A mismatch, or a
+// stored, then they are decompressed (by the addon, off the main thread: ISA-L's inflate for
+// gzip, libzstd for zstd), then the diff_id is checked over the tar, in the same pass. A mismatch, or a
 // decompressor that fails (truncated input, trailing garbage), fails the stream at its end,
 // before the conversion can be committed.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Duplex, Transform } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { BerthError, messageOf } from '../errors.js';
+import { BerthError } from '../errors.js';
 import { parseDigest } from '../image/digest.js';
 import type { Compression, LayerBlob } from '../image/source.js';
+import { loadAddon, type NativeDecompressor } from '../runtime/native.js';
 
 export function sniffCompression(head: Buffer): Compression | 'xz' | 'bzip2' | 'unknown' {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
   if (head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
   if (head.toString('latin1', 0, 3) === 'BZh') return 'bzip2';
   if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') return 'none';
@@ -39,6 +38,10 @@ async function readHead(layer: LayerBlob): Promise<Buffer> {
 /** Decides how a layer is compressed: its media type, checked against its first bytes. */
 export async function layerCompressionOf(layer: LayerBlob, describe: string): Promise<Compression> {
   const head = await readHead(layer);
+  if (head.length === 0) {
+    throw new BerthError('LAYER_CORRUPT', `${describe} is empty (0 bytes): not even a tar's end-of-archive marker`,
+      'the image is corrupt; rebuild or copy it again');
+  }
   const found = sniffCompression(head);
   if (found === 'xz' || found === 'bzip2' || found === 'unknown') {
     throw new BerthError('LAYER_CORRUPT', `${describe} is ${found === 'unknown' ? 'neither a tar archive nor gzip- or zstd-compressed' : `${found}-compressed, which OCI layers may not be`}`,
@@ -70,69 +73,51 @@ export function digestCheck(expected: string, what: () => string, kind = 'its di
 }
 
 /**
- * `zstd -d` in a process of its own. Its output ends only once zstd has exited cleanly: the end
- * of its stdout alone does not say that the input was whole (a truncated frame ends it too,
- * with exit status 1 and "premature end" on stderr, a little later).
+ * gzip or zstd decompressed by the addon on the thread pool (ISA-L's inflate, libzstd): one
+ * step at a time, each taking what was written and giving at most a few MiB, so a small blob
+ * that inflates hugely still waits for its reader. The stream ends only once the decompressor
+ * said the input was whole: a cut stream, bytes after it, or a bad checksum fail it instead.
  */
-class ZstdDecompressor extends Duplex {
-  private readonly child: ChildProcessWithoutNullStreams;
-  private stderr = '';
-  /** A write waiting for zstd's stdin to drain. */
-  private waiting: (() => void) | undefined;
+class LayerDecompressor extends Duplex {
+  private readonly native: NativeDecompressor;
+  /** The step to run once the reader wants more. */
+  private pending: (() => void) | undefined;
 
-  constructor(private readonly describe: string) {
-    super({ readableHighWaterMark: 1 << 20 });
-    this.child = spawn('zstd', ['-dcq']);
-    const { stdin, stdout, stderr } = this.child;
-    stderr.setEncoding('utf8').on('data', (d: string) => { this.stderr = (this.stderr + d).slice(0, 4096); });
-    stdout.on('data', (c: Buffer) => {
-      if (!this.push(c)) stdout.pause();
-    });
-    // EPIPE when zstd stops reading early (corrupt input): its exit status says why, so the
-    // write is let go and 'close' reports it.
-    stdin.on('error', () => this.release());
-    stdin.on('drain', () => this.release());
-    this.child.on('error', (e) => this.destroy(new BerthError('TOOL_MISSING', `cannot run zstd to read ${describe}: ${messageOf(e)}`,
-      'install zstd (apt-get install zstd)')));
-    this.child.on('close', (code, signal) => this.exited(code, signal));
-  }
-
-  override _read(): void {
-    this.child.stdout.resume();
+  constructor(private readonly kind: 'gzip' | 'zstd', private readonly describe: string) {
+    super({ readableHighWaterMark: 4 << 20, writableHighWaterMark: 1 << 20 });
+    this.native = new (loadAddon().Decompressor)(kind);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    if (this.child.stdin.destroyed || this.child.stdin.write(chunk)) cb();
-    else this.waiting = cb;
+    this.step(chunk, false, cb);
   }
 
   override _final(cb: (e?: Error | null) => void): void {
-    this.child.stdin.end();
-    cb();
+    this.step(null, true, (e) => {
+      if (!e) this.push(null);
+      cb(e);
+    });
   }
 
-  override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
-    this.child.kill();
-    this.release();
-    cb(e);
+  override _read(): void {
+    const pending = this.pending;
+    this.pending = undefined;
+    pending?.();
   }
 
-  private release(): void {
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.();
-  }
-
-  private exited(code: number | null, signal: NodeJS.Signals | null): void {
-    this.release();
-    if (this.destroyed) return;
-    const said = this.stderr.trim().replace(/^zstd: /, '').replace(/\/\*stdin\*\\ ?: ?/g, '');
-    if (code === 0 && said === '') {
-      this.push(null);
-      return;
-    }
-    this.destroy(new BerthError('LAYER_CORRUPT', `${this.describe} is not a valid zstd stream: ${said || `zstd ${signal ? `was killed by ${signal}` : `exited with ${code}`}`}`,
-      'the layer is corrupt or truncated; copy the image again. Nothing was written.'));
+  private step(input: Buffer | null, last: boolean, cb: (e?: Error | null) => void): void {
+    this.native.step(input, last, (err, out, more) => {
+      if (this.destroyed) return cb();
+      if (err) {
+        return cb(new BerthError('LAYER_CORRUPT', `${this.describe} is not a valid ${this.kind} stream: ${err.message}`,
+          'the layer is corrupt or truncated; copy the image again. Nothing was written.'));
+      }
+      const wanted = out ? this.push(out) : true;
+      if (!more) return cb();
+      const next = () => this.step(null, last, cb);
+      if (wanted) next();
+      else this.pending = next;
+    });
   }
 }
 
@@ -148,21 +133,10 @@ export function tarStages(layer: LayerBlob, compression: Compression, describe: 
   const stages: (Transform | Duplex)[] = [];
   const blobChecked = layer.compression !== undefined; // classic docker-archive layers have only the diff_id
   if (blobChecked) stages.push(digestCheck(layer.digest, () => describe));
-  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: 1024 * 1024 }));
-  else if (compression === 'zstd') stages.push(new ZstdDecompressor(describe));
+  if (compression !== 'none') stages.push(new LayerDecompressor(compression, describe));
   // An uncompressed layer's diff_id is its blob digest: checked once is enough.
   if (!(blobChecked && compression === 'none' && layer.diffId === layer.digest)) {
     stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`, 'its diff_id in the image config'));
   }
   return stages;
-}
-
-/** zlib's own errors ("incorrect header check", "unexpected end of file") name no layer. */
-export function explainLayerError(e: unknown, describe: string): unknown {
-  const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code.startsWith('Z_')) {
-    return new BerthError('LAYER_CORRUPT', `${describe} is not a valid gzip stream: ${messageOf(e)}`,
-      'the layer is corrupt or truncated; copy the image again. Nothing was written.', { cause: e });
-  }
-  return e;
 }

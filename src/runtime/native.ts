@@ -36,7 +36,14 @@ export interface SquashfsImageHandle {
   close(): void;
 }
 
+/** One layer's gzip or zstd stream (native/addon/decompress.cc): step() decompresses on the thread pool. */
+export interface NativeDecompressor {
+  /** more: output is pending, call again with null; otherwise the input was used up. */
+  step(input: Buffer | null, last: boolean, cb: (err: Error | null, out: Buffer | null, more: boolean) => void): void;
+}
+
 interface Addon {
+  Decompressor: new (kind: 'gzip' | 'zstd') => NativeDecompressor;
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }

@@ -1,0 +1,267 @@
+// Layer decompression off Node's main thread: gzip by ISA-L's inflate (several times zlib's
+// speed) and zstd by libzstd, each step run on libuv's thread pool so that decompression,
+// Node's tar parsing and tar2sqfs's compressors use every core at once.
+//
+//   const d = new Decompressor('gzip' | 'zstd');
+//   d.step(input | null, last, (err, out, more) => ...)
+//
+// A step consumes the input given (and any left from before) until either it is used up
+// (more = false: give the next chunk) or kOutput bytes came out (more = true: call again with
+// null, once the output was taken, which is how back-pressure reaches a zip bomb). With `last`,
+// the stream must end exactly where the input does: a cut stream, bytes after it that are not
+// another gzip member or zstd frame, a bad checksum or a damaged block are each an error with
+// the reason, never a shorter output.
+#include <napi.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <isa-l/igzip_lib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+namespace {
+
+constexpr size_t kOutput = 4u << 20;
+
+class Decompressor : public Napi::ObjectWrap<Decompressor> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    exports.Set("Decompressor", DefineClass(env, "Decompressor", {InstanceMethod("step", &Decompressor::Step)}));
+  }
+
+  explicit Decompressor(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Decompressor>(info) {
+    std::string kind = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    if (kind == "gzip") {
+      gzip_ = true;
+      StartMember();
+    } else if (kind == "zstd") {
+      zstd_ = ZSTD_createDStream();
+      if (!zstd_) throw Napi::Error::New(info.Env(), "out of memory");
+    } else {
+      throw Napi::TypeError::New(info.Env(), "Decompressor('gzip' | 'zstd')");
+    }
+  }
+
+  ~Decompressor() override {
+    if (zstd_) ZSTD_freeDStream(zstd_);
+  }
+
+  // Runs on a pool thread; one step at a time per object (the caller waits for each).
+  // Returns the bytes produced into out; sets error_ and more_.
+  size_t Run(uint8_t *out, size_t cap) {
+    more_ = false;
+    return gzip_ ? RunGzip(out, cap) : RunZstd(out, cap);
+  }
+
+  std::vector<uint8_t> input_;
+  size_t pos_ = 0;
+  bool last_ = false;
+  bool busy_ = false;
+  bool more_ = false;
+  std::string error_;
+
+ private:
+  Napi::Value Step(const Napi::CallbackInfo &info);
+
+  void StartMember() {
+    isal_inflate_init(&gz_);
+    gz_.crc_flag = ISAL_GZIP;  // the header parsed, the CRC-32 and length checked
+    in_member_ = false;
+  }
+
+  size_t RunGzip(uint8_t *out, size_t cap) {
+    size_t produced = 0;
+    for (;;) {
+      size_t left = input_.size() - pos_;
+      if (!in_member_) {
+        // Between members: nothing more, or the start of another member (as gzip -d reads them).
+        if (left == 0) {
+          if (last_ && !started_) error_ = "unexpected end of file (the stream is empty)";
+          return produced;
+        }
+        // Zero bytes after the last member are padding (tape blocks), as gzip -d and zlib read them.
+        while (started_ && pos_ < input_.size() && input_[pos_] == 0) pos_++, padded_ = true;
+        left = input_.size() - pos_;
+        if (left == 0) {
+          input_.clear();
+          pos_ = 0;
+          return produced;
+        }
+        if (padded_) {
+          error_ = "trailing garbage after the end of the gzip stream";
+          return produced;
+        }
+        if (left < 2 && !last_) {
+          Keep();
+          return produced;
+        }
+        if (left < 2 || input_[pos_] != 0x1f || input_[pos_ + 1] != 0x8b) {
+          error_ = started_ ? "trailing garbage after the end of the gzip stream" : "incorrect header check (not a gzip stream)";
+          return produced;
+        }
+        in_member_ = started_ = true;
+      }
+      const size_t before_in = pos_, before_out = produced;
+      gz_.next_in = input_.data() + pos_;
+      gz_.avail_in = static_cast<uint32_t>(left);
+      gz_.next_out = out + produced;
+      gz_.avail_out = static_cast<uint32_t>(cap - produced);
+      int rc = isal_inflate(&gz_);
+      pos_ = static_cast<size_t>(gz_.next_in - input_.data());
+      produced = static_cast<size_t>(gz_.next_out - out);
+      if (rc != ISAL_DECOMP_OK) {
+        error_ = GzipError(rc);
+        return produced;
+      }
+      if (gz_.block_state == ISAL_BLOCK_FINISH) {
+        StartMember();  // the checksum and length matched; another member may follow
+        continue;
+      }
+      if (produced == cap) {
+        more_ = true;
+        return produced;
+      }
+      if (gz_.avail_in > 0) {
+        // Stopped at a boundary with input left: go on, unless nothing moved (never loop idle).
+        if (pos_ == before_in && produced == before_out) {
+          error_ = "inflate made no progress";
+          return produced;
+        }
+        continue;
+      }
+      // The input is used up (ISA-L keeps any partial symbol in its own state).
+      if (last_) error_ = "unexpected end of file (the stream is cut short)";
+      input_.clear();
+      pos_ = 0;
+      return produced;
+    }
+  }
+
+  size_t RunZstd(uint8_t *out, size_t cap) {
+    ZSTD_inBuffer in{input_.data(), input_.size(), pos_};
+    ZSTD_outBuffer o{out, cap, 0};
+    for (;;) {
+      const size_t before_in = in.pos, before_out = o.pos;
+      size_t rc = ZSTD_decompressStream(zstd_, &o, &in);
+      if (ZSTD_isError(rc)) {
+        error_ = ZSTD_getErrorName(rc);
+        if (ZSTD_getErrorCode(rc) == ZSTD_error_prefix_unknown) error_ = started_ ? "trailing garbage after the end of the zstd stream" : "unknown format (not a zstd stream)";
+        break;
+      }
+      if (in.pos > pos_) started_ = true;
+      // A call that moved nothing (a frame ended exactly at the last step's full output) keeps
+      // the verdict: zstd then answers with the size of the next frame's header it would like.
+      if (in.pos != before_in || o.pos != before_out) frame_done_ = rc == 0;
+      pos_ = in.pos;
+      if (o.pos == cap) {
+        more_ = true;
+        break;
+      }
+      if (in.pos == in.size) {
+        // Everything given was read and, with room left in the output, flushed.
+        if (last_ && !frame_done_) error_ = "premature end (the stream is cut short)";
+        if (last_ && !started_) error_ = "premature end (the stream is empty)";
+        input_.clear();
+        pos_ = 0;
+        break;
+      }
+    }
+    return o.pos;
+  }
+
+  // Keeps the unread tail for the next step.
+  void Keep() {
+    input_.erase(input_.begin(), input_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+
+  static std::string GzipError(int rc) {
+    switch (rc) {
+      case ISAL_INVALID_BLOCK: return "invalid deflate block";
+      case ISAL_INVALID_SYMBOL: return "invalid deflate code";
+      case ISAL_INVALID_LOOKBACK: return "invalid distance too far back";
+      case ISAL_INVALID_WRAPPER: return "incorrect header check";
+      case ISAL_UNSUPPORTED_METHOD: return "unknown compression method";
+      case ISAL_INCORRECT_CHECKSUM: return "incorrect data check (CRC-32 or length)";
+      case ISAL_NEED_DICT: return "a preset dictionary is needed";
+      default: return "inflate error " + std::to_string(rc);
+    }
+  }
+
+  bool gzip_ = false;
+  inflate_state gz_{};
+  bool in_member_ = false;
+  bool started_ = false;
+  bool padded_ = false;
+  ZSTD_DStream *zstd_ = nullptr;
+  bool frame_done_ = false;
+};
+
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Function cb, Decompressor *d, Napi::Object self)
+      : Napi::AsyncWorker(cb), d_(d) {
+    self_ = Napi::Persistent(self);  // the object lives until the step is done
+  }
+
+  ~StepWorker() override { std::free(out_); }
+
+  void Execute() override {
+    out_ = static_cast<uint8_t *>(std::malloc(kOutput));
+    if (!out_) {
+      d_->error_ = "out of memory";
+      return;
+    }
+    len_ = d_->Run(out_, kOutput);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    d_->busy_ = false;
+    if (!d_->error_.empty()) {
+      Callback().Call({Napi::Error::New(env, d_->error_).Value()});
+      return;
+    }
+    Napi::Value out = env.Null();
+    if (len_ > 0) {
+      // Handed to Node without a copy, shrunk to what was written.
+      auto *data = static_cast<uint8_t *>(std::realloc(out_, len_));
+      if (data) out_ = data;
+      out = Napi::Buffer<uint8_t>::New(env, out_, len_, [](Napi::Env, uint8_t *p) { std::free(p); });
+      out_ = nullptr;
+    }
+    Callback().Call({env.Null(), out, Napi::Boolean::New(env, d_->more_)});
+  }
+
+ private:
+  Decompressor *d_;
+  Napi::ObjectReference self_;
+  uint8_t *out_ = nullptr;
+  size_t len_ = 0;
+};
+
+Napi::Value Decompressor::Step(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[2].IsFunction() || !(info[0].IsNull() || info[0].IsBuffer())) {
+    throw Napi::TypeError::New(env, "step(input: Buffer | null, last: boolean, callback)");
+  }
+  if (busy_) throw Napi::Error::New(env, "a step is already running");
+  if (!error_.empty()) throw Napi::Error::New(env, error_);
+  if (info[0].IsBuffer()) {
+    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+    if (pos_ < input_.size() && more_) throw Napi::Error::New(env, "input given before the last step's output was all taken");
+    Keep();
+    input_.insert(input_.end(), buf.Data(), buf.Data() + buf.Length());
+  }
+  last_ = info[1].ToBoolean();
+  busy_ = true;
+  (new StepWorker(info[2].As<Napi::Function>(), this, info.This().As<Napi::Object>()))->Queue();
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitDecompressor(Napi::Env env, Napi::Object exports) { Decompressor::Init(env, exports); }
