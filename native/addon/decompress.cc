@@ -24,7 +24,7 @@
 
 namespace {
 
-constexpr size_t kOutput = 4u << 20;
+constexpr size_t kOutput = 1u << 20;
 
 class Decompressor : public Napi::ObjectWrap<Decompressor> {
  public:

@@ -13,12 +13,17 @@ export function cacheWarning(line: string): void {
   process.stderr.write(`${printable(line)}\n`);
 }
 
-/** On a terminal one redrawn bar per layer (bytes, rate); otherwise a line when each layer starts and ends. */
-function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): number } {
+/**
+ * On a terminal one redrawn bar per layer (bytes, rate), and below them the conversion's own
+ * line (`write`), which merges the top layers while the lower ones still download; otherwise a
+ * line when each layer starts and ends.
+ */
+function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): number; write(s: string): void } {
   const layers = new Map<string, { size: number; got: number; done: boolean; started: number }>();
   let drawn = 0;
   let lastDraw = 0;
   let total = 0;
+  let status = '';
   const draw = (force: boolean) => {
     if (mode !== 'tty' || (!force && Date.now() - lastDraw < 100)) return;
     lastDraw = Date.now();
@@ -28,6 +33,7 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
       const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '-');
       return `${digest.slice(7, 19)} [${bar}] ${formatBytes(l.got)}/${formatBytes(l.size)} ${l.done ? 'done' : `${formatBytes(rate)}/s`}`;
     });
+    if (status) lines.push(status);
     process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\r\x1b[K${l}\n`).join('')}`);
     drawn = lines.length;
   };
@@ -50,6 +56,16 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
       draw(true);
     },
     total: () => total,
+    // What convertProgress writes: a finished line goes above the bars, the redrawn one below.
+    write(s) {
+      if (s.endsWith('\n')) {
+        process.stderr.write(`${drawn ? `\x1b[${drawn}A\x1b[J` : ''}${s}`);
+        drawn = 0;
+      } else {
+        status = s.replace(/^\r\x1b\[K/, '');
+      }
+      draw(true);
+    },
   };
 }
 
@@ -61,9 +77,10 @@ export function pullDisplay(mode: ProgressMode, firstUse = false): AcquireEvents
   const download = downloadProgress(mode);
   return {
     download,
-    convert: convertProgress(mode),
+    convert: convertProgress(mode, mode === 'tty' ? (s) => download.write(s) : undefined),
     cacheWarning,
     end(result: PullResult | undefined) {
+      download.write(''); // the conversion's bar goes; the downloads' stay
       clearProgress(mode);
       if (!result || mode === 'quiet' || (firstUse && result.cached)) return;
       process.stderr.write(result.cached

@@ -48,8 +48,10 @@ export interface ConvertResult {
 export async function convertImage(source: ImageSource, opts: ConvertOptions, events: ConvertEvents): Promise<ConvertResult> {
   const image = await source.resolve(opts.platform);
   events.resolved(image);
-  const compressions = await Promise.all(image.layers.map((l, i) => layerCompressionOf(l, describeLayer(image, i))));
   const metadata = buildMetadata(image);
+  // Each layer's compression is read from its first bytes when its turn comes: a registry's
+  // lower layers may still be downloading while the top ones are merged.
+  const compressions: Compression[] = [];
   const output = AtomicOutput.create(opts.output, opts.force);
   const onSignal = () => output.abort();
   process.once('exit', onSignal);
@@ -100,6 +102,7 @@ async function writeImage(
     for (let i = image.layers.length - 1; i >= 0; i--) {
       const layer = image.layers[i]!;
       const describe = describeLayer(image, i);
+      compressions[i] ??= await layerCompressionOf(layer, describe);
       let index: LayerIndex | undefined;
       if (indexed) {
         events.layerStart(i + 1, image.layers.length, layer, 'index');

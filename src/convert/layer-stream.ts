@@ -84,7 +84,7 @@ class LayerDecompressor extends Duplex {
   private pending: (() => void) | undefined;
 
   constructor(private readonly kind: 'gzip' | 'zstd', private readonly describe: string) {
-    super({ readableHighWaterMark: 4 << 20, writableHighWaterMark: 1 << 20 });
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.native = new (loadAddon().Decompressor)(kind);
   }
 
@@ -132,9 +132,10 @@ class LayerDecompressor extends Duplex {
 export function tarStages(layer: LayerBlob, compression: Compression, describe: string): (Transform | Duplex)[] {
   const stages: (Transform | Duplex)[] = [];
   const blobChecked = layer.compression !== undefined; // classic docker-archive layers have only the diff_id
-  if (blobChecked) stages.push(digestCheck(layer.digest, () => describe));
+  if (blobChecked && !layer.verified) stages.push(digestCheck(layer.digest, () => describe));
   if (compression !== 'none') stages.push(new LayerDecompressor(compression, describe));
-  // An uncompressed layer's diff_id is its blob digest: checked once is enough.
+  // An uncompressed layer's diff_id is its blob digest: checked once is enough (with `verified`,
+  // by the store, over these same bytes).
   if (!(blobChecked && compression === 'none' && layer.diffId === layer.digest)) {
     stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`, 'its diff_id in the image config'));
   }

@@ -14,6 +14,8 @@ export { MEDIA, type Descriptor } from './schema.js';
 export interface LayerAccess {
   size: number;
   open(range?: { start: number; end: number }): Readable;
+  /** What open() gives was hashed against the digest by the store itself (a registry's download). */
+  verified?: boolean;
 }
 
 /**
@@ -187,12 +189,20 @@ export async function resolveDescriptor(store: BlobStore, desc: Descriptor, sel:
       'the image is inconsistent; rebuild or copy it again');
   }
   const compressions = doc.layers.map((l) => layerCompression(l.mediaType)); // refuse artifacts before fetching anything
-  const access = await Promise.all(doc.layers.map((l) => store.layer(l)));
+  // Asked for top layer first, the one conversion reads first: a registry starts its downloads
+  // in that order, and conversion begins while the layers below still arrive.
+  const access: LayerAccess[] = [];
+  await Promise.all(doc.layers.map((_, i) => doc.layers.length - 1 - i).map(async (i) => {
+    access[i] = await store.layer(doc.layers[i]!);
+  }));
   return {
     reference, manifestDigest: desc.digest, configDigest: doc.config.digest, config,
     layers: doc.layers.map((l, i): LayerBlob => {
       checkSize(l, access[i]!.size, `layer ${i + 1}/${doc.layers.length} (${l.digest}) in ${store.describe}`);
-      return { digest: l.digest, diffId: diffIds[i]!, mediaType: l.mediaType, size: l.size, compression: compressions[i]!, open: access[i]!.open };
+      return {
+        digest: l.digest, diffId: diffIds[i]!, mediaType: l.mediaType, size: l.size, compression: compressions[i]!, open: access[i]!.open,
+        ...(access[i]!.verified ? { verified: true } : {}),
+      };
     }),
   };
 }

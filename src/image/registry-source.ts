@@ -1,6 +1,8 @@
 // docker:// images: manifests come from the registry, and so does every blob, into the
-// verified cache (several layers at once) before conversion reads them from there.
+// verified cache (several layers at once, top layer first); conversion reads each layer from
+// there as soon as it has arrived, while the ones below it still download.
 import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { config } from '../config/load.js';
 import { BerthError } from '../errors.js';
 import { ensureBlob } from './cache.js';
@@ -8,7 +10,7 @@ import type { Caches } from './caches.js';
 import { findCredentials } from './credentials.js';
 import { parseDigest, verifyBytes } from './digest.js';
 import { formatDockerReference, parseDockerReference, type DockerReference } from './docker-reference.js';
-import { choosePlatform, resolveDescriptor, sha256, type BlobStore } from './oci-layout.js';
+import { checkSize, choosePlatform, resolveDescriptor, sha256, type BlobStore } from './oci-layout.js';
 import type { Platform } from './platform.js';
 import { RegistryClient } from './registry.js';
 import { parseJson, readManifestOrIndex, type Descriptor, type IndexDoc, type ManifestDoc } from './schema.js';
@@ -39,6 +41,13 @@ export interface PullOptions {
   events?: DownloadEvents;
   /** A tag whose registry cannot be reached runs the image it named when last resolved (berth run, not pull). */
   offlineFallback?: boolean;
+}
+
+/** A file's bytes once `file` is there; the stream fails with the download's error if it failed. */
+function readWhenReady(file: Promise<string>, range?: { start: number; end: number }): Readable {
+  return Readable.from((async function* () {
+    yield* createReadStream(await file, { ...range, highWaterMark: 1 << 20 });
+  })(), { objectMode: false, highWaterMark: 1 << 20 });
 }
 
 /** Runs at most `limit` of the started tasks at a time. */
@@ -115,14 +124,19 @@ export class RegistrySource implements ImageSource {
         return bytes;
       },
       config: async (desc) => readFileSync(await this.blob(desc, 'the image config')),
+      // Each layer's download starts now and is awaited only by the stream that reads it, so
+      // the top layers are merged while the ones below still download. A layer in the cache was
+      // hashed against its digest just now (ensureBlob), so conversion need not hash it again.
       layer: async (l: Descriptor) => {
-        const file = await run(async () => {
+        const file = run(async () => {
           this.opts.events?.start(l.digest, l.size);
           const f = await this.blob(l, `layer ${l.digest}`);
+          checkSize(l, statSync(f).size, `${this.describe}: layer ${l.digest}`);
           this.opts.events?.done(l.digest);
           return f;
         });
-        return { size: statSync(file).size, open: (range) => createReadStream(file, { ...range, highWaterMark: 1 << 20 }) };
+        file.catch(() => {}); // reported by the stream that reads it (or not at all, if none does)
+        return { size: l.size, verified: true, open: (range) => readWhenReady(file, range) };
       },
     };
     return resolveDescriptor(store, { mediaType: top.mediaType, digest: top.digest, size: -1 }, { platform }, this.describe, 0);

@@ -16,6 +16,8 @@ export interface LayerBlob {
   /** From the media type; undefined where the source does not say (classic docker save). */
   compression: Compression | undefined;
   open(range?: { start: number; end: number }): Readable;
+  /** open()'s bytes were already checked against `digest` (a registry download, hashed as it came). */
+  verified?: boolean;
 }
 
 /**
