@@ -39,12 +39,14 @@ bench_image() {
   touch "$BENCH/image.done"
 }
 
-# Runs a command; prints "seconds peak_rss_kb" where peak RSS is the largest of the process
-# and its descendants, sampled from /proc (VmHWM is a high-water mark, so sampling loses little).
+# Runs a command; prints "seconds peak_rss_kb cpu_seconds": peak RSS is the largest of the
+# process and its descendants, sampled from /proc (VmHWM is a high-water mark, so sampling loses
+# little); cpu is the user + system time of the whole tree, which on two cores says how much of
+# the wall time is work and how much waiting.
 measure() {
   local start end pid peak=0
   start=$(date +%s.%N)
-  "$@" >/dev/null 2>"$BENCH/last.err" &
+  ( "$@"; status=$?; times > "$BENCH/last.times"; exit $status ) >/dev/null 2>"$BENCH/last.err" &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     for p in $pid $(pgrep -d' ' -P "$pid") $(for c in $(pgrep -P "$pid"); do pgrep -P "$c"; done); do
@@ -56,7 +58,10 @@ measure() {
   done
   wait "$pid" || { echo "failed: $*" >&2; cat "$BENCH/last.err" >&2; return 1; }
   end=$(date +%s.%N)
-  echo "$(echo "$end - $start" | bc) $peak"
+  # times' second line: the children's user and system time, as "0m1.234s 0m0.056s".
+  local cpu
+  cpu=$(sed -n 2p "$BENCH/last.times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%.2f", n }')
+  echo "$(echo "$end - $start" | bc) $peak $cpu"
 }
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -83,11 +88,11 @@ EOF
 export CH_IMAGE_STORAGE=$BENCH/ch REQUESTS_CA_BUNDLE=$BENCH/registry/cert.pem
 ch_pull() { rm -rf "$BENCH/ch"; ch-image pull 127.0.0.1:5443/bench:latest; }
 
-# Prints "seconds peak_rss_kb" of ch-image pull + ch-convert into $1.
+# Prints "seconds peak_rss_kb cpu_seconds" of ch-image pull + ch-convert into $1.
 charliecloud_pull_convert() {
-  local t r t2 r2
-  read -r t r < <(measure ch_pull)
+  local t r c t2 r2 c2
+  read -r t r c < <(measure ch_pull)
   rm -f "$1"
-  read -r t2 r2 < <(measure ch-convert -i ch-image -o squash 127.0.0.1:5443/bench:latest "$1")
-  echo "$(echo "$t + $t2" | bc) $(( r > r2 ? r : r2 ))"
+  read -r t2 r2 c2 < <(measure ch-convert -i ch-image -o squash 127.0.0.1:5443/bench:latest "$1")
+  echo "$(echo "$t + $t2" | bc) $(( r > r2 ? r : r2 )) $(echo "$c + $c2" | bc)"
 }

@@ -8,7 +8,7 @@
 // Locks are flock(2) locks held by a `flock` child process: Node has no flock, and the kernel
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -68,17 +68,17 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
   return withLock(`${final}.lock`, async () => {
     if (await cachedBlob(dir, final, digest, true)) return final; // another process fetched it meanwhile
     const partial = `${final}.partial`;
+    let actual: string;
     for (let attempt = 0; ; attempt++) {
       const have = statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
       try {
-        await download(partial, have, fetchFrom, progress, what);
+        actual = await download(partial, have, fetchFrom, progress, what);
         break;
       } catch (e: unknown) {
         if (e instanceof BerthError || attempt >= 4) throw e;
         await new Promise((r) => setTimeout(r, 500 * 2 ** attempt)); // a dropped connection: resume
       }
     }
-    const actual = await hashFile(partial);
     if (actual !== digest) {
       unlinkSync(partial);
       throw new BerthError('DIGEST_MISMATCH', `${what}: the registry sent data whose digest is ${actual}, not ${digest}`,
@@ -121,11 +121,17 @@ async function cachedBlob(dir: BlobDir, file: string, digest: string, repair: bo
   return false;
 }
 
-async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void, what: string): Promise<void> {
+/**
+ * Downloads into `partial` (appending to its `have` bytes where the registry honours Range) and
+ * returns the digest of the whole file, hashed as the bytes arrive: no second read of the blob.
+ */
+async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void, what: string): Promise<string> {
   const res = await fetchFrom(have);
   const resumed = have > 0 && res.status === 206;
   if (have > 0 && !resumed) progress(-have); // the registry ignored Range: start over
   if (!res.body) throw new Error('empty response');
+  const hash = createHash('sha256');
+  if (resumed) await hashInto(hash, partial, have); // what an earlier attempt wrote
   // A connection that stays open but sends nothing would hang the pull: after STALL_MS of
   // silence the download is cut, and then resumed like any dropped one.
   let stall: NodeJS.Timeout | undefined;
@@ -133,6 +139,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
     transform(chunk: Buffer, _enc, cb) {
       stall?.refresh();
       progress(chunk.length);
+      hash.update(chunk);
       cb(null, chunk);
     },
     flush(cb) {
@@ -147,6 +154,14 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
     clearTimeout(stall);
     throw diskFull(e, partial, what) ?? new Error(`download interrupted: ${messageOf(e)}`);
   }
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** Hashes the first `bytes` of `file` into `hash`. */
+async function hashInto(hash: Hash, file: string, bytes: number): Promise<void> {
+  await pipeline(createReadStream(file, { start: 0, end: bytes - 1, highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
+    for await (const chunk of source) hash.update(chunk);
+  });
 }
 
 /**
