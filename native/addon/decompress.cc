@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,40 @@
 namespace {
 
 constexpr size_t kOutput = 1u << 20;
+
+// Output blocks are reused once Node lets go of them: each fresh 1 MiB from malloc is a fresh
+// mapping, and faulting in hundreds of MB of new pages cost a third as much as inflating them.
+class BlockPool {
+ public:
+  static uint8_t *Take() {
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      if (!free_.empty()) {
+        uint8_t *p = free_.back();
+        free_.pop_back();
+        return p;
+      }
+    }
+    return static_cast<uint8_t *>(std::malloc(kOutput));
+  }
+
+  static void Give(uint8_t *p) {
+    if (!p) return;
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      if (free_.size() < kKept) {
+        free_.push_back(p);
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  static constexpr size_t kKept = 16;  // at most 16 MiB held back for reuse
+  static inline std::mutex mu_;
+  static inline std::vector<uint8_t *> free_;
+};
 
 class Decompressor : public Napi::ObjectWrap<Decompressor> {
  public:
@@ -207,10 +242,10 @@ class StepWorker : public Napi::AsyncWorker {
     self_ = Napi::Persistent(self);  // the object lives until the step is done
   }
 
-  ~StepWorker() override { std::free(out_); }
+  ~StepWorker() override { BlockPool::Give(out_); }
 
   void Execute() override {
-    out_ = static_cast<uint8_t *>(std::malloc(kOutput));
+    out_ = BlockPool::Take();
     if (!out_) {
       d_->error_ = "out of memory";
       return;
@@ -227,10 +262,8 @@ class StepWorker : public Napi::AsyncWorker {
     }
     Napi::Value out = env.Null();
     if (len_ > 0) {
-      // Handed to Node without a copy, shrunk to what was written.
-      auto *data = static_cast<uint8_t *>(std::realloc(out_, len_));
-      if (data) out_ = data;
-      out = Napi::Buffer<uint8_t>::New(env, out_, len_, [](Napi::Env, uint8_t *p) { std::free(p); });
+      // Handed to Node without a copy; the block goes back to the pool when Node frees it.
+      out = Napi::Buffer<uint8_t>::New(env, out_, len_, [](Napi::Env, uint8_t *p) { BlockPool::Give(p); });
       out_ = nullptr;
     }
     Callback().Call({env.Null(), out, Napi::Boolean::New(env, d_->more_)});
