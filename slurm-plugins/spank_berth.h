@@ -31,7 +31,7 @@
 
 #include "../native/common/plantext.h"
 #include "../native/common/trusted.h"
-#include "../native/exit_codes.h"
+#include "../native/contract.h"
 
 /* Named containers live until the job ends (the job epilog stops them). */
 #define NAMED_LINGER "31536000"

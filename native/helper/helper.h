@@ -7,7 +7,7 @@
 #include <sys/types.h>
 #include <stdnoreturn.h>
 
-#include "../exit_codes.h"
+#include "../contract.h"
 
 enum op_kind { OP_BIND, OP_TMPFS, OP_PROC, OP_SYMLINK, OP_MKDIR, OP_LINE, OP_VERIFY };
 enum if_missing { MISSING_FAIL, MISSING_SKIP, MISSING_CREATE };

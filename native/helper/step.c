@@ -183,13 +183,17 @@ static int start_step(void *ctx)
 	return 0;
 }
 
-static int in_list(char **list, size_t n, const char *kv)
+/* --join's environment is its own, which it execs the command with. */
+static int own_set(void *ctx, const char *name, const char *value)
 {
-	size_t len = strcspn(kv, "=");
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(list[i], kv, len) == 0 && (list[i][len] == '=' || list[i][len] == '\0'))
-			return 1;
-	return 0;
+	(void)ctx;
+	return setenv(name, value, 1);
+}
+
+static int own_unset(void *ctx, const char *name)
+{
+	(void)ctx;
+	return unsetenv(name);
 }
 
 noreturn void join_main(char **argv)
@@ -212,23 +216,16 @@ noreturn void join_main(char **argv)
 	step_paths(stepdir, &sp);
 	char err[1024];
 	struct step_start start = { &p, &sp };
-	if (join_step(sp.sock, start_step, &start, err, sizeof err) != 0)
+	/* The task's own environment (its rank, its PMI), less what the plan unsets, plus what it
+	 * sets: the same join as the plugin's tasks (plantext.h). */
+	struct step_env e = { .set = p.env, .nset = p.nenv, .unset = p.unset, .nunset = p.nunset, .cwd = p.cwd };
+	struct env_ops ops = { own_set, own_unset, NULL };
+	unsetenv("BERTH_STEP_PLAN");
+	if (enter_step(sp.sock, start_step, &start, &e, &ops, err, sizeof err) != 0)
 		fail("%s", err);
-	/* The task's own environment (its rank, its PMI), less what the plan unsets or sets, plus the plan's. */
-	char **env = NULL;
-	size_t n = 0;
-	for (char **e = environ; *e; e++)
-		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
-			n++;
-	env = calloc(n + p.nenv + 1, sizeof *env);
-	n = 0;
-	for (char **e = environ; *e; e++)
-		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
-			env[n++] = *e;
-	for (size_t i = 0; i < p.nenv; i++)
-		env[n++] = p.env[i];
-	p.env = env;
-	p.nenv = n;
+	p.env = environ;
+	for (p.nenv = 0; environ[p.nenv]; p.nenv++)
+		;
 	p.argv = argv;
 	for (p.nargv = 0; argv[p.nargv]; p.nargv++)
 		;
