@@ -63,7 +63,11 @@ struct plan {
 /* plan.c */
 void plan_read(int fd, struct plan *p);
 
-/* userns.c */
+/* userns.c: the one user-namespace set-up, unshare_userns: a new user and mount namespace in
+ * which inner_uid and inner_gid are the caller's. 0, or -1 with errno and *failed NULL when
+ * unshare refused, else the /proc file that could not be written (berth doctor's probe says
+ * which; the rest die with the reason). */
+int unshare_userns(unsigned inner_uid, unsigned inner_gid, const char **failed);
 void enter_user_namespace(int fakeroot);
 /* --user: a nested user namespace mapping uid:gid inside to the caller, entered just before exec. */
 void become_user(unsigned uid, unsigned gid);
@@ -122,6 +126,12 @@ int listen_on(const char *path);
 noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own);
 /* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
+/* A server's becoming a daemon, the one way for image and step servers: daemon_begin in the
+ * process start_detached forked (its own session, stderr the report pipe, nothing else of the
+ * starting helper's kept), daemon_ready once it serves (stdio /dev/null, which is EOF on the
+ * report pipe without a message: the starter returns; SIGPIPE ignored). */
+void daemon_begin(int report);
+void daemon_ready(void);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
 /* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */
 void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become);
@@ -143,6 +153,18 @@ noreturn void exec_in_container(const struct plan *p);           /* lib.c: chdir
  * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
  * namespace), or 0. */
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base);
+
+/* container.c: the start-up sequence of every container once joined to its image server
+ * (`server`, closed here): a mount namespace of its own, the root built at base and pivoted
+ * into, the libraries verified. report: tell the server about a fuse-overlayfs to end (not
+ * when a PID namespace ends it). drop_to_plan_user, just before the command: --fakeroot's
+ * locked mounts (lock_mounts), or --user's uid and gid (become_user). */
+void enter_container_root(const struct plan *p, const struct server_paths *sp, int server, const char *base, int report);
+/* Where in the server's work directory a container builds its root: c-PID, named by the
+ * process the server follows (in a PID namespace, the one outside, so called before it). */
+#define CONTAINER_BASE_MAX (sizeof ((struct server_paths *)0)->work + sizeof "/c-" + 10)
+void name_container(const struct server_paths *sp, char base[CONTAINER_BASE_MAX]);
+void drop_to_plan_user(const struct plan *p);
 
 /* verify.c: checks the plan's injected libraries inside the finished root (after pivot_root),
  * unless an earlier container of this image server already did; `statedir` is the server's

@@ -66,9 +66,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	if (p->net == NET_USER)
 		fail("--network user and -p are not offered for Slurm steps (one pasta per node and step, each publishing the ports on its own node); berth plan refuses them");
 	struct server_paths sp = *given;
-	setsid();
-	dup2(report, STDERR_FILENO);
-	close_range(3, ~0U, 0);
+	daemon_begin(report);
 	open_server_dirs(&sp);
 	int listener = listen_on(sp.sock);
 	/* Its pid, for the job epilog that stops named containers when the job ends. */
@@ -90,32 +88,15 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 		own[nown++] = "/proc/self/ns/uts";
 	if (p->net != NET_HOST)
 		own[nown++] = "/proc/self/ns/net";
-	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
-		fail_errno("cannot create the container's mount namespace");
-	int statedir = open(image.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (statedir < 0)
-		fail_errno("cannot open the image server's directory %s", image.dir);
-	char base[4400];
-	snprintf(base, sizeof base, "%s/c-%d", image.work, getpid());
-	pid_t overlay = build_root(p, &image, base);
-	if (overlay)
-		report_overlay(server, overlay);
-	close(server);
-	verify_libraries(p, statedir);
-	close(statedir);
+	char base[CONTAINER_BASE_MAX];
+	name_container(&image, base);
+	enter_container_root(p, &image, server, base, 1);
 	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change;
 	 * --user (berth srun -u): they join the one that makes them that uid and gid. The caller owns
 	 * the image server's namespace, so its tasks may enter any namespace nested in it. */
-	if (p->fakeroot)
-		lock_mounts();
-	else if (p->has_user)
-		become_user(p->user_uid, p->user_gid);
+	drop_to_plan_user(p);
 	run_init(p);
-	int devnull = open("/dev/null", O_RDWR);
-	dup2(devnull, STDIN_FILENO);
-	dup2(devnull, STDOUT_FILENO);
-	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: ready */
-	signal(SIGPIPE, SIG_IGN);
+	daemon_ready();
 	/* As an image server (server.c): out of its containers' reach through /proc. Only now: an
 	 * image server it started had to write its own uid_map, which a non-dumpable parent's
 	 * children cannot. */
