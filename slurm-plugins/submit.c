@@ -30,14 +30,17 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 	struct stat st;
 	if (strncmp(image, "docker://", 9) == 0 || strncmp(image, "oci:", 4) == 0 || strncmp(image, "docker-archive:", 15) == 0) {
 		/* Pulled or converted into the cache first; quiet (the job's stderr is no place for
-		 * progress bars), and the path from the JSON. */
-		char *pull[] = { conf.berth, "pull", "--quiet", "--json", image, NULL }, *at;
+		 * progress bars). --print-path is the contract: the path on one line, nothing else. */
+		char *pull[] = { conf.berth, "pull", "--print-path", image, NULL };
 		if (run(pull, environ, out, sizeof out) != 0)
 			return -1; /* berth printed why */
-		if (!(at = strstr(out, "\"path\":\"")) || sscanf(at + 8, "%8299[^\"]", file) != 1) {
-			slurm_error("berth: berth pull did not say where it put %s", image);
+		size_t len = strcspn(out, "\n");
+		if (out[0] != '/' || out[len] != '\n' || out[len + 1] || len >= sizeof file) {
+			slurm_error("berth: berth pull --print-path did not say where it put %s", image);
 			return -1;
 		}
+		memcpy(file, out, len);
+		file[len] = '\0';
 	} else if (stat(file, &st) != 0 || access(file, R_OK) != 0) {
 		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno));
 		return -1;
