@@ -22,6 +22,7 @@
 #ifndef BERTH_SPANK_H
 #define BERTH_SPANK_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -68,10 +69,16 @@ const char *variable(spank_t sp, const char *name);
 void complain(spank_t sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Fills what the command line did not give from the BERTH_CONTAINER_* variables; -1 on a bad value. */
 int from_environment(spank_t sp);
-/* The image this job runs: the one given, with a docker:// tag pinned at submission. */
-void job_image(spank_t sp, char *out, size_t size);
+/* An image as the plugin handles it: a path (PATH_MAX), or a docker:// reference with its
+ * digest pinned; and where sbcast puts it (stage_dir, the job, uid, token and hash around its
+ * name). Every one is made with format() (trusted.h): too long is refused, never cut. */
+#define IMAGE_MAX (PATH_MAX + 256)
+#define STAGED_MAX (sizeof conf.stage_dir + IMAGE_MAX + 128)
+/* The image this job runs: the one given, with a docker:// tag pinned at submission; -1 when it
+ * does not fit in IMAGE_MAX (said). */
+int job_image(spank_t sp, char out[IMAGE_MAX]);
 /* Where sbcast puts a job's image on each node; 0 when it is not staged. */
-int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, const char *image);
+int staged_path(spank_t sp, char out[STAGED_MAX], uint32_t job, uid_t uid, const char *image);
 /* runtime_dir= with %U expanded; -1 when it does not fit. */
 int expand_runtime(char *out, size_t size, uid_t uid);
 

@@ -23,6 +23,12 @@
 
 #include "spank_berth.h"
 
+/* A step's directory: the runtime directory and named-JOB-NAME-NODE (a name and a node name
+ * are short); the files beside and in it, that and a suffix (.lock, .plan, /sock,
+ * plan-JOB-NODE-KEY). Made with format(): too long is said, never cut. */
+#define STEP_DIR_MAX (sizeof ((struct task *)0)->runtime + 300)
+#define STEP_FILE_MAX (STEP_DIR_MAX + 100)
+
 static noreturn void task_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static noreturn void task_fail(const char *fmt, ...)
 {
@@ -64,8 +70,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!container_task(sp, &t))
 		return 0;
-	char parent[1100], err[1200];
-	snprintf(parent, sizeof parent, "%s", t.runtime);
+	char parent[sizeof t.runtime], err[sizeof t.runtime + 256];
+	memcpy(parent, t.runtime, sizeof parent);
 	char *name = strrchr(parent, '/');
 	if (!name || name == parent)
 		return 0;
@@ -184,7 +190,7 @@ static uint64_t plan_key(const struct plan_command *c, const char *cwd)
  * before joining the container (the runtime directory is the host's) and applied after. */
 static void read_plan_env(const char *planfile, uid_t uid, struct step_env *e)
 {
-	char err[1200];
+	char err[STEP_FILE_MAX + 256];
 	int fd = open_owned_file(planfile, uid, err, sizeof err);
 	if (fd < 0)
 		task_fail("refusing the step's plan: %s", err);
@@ -205,17 +211,20 @@ static int spank_unset(void *sp, const char *name)
 }
 
 /* The image to run: a staged copy, when staging is on and the copy is the user's own. */
-static void choose_image(spank_t sp, const struct task *t, char *image, size_t size)
+static void choose_image(spank_t sp, const struct task *t, char image[STAGED_MAX])
 {
-	char staged[9500], err[10000];
-	job_image(sp, image, size);
-	if (!staged_path(sp, staged, sizeof staged, t->job, t->uid, image))
+	char staged[STAGED_MAX], err[STAGED_MAX + 256];
+	if (job_image(sp, image) != 0)
+		_exit(BERTH_EXIT_SETUP); /* it said why */
+	if (!staged_path(sp, staged, t->job, t->uid, image))
 		return;
 	int fd = open_owned_file(staged, t->uid, err, sizeof err);
 	if (fd < 0 && errno != ENOENT)
 		task_fail("refusing the staged image: %s; the job does not run it (ask the site to check stage_dir=%s)", err, conf.stage_dir);
-	if (fd >= 0 && format(image, size, "%s", staged) == 0)
+	if (fd >= 0) {
+		memcpy(image, staged, STAGED_MAX);
 		close(fd);
+	}
 }
 
 /* Starts the step's container: the one join path's `start` (plantext.h). */
@@ -304,7 +313,7 @@ int slurm_spank_task_exit(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!req.save || !container_task(sp, &t))
 		return 0;
-	char stepdir[1400], node[256];
+	char stepdir[STEP_DIR_MAX], node[256];
 	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
 	save_at_task_exit(sp, &t, stepdir);
 	return 0;
@@ -316,15 +325,15 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!container_task(sp, &t))
 		return 0;
-	char image[9500];
-	choose_image(sp, &t, image, sizeof image);
+	char image[STAGED_MAX];
+	choose_image(sp, &t, image);
 
-	char err[1200];
+	char err[STEP_FILE_MAX + 256]; /* a message naming a path */
 	int rt = open_private_dir(t.runtime, t.uid, 1, err, sizeof err);
 	if (rt < 0)
 		task_fail("cannot use the runtime directory: %s; remove it, or have the site set runtime_dir= in plugstack.conf to a directory under a root-owned parent (the default /run/berth/%%U)", err);
 	close(rt);
-	char stepdir[1400], planfile[1500], lockfile[1500], sock[1500], save[1500], node[256];
+	char stepdir[STEP_DIR_MAX], planfile[STEP_FILE_MAX], lockfile[STEP_FILE_MAX], sock[STEP_FILE_MAX], save[STEP_FILE_MAX], node[256];
 	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
 	if (format(save, sizeof save, "%s.save", stepdir) != 0)
 		task_fail("the runtime directory's path %s is too long; set a shorter runtime_dir=", t.runtime);

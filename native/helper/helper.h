@@ -3,6 +3,7 @@
 #ifndef BERTH_HELPER_H
 #define BERTH_HELPER_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <stdnoreturn.h>
@@ -107,8 +108,12 @@ int fuse_pump(struct fuse_session *se); /* < 0: the mount is gone */
 void fuse_finish(struct fuse_session *se); /* unmount and free */
 
 /* server.c: finds or starts the image server and joins its namespaces. */
+/* A server's paths: PATH_MAX, the longest path the kernel takes, and room for what is appended
+ * to the runtime directory (img-KEY, named-JOB-NAME-NODE, /sock). Each is made with format()
+ * (trusted.h): one that does not fit is refused, never truncated. */
+#define SERVER_PATH_MAX (PATH_MAX + 200)
 struct server_paths {
-	char lock[4200], dir[4200], sock[4300], mnt[4300], work[4300];
+	char lock[SERVER_PATH_MAX], dir[SERVER_PATH_MAX], sock[SERVER_PATH_MAX], mnt[SERVER_PATH_MAX], work[SERVER_PATH_MAX];
 	int dirfd, parentfd; /* dir and its parent, for cleaning up from anywhere */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
@@ -191,6 +196,9 @@ void check_runtime_dir(const char *base);
 int open_plan_file(const char *path);
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* snprintf into a buffer sized for its inputs, dying rather than truncating (a cut path could
+ * name another file): for the paths and mount options the helper builds. */
+void xformat(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,
  * and a container shell's `wait` never waits for it. Returns 0 in it, its pid here. */
 pid_t fork_orphan(void);

@@ -47,6 +47,16 @@ noreturn void fail_errno(const char *fmt, ...)
 	_exit(BERTH_EXIT_SETUP);
 }
 
+void xformat(char *out, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, size, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= size)
+		fail("a path or option list does not fit in %zu bytes: %s...", size, out);
+}
+
 pid_t fork_orphan(void)
 {
 	int pipefd[2];

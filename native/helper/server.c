@@ -131,8 +131,8 @@ noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, 
 		closedir(d);
 	const char *name = strrchr(sp->dir, '/') + 1;
 	unlinkat(sp->parentfd, name, AT_REMOVEDIR);
-	char plan[4300];
-	snprintf(plan, sizeof plan, "%s.plan", name);
+	char plan[SERVER_PATH_MAX + sizeof ".plan"]; /* name is a part of sp->dir */
+	xformat(plan, sizeof plan, "%s.plan", name);
 	unlinkat(sp->parentfd, plan, 0); /* a step server's plan, beside its directory */
 	if (lock >= 0) {
 		unlinkat(sp->parentfd, strrchr(sp->lock, '/') + 1, 0);
@@ -146,8 +146,8 @@ void open_server_dirs(struct server_paths *sp)
 	if (mkdir(sp->dir, 0700) != 0 && errno != EEXIST)
 		fail_errno("cannot create %s", sp->dir);
 	sp->dirfd = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	char parent[4200];
-	snprintf(parent, sizeof parent, "%s", sp->dir);
+	char parent[sizeof sp->dir];
+	memcpy(parent, sp->dir, sizeof parent);
 	*strrchr(parent, '/') = '\0';
 	sp->parentfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd < 0 || sp->parentfd < 0)
@@ -224,8 +224,8 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	if (c->conn >= 0)
 		close(c->conn);
 	if (*sp->work) {
-		char dir[4400];
-		snprintf(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
+		char dir[CONTAINER_BASE_MAX];
+		xformat(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
 		remove_tree(dir);
 	}
 	close(c->pidfd);

@@ -189,7 +189,7 @@ noreturn void join_main(char **argv)
 	struct plan p;
 	plan_read(fd, &p);
 	check_runtime_dir(p.runtime);
-	char stepdir[4200];
+	char stepdir[SERVER_PATH_MAX];
 	if (step_dir(stepdir, sizeof stepdir, p.runtime, job, step, NULL, node) != 0 || strchr(node, '/'))
 		fail("the step directory for job %s step %s on %s does not fit under %s; set a shorter BERTH_RUNTIME_DIR", job, step, node, p.runtime);
 	p.scope = strrchr(stepdir, '/') + 1;
