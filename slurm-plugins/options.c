@@ -168,18 +168,25 @@ const char *variable(spank_t sp, const char *name)
 	return spank_getenv(sp, name, buf, sizeof buf) == ESPANK_SUCCESS ? buf : NULL;
 }
 
+void vcomplain(int remote, const char *fmt, va_list ap)
+{
+	char msg[8192]; /* a message quoting a path or two; longer is cut, being only a message */
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	/* In a task, slurm_error reaches only slurmd's log: the job's stderr is where users look. */
+	if (remote) {
+		fprintf(stderr, "berth: error: %s\n", msg);
+		fflush(stderr);
+	} else {
+		slurm_error("berth: %s", msg);
+	}
+}
+
 void complain(spank_t sp, const char *fmt, ...)
 {
-	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vcomplain(spank_remote(sp), fmt, ap);
 	va_end(ap);
-	/* In a task, slurm_error reaches only slurmd's log: the job's stderr is where users look. */
-	if (spank_remote(sp))
-		fprintf(stderr, "berth: error: %s\n", msg);
-	else
-		slurm_error("berth: %s", msg);
 }
 
 int from_environment(spank_t sp)

@@ -23,6 +23,7 @@
 #define BERTH_SPANK_H
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -65,8 +66,10 @@ int parse_args(int ac, char **av);
 int parse_bool(const char *v);
 /* The job's value of a variable: srun's or sbatch's own environment, or the job's in a task. */
 const char *variable(spank_t sp, const char *name);
-/* An error where the user sees it: srun's stderr, or the task's. */
+/* The plugin's one way to report an error (ARCHITECTURE.md, "Errors"), where the user sees it:
+ * srun's or sbatch's stderr through slurm_error, or in a task the job's stderr. */
 void complain(spank_t sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vcomplain(int remote, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Fills what the command line did not give from the BERTH_CONTAINER_* variables; -1 on a bad value. */
 int from_environment(spank_t sp);
 /* An image as the plugin handles it: a path (PATH_MAX), or a docker:// reference with its

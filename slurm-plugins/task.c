@@ -29,18 +29,18 @@
 #define STEP_DIR_MAX (sizeof ((struct task *)0)->runtime + 300)
 #define STEP_FILE_MAX (STEP_DIR_MAX + 100)
 
-static noreturn void task_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static noreturn void task_fail(const char *fmt, ...)
+/* A task that asked for a container and cannot have one ends here with the reason (fail
+ * closed); every other function of the plugin returns its error. */
+static noreturn void task_exit(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static noreturn void task_exit(int status, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("berth: error: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputs("\n", stderr);
+	vcomplain(1, fmt, ap);
 	va_end(ap);
-	fflush(stderr);
-	_exit(BERTH_EXIT_SETUP);
+	_exit(status);
 }
+#define task_fail(...) task_exit(BERTH_EXIT_SETUP, __VA_ARGS__)
 
 /* Whether this task asked for a container, and who and where it is. The batch script and the
  * extern step stay on the host: the sruns inside a batch script carry its --container-*
@@ -282,12 +282,9 @@ static void check_command(spank_t sp)
 	}
 	if (err == 0)
 		return;
-	if (err == ENOENT || err == ENOTDIR) {
-		fprintf(stderr, "berth: error: '%s' is not in the image\n", cmd);
-		_exit(BERTH_EXIT_NOT_FOUND);
-	}
-	fprintf(stderr, "berth: error: cannot execute '%s' in the container: %s\n", cmd, strerror(err));
-	_exit(BERTH_EXIT_CANNOT_EXEC);
+	if (err == ENOENT || err == ENOTDIR)
+		task_exit(BERTH_EXIT_NOT_FOUND, "'%s' is not in the image", cmd);
+	task_exit(BERTH_EXIT_CANNOT_EXEC, "cannot execute '%s' in the container: %s", cmd, strerror(err));
 }
 
 /* The step's container's directory on this node (step_dir): per step, or per job and name. */
