@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
