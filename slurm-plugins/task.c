@@ -98,7 +98,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 
 /* `berth plan --slurm-step ... IMAGE`, with the job's environment and this node's runtime directory. */
 struct plan_command {
-	char *argv[48]; /* every option at most once: 40 words with the image and the NULL */
+	char *argv[48]; /* every option at most once: 33 words with the image and the NULL */
 	int output; /* argv's slot for the plan file */
 	char **env;
 };
