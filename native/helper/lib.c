@@ -137,9 +137,10 @@ noreturn void exec_in_container(const struct plan *p)
 		execve(cmd, p->argv, p->env);
 		err = errno;
 	} else {
-		char *dirs = strdup(p->path), *save = NULL, path[4096];
+		char *dirs = strdup(p->path), *save = NULL, path[PATH_MAX];
 		for (char *dir = strtok_r(dirs, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-			snprintf(path, sizeof path, "%s/%s", *dir ? dir : ".", cmd);
+			if (format(path, sizeof path, "%s/%s", *dir ? dir : ".", cmd) != 0)
+				continue; /* longer than any path execve takes (ENAMETOOLONG), never cut to another */
 			execve(path, p->argv, p->env);
 			if (errno != ENOENT && errno != ENOTDIR)
 				err = errno; /* found but not runnable: remember why, keep looking */
