@@ -43,7 +43,7 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 		memcpy(file, out, len);
 		file[len] = '\0';
 	} else if (stat(file, &st) != 0 || access(file, R_OK) != 0) {
-		slurm_error("berth: cannot read the image %s: %s", file, strerror(errno));
+		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno)); /* the tests and users match "berth: error:" */
 		return -1;
 	} else if (S_ISDIR(st.st_mode)) {
 		/* sbcast copies one file: a root directory runs from where it is (a shared file system). */
