@@ -99,6 +99,10 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
  * captured in out when given, else it goes to our stderr. Returns the exit status. */
 int run_capturing(char *const argv[], char *const env[], char *out, size_t outsize, int with_stderr);
 int run(char *const argv[], char *const env[], char *out, size_t outsize);
+/* The environment of a berth command the plugin runs in a task: the job's, with the runtime
+ * directory the plugin's to say (runtime_dir=), not the job's. One block to free; NULL when the
+ * job's environment cannot be had or memory is short. */
+char **berth_env(spank_t sp, const char *runtime);
 extern char **environ;
 
 #endif

@@ -135,24 +135,8 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, cons
 	if (req.mounts) { c->argv[n++] = "--bind"; c->argv[n++] = req.mounts; }
 	c->argv[n++] = (char *)image;
 	c->argv[n] = NULL;
-	char **jobenv = NULL;
-	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
-		return -1;
-	size_t count = 0, n_env = 0;
-	while (jobenv[count])
-		count++;
-	c->env = calloc(count + 2, sizeof *c->env);
-	if (!c->env)
-		return -1;
-	/* The runtime directory is the plugin's to say, not the job's. */
-	for (size_t i = 0; i < count; i++)
-		if (strncmp(jobenv[i], "BERTH_RUNTIME_DIR=", 18) != 0)
-			c->env[n_env++] = jobenv[i];
-	static char rt[sizeof "BERTH_RUNTIME_DIR=" + sizeof ((struct task *)0)->runtime];
-	if (format(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime) != 0)
-		return -1;
-	c->env[n_env] = rt;
-	return 0;
+	c->env = berth_env(sp, runtime);
+	return c->env ? 0 : -1;
 }
 
 /* Slurm's own variables change from step to step (ranks, step ids, ports, PMI) and a plan never
