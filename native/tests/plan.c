@@ -65,6 +65,11 @@ static void test_happy(void)
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\ncgroup /sys/fs/cgroup/u\\040x/berth-1-0a0b0c0d\n"), &cg);
 	CHECK(cg.cgroup && strcmp(cg.cgroup, "/sys/fs/cgroup/u x/berth-1-0a0b0c0d") == 0, "plan_read: the container's cgroup, unescaped");
 
+	struct plan step;
+	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nunset SECRET\nsteplinger 2\ninput SLURM_JOB_ID\ninput SLURM_STEP_GPUS\n"), &step);
+	CHECK(step.steplinger == 2 && step.nunset == 1 && strcmp(step.unset[0], "SECRET") == 0,
+	      "plan_read: a step's plan with its inputs (the plugin's key, #18), read and otherwise ignored");
+
 	struct plan q;
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nenv A=1\nscope job-1\n"), &q);
 	CHECK(q.nenv == 1 && strcmp(q.env[0], "A=1") == 0 && strcmp(q.scope, "job-1") == 0 && q.nargv == 0 && q.nops == 0,
