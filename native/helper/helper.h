@@ -45,6 +45,7 @@ struct plan {
 	char *path; /* PATH used to find argv[0] inside the container */
 	char **env;
 	size_t nenv;
+	int env_defaulted; /* no env line: env is PATH=BERTH_DEFAULT_PATH alone, the plan's default, not a change */
 	char **argv;
 	size_t nargv;
 	char **unset; /* a step plan: host variables a task must not keep (its env lines are additions) */

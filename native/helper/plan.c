@@ -226,6 +226,8 @@ void plan_read(int fd, struct plan *p)
 	/* Only a lone container's start (main.c) enters a cgroup: fail closed, never run unlimited. */
 	if (p->cgroup && (step || p->instance))
 		fail("the launch plan names a cgroup for %s, which berth-helper does not put in one", step ? "a Slurm step" : "an instance");
-	if (!p->env)
+	if (!p->env) {
 		push(&p->env, &p->nenv, strdup("PATH=" BERTH_DEFAULT_PATH)); /* src/plan/contract.ts */
+		p->env_defaulted = 1;
+	}
 }

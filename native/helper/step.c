@@ -196,8 +196,9 @@ noreturn void join_main(char **argv)
 	char err[1024];
 	struct step_start start = { &p, &sp };
 	/* The task's own environment (its rank, its PMI), less what the plan unsets, plus what it
-	 * sets: the same join as the plugin's tasks (plantext.h). */
-	struct step_env e = { .set = p.env, .nset = p.nenv, .unset = p.unset, .nunset = p.nunset, .cwd = p.cwd };
+	 * sets: the same join as the plugin's tasks (plantext.h), which read only the plan's env
+	 * lines (a step plan's env is what changes: none is no change, not the default PATH). */
+	struct step_env e = { .set = p.env, .nset = p.env_defaulted ? 0 : p.nenv, .unset = p.unset, .nunset = p.nunset, .cwd = p.cwd };
 	struct env_ops ops = { own_set, own_unset, NULL };
 	unsetenv("BERTH_STEP_PLAN");
 	if (enter_step(sp.sock, start_step, &start, &e, &ops, err, sizeof err) != 0)
