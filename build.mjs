@@ -1,7 +1,7 @@
 // Bundles the compiled CLI into one CommonJS file, dist/berth.cjs: Node 20 starts it ~35 ms
 // sooner than the ESM module graph (one file, no ESM loader), and every container started
 // from the command line pays Node's start. tsc still compiles and type-checks (dist/*.js).
-import { chmodSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 // The launcher, first in the file. Node 20 reads some of its own options (--env-file) from
@@ -28,3 +28,10 @@ await build({
   logLevel: 'warning',
 });
 chmodSync('dist/berth.cjs', 0o755);
+
+// What C shares with the TypeScript (exit statuses, the default PATH, a step plan's Slurm
+// inputs): native/contract.h, from src/plan/contract.ts. Written only when it changes, so that
+// make rebuilds nothing otherwise; committed, so that native/ builds without Node.
+const { contractHeader } = await import('./dist/plan/contract.js');
+const header = contractHeader();
+if (!existsSync('native/contract.h') || readFileSync('native/contract.h', 'utf8') !== header) writeFileSync('native/contract.h', header);

@@ -64,13 +64,12 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 /* Stops the named containers of the job, whose step servers wrote their pids beside them. */
 static void stop_named(const char *runtime, uid_t uid, uint32_t job)
 {
-	char pattern[1300];
-	snprintf(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job);
+	char pattern[PATH_MAX];
 	glob_t g;
-	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+	if (format(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job) != 0 || glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
 		return;
 	for (size_t i = 0; i < g.gl_pathc; i++) {
-		char err[512], stepdir[1300];
+		char err[PATH_MAX + 256], stepdir[PATH_MAX];
 		int fd = open_owned_file(g.gl_pathv[i], uid, err, sizeof err);
 		FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 		int pid = 0;
@@ -95,7 +94,7 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 {
 	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
 		_exit(1);
-	char runtime[1100], pattern[1300], err[1024];
+	char runtime[sizeof ((struct task *)0)->runtime], pattern[PATH_MAX], err[PATH_MAX + 256];
 	if (*conf.stage_dir && format(pattern, sizeof pattern, "%s/berth-%u-%u-*", conf.stage_dir, job, (unsigned)uid) == 0)
 		remove_matching(pattern); /* in a sticky directory only one's own files go */
 	int dir = expand_runtime(runtime, sizeof runtime, uid) == 0 ? open_private_dir(runtime, uid, 0, err, sizeof err) : -1;
@@ -104,18 +103,18 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 	close(dir);
 	/* The job's plans, and the locks its steps' servers could not take back on their way out. */
 	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock", "%s/img-*-step-%u.*.lock" };
-	for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++) {
-		snprintf(pattern, sizeof pattern, leftovers[i], runtime, job);
-		remove_matching(pattern);
-	}
+	for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++)
+		if (format(pattern, sizeof pattern, leftovers[i], runtime, job) == 0)
+			remove_matching(pattern);
 	stop_named(runtime, uid, job);
 	/* --container-save's overlay directories that a killed step left (save.c removes its own). */
-	snprintf(pattern, sizeof pattern, "%s/step-%u.*.save", runtime, job);
 	glob_t g;
-	if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0)
-		for (size_t i = 0; i < g.gl_pathc; i++)
-			remove_tree(g.gl_pathv[i]);
-	globfree(&g);
+	if (format(pattern, sizeof pattern, "%s/step-%u.*.save", runtime, job) == 0) {
+		if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0)
+			for (size_t i = 0; i < g.gl_pathc; i++)
+				remove_tree(g.gl_pathv[i]);
+		globfree(&g);
+	}
 	_exit(0);
 }
 

@@ -168,18 +168,25 @@ const char *variable(spank_t sp, const char *name)
 	return spank_getenv(sp, name, buf, sizeof buf) == ESPANK_SUCCESS ? buf : NULL;
 }
 
+void vcomplain(int remote, const char *fmt, va_list ap)
+{
+	char msg[8192]; /* a message quoting a path or two; longer is cut, being only a message */
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	/* In a task, slurm_error reaches only slurmd's log: the job's stderr is where users look. */
+	if (remote) {
+		fprintf(stderr, "berth: error: %s\n", msg);
+		fflush(stderr);
+	} else {
+		slurm_error("berth: %s", msg);
+	}
+}
+
 void complain(spank_t sp, const char *fmt, ...)
 {
-	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vcomplain(spank_remote(sp), fmt, ap);
 	va_end(ap);
-	/* In a task, slurm_error reaches only slurmd's log: the job's stderr is where users look. */
-	if (spank_remote(sp))
-		fprintf(stderr, "berth: error: %s\n", msg);
-	else
-		slurm_error("berth: %s", msg);
 }
 
 int from_environment(spank_t sp)
@@ -200,20 +207,22 @@ int from_environment(spank_t sp)
 }
 
 /* The image this job runs: the one given, with a docker:// tag pinned at submission. */
-void job_image(spank_t sp, char *out, size_t size)
+int job_image(spank_t sp, char out[IMAGE_MAX])
 {
-	snprintf(out, size, "%s", req.image);
 	const char *pinned = variable(sp, "BERTH_CONTAINER_IMAGE_RESOLVED");
 	size_t n = strlen(req.image);
-	if (pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=')
-		snprintf(out, size, "%s", pinned + n + 1);
+	const char *image = pinned && strncmp(pinned, req.image, n) == 0 && pinned[n] == '=' ? pinned + n + 1 : req.image;
+	if (format(out, IMAGE_MAX, "%s", image) == 0)
+		return 0;
+	complain(sp, "--container-image: %.64s... is too long (at most %d bytes)", image, IMAGE_MAX - 1);
+	return -1;
 }
 
 /* Where sbcast puts a job's image on each node: named by the job, its user, a random token
  * drawn at submission (so that no one can plant a file there ahead of the job: job ids are
  * sequential) and the image (a file's name, or a registry image's digest), so that every step
  * of the job finds the one copy. The file is then believed only when it is the user's. */
-int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, const char *image)
+int staged_path(spank_t sp, char out[STAGED_MAX], uint32_t job, uid_t uid, const char *image)
 {
 	if (!*conf.stage_dir || req.stage == 0)
 		return 0;
@@ -224,10 +233,8 @@ int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, con
 	const char *name = at ? at + 8 : strrchr(image, '/') ? strrchr(image, '/') + 1 : image;
 	/* The whole reference hashed in too: two images of one job with the same file name
 	 * (run/a.sqsh, old/a.sqsh) must not find each other's copy. FNV-1a: a name, not a check. */
-	unsigned long long hash = 0xcbf29ce484222325ULL;
-	for (const unsigned char *c = (const unsigned char *)image; *c; c++)
-		hash = (hash ^ *c) * 0x100000001b3ULL;
-	return format(out, size, "%s/berth-%u-%u-%s-%016llx-%s%s", conf.stage_dir, job, (unsigned)uid, token, hash, name, at ? ".sqsh" : "") == 0;
+	unsigned long long hash = fnv1a(FNV1A_BASIS, image);
+	return format(out, STAGED_MAX, "%s/berth-%u-%u-%s-%016llx-%s%s", conf.stage_dir, job, (unsigned)uid, token, hash, name, at ? ".sqsh" : "") == 0;
 }
 
 int expand_runtime(char *out, size_t size, uid_t uid)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,4 +47,29 @@ int run_capturing(char *const argv[], char *const env[], char *out, size_t outsi
 int run(char *const argv[], char *const env[], char *out, size_t outsize)
 {
 	return run_capturing(argv, env, out, outsize, 0);
+}
+
+char **berth_env(spank_t sp, const char *runtime)
+{
+	char **jobenv = NULL;
+	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS || !jobenv)
+		return NULL;
+	size_t n = 0;
+	while (jobenv[n])
+		n++;
+	static const char name[] = "BERTH_RUNTIME_DIR=";
+	/* One block, freed at once: the array, then the one string of its own after it. */
+	char **env = malloc((n + 2) * sizeof *env + sizeof name + strlen(runtime));
+	if (!env)
+		return NULL;
+	char *rt = (char *)(env + n + 2);
+	memcpy(rt, name, sizeof name - 1);
+	memcpy(rt + sizeof name - 1, runtime, strlen(runtime) + 1);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(jobenv[i], name, sizeof name - 1) != 0)
+			env[m++] = jobenv[i];
+	env[m++] = rt;
+	env[m] = NULL;
+	return env;
 }

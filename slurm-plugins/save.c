@@ -69,8 +69,8 @@ int check_save_path(void)
 			    S_ISDIR(st.st_mode) ? "a directory" : "not a regular file", S_ISDIR(st.st_mode) ? req.save : ".");
 		return -1;
 	}
-	char parent[PATH_MAX];
-	snprintf(parent, sizeof parent, "%s", path);
+	char parent[sizeof path];
+	memcpy(parent, path, sizeof parent);
 	*strrchr(parent, '/') = '\0';
 	if (stat(*parent ? parent : "/", &st) != 0 || !S_ISDIR(st.st_mode)) {
 		slurm_error("berth: --container-save=%s: %s is not a directory; create it first", req.save, parent);
@@ -113,9 +113,8 @@ void remove_tree(const char *path)
  * its overlay is then unmounted, and the directory holds only what it wrote. */
 static void stop_step_server(const char *stepdir, uid_t uid)
 {
-	char pidfile[1500], err[512];
-	snprintf(pidfile, sizeof pidfile, "%s/pid", stepdir);
-	int fd = open_owned_file(pidfile, uid, err, sizeof err);
+	char pidfile[PATH_MAX], err[PATH_MAX + 256];
+	int fd = format(pidfile, sizeof pidfile, "%s/pid", stepdir) == 0 ? open_owned_file(pidfile, uid, err, sizeof err) : -1;
 	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 	int pid = 0;
 	if (f && fscanf(f, "%d", &pid) == 1 && pid > 1) {
@@ -157,19 +156,9 @@ static void save_as(spank_t sp, uid_t uid, gid_t gid, const char *stepdir, const
 	if (commit && (!target || *target != '/'))
 		slurm_error("berth: --container-save: the job has no resolved path to save to (was the plugin loaded where the job was submitted?)");
 	else if (commit) {
-		char **jobenv = NULL, out[8192];
-		size_t n = 0;
-		if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
+		char out[8192], **env = berth_env(sp, runtime);
+		if (!env)
 			_exit(1);
-		while (jobenv[n])
-			n++;
-		char **env = calloc(n + 2, sizeof *env), rt[1200];
-		size_t m = 0;
-		for (size_t i = 0; i < n; i++)
-			if (strncmp(jobenv[i], "BERTH_RUNTIME_DIR=", 18) != 0)
-				env[m++] = jobenv[i];
-		snprintf(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime);
-		env[m] = rt;
 		/* --force replaces a file only (berth refuses a directory even so), by a rename. */
 		char *argv[] = { conf.berth, "commit", "--from-overlay", (char *)overlay, "-o", (char *)target, "--force", "--quiet", NULL };
 		if (run_capturing(argv, env, out, sizeof out, 1) != 0)
@@ -192,7 +181,7 @@ void save_at_task_exit(spank_t sp, const struct task *t, const char *stepdir)
 	if (spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &local) != ESPANK_SUCCESS || exited < local)
 		return;
 	spank_get_item(sp, S_JOB_NODEID, &node);
-	char overlay[1500];
+	char overlay[PATH_MAX];
 	if (format(overlay, sizeof overlay, "%s.save", stepdir) != 0)
 		return;
 	if (node == 0 && failed)

@@ -22,6 +22,8 @@
 #ifndef BERTH_SPANK_H
 #define BERTH_SPANK_H
 
+#include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -31,7 +33,7 @@
 
 #include "../native/common/plantext.h"
 #include "../native/common/trusted.h"
-#include "../native/exit_codes.h"
+#include "../native/contract.h"
 
 /* Named containers live until the job ends (the job epilog stops them). */
 #define NAMED_LINGER "31536000"
@@ -64,14 +66,22 @@ int parse_args(int ac, char **av);
 int parse_bool(const char *v);
 /* The job's value of a variable: srun's or sbatch's own environment, or the job's in a task. */
 const char *variable(spank_t sp, const char *name);
-/* An error where the user sees it: srun's stderr, or the task's. */
+/* The plugin's one way to report an error (ARCHITECTURE.md, "Errors"), where the user sees it:
+ * srun's or sbatch's stderr through slurm_error, or in a task the job's stderr. */
 void complain(spank_t sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vcomplain(int remote, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Fills what the command line did not give from the BERTH_CONTAINER_* variables; -1 on a bad value. */
 int from_environment(spank_t sp);
-/* The image this job runs: the one given, with a docker:// tag pinned at submission. */
-void job_image(spank_t sp, char *out, size_t size);
+/* An image as the plugin handles it: a path (PATH_MAX), or a docker:// reference with its
+ * digest pinned; and where sbcast puts it (stage_dir, the job, uid, token and hash around its
+ * name). Every one is made with format() (trusted.h): too long is refused, never cut. */
+#define IMAGE_MAX (PATH_MAX + 256)
+#define STAGED_MAX (sizeof conf.stage_dir + IMAGE_MAX + 128)
+/* The image this job runs: the one given, with a docker:// tag pinned at submission; -1 when it
+ * does not fit in IMAGE_MAX (said). */
+int job_image(spank_t sp, char out[IMAGE_MAX]);
 /* Where sbcast puts a job's image on each node; 0 when it is not staged. */
-int staged_path(spank_t sp, char *out, size_t size, uint32_t job, uid_t uid, const char *image);
+int staged_path(spank_t sp, char out[STAGED_MAX], uint32_t job, uid_t uid, const char *image);
 /* runtime_dir= with %U expanded; -1 when it does not fit. */
 int expand_runtime(char *out, size_t size, uid_t uid);
 
@@ -89,6 +99,10 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
  * captured in out when given, else it goes to our stderr. Returns the exit status. */
 int run_capturing(char *const argv[], char *const env[], char *out, size_t outsize, int with_stderr);
 int run(char *const argv[], char *const env[], char *out, size_t outsize);
+/* The environment of a berth command the plugin runs in a task: the job's, with the runtime
+ * directory the plugin's to say (runtime_dir=), not the job's. One block to free; NULL when the
+ * job's environment cannot be had or memory is short. */
+char **berth_env(spank_t sp, const char *runtime);
 extern char **environ;
 
 #endif

@@ -20,26 +20,30 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
 	uint32_t job;
-	char image[8300], dest[9500], file[8300], jobs[16], out[8192];
+	char image[IMAGE_MAX], dest[STAGED_MAX], file[IMAGE_MAX], jobs[16], out[IMAGE_MAX];
 	if (!req.image || spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS)
 		return 0;
-	job_image(sp, image, sizeof image);
-	if (!staged_path(sp, dest, sizeof dest, job, getuid(), image))
+	if (job_image(sp, image) != 0)
+		return -1;
+	if (!staged_path(sp, dest, job, getuid(), image))
 		return 0;
-	snprintf(file, sizeof file, "%s", image);
+	memcpy(file, image, sizeof file);
 	struct stat st;
 	if (strncmp(image, "docker://", 9) == 0 || strncmp(image, "oci:", 4) == 0 || strncmp(image, "docker-archive:", 15) == 0) {
 		/* Pulled or converted into the cache first; quiet (the job's stderr is no place for
-		 * progress bars), and the path from the JSON. */
-		char *pull[] = { conf.berth, "pull", "--quiet", "--json", image, NULL }, *at;
+		 * progress bars). --print-path is the contract: the path on one line, nothing else. */
+		char *pull[] = { conf.berth, "pull", "--print-path", image, NULL };
 		if (run(pull, environ, out, sizeof out) != 0)
 			return -1; /* berth printed why */
-		if (!(at = strstr(out, "\"path\":\"")) || sscanf(at + 8, "%8299[^\"]", file) != 1) {
-			slurm_error("berth: berth pull did not say where it put %s", image);
+		size_t len = strcspn(out, "\n");
+		if (out[0] != '/' || out[len] != '\n' || out[len + 1] || len >= sizeof file) {
+			slurm_error("berth: berth pull --print-path did not say where it put %s", image);
 			return -1;
 		}
+		memcpy(file, out, len);
+		file[len] = '\0';
 	} else if (stat(file, &st) != 0 || access(file, R_OK) != 0) {
-		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno));
+		slurm_error("berth: error: cannot read the image %s: %s", file, strerror(errno)); /* the tests and users match "berth: error:" */
 		return -1;
 	} else if (S_ISDIR(st.st_mode)) {
 		/* sbcast copies one file: a root directory runs from where it is (a shared file system). */
@@ -106,8 +110,11 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	if (run(argv, environ, out, sizeof out) != 0)
 		return -1; /* berth printed why */
 	out[strcspn(out, "\n")] = '\0';
-	char value[8300];
-	snprintf(value, sizeof value, "%s=%s", req.image, out);
+	char value[2 * IMAGE_MAX];
+	if (format(value, sizeof value, "%s=%s", req.image, out) != 0) {
+		slurm_error("berth: --container-image=%.64s...: the reference and its digest are too long", req.image);
+		return -1;
+	}
 	setenv("BERTH_CONTAINER_IMAGE_RESOLVED", value, 1); /* srun and sbatch pass it to the job */
 	return 0;
 }

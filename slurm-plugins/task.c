@@ -18,24 +18,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
 
-static noreturn void task_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static noreturn void task_fail(const char *fmt, ...)
+/* A step's directory: the runtime directory and named-JOB-NAME-NODE (a name and a node name
+ * are short); the files beside and in it, that and a suffix (.lock, .plan, /sock,
+ * plan-JOB-NODE-KEY). Made with format(): too long is said, never cut. */
+#define STEP_DIR_MAX (sizeof ((struct task *)0)->runtime + 300)
+#define STEP_FILE_MAX (STEP_DIR_MAX + 100)
+
+/* A task that asked for a container and cannot have one ends here with the reason (fail
+ * closed); every other function of the plugin returns its error. */
+static noreturn void task_exit(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static noreturn void task_exit(int status, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("berth: error: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputs("\n", stderr);
+	vcomplain(1, fmt, ap);
 	va_end(ap);
-	fflush(stderr);
-	_exit(BERTH_EXIT_SETUP);
+	_exit(status);
 }
+#define task_fail(...) task_exit(BERTH_EXIT_SETUP, __VA_ARGS__)
 
 /* Whether this task asked for a container, and who and where it is. The batch script and the
  * extern step stay on the host: the sruns inside a batch script carry its --container-*
@@ -65,8 +70,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!container_task(sp, &t))
 		return 0;
-	char parent[1100], err[1200];
-	snprintf(parent, sizeof parent, "%s", t.runtime);
+	char parent[sizeof t.runtime], err[sizeof t.runtime + 256];
+	memcpy(parent, t.runtime, sizeof parent);
 	char *name = strrchr(parent, '/');
 	if (!name || name == parent)
 		return 0;
@@ -91,29 +96,9 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	return 0;
 }
 
-/* --container-mounts SRC:DST[:ro|rw],... as berth --bind values (the same syntax; pyxis's other flags are refused). */
-static int add_mounts(char **argv, int *argc, int max)
-{
-	if (!req.mounts)
-		return 0;
-	char *copy = strdup(req.mounts), *save = NULL;
-	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
-		char *flags = strchr(m, ':') ? strchr(strchr(m, ':') + 1, ':') : NULL;
-		if (flags && strcmp(flags, ":ro") && strcmp(flags, ":rw")) {
-			fprintf(stderr, "berth: error: --container-mounts %s: berth takes SRC:DST[:ro|rw]\n", m);
-			return -1;
-		}
-		if (*argc + 2 >= max)
-			return -1;
-		argv[(*argc)++] = "--bind";
-		argv[(*argc)++] = strdup(m);
-	}
-	return 0;
-}
-
 /* `berth plan --slurm-step ... IMAGE`, with the job's environment and this node's runtime directory. */
 struct plan_command {
-	char *argv[64];
+	char *argv[48]; /* every option at most once: 33 words with the image and the NULL */
 	int output; /* argv's slot for the plan file */
 	char **env;
 };
@@ -145,35 +130,24 @@ static int plan_command(spank_t sp, const char *image, const char *runtime, cons
 	if (req.hostname) { c->argv[n++] = "--hostname"; c->argv[n++] = req.hostname; }
 	if (req.network) { c->argv[n++] = "--network"; c->argv[n++] = req.network; }
 	if (req.save) { c->argv[n++] = "--save-overlay"; c->argv[n++] = (char *)save_overlay; }
-	if (add_mounts(c->argv, &n, 60) != 0)
-		return -1;
+	/* --container-mounts SRC:DST[:ro|rw],... is berth's --bind list as it is: berth checks it
+	 * (parseBinds, src/plan/build.ts), the one validator of bind syntax. */
+	if (req.mounts) { c->argv[n++] = "--bind"; c->argv[n++] = req.mounts; }
 	c->argv[n++] = (char *)image;
 	c->argv[n] = NULL;
-	char **jobenv = NULL;
-	if (spank_get_item(sp, S_JOB_ENV, &jobenv) != ESPANK_SUCCESS)
-		return -1;
-	size_t count = 0, n_env = 0;
-	while (jobenv[count])
-		count++;
-	c->env = calloc(count + 2, sizeof *c->env);
-	/* The runtime directory is the plugin's to say, not the job's. */
-	for (size_t i = 0; i < count; i++)
-		if (strncmp(jobenv[i], "BERTH_RUNTIME_DIR=", 18) != 0)
-			c->env[n_env++] = jobenv[i];
-	count = n_env;
-	static char rt[1200];
-	snprintf(rt, sizeof rt, "BERTH_RUNTIME_DIR=%s", runtime);
-	c->env[count] = rt;
-	return 0;
+	c->env = berth_env(sp, runtime);
+	return c->env ? 0 : -1;
 }
 
 /* Slurm's own variables change from step to step (ranks, step ids, ports, PMI) and a plan never
- * reads them, except those that grant GPUs: they stay in the key. */
+ * reads them, except its inputs (BERTH_STEP_PLAN_INPUTS, generated from src/plan/contract.ts:
+ * those that grant GPUs): they stay in the key. A plan naming another input is refused
+ * (step_inputs_known), so the list cannot fall behind without a word. */
 static int varies_per_step(const char *kv)
 {
-	static const char *const kept[] = { "SLURM_STEP_GPUS=", "SLURM_JOB_GPUS=", "SLURM_JOB_ID=" };
+	static const char *const kept[] = BERTH_STEP_PLAN_INPUTS;
 	for (size_t i = 0; i < sizeof kept / sizeof *kept; i++)
-		if (strncmp(kv, kept[i], strlen(kept[i])) == 0)
+		if (strncmp(kv, kept[i], strlen(kept[i])) == 0 && kv[strlen(kept[i])] == '=')
 			return 0;
 	return strncmp(kv, "SLURM_", 6) == 0 || strncmp(kv, "SLURMD_", 7) == 0 || strncmp(kv, "PMI_", 4) == 0;
 }
@@ -196,72 +170,45 @@ static uint64_t plan_key(const struct plan_command *c, const char *cwd)
 	return h ^ env;
 }
 
-/* What a task takes from the step's plan: its environment changes and its working directory.
- * Read before joining the container (the runtime directory is the host's), applied after. */
-struct plan_env {
-	char **set, **unset; /* "NAME=VALUE" and "NAME" */
-	size_t nset, nunset;
-	char cwd[4096];
-};
-
-static int read_plan_env(const char *planfile, uid_t uid, struct plan_env *pe)
+/* The step's plan's environment changes, working directory and inputs (plantext.h), read
+ * before joining the container (the runtime directory is the host's) and applied after. */
+static void read_plan_env(const char *planfile, uid_t uid, struct step_env *e)
 {
-	char err[1200];
+	char err[STEP_FILE_MAX + 256];
 	int fd = open_owned_file(planfile, uid, err, sizeof err);
-	FILE *in = fd >= 0 ? fdopen(fd, "re") : NULL;
-	if (!in)
+	if (fd < 0)
 		task_fail("refusing the step's plan: %s", err);
-	memset(pe, 0, sizeof *pe);
-	snprintf(pe->cwd, sizeof pe->cwd, "/");
-	char *line = NULL;
-	size_t cap = 0;
-	while (getline(&line, &cap, in) > 0) {
-		line[strcspn(line, "\n")] = '\0';
-		char *sp_at = strchr(line, ' ');
-		if (!sp_at)
-			continue;
-		*sp_at = '\0';
-		char *value = plan_unescape(sp_at + 1);
-		if (!value)
-			task_fail("out of memory reading the step's plan");
-		char ***list = strcmp(line, "env") == 0 && strchr(value, '=') ? &pe->set : strcmp(line, "unset") == 0 ? &pe->unset : NULL;
-		size_t *n = list == &pe->set ? &pe->nset : &pe->nunset;
-		if (list && (*list = realloc(*list, (*n + 1) * sizeof **list)))
-			(*list)[(*n)++] = value;
-		else if (strcmp(line, "cwd") == 0 && format(pe->cwd, sizeof pe->cwd, "%s", value) != 0)
-			task_fail("the step's working directory is too long: %s", value);
-		if (!list)
-			free(value);
-	}
-	free(line);
-	fclose(in);
+	if (read_step_env(fd, e, err, sizeof err) != 0 || step_inputs_known(e, err, sizeof err) != 0)
+		task_fail("%s", err);
+}
+
+/* The task's environment is slurmstepd's, which execs the command with it. */
+static int spank_set(void *sp, const char *name, const char *value)
+{
+	return spank_setenv(sp, name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+static int spank_unset(void *sp, const char *name)
+{
+	spank_unsetenv(sp, name); /* one the task lacks is no error */
 	return 0;
 }
 
-static void apply_plan_env(spank_t sp, const struct plan_env *pe)
-{
-	for (size_t i = 0; i < pe->nunset; i++)
-		spank_unsetenv(sp, pe->unset[i]);
-	for (size_t i = 0; i < pe->nset; i++) {
-		char *eq = strchr(pe->set[i], '=');
-		*eq = '\0';
-		spank_setenv(sp, pe->set[i], eq + 1, 1);
-		*eq = '=';
-	}
-}
-
 /* The image to run: a staged copy, when staging is on and the copy is the user's own. */
-static void choose_image(spank_t sp, const struct task *t, char *image, size_t size)
+static void choose_image(spank_t sp, const struct task *t, char image[STAGED_MAX])
 {
-	char staged[9500], err[10000];
-	job_image(sp, image, size);
-	if (!staged_path(sp, staged, sizeof staged, t->job, t->uid, image))
+	char staged[STAGED_MAX], err[STAGED_MAX + 256];
+	if (job_image(sp, image) != 0)
+		_exit(BERTH_EXIT_SETUP); /* it said why */
+	if (!staged_path(sp, staged, t->job, t->uid, image))
 		return;
 	int fd = open_owned_file(staged, t->uid, err, sizeof err);
 	if (fd < 0 && errno != ENOENT)
 		task_fail("refusing the staged image: %s; the job does not run it (ask the site to check stage_dir=%s)", err, conf.stage_dir);
-	if (fd >= 0 && format(image, size, "%s", staged) == 0)
+	if (fd >= 0) {
+		memcpy(image, staged, STAGED_MAX);
 		close(fd);
+	}
 }
 
 /* Starts the step's container: the one join path's `start` (plantext.h). */
@@ -319,12 +266,9 @@ static void check_command(spank_t sp)
 	}
 	if (err == 0)
 		return;
-	if (err == ENOENT || err == ENOTDIR) {
-		fprintf(stderr, "berth: error: '%s' is not in the image\n", cmd);
-		_exit(BERTH_EXIT_NOT_FOUND);
-	}
-	fprintf(stderr, "berth: error: cannot execute '%s' in the container: %s\n", cmd, strerror(err));
-	_exit(BERTH_EXIT_CANNOT_EXEC);
+	if (err == ENOENT || err == ENOTDIR)
+		task_exit(BERTH_EXIT_NOT_FOUND, "'%s' is not in the image", cmd);
+	task_exit(BERTH_EXIT_CANNOT_EXEC, "cannot execute '%s' in the container: %s", cmd, strerror(err));
 }
 
 /* The step's container's directory on this node (step_dir): per step, or per job and name. */
@@ -350,7 +294,7 @@ int slurm_spank_task_exit(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!req.save || !container_task(sp, &t))
 		return 0;
-	char stepdir[1400], node[256];
+	char stepdir[STEP_DIR_MAX], node[256];
 	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
 	save_at_task_exit(sp, &t, stepdir);
 	return 0;
@@ -362,15 +306,15 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	struct task t;
 	if (!container_task(sp, &t))
 		return 0;
-	char image[9500];
-	choose_image(sp, &t, image, sizeof image);
+	char image[STAGED_MAX];
+	choose_image(sp, &t, image);
 
-	char err[1200];
+	char err[STEP_FILE_MAX + 256]; /* a message naming a path */
 	int rt = open_private_dir(t.runtime, t.uid, 1, err, sizeof err);
 	if (rt < 0)
 		task_fail("cannot use the runtime directory: %s; remove it, or have the site set runtime_dir= in plugstack.conf to a directory under a root-owned parent (the default /run/berth/%%U)", err);
 	close(rt);
-	char stepdir[1400], planfile[1500], lockfile[1500], sock[1500], save[1500], node[256];
+	char stepdir[STEP_DIR_MAX], planfile[STEP_FILE_MAX], lockfile[STEP_FILE_MAX], sock[STEP_FILE_MAX], save[STEP_FILE_MAX], node[256];
 	task_step_dir(sp, &t, stepdir, sizeof stepdir, node);
 	if (format(save, sizeof save, "%s.save", stepdir) != 0)
 		task_fail("the runtime directory's path %s is too long; set a shorter runtime_dir=", t.runtime);
@@ -398,16 +342,13 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	if (made != 0)
 		_exit(BERTH_EXIT_SETUP); /* berth printed why */
 	free(cmd.env);
-	struct plan_env pe;
+	struct step_env pe;
 	read_plan_env(planfile, t.uid, &pe);
 	struct starter starter = { &cmd, planfile, stepdir };
-	if (join_step(sock, start_step_container, &starter, err, sizeof err) != 0)
+	struct env_ops ops = { spank_set, spank_unset, sp };
+	if (enter_step(sock, start_step_container, &starter, &pe, &ops, err, sizeof err) != 0)
 		task_fail("%s", err);
-	apply_plan_env(sp, &pe);
-	if (chdir(pe.cwd) != 0)
-		task_fail("cannot enter %s inside the container: %s", pe.cwd, strerror(errno));
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		task_fail("cannot set no_new_privs: %s", strerror(errno));
+	free_step_env(&pe);
 	check_command(sp);
 	return 0;
 }

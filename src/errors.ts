@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'HELPER_MISSING'
   | 'AUTH_FAILED'
   | 'REGISTRY_UNREACHABLE'
+  | 'DOWNLOAD_INTERRUPTED'
   | 'REGISTRY_NOT_ALLOWED'
   | 'CONFIG_INVALID'
   | 'HOST_INCOMPATIBLE'
@@ -44,7 +45,7 @@ export type ErrorCode =
  * Process exit codes, docker run's contract (README "Exit status"): 125 when berth itself fails
  * (bad flags, an image that cannot be had, a container that cannot be set up, a bug), 126 when
  * the command cannot be invoked, 127 when it is not found, otherwise the command's own status
- * (128+N after signal N). berth-helper's are in native/exit_codes.h, mirrored here.
+ * (128+N after signal N). berth-helper gets them through native/contract.h, generated from src/plan/contract.ts.
  */
 export const EXIT = { ok: 0, berth: 125, cannotExec: 126, notFound: 127 } as const;
 

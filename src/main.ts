@@ -94,6 +94,7 @@ program
   .option('-f, --force', 'replace the -o file if it exists')
   .option('-q, --quiet', 'print nothing but errors')
   .option('--json', 'print the result as JSON on stdout')
+  .option('--print-path', "print the image's path and a newline, and nothing else but errors (for scripts; the Slurm plugin's)")
   // Apptainer's order (pull OUT.sif SOURCE) gets its own answer, not "too many arguments".
   .allowExcessArguments()
   .action((reference: string, flags, cmd: Command) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags, cmd.args.slice(1))));

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "plantext.h"
+#include "../contract.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -228,14 +230,150 @@ int peer_is_self(int sock)
 
 int join_step(const char *sock, int (*start)(void *ctx), void *ctx, char *err, size_t errsize)
 {
-	for (int tries = 0;; tries++) {
+	for (int tries = 1;; tries++) {
 		if (join_container(sock, err, errsize) == 0)
 			return 0;
-		if (errno == EPERM || tries == 4)
+		if (errno == EPERM || tries == JOIN_TRIES)
 			return -1; /* not ours, or not joinable: starting another would not help */
 		if (start(ctx) != 0) {
 			snprintf(err, errsize, "the step's container did not start (see above)");
 			return -1;
 		}
 	}
+}
+
+static int push_value(char ***list, size_t *n, char *value)
+{
+	char **grown = realloc(*list, (*n + 1) * sizeof **list);
+	if (!grown)
+		return -1;
+	grown[(*n)++] = value;
+	*list = grown;
+	return 0;
+}
+
+void free_step_env(struct step_env *e)
+{
+	for (size_t i = 0; i < e->nset; i++)
+		free(e->set[i]);
+	for (size_t i = 0; i < e->nunset; i++)
+		free(e->unset[i]);
+	for (size_t i = 0; i < e->ninputs; i++)
+		free(e->inputs[i]);
+	free(e->set), free(e->unset), free(e->inputs), free(e->cwd);
+	memset(e, 0, sizeof *e);
+}
+
+static void close_file(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+
+static void free_line(char **line)
+{
+	free(*line);
+}
+
+int read_step_env(int fd, struct step_env *e, char *err, size_t errsize)
+{
+	memset(e, 0, sizeof *e);
+	__attribute__((cleanup(close_file))) FILE *in = fdopen(fd, "re");
+	if (!in) {
+		snprintf(err, errsize, "cannot read the step's plan: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	__attribute__((cleanup(free_line))) char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, in) > 0) {
+		line[strcspn(line, "\n")] = '\0';
+		char *space = strchr(line, ' ');
+		if (!space)
+			continue;
+		*space = '\0';
+		char ***list = NULL;
+		size_t *n = NULL;
+		if (strcmp(line, "env") == 0)
+			list = &e->set, n = &e->nset;
+		else if (strcmp(line, "unset") == 0)
+			list = &e->unset, n = &e->nunset;
+		else if (strcmp(line, "input") == 0)
+			list = &e->inputs, n = &e->ninputs;
+		else if (strcmp(line, "cwd") != 0)
+			continue;
+		char *value = plan_unescape(space + 1);
+		if (value && list == &e->set && !strchr(value, '=')) {
+			free(value); /* not NAME=VALUE: nothing to set */
+			continue;
+		}
+		if (value && !list) {
+			free(e->cwd);
+			e->cwd = value;
+		} else if (!value || push_value(list, n, value) != 0) {
+			free(value);
+			snprintf(err, errsize, "out of memory reading the step's plan");
+			free_step_env(e);
+			return -1;
+		}
+	}
+	if (!e->cwd && !(e->cwd = strdup("/"))) {
+		snprintf(err, errsize, "out of memory reading the step's plan");
+		free_step_env(e);
+		return -1;
+	}
+	return 0;
+}
+
+int step_inputs_known(const struct step_env *e, char *err, size_t errsize)
+{
+	static const char *const known[] = BERTH_STEP_PLAN_INPUTS;
+	for (size_t i = 0; i < e->ninputs; i++) {
+		size_t k = 0;
+		while (k < sizeof known / sizeof *known && strcmp(known[k], e->inputs[i]) != 0)
+			k++;
+		if (k == sizeof known / sizeof *known) {
+			snprintf(err, errsize, "the step's plan depends on %s, which this Slurm plugin does not know: berth and the plugin are from different versions", e->inputs[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int apply_step_env(const struct step_env *e, const struct env_ops *ops, char *err, size_t errsize)
+{
+	for (size_t i = 0; i < e->nunset; i++)
+		if (ops->unset(ops->ctx, e->unset[i]) != 0) {
+			snprintf(err, errsize, "cannot remove %s from the task's environment", e->unset[i]);
+			return -1;
+		}
+	for (size_t i = 0; i < e->nset; i++) {
+		char *eq = strchr(e->set[i], '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		int rv = ops->set(ops->ctx, e->set[i], eq + 1);
+		*eq = '=';
+		if (rv != 0) {
+			snprintf(err, errsize, "cannot set %s in the task's environment", e->set[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int enter_step(const char *sock, int (*start)(void *ctx), void *ctx, const struct step_env *e, const struct env_ops *ops, char *err,
+	       size_t errsize)
+{
+	if (join_step(sock, start, ctx, err, errsize) != 0 || apply_step_env(e, ops, err, errsize) != 0)
+		return -1;
+	if (chdir(e->cwd) != 0) {
+		snprintf(err, errsize, "cannot enter the working directory %s inside the container: %s", e->cwd, strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		snprintf(err, errsize, "cannot set no_new_privs: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }

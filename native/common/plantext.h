@@ -45,10 +45,43 @@ int receive_namespaces(int sock, const char *what, char *err, size_t errsize);
  * (ENOENT-like failures: errno ECONNREFUSED / ENOENT, the caller may start one). */
 int join_container(const char *sock, char *err, size_t errsize);
 
-/* The one join path of the plugin's tasks and `berth srun`'s: joins the step's container at
- * SOCK, calling start(ctx) to have it started when none answers, or when the one there is
- * leaving just now; a few tries. Returns 0, or -1 with a message in err. */
+/* Joins the step's container at SOCK, calling start(ctx) to have it started when none answers,
+ * or when the one there is leaving just now: JOIN_TRIES tries in all, the one retry policy of
+ * every task that joins a step. Returns 0, or -1 with a message in err. */
+#define JOIN_TRIES 5
 int join_step(const char *sock, int (*start)(void *ctx), void *ctx, char *err, size_t errsize);
+
+/* What a task of a Slurm step takes from the step's plan besides its namespaces: the environment
+ * changes (`env NAME=VALUE` lines set, `unset NAME` lines remove; the task keeps the rest of its
+ * own, its rank and PMI), the working directory (`cwd`) and the Slurm variables the plan was made
+ * from (`input`, src/plan/contract.ts). */
+struct step_env {
+	char **set, **unset, **inputs;
+	size_t nset, nunset, ninputs;
+	char *cwd;
+};
+/* Reads them from the plan text on fd, which it closes. Returns 0, or -1 with a message in err. */
+int read_step_env(int fd, struct step_env *e, char *err, size_t errsize);
+void free_step_env(struct step_env *e);
+/* Whether each of the plan's inputs is one of BERTH_STEP_PLAN_INPUTS (native/contract.h), the
+ * variables the plugin keys its cached plans by: a plan from a berth that reads another would go
+ * stale silently. 0, or -1 with a message in err. */
+int step_inputs_known(const struct step_env *e, char *err, size_t errsize);
+
+/* Setting and removing a variable where the task's environment lives: slurmstepd's for the
+ * plugin (spank_setenv), the process's own for berth-helper --join (setenv). 0 on success. */
+struct env_ops {
+	int (*set)(void *ctx, const char *name, const char *value);
+	int (*unset)(void *ctx, const char *name);
+	void *ctx;
+};
+/* The plan's changes through ops: every removal, then every NAME=VALUE set. 0, or -1 with a message. */
+int apply_step_env(const struct step_env *e, const struct env_ops *ops, char *err, size_t errsize);
+/* The one join path of the plugin's tasks and `berth srun`'s: join_step, then the plan's
+ * environment changes (removals first), the working directory inside the container and
+ * no_new_privs. Returns 0, or -1 with a message in err; the caller then execs the command. */
+int enter_step(const char *sock, int (*start)(void *ctx), void *ctx, const struct step_env *e, const struct env_ops *ops, char *err,
+	       size_t errsize);
 
 /* Whether the process at the other end of a connected unix socket is this process's user. A
  * server of another user would hand us its namespaces: its root, its binaries (and root, who

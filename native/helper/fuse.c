@@ -340,8 +340,8 @@ struct fuse_session *fuse_mount_image(const char *image, unsigned long long offs
 								    : sq_bad_super(&ll->fs, st.st_size - (off_t)offset);
 	if (bad)
 		fail("cannot serve %s: its squashfs superblock is damaged: %s; convert it again with berth convert", image, bad);
-	char fsname[4096 + 16];
-	snprintf(fsname, sizeof fsname, "fsname=%s", image);
+	char fsname[PATH_MAX + sizeof "fsname="];
+	xformat(fsname, sizeof fsname, "fsname=%s", image);
 	/* nosuid and nodev: nothing in the image may gain privilege or reach a device. */
 	char *argv[] = { "berth-helper", "-o", "ro,nosuid,nodev,subtype=berth", "-o", fsname, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(5, argv);

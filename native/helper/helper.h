@@ -3,11 +3,12 @@
 #ifndef BERTH_HELPER_H
 #define BERTH_HELPER_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <stdnoreturn.h>
 
-#include "../exit_codes.h"
+#include "../contract.h"
 
 enum op_kind { OP_BIND, OP_TMPFS, OP_PROC, OP_SYMLINK, OP_MKDIR, OP_LINE, OP_VERIFY };
 enum if_missing { MISSING_FAIL, MISSING_SKIP, MISSING_CREATE };
@@ -44,6 +45,7 @@ struct plan {
 	char *path; /* PATH used to find argv[0] inside the container */
 	char **env;
 	size_t nenv;
+	int env_defaulted; /* no env line: env is PATH=BERTH_DEFAULT_PATH alone, the plan's default, not a change */
 	char **argv;
 	size_t nargv;
 	char **unset; /* a step plan: host variables a task must not keep (its env lines are additions) */
@@ -63,7 +65,11 @@ struct plan {
 /* plan.c */
 void plan_read(int fd, struct plan *p);
 
-/* userns.c */
+/* userns.c: the one user-namespace set-up, unshare_userns: a new user and mount namespace in
+ * which inner_uid and inner_gid are the caller's. 0, or -1 with errno and *failed NULL when
+ * unshare refused, else the /proc file that could not be written (berth doctor's probe says
+ * which; the rest die with the reason). */
+int unshare_userns(unsigned inner_uid, unsigned inner_gid, const char **failed);
 void enter_user_namespace(int fakeroot);
 /* --user: a nested user namespace mapping uid:gid inside to the caller, entered just before exec. */
 void become_user(unsigned uid, unsigned gid);
@@ -103,8 +109,12 @@ int fuse_pump(struct fuse_session *se); /* < 0: the mount is gone */
 void fuse_finish(struct fuse_session *se); /* unmount and free */
 
 /* server.c: finds or starts the image server and joins its namespaces. */
+/* A server's paths: PATH_MAX, the longest path the kernel takes, and room for what is appended
+ * to the runtime directory (img-KEY, named-JOB-NAME-NODE, /sock). Each is made with format()
+ * (trusted.h): one that does not fit is refused, never truncated. */
+#define SERVER_PATH_MAX (PATH_MAX + 200)
 struct server_paths {
-	char lock[4200], dir[4200], sock[4300], mnt[4300], work[4300];
+	char lock[SERVER_PATH_MAX], dir[SERVER_PATH_MAX], sock[SERVER_PATH_MAX], mnt[SERVER_PATH_MAX], work[SERVER_PATH_MAX];
 	int dirfd, parentfd; /* dir and its parent, for cleaning up from anywhere */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
@@ -122,6 +132,12 @@ int listen_on(const char *path);
 noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own);
 /* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
+/* A server's becoming a daemon, the one way for image and step servers: daemon_begin in the
+ * process start_detached forked (its own session, stderr the report pipe, nothing else of the
+ * starting helper's kept), daemon_ready once it serves (stdio /dev/null, which is EOF on the
+ * report pipe without a message: the starter returns; SIGPIPE ignored). */
+void daemon_begin(int report);
+void daemon_ready(void);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
 /* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */
 void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become);
@@ -143,6 +159,18 @@ noreturn void exec_in_container(const struct plan *p);           /* lib.c: chdir
  * it. Returns the pid of a fuse-overlayfs it had to start (kernels without overlay in a user
  * namespace), or 0. */
 pid_t build_root(const struct plan *p, const struct server_paths *sp, const char *base);
+
+/* container.c: the start-up sequence of every container once joined to its image server
+ * (`server`, closed here): a mount namespace of its own, the root built at base and pivoted
+ * into, the libraries verified. report: tell the server about a fuse-overlayfs to end (not
+ * when a PID namespace ends it). drop_to_plan_user, just before the command: --fakeroot's
+ * locked mounts (lock_mounts), or --user's uid and gid (become_user). */
+void enter_container_root(const struct plan *p, const struct server_paths *sp, int server, const char *base, int report);
+/* Where in the server's work directory a container builds its root: c-PID, named by the
+ * process the server follows (in a PID namespace, the one outside, so called before it). */
+#define CONTAINER_BASE_MAX (sizeof ((struct server_paths *)0)->work + sizeof "/c-" + 10)
+void name_container(const struct server_paths *sp, char base[CONTAINER_BASE_MAX]);
+void drop_to_plan_user(const struct plan *p);
 
 /* verify.c: checks the plan's injected libraries inside the finished root (after pivot_root),
  * unless an earlier container of this image server already did; `statedir` is the server's
@@ -169,6 +197,9 @@ void check_runtime_dir(const char *base);
 int open_plan_file(const char *path);
 noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* snprintf into a buffer sized for its inputs, dying rather than truncating (a cut path could
+ * name another file): for the paths and mount options the helper builds. */
+void xformat(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,
  * and a container shell's `wait` never waits for it. Returns 0 in it, its pid here. */
 pid_t fork_orphan(void);

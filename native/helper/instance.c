@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -114,15 +113,7 @@ static noreturn void init_instance(struct start *s, const struct server_paths *s
 	close(s->runtime);
 	if (s->stepd >= 0)
 		close(s->stepd);
-	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
-		fail_errno("cannot create the container's mount namespace");
-	int statedir = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (statedir < 0)
-		fail_errno("cannot open the image server's directory %s", sp->dir);
-	build_root(s->p, sp, base); /* a fuse-overlayfs it starts ends with the namespace */
-	close(server);
-	verify_libraries(s->p, statedir);
-	close(statedir);
+	enter_container_root(s->p, sp, server, base, 0); /* a fuse-overlayfs it starts ends with the namespace */
 	if (s->p->fakeroot)
 		lock_mounts();
 	/* Set up: from here on, what goes wrong is the command's, and goes to its log. */
@@ -255,8 +246,8 @@ static noreturn void monitor(struct start *s)
 	enter_isolation(p); /* IPC, UTS, network: the init and every command joined later share them */
 	/* Should the image server end under it, the guard says so in the log. */
 	ask_to_be_watched_on(server, s->log, -1);
-	char base[4400];
-	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid()); /* named by the process the server follows: this one */
+	char base[CONTAINER_BASE_MAX];
+	name_container(&sp, base); /* named by the process the server follows: this one */
 	int on = 1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s->creds) != 0 || pipe2(s->execpipe, O_CLOEXEC) != 0 ||
 	    setsockopt(s->creds[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)

@@ -265,8 +265,8 @@ int instance_list_main(const char *runtime)
 		const char *status = !recorded ? "starting" : prove(st.pid, st.start, &cmd) == 0 ? "running" : "exited";
 		if (strcmp(status, "running") == 0)
 			unprove(&cmd);
-		char log[4400];
-		snprintf(log, sizeof log, "%s/instances/%s/log", runtime, e->d_name);
+		char log[PATH_MAX + sizeof "/instances//log" + NAME_MAX];
+		xformat(log, sizeof log, "%s/instances/%s/log", runtime, e->d_name);
 		printf("{\"name\":");
 		json_string(e->d_name);
 		printf(",\"status\":\"%s\",\"pid\":%d,\"started\":%lld,\"exitStatus\":", status, recorded ? (int)st.pid : 0, st.started);

@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../exit_codes.h"
+#include "../contract.h"
 #include "helper.h"
 
 /* --net user's keeper: a process outside every namespace of the container, and nobody's child

@@ -47,6 +47,16 @@ noreturn void fail_errno(const char *fmt, ...)
 	_exit(BERTH_EXIT_SETUP);
 }
 
+void xformat(char *out, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, size, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= size)
+		fail("a path or option list does not fit in %zu bytes: %s...", size, out);
+}
+
 pid_t fork_orphan(void)
 {
 	int pipefd[2];
@@ -127,9 +137,10 @@ noreturn void exec_in_container(const struct plan *p)
 		execve(cmd, p->argv, p->env);
 		err = errno;
 	} else {
-		char *dirs = strdup(p->path), *save = NULL, path[4096];
+		char *dirs = strdup(p->path), *save = NULL, path[PATH_MAX];
 		for (char *dir = strtok_r(dirs, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-			snprintf(path, sizeof path, "%s/%s", *dir ? dir : ".", cmd);
+			if (format(path, sizeof path, "%s/%s", *dir ? dir : ".", cmd) != 0)
+				continue; /* longer than any path execve takes (ENAMETOOLONG), never cut to another */
 			execve(path, p->argv, p->env);
 			if (errno != ENOENT && errno != ENOTDIR)
 				err = errno; /* found but not runnable: remember why, keep looking */

@@ -6,11 +6,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,28 +84,14 @@ int main(int argc, char **argv)
 	if (note >= 0)
 		close(note);
 	/* Named by this process, which the image server follows (in a PID namespace, the one outside). */
-	char base[4400];
-	snprintf(base, sizeof base, "%s/c-%d", sp.work, getpid());
+	char base[CONTAINER_BASE_MAX];
+	name_container(&sp, base);
 	enter_isolation(&p); /* IPC, UTS, network: what the plan asks for, before the PID namespace */
 	if (p.pidns)
 		enter_pid_namespace(); /* from here on, PID 1 of the container's own */
-	/* Our own mount namespace for this container's root, still receiving the host's mounts. */
-	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
-		fail_errno("cannot create the container's mount namespace");
-	int statedir = open(sp.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (statedir < 0)
-		fail_errno("cannot open the image server's directory %s", sp.dir);
-	pid_t overlay = build_root(&p, &sp, base);
 	/* In a PID namespace, a fuse-overlayfs ends with it: the kernel kills what PID 1 leaves. */
-	if (overlay && !p.pidns)
-		report_overlay(server, overlay);
-	close(server);
-	verify_libraries(&p, statedir);
-	close(statedir);
-	if (p.fakeroot)
-		lock_mounts();
-	else if (p.has_user)
-		become_user(p.user_uid, p.user_gid);
+	enter_container_root(&p, &sp, server, base, !p.pidns);
+	drop_to_plan_user(&p);
 	if (p.pidns)
 		run_as_init(&p);
 	/* This process becomes the container: its exit status and signals are the job's own. */

@@ -51,8 +51,9 @@ static const struct { const char *name; unsigned long flag; } FLAGS[] = {
 static unsigned long parse_options(const struct op *op, char *data, size_t datalen)
 {
 	unsigned long flags = 0;
-	char buf[1024];
-	snprintf(buf, sizeof buf, "%s", op->options);
+	char *buf = strdup(op->options); /* all of them: a cut list could lose "ro" */
+	if (!buf)
+		fail("out of memory");
 	data[0] = '\0';
 	for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
 		size_t i;
@@ -61,11 +62,12 @@ static unsigned long parse_options(const struct op *op, char *data, size_t datal
 		if (i < sizeof FLAGS / sizeof *FLAGS) {
 			flags |= FLAGS[i].flag;
 		} else if (!strncmp(w, "mode=", 5) || !strncmp(w, "size=", 5)) {
-			snprintf(data + strlen(data), datalen - strlen(data), "%s%s", *data ? "," : "", w);
+			xformat(data + strlen(data), datalen - strlen(data), "%s%s", *data ? "," : "", w);
 		} else {
 			fail("unknown mount option '%s' for %s (%s)", w, op->target, op->origin);
 		}
 	}
+	free(buf);
 	return flags;
 }
 
@@ -277,10 +279,12 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 {
 	const char *lower = sp->mnt;
 	const char *hidden[] = { sp->work, sp->mnt };
-	char upper[4400], work[4400], root[4400], opts[13500];
-	snprintf(upper, sizeof upper, "%s/upper", base);
-	snprintf(work, sizeof work, "%s/work", base);
-	snprintf(root, sizeof root, "%s/root", base);
+	/* Sized by their inputs (helper.h): a container's base, the server's mount, the words between. */
+	char upper[CONTAINER_BASE_MAX + 8], work[CONTAINER_BASE_MAX + 8], root[CONTAINER_BASE_MAX + 8];
+	char opts[sizeof sp->mnt + sizeof upper + sizeof work + 64];
+	xformat(upper, sizeof upper, "%s/upper", base);
+	xformat(work, sizeof work, "%s/work", base);
+	xformat(root, sizeof root, "%s/root", base);
 	const char *dirs[] = { base, upper, work, root };
 	for (size_t i = 0; i < 4; i++)
 		if (mkdir(dirs[i], 0755) != 0)
@@ -292,14 +296,14 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 		kept[0] = overlay_subdir(dir, "upper", p->overlay);
 		kept[1] = overlay_subdir(dir, "work", p->overlay);
 		close(dir);
-		snprintf(upper, sizeof upper, "/proc/self/fd/%d", kept[0]);
-		snprintf(work, sizeof work, "/proc/self/fd/%d", kept[1]);
+		xformat(upper, sizeof upper, "/proc/self/fd/%d", kept[0]);
+		xformat(work, sizeof work, "/proc/self/fd/%d", kept[1]);
 	}
-	snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+	xformat(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
 	/* userxattr (Linux 5.11+) keeps overlay's own bookkeeping in user.* xattrs, which an
 	 * unprivileged mounter may write; older kernels do not know it and need no such option. */
-	char with_userxattr[13600];
-	snprintf(with_userxattr, sizeof with_userxattr, "%s,userxattr", opts);
+	char with_userxattr[sizeof opts + sizeof ",userxattr"];
+	xformat(with_userxattr, sizeof with_userxattr, "%s,userxattr", opts);
 	pid_t overlay = 0;
 	if (getenv("BERTH_FORCE_FUSE_OVERLAYFS") ||
 	    (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, with_userxattr) != 0 &&
@@ -329,16 +333,16 @@ pid_t build_root(const struct plan *p, const struct server_paths *sp, const char
 	 * shows them to a sysfs mounted in it (the bound one is the host's): what UCX, MPI and
 	 * NCCL discover must be what is there. */
 	if (p->net != NET_HOST) {
-		char sys[4500];
-		snprintf(sys, sizeof sys, "%s/sys", root);
+		char sys[sizeof root + sizeof "/sys"];
+		xformat(sys, sizeof sys, "%s/sys", root);
 		if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
 			fail_errno("cannot mount the /sys of the container's network namespace");
 	}
 	/* When the runtime directory lies under a bound host directory (/tmp, $HOME), the rbind
 	 * brought the image server's mounts in, this very root among them: take those copies out. */
 	for (size_t i = 0; i < sizeof hidden / sizeof *hidden; i++) {
-		char copy[8800];
-		snprintf(copy, sizeof copy, "%s%s", root, hidden[i]);
+		char copy[sizeof root + SERVER_PATH_MAX];
+		xformat(copy, sizeof copy, "%s%s", root, hidden[i]);
 		umount2(copy, MNT_DETACH | UMOUNT_NOFOLLOW); /* EINVAL where nothing was brought in */
 	}
 	/* pivot_root(".", "."): the old root ends up on top of the new one, then goes. */

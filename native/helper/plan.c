@@ -208,6 +208,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "instance") == 0) p->instance = v;
 		else if (strcmp(key, "cgroup") == 0) p->cgroup = parse_absolute(v, "cgroup", lineno);
 		else if (strcmp(key, "steplinger") == 0) p->steplinger = (unsigned)strtoul(v, NULL, 10), step = 1;
+		else if (strcmp(key, "input") == 0) free(v); /* what the plugin keys step plans by (plantext.h), nothing to do here */
 		else fail("plan line %d: unknown directive '%s'", lineno, key);
 	}
 	free(line);
@@ -225,6 +226,8 @@ void plan_read(int fd, struct plan *p)
 	/* Only a lone container's start (main.c) enters a cgroup: fail closed, never run unlimited. */
 	if (p->cgroup && (step || p->instance))
 		fail("the launch plan names a cgroup for %s, which berth-helper does not put in one", step ? "a Slurm step" : "an instance");
-	if (!p->env)
-		push(&p->env, &p->nenv, strdup("PATH=/usr/local/bin:/usr/bin:/bin"));
+	if (!p->env) {
+		push(&p->env, &p->nenv, strdup("PATH=" BERTH_DEFAULT_PATH)); /* src/plan/contract.ts */
+		p->env_defaulted = 1;
+	}
 }

@@ -35,27 +35,14 @@ int probe(void)
 	if (pid < 0)
 		return 1;
 	if (pid == 0) {
-		uid_t uid = getuid();
-		gid_t gid = getgid();
-		int ok = unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0;
-		report("userns", ok, errno);
-		if (!ok) {
+		const char *failed;
+		int ok = unshare_userns(getuid(), getgid(), &failed) == 0, err = errno;
+		report("userns", ok || failed, err);
+		if (!ok && !failed) {
 			fflush(stdout);
 			_exit(0);
 		}
-		char map[64];
-		int fd = open("/proc/self/setgroups", O_WRONLY);
-		ok = fd >= 0 && write(fd, "deny", 4) == 4;
-		close(fd);
-		snprintf(map, sizeof map, "%u %u 1\n", uid, uid);
-		fd = open("/proc/self/uid_map", O_WRONLY);
-		ok = ok && fd >= 0 && write(fd, map, strlen(map)) == (ssize_t)strlen(map);
-		close(fd);
-		snprintf(map, sizeof map, "%u %u 1\n", gid, gid);
-		fd = open("/proc/self/gid_map", O_WRONLY);
-		ok = ok && fd >= 0 && write(fd, map, strlen(map)) == (ssize_t)strlen(map);
-		close(fd);
-		report("idmap", ok, errno);
+		report("idmap", ok, err);
 		char dir[] = "/tmp/berth-probe-XXXXXX";
 		ok = mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 && mkdtemp(dir) &&
 		     mount("tmpfs", dir, "tmpfs", 0, "mode=0700") == 0;

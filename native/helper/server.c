@@ -131,8 +131,8 @@ noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, 
 		closedir(d);
 	const char *name = strrchr(sp->dir, '/') + 1;
 	unlinkat(sp->parentfd, name, AT_REMOVEDIR);
-	char plan[4300];
-	snprintf(plan, sizeof plan, "%s.plan", name);
+	char plan[SERVER_PATH_MAX + sizeof ".plan"]; /* name is a part of sp->dir */
+	xformat(plan, sizeof plan, "%s.plan", name);
 	unlinkat(sp->parentfd, plan, 0); /* a step server's plan, beside its directory */
 	if (lock >= 0) {
 		unlinkat(sp->parentfd, strrchr(sp->lock, '/') + 1, 0);
@@ -146,8 +146,8 @@ void open_server_dirs(struct server_paths *sp)
 	if (mkdir(sp->dir, 0700) != 0 && errno != EEXIST)
 		fail_errno("cannot create %s", sp->dir);
 	sp->dirfd = open(sp->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	char parent[4200];
-	snprintf(parent, sizeof parent, "%s", sp->dir);
+	char parent[sizeof sp->dir];
+	memcpy(parent, sp->dir, sizeof parent);
 	*strrchr(parent, '/') = '\0';
 	sp->parentfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd < 0 || sp->parentfd < 0)
@@ -224,8 +224,8 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	if (c->conn >= 0)
 		close(c->conn);
 	if (*sp->work) {
-		char dir[4400];
-		snprintf(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
+		char dir[CONTAINER_BASE_MAX];
+		xformat(dir, sizeof dir, "%s/c-%d", sp->work, c->pid);
 		remove_tree(dir);
 	}
 	close(c->pidfd);
@@ -332,12 +332,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 static noreturn void become_server(const struct plan *p, const struct server_paths *given, int report)
 {
 	struct server_paths local = *given, *sp = &local;
-	setsid();
-	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
-	 * else of the helper's is kept: above all not its lock, which flock ties to the file
-	 * description and would keep held. */
-	dup2(report, STDERR_FILENO);
-	close_range(3, ~0U, 0);
+	daemon_begin(report);
 	enter_user_namespace(p->fakeroot);
 	/* Not dumpable (once its maps are written: that needs /proc/self to be its own): no
 	 * container, even a --fakeroot one with every capability in this user namespace, may reach
@@ -362,12 +357,7 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	guard_listening(guard_chan, sp->sock);
 	if (chdir("/") != 0)
 		fail_errno("cannot enter /");
-	int devnull = open("/dev/null", O_RDWR);
-	dup2(devnull, STDIN_FILENO);
-	dup2(devnull, STDOUT_FILENO);
-	dup2(devnull, STDERR_FILENO);
-	/* stderr was the report pipe: replacing it with /dev/null is EOF without a message: ready. */
-	signal(SIGPIPE, SIG_IGN);
+	daemon_ready();
 	serve(sp, se, listener, p->linger, NULL);
 }
 
@@ -383,6 +373,28 @@ int listen_on(const char *path)
 		fail_errno("cannot listen on %s", path);
 	chmod(path, 0600);
 	return listener;
+}
+
+void daemon_begin(int report)
+{
+	setsid();
+	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
+	 * else of the helper's is kept: above all not its lock, which flock ties to the file
+	 * description and would keep held. */
+	dup2(report, STDERR_FILENO);
+	close_range(3, ~0U, 0);
+}
+
+void daemon_ready(void)
+{
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, STDIN_FILENO);
+	dup2(devnull, STDOUT_FILENO);
+	/* stderr was the report pipe: replacing it with /dev/null is EOF without a message: ready. */
+	dup2(devnull, STDERR_FILENO);
+	if (devnull > STDERR_FILENO)
+		close(devnull);
+	signal(SIGPIPE, SIG_IGN);
 }
 
 void start_detached(const struct plan *p, const struct server_paths *sp, become_fn become)

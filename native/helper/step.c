@@ -8,13 +8,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -66,9 +64,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	if (p->net == NET_USER)
 		fail("--network user and -p are not offered for Slurm steps (one pasta per node and step, each publishing the ports on its own node); berth plan refuses them");
 	struct server_paths sp = *given;
-	setsid();
-	dup2(report, STDERR_FILENO);
-	close_range(3, ~0U, 0);
+	daemon_begin(report);
 	open_server_dirs(&sp);
 	int listener = listen_on(sp.sock);
 	/* Its pid, for the job epilog that stops named containers when the job ends. */
@@ -90,32 +86,15 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 		own[nown++] = "/proc/self/ns/uts";
 	if (p->net != NET_HOST)
 		own[nown++] = "/proc/self/ns/net";
-	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
-		fail_errno("cannot create the container's mount namespace");
-	int statedir = open(image.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (statedir < 0)
-		fail_errno("cannot open the image server's directory %s", image.dir);
-	char base[4400];
-	snprintf(base, sizeof base, "%s/c-%d", image.work, getpid());
-	pid_t overlay = build_root(p, &image, base);
-	if (overlay)
-		report_overlay(server, overlay);
-	close(server);
-	verify_libraries(p, statedir);
-	close(statedir);
+	char base[CONTAINER_BASE_MAX];
+	name_container(&image, base);
+	enter_container_root(p, &image, server, base, 1);
 	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change;
 	 * --user (berth srun -u): they join the one that makes them that uid and gid. The caller owns
 	 * the image server's namespace, so its tasks may enter any namespace nested in it. */
-	if (p->fakeroot)
-		lock_mounts();
-	else if (p->has_user)
-		become_user(p->user_uid, p->user_gid);
+	drop_to_plan_user(p);
 	run_init(p);
-	int devnull = open("/dev/null", O_RDWR);
-	dup2(devnull, STDIN_FILENO);
-	dup2(devnull, STDOUT_FILENO);
-	dup2(devnull, STDERR_FILENO); /* EOF on the report pipe: ready */
-	signal(SIGPIPE, SIG_IGN);
+	daemon_ready();
 	/* As an image server (server.c): out of its containers' reach through /proc. Only now: an
 	 * image server it started had to write its own uid_map, which a non-dumpable parent's
 	 * children cannot. */
@@ -183,13 +162,17 @@ static int start_step(void *ctx)
 	return 0;
 }
 
-static int in_list(char **list, size_t n, const char *kv)
+/* --join's environment is its own, which it execs the command with. */
+static int own_set(void *ctx, const char *name, const char *value)
 {
-	size_t len = strcspn(kv, "=");
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(list[i], kv, len) == 0 && (list[i][len] == '=' || list[i][len] == '\0'))
-			return 1;
-	return 0;
+	(void)ctx;
+	return setenv(name, value, 1);
+}
+
+static int own_unset(void *ctx, const char *name)
+{
+	(void)ctx;
+	return unsetenv(name);
 }
 
 noreturn void join_main(char **argv)
@@ -204,7 +187,7 @@ noreturn void join_main(char **argv)
 	struct plan p;
 	plan_read(fd, &p);
 	check_runtime_dir(p.runtime);
-	char stepdir[4200];
+	char stepdir[SERVER_PATH_MAX];
 	if (step_dir(stepdir, sizeof stepdir, p.runtime, job, step, NULL, node) != 0 || strchr(node, '/'))
 		fail("the step directory for job %s step %s on %s does not fit under %s; set a shorter BERTH_RUNTIME_DIR", job, step, node, p.runtime);
 	p.scope = strrchr(stepdir, '/') + 1;
@@ -212,23 +195,17 @@ noreturn void join_main(char **argv)
 	step_paths(stepdir, &sp);
 	char err[1024];
 	struct step_start start = { &p, &sp };
-	if (join_step(sp.sock, start_step, &start, err, sizeof err) != 0)
+	/* The task's own environment (its rank, its PMI), less what the plan unsets, plus what it
+	 * sets: the same join as the plugin's tasks (plantext.h), which read only the plan's env
+	 * lines (a step plan's env is what changes: none is no change, not the default PATH). */
+	struct step_env e = { .set = p.env, .nset = p.env_defaulted ? 0 : p.nenv, .unset = p.unset, .nunset = p.nunset, .cwd = p.cwd };
+	struct env_ops ops = { own_set, own_unset, NULL };
+	unsetenv("BERTH_STEP_PLAN");
+	if (enter_step(sp.sock, start_step, &start, &e, &ops, err, sizeof err) != 0)
 		fail("%s", err);
-	/* The task's own environment (its rank, its PMI), less what the plan unsets or sets, plus the plan's. */
-	char **env = NULL;
-	size_t n = 0;
-	for (char **e = environ; *e; e++)
-		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
-			n++;
-	env = calloc(n + p.nenv + 1, sizeof *env);
-	n = 0;
-	for (char **e = environ; *e; e++)
-		if (strncmp(*e, "BERTH_STEP_PLAN=", 16) && !in_list(p.unset, p.nunset, *e) && !in_list(p.env, p.nenv, *e))
-			env[n++] = *e;
-	for (size_t i = 0; i < p.nenv; i++)
-		env[n++] = p.env[i];
-	p.env = env;
-	p.nenv = n;
+	p.env = environ;
+	for (p.nenv = 0; environ[p.nenv]; p.nenv++)
+		;
 	p.argv = argv;
 	for (p.nargv = 0; argv[p.nargv]; p.nargv++)
 		;

@@ -42,41 +42,62 @@ static noreturn void explain_userns_failure(int err)
 	fail_errno("cannot create a user namespace; run 'berth doctor' to see what this node allows");
 }
 
-static void write_file(const char *path, const char *text)
+static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		fail_errno("cannot write %s", path);
+	if (fd < 0)
+		return -1;
+	int ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	int err = errno;
 	close(fd);
+	errno = err;
+	return ok ? 0 : -1;
+}
+
+int unshare_userns(unsigned inner_uid, unsigned inner_gid, const char **failed)
+{
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	*failed = NULL;
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+		return -1;
+	char uid_map[32], gid_map[32];
+	snprintf(uid_map, sizeof uid_map, "%u %u 1\n", inner_uid, (unsigned)uid);
+	snprintf(gid_map, sizeof gid_map, "%u %u 1\n", inner_gid, (unsigned)gid);
+	/* An unprivileged process may map only itself, and only after denying setgroups. */
+	const char *files[][2] = { { "/proc/self/setgroups", "deny" }, { "/proc/self/uid_map", uid_map }, { "/proc/self/gid_map", gid_map } };
+	for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+		if (write_file(files[i][0], files[i][1]) != 0) {
+			*failed = files[i][0];
+			return -1;
+		}
+	return 0;
+}
+
+/* A failed unshare_userns after unshare itself succeeded: the file that could not be written. */
+static noreturn void map_failed(const char *what, const char *file)
+{
+	fail_errno("cannot %s: writing %s", what, file);
 }
 
 void enter_user_namespace(int fakeroot)
 {
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
-		explain_userns_failure(errno);
-	char map[64];
-	/* An unprivileged process may map only itself, and only after denying setgroups. */
-	write_file("/proc/self/setgroups", "deny");
-	snprintf(map, sizeof map, "%u %u 1\n", fakeroot ? 0 : uid, uid);
-	write_file("/proc/self/uid_map", map);
-	snprintf(map, sizeof map, "%u %u 1\n", fakeroot ? 0 : gid, gid);
-	write_file("/proc/self/gid_map", map);
+	const char *failed;
+	if (unshare_userns(fakeroot ? 0 : getuid(), fakeroot ? 0 : getgid(), &failed) != 0) {
+		if (!failed)
+			explain_userns_failure(errno);
+		map_failed("map the caller into its user namespace", failed);
+	}
 }
 
 void lock_mounts(void)
 {
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
-		fail_errno("cannot lock the container's mounts (a nested user namespace)");
-	char map[64];
-	write_file("/proc/self/setgroups", "deny");
-	snprintf(map, sizeof map, "%u %u 1\n", uid, uid);
-	write_file("/proc/self/uid_map", map);
-	snprintf(map, sizeof map, "%u %u 1\n", gid, gid);
-	write_file("/proc/self/gid_map", map);
+	const char *failed;
+	if (unshare_userns(getuid(), getgid(), &failed) != 0) {
+		if (!failed)
+			fail_errno("cannot lock the container's mounts (a nested user namespace)");
+		map_failed("lock the container's mounts", failed);
+	}
 }
 
 /* docker run -u: the command runs as uid:gid, which a nested user namespace maps to the caller
@@ -84,14 +105,10 @@ void lock_mounts(void)
  * with lock_mounts, and the exec that follows drops every capability, since the uid is not 0. */
 void become_user(unsigned uid, unsigned gid)
 {
-	uid_t outer_uid = getuid();
-	gid_t outer_gid = getgid();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
-		fail_errno("cannot enter a user namespace for --user %u:%u", uid, gid);
-	char map[64];
-	write_file("/proc/self/setgroups", "deny");
-	snprintf(map, sizeof map, "%u %u 1\n", uid, (unsigned)outer_uid);
-	write_file("/proc/self/uid_map", map);
-	snprintf(map, sizeof map, "%u %u 1\n", gid, (unsigned)outer_gid);
-	write_file("/proc/self/gid_map", map);
+	const char *failed;
+	if (unshare_userns(uid, gid, &failed) != 0) {
+		if (!failed)
+			fail_errno("cannot enter a user namespace for --user %u:%u", uid, gid);
+		map_failed("map --user's uid and gid", failed);
+	}
 }

@@ -39,8 +39,9 @@ static int trace(const char *loader, const char *lib, const char *libpath, char 
 	if (pid == 0) {
 		dup2(pipefd[1], 1);
 		dup2(pipefd[1], 2);
-		char lp[8192];
-		snprintf(lp, sizeof lp, "LD_LIBRARY_PATH=%s", libpath ? libpath : "");
+		char *lp;
+		if (asprintf(&lp, "LD_LIBRARY_PATH=%s", libpath ? libpath : "") < 0)
+			_exit(127); /* the whole of it, as the container will have it */
 		char *envp[] = { "LD_TRACE_LOADED_OBJECTS=1", "LD_BIND_NOW=1", "LD_WARN=yes", lp, NULL };
 		execve(loader, (char *[]){ (char *)loader, (char *)lib, NULL }, envp);
 		_exit(127);

@@ -50,7 +50,7 @@ static void test_happy(void)
 	      "plan_read: args in order, '-' empty, NULL-terminated");
 	CHECK(strcmp(p.scope, "") == 0, "plan_read: no scope is the empty scope");
 	CHECK(!p.instance && p.exec_report == -1, "plan_read: no instance, and no exec report unless the helper sets one");
-	CHECK(p.nenv == 1 && strcmp(p.env[0], "PATH=/usr/local/bin:/usr/bin:/bin") == 0 && !p.env[1], "plan_read: no env gives the default PATH");
+	CHECK(p.nenv == 1 && strcmp(p.env[0], "PATH=" BERTH_DEFAULT_PATH) == 0 && !p.env[1] && p.env_defaulted, "plan_read: no env gives the default PATH, said");
 	CHECK(p.nops == 2 && p.ops[0].kind == OP_BIND && strcmp(p.ops[0].source, "/opt/ompi") == 0 && strcmp(p.ops[0].options, "ro,x-create=dir") == 0 &&
 		      p.ops[0].missing == MISSING_SKIP && strcmp(p.ops[0].origin, "mpi: host Open MPI") == 0,
 	      "plan_read: a bind op with its options, if-missing and origin");
@@ -65,9 +65,14 @@ static void test_happy(void)
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\ncgroup /sys/fs/cgroup/u\\040x/berth-1-0a0b0c0d\n"), &cg);
 	CHECK(cg.cgroup && strcmp(cg.cgroup, "/sys/fs/cgroup/u x/berth-1-0a0b0c0d") == 0, "plan_read: the container's cgroup, unescaped");
 
+	struct plan step;
+	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nunset SECRET\nsteplinger 2\ninput SLURM_JOB_ID\ninput SLURM_STEP_GPUS\n"), &step);
+	CHECK(step.steplinger == 2 && step.nunset == 1 && strcmp(step.unset[0], "SECRET") == 0,
+	      "plan_read: a step's plan with its inputs (the plugin's key, #18), read and otherwise ignored");
+
 	struct plan q;
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nenv A=1\nscope job-1\n"), &q);
-	CHECK(q.nenv == 1 && strcmp(q.env[0], "A=1") == 0 && strcmp(q.scope, "job-1") == 0 && q.nargv == 0 && q.nops == 0,
+	CHECK(q.nenv == 1 && strcmp(q.env[0], "A=1") == 0 && !q.env_defaulted && strcmp(q.scope, "job-1") == 0 && q.nargv == 0 && q.nops == 0,
 	      "plan_read: a given env replaces the default PATH, scope kept");
 }
 

@@ -1,10 +1,15 @@
 /* Unit tests of the pure parts of native/common/plantext.c: plan_unescape (the plan's \ooo
  * escapes and "-" for an empty field, as src/plan/serialize.ts writes them), fnv1a's
- * terminator (keys of chained strings differ however the strings are cut) and step_dir's
- * names and its refusal to truncate. */
+ * terminator (keys of chained strings differ however the strings are cut), step_dir's
+ * names and its refusal to truncate, and the one join path's pieces (#18): a step plan's
+ * environment, working directory and inputs as read_step_env takes them, their application
+ * (removals first), and join_step's one retry policy. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../common/plantext.h"
 #include "check.h"
@@ -65,10 +70,109 @@ static void test_step_dir(void)
 	CHECK(step_dir(out, sizeof out, runtime, "1", "0", "name", "n") == -1, "step_dir: a named path too long is -1");
 }
 
+static int plan_fd(const char *text)
+{
+	int fd = memfd_create("plan", 0);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || lseek(fd, 0, SEEK_SET) != 0)
+		return -1;
+	return fd;
+}
+
+static void test_read_step_env(void)
+{
+	struct step_env e;
+	char err[256] = "";
+	const char *text = "# berth-plan v1\nimage /i\ncwd /w\\040d\nenv A=1\nenv B=x\\040y\nenv NOEQ\nunset SECRET\n"
+			   "arg true\ninput SLURM_JOB_GPUS\nop bind / / - fail -\n";
+	CHECK(read_step_env(plan_fd(text), &e, err, sizeof err) == 0, "read_step_env: a step plan is read");
+	CHECK(e.nset == 2 && strcmp(e.set[0], "A=1") == 0 && strcmp(e.set[1], "B=x y") == 0,
+	      "read_step_env: env NAME=VALUE lines are sets, unescaped; one without '=' sets nothing");
+	CHECK(e.nunset == 1 && strcmp(e.unset[0], "SECRET") == 0, "read_step_env: unset lines are removals");
+	CHECK(strcmp(e.cwd, "/w d") == 0, "read_step_env: cwd, unescaped");
+	CHECK(e.ninputs == 1 && strcmp(e.inputs[0], "SLURM_JOB_GPUS") == 0, "read_step_env: input lines name the plan's inputs");
+	CHECK(step_inputs_known(&e, err, sizeof err) == 0, "step_inputs_known: SLURM_JOB_GPUS is in native/contract.h");
+	free_step_env(&e);
+	CHECK(read_step_env(plan_fd("# berth-plan v1\nimage /i\n"), &e, err, sizeof err) == 0 && strcmp(e.cwd, "/") == 0 && e.nset == 0,
+	      "read_step_env: no cwd line is /");
+	free_step_env(&e);
+	CHECK(read_step_env(plan_fd("# berth-plan v1\ninput SLURM_PROCID\n"), &e, err, sizeof err) == 0 &&
+		      step_inputs_known(&e, err, sizeof err) == -1 && strstr(err, "SLURM_PROCID"),
+	      "step_inputs_known: an input the plugin does not key by is refused, by name");
+	free_step_env(&e);
+	CHECK(read_step_env(-1, &e, err, sizeof err) == -1 && e.nset == 0, "read_step_env: an unreadable plan is -1 with a message");
+}
+
+/* A fake environment: each call appended to `log`, `fail_on` refused. */
+struct fake_env {
+	char log[256];
+	const char *fail_on;
+};
+static int fake_set(void *ctx, const char *name, const char *value)
+{
+	struct fake_env *f = ctx;
+	snprintf(f->log + strlen(f->log), sizeof f->log - strlen(f->log), "+%s=%s ", name, value);
+	return f->fail_on && strcmp(f->fail_on, name) == 0 ? -1 : 0;
+}
+static int fake_unset(void *ctx, const char *name)
+{
+	struct fake_env *f = ctx;
+	snprintf(f->log + strlen(f->log), sizeof f->log - strlen(f->log), "-%s ", name);
+	return 0;
+}
+
+static void test_apply_step_env(void)
+{
+	char a[] = "A=1", b[] = "B=2=3", *set[] = { a, b }, *unset[] = { "X" }, err[256];
+	struct step_env e = { .set = set, .nset = 2, .unset = unset, .nunset = 1, .cwd = "/" };
+	struct fake_env f = { "", NULL };
+	struct env_ops ops = { fake_set, fake_unset, &f };
+	CHECK(apply_step_env(&e, &ops, err, sizeof err) == 0 && strcmp(f.log, "-X +A=1 +B=2=3 ") == 0,
+	      "apply_step_env: removals first, then each NAME=VALUE split at its first '='");
+	CHECK(strcmp(a, "A=1") == 0 && strcmp(b, "B=2=3") == 0, "apply_step_env: the plan's strings are left as they were");
+	struct fake_env g = { "", "B" };
+	ops.ctx = &g;
+	CHECK(apply_step_env(&e, &ops, err, sizeof err) == -1 && strstr(err, "cannot set B"), "apply_step_env: a refused set is -1, named");
+}
+
+static int starts;
+static int count_start(void *ctx)
+{
+	(void)ctx;
+	starts++;
+	return 0;
+}
+static int refuse_start(void *ctx)
+{
+	(void)ctx;
+	starts++;
+	return -1;
+}
+
+static void test_join_step(void)
+{
+	char err[256];
+	starts = 0;
+	CHECK(join_step("/nonexistent/berth-test/sock", count_start, NULL, err, sizeof err) == -1 && starts == JOIN_TRIES - 1,
+	      "join_step: JOIN_TRIES joins, a start before each retry, then -1");
+	CHECK(strstr(err, "no container is served at /nonexistent/berth-test/sock") != NULL, "join_step: the last failure is the message");
+	starts = 0;
+	CHECK(join_step("/nonexistent/berth-test/sock", refuse_start, NULL, err, sizeof err) == -1 && starts == 1 && strstr(err, "did not start"),
+	      "join_step: a start that fails ends the tries at once");
+	char longsock[200];
+	memset(longsock, 's', sizeof longsock - 1);
+	longsock[0] = '/';
+	longsock[sizeof longsock - 1] = '\0';
+	starts = 0;
+	CHECK(join_step(longsock, count_start, NULL, err, sizeof err) == -1 && strstr(err, "too long"), "join_step: a socket path too long is said");
+}
+
 int main(void)
 {
 	test_unescape();
 	test_fnv1a();
 	test_step_dir();
+	test_read_step_env();
+	test_apply_step_env();
+	test_join_step();
 	return checks_done("plantext");
 }

@@ -19,13 +19,21 @@ export function formatBytes(n: number): string {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** The one progress bar: `done` of `total` as `[####----]`, `width` wide; and the rate since `started`. */
+export function bar(done: number, total: number, width: number): { bar: string; frac: number } {
+  const frac = total > 0 ? Math.min(1, done / total) : 0;
+  const filled = Math.round(frac * width);
+  return { bar: `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`, frac };
+}
+
+export function rate(done: number, started: number): string {
+  return `${formatBytes(done / Math.max(0.001, (Date.now() - started) / 1000))}/s`;
+}
+
 /** One redrawn progress line: label, bar, percent, bytes, rate. */
 export function barLine(label: string, done: number, total: number, started: number): string {
-  const frac = total > 0 ? Math.min(1, done / total) : 0;
-  const width = 24;
-  const filled = Math.round(frac * width);
-  const rate = done / Math.max(0.001, (Date.now() - started) / 1000);
-  return `\r\x1b[K${label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.round(frac * 100)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s`;
+  const b = bar(done, total, 24);
+  return `\r\x1b[K${label} ${b.bar} ${Math.round(b.frac * 100)}% ${formatBytes(done)}/${formatBytes(total)} ${rate(done, started)}`;
 }
 
 export function convertProgress(mode: ProgressMode, write: (s: string) => void = (s) => process.stderr.write(s)): ConvertEvents {

@@ -5,7 +5,7 @@
 import type { PullResult } from '../image/pull.js';
 import type { DownloadEvents } from '../image/registry-source.js';
 import type { AcquireEvents } from '../runtime/acquire.js';
-import { clearProgress, convertProgress, formatBytes, type ProgressMode } from './progress.js';
+import { bar, clearProgress, convertProgress, formatBytes, rate, type ProgressMode } from './progress.js';
 import { printable } from './terminal.js';
 
 /** A cache's warning, escaped: it may quote a path another user chose. */
@@ -27,12 +27,8 @@ function downloadProgress(mode: ProgressMode): DownloadEvents & { total(): numbe
   const draw = (force: boolean) => {
     if (mode !== 'tty' || (!force && Date.now() - lastDraw < 100)) return;
     lastDraw = Date.now();
-    const lines = [...layers].map(([digest, l]) => {
-      const frac = l.size > 0 ? Math.min(1, l.got / l.size) : 0;
-      const rate = l.got / Math.max(0.001, (Date.now() - l.started) / 1000);
-      const bar = '#'.repeat(Math.round(frac * 20)).padEnd(20, '-');
-      return `${digest.slice(7, 19)} [${bar}] ${formatBytes(l.got)}/${formatBytes(l.size)} ${l.done ? 'done' : `${formatBytes(rate)}/s`}`;
-    });
+    const lines = [...layers].map(([digest, l]) =>
+      `${digest.slice(7, 19)} ${bar(l.got, l.size, 20).bar} ${formatBytes(l.got)}/${formatBytes(l.size)} ${l.done ? 'done' : rate(l.got, l.started)}`);
     if (status) lines.push(status);
     process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\r\x1b[K${l}\n`).join('')}`);
     drawn = lines.length;

@@ -16,6 +16,8 @@ export interface PullFlags {
   force?: boolean;
   quiet?: boolean;
   json?: boolean;
+  /** One line, the path: the contract with the Slurm plugin (slurm-plugins/submit.c), which stages that file. */
+  printPath?: boolean;
 }
 
 function acquireOptions(flags: Pick<PullFlags, 'platform' | 'insecure' | 'parallel'>): AcquireOptions {
@@ -38,8 +40,9 @@ export async function pullCommand(reference: string, flags: PullFlags, extra: st
   if (!isRegistryReference(reference) && !isLayoutReference(reference)) {
     throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE; an image file runs as it is');
   }
-  const result = await acquireImage(reference, acquireOptions(flags), pullDisplay(progressMode(flags)));
+  const result = await acquireImage(reference, acquireOptions(flags), pullDisplay(progressMode({ ...flags, quiet: flags.quiet || flags.printPath })));
   const file = flags.output ? copyImage(result.path, flags.output, flags.force ?? false) : result.path;
+  if (flags.printPath) return `${file}\n`;
   if (flags.json) return JSON.stringify({ ...result, path: file, cachedImage: result.path });
   return flags.quiet ? '' : file;
 }

@@ -75,7 +75,7 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
         actual = await download(partial, have, fetchFrom, progress, what);
         break;
       } catch (e: unknown) {
-        if (e instanceof BerthError || attempt >= 4) throw e;
+        if (!(e instanceof BerthError && e.code === 'DOWNLOAD_INTERRUPTED') || attempt >= 4) throw e;
         await new Promise((r) => setTimeout(r, 500 * 2 ** attempt)); // a dropped connection: resume
       }
     }
@@ -121,15 +121,23 @@ async function cachedBlob(dir: BlobDir, file: string, digest: string, repair: bo
   return false;
 }
 
+/** A download cut short (a dropped connection, a stall, no body): the one failure ensureBlob retries, resuming. */
+function interrupted(e: unknown, what: string): BerthError {
+  return new BerthError('DOWNLOAD_INTERRUPTED', `${what}: the download was interrupted: ${messageOf(e)}`,
+    'check the connection to the registry and pull again; berth resumes from what it has', { cause: e });
+}
+
 /**
  * Downloads into `partial` (appending to its `have` bytes where the registry honours Range) and
  * returns the digest of the whole file, hashed as the bytes arrive: no second read of the blob.
  */
 async function download(partial: string, have: number, fetchFrom: BlobFetch, progress: (n: number) => void, what: string): Promise<string> {
-  const res = await fetchFrom(have);
+  const res = await fetchFrom(have).catch((e: unknown) => {
+    throw e instanceof BerthError ? e : interrupted(e, what);
+  });
   const resumed = have > 0 && res.status === 206;
   if (have > 0 && !resumed) progress(-have); // the registry ignored Range: start over
-  if (!res.body) throw new Error('empty response');
+  if (!res.body) throw interrupted('the registry sent an empty response', what);
   const hash = createHash('sha256');
   if (resumed) await hashInto(hash, partial, have); // what an earlier attempt wrote
   // A connection that stays open but sends nothing would hang the pull: after STALL_MS of
@@ -152,7 +160,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
     await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
   } catch (e: unknown) {
     clearTimeout(stall);
-    throw diskFull(e, partial, what) ?? new Error(`download interrupted: ${messageOf(e)}`);
+    throw diskFull(e, partial, what) ?? interrupted(e, what);
   }
   return `sha256:${hash.digest('hex')}`;
 }

@@ -3,6 +3,7 @@
 import { BerthError } from '../errors.js';
 import type { ImageLocation } from '../image/files.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
+import { DEFAULT_PATH, STEP_PLAN_INPUTS } from './contract.js';
 import { HOST_LIB_DIR, type HostBinding, type LaunchPlan, type MountOp, type Network } from './types.js';
 
 export interface HostFacts {
@@ -68,7 +69,7 @@ export type Command =
   | { mode: 'exec'; args: string[] }
   | { mode: 'shell'; args: string[] };
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export { DEFAULT_PATH };
 
 /**
  * Host variables that never enter the container: they describe the host's files (PATH,
@@ -407,5 +408,5 @@ export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], step
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));
   // The tasks join by setns, which cannot put them in a PID namespace: a step shares the node's.
   const ops = plan.ops.map((o) => (o.kind === 'proc' ? op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc') : o));
-  return { ...plan, scope: '', linger: 0, pidns: false, ops, env, unset, stepLinger, ...(init.length > 0 ? { init } : {}) };
+  return { ...plan, scope: '', linger: 0, pidns: false, ops, env, unset, stepLinger, inputs: [...STEP_PLAN_INPUTS], ...(init.length > 0 ? { init } : {}) };
 }

@@ -36,6 +36,7 @@ export function serializePlan(plan: LaunchPlan): string {
     ...plan.argv.map((a) => `arg ${field(a)}`),
     ...(plan.unset ?? []).map((u) => `unset ${field(u)}`),
     ...(plan.stepLinger !== undefined ? [`steplinger ${plan.stepLinger}`] : []),
+    ...(plan.inputs ?? []).map((name) => `input ${field(name)}`),
     ...(plan.init ?? []).map((a) => `init ${field(a)}`),
     ...(plan.instance !== undefined ? [`instance ${field(plan.instance)}`] : []),
     ...(plan.cgroup !== undefined ? [`cgroup ${field(plan.cgroup)}`] : []),

@@ -77,6 +77,8 @@ export interface LaunchPlan {
   unset?: string[];
   /** A step's container: seconds it waits for the next task after the last has ended. */
   stepLinger?: number;
+  /** A step's plan: the Slurm variables it was made from (STEP_PLAN_INPUTS, src/plan/contract.ts), which the plugin keys its cached plans by. */
+  inputs?: string[];
   /**
    * A step's container: run once when it starts, before any task joins (the image's
    * Entrypoint with `true` as its command, for --container-entrypoint, as pyxis runs it).

@@ -106,6 +106,19 @@ describe('the SPANK plugin', () => {
     expect(both.stdout).toBe('from the image\n');
   });
 
+  it('--container-mounts is berth\'s --bind list, checked by berth alone (#18)', async () => {
+    const data = path.join(work, 'mounts-data');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(path.join(data, 'hello'), 'bound\n');
+    const r = await srun('-n1', `--container-image=${img('busybox')}`, `--container-mounts=${data}:/data:ro,${data}:/data2`, 'sh', '-c',
+      'cat /data/hello /data2/hello; touch /data/x 2>/dev/null && echo writable || echo read-only');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('bound\nbound\nread-only\n');
+    const bad = await srun('-n1', `--container-image=${img('busybox')}`, `--container-mounts=${data}:/data:bogus`, 'true');
+    expect(bad.code).toBe(125);
+    expect(bad.stderr).toContain("unknown option 'bogus'");
+  });
+
   it('rejects an unknown plugstack.conf argument, naming the known ones', async () => {
     // A client-side copy of the configuration whose plugstack gives the plugin a typo.
     const etc = path.dirname(process.env.SLURM_CONF!);

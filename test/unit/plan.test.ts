@@ -168,6 +168,12 @@ describe('isolation that the flags promise (#11)', () => {
     expect(() => stepPlan(user, host, [], 2)).toThrow(/not offered for Slurm steps: each node would need its own pasta/);
   });
 
+  it('a Slurm step plan names the Slurm variables it is made from, which the plugin keys its cached plans by (#18)', () => {
+    const text = serializePlan(stepPlan(buildPlan(IMAGE, meta(), host, opts(), exec), host, [], 2));
+    expect(text.match(/^input .*$/gm)).toEqual(['input SLURM_JOB_ID', 'input SLURM_STEP_GPUS', 'input SLURM_JOB_GPUS']);
+    expect(serializePlan(buildPlan(IMAGE, meta(), host, opts(), exec))).not.toMatch(/^input /m);
+  });
+
   it("berth's own variables (credentials, configuration) never enter the container", () => {
     const h = { ...host, env: { ...host.env, BERTH_REGISTRY_PASSWORD: 'secret', BERTH_CACHE_DIR: '/c', BERTH_RUNTIME_DIR: '/r' } };
     const env = envOf(buildPlan(IMAGE, meta(), h, opts(), exec));
