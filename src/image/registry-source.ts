@@ -152,7 +152,9 @@ export class RegistrySource implements ImageSource {
       return await ensureBlob(this.opts.caches.blobDir(), desc.digest, (start) => this.fetchBlob(desc, what, start),
         `${this.describe}: ${what}`, (n) => this.opts.events?.bytes(desc.digest, n));
     } catch (e: unknown) {
-      // The cache retries a dropped download itself, then gives up with what the network said.
+      // The cache retries a dropped download itself, then gives up with what the network said:
+      // said here as the registry's doing, with the registry named.
+      if (e instanceof BerthError && e.code === 'DOWNLOAD_INTERRUPTED') throw this.client.dropped(what, e.cause ?? e);
       if (e instanceof BerthError) throw e;
       throw this.client.dropped(what, e);
     }
