@@ -112,6 +112,25 @@ describe('what jobs depend on', () => {
     expect(await until(() => liveHelpers().length === 0, 15_000)).toBe(true);
   });
 
+  it('a berth killed with SIGKILL at any moment of its start leaves no container, no server and no runtime files', async () => {
+    // Moments spread over the whole start: Node loading, the plan, the helper's user namespace,
+    // the image server mounting, the container's init, the command running. Fixed, so that a
+    // failure names its moment and repeats.
+    for (const [i, delay] of [0, 15, 30, 50, 70, 90, 120, 150, 200, 260, 330, 420].entries()) {
+      const marker = `sleep ${5000 + i}`;
+      const flags = i % 2 ? ['--pid'] : [];
+      const child = spawn(process.execPath, [BERTH, 'exec', ...flags, img('busybox'), 'sh', '-c', `exec ${marker}`], { env: env(), stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, delay));
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.on('close', resolve));
+      const alive = () => spawnSync('pgrep', ['-xf', marker]).status === 0;
+      expect(await until(() => !alive(), 3000), `killed after ${delay} ms: the container outlived berth`).toBe(true);
+    }
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 15_000),
+      `left: ${liveHelpers().join(', ')} ${readdirSync(runtimeBase()).join(', ')}`).toBe(true);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toMatch(/berth|squashfuse/);
+  });
+
   it('stdin and stdout pass through, and a terminal is a terminal', async () => {
     expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'tr', 'a-z', 'A-Z'], { env: env(), input: 'hello\n' })).stdout).toBe('HELLO\n');
     const tty = await run('script', ['-qec', `${process.execPath} ${BERTH} exec ${img('busybox')} tty`, '/dev/null'], { env: env() });
