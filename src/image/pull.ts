@@ -10,6 +10,8 @@ import { imagePath, withLock } from './cache.js';
 import type { CacheKind, Caches } from './caches.js';
 import type { Platform } from './platform.js';
 import { formatDockerReference } from './docker-reference.js';
+import { hasPolicy } from '../signature/decide.js';
+import { currentPolicy, readTrailerMetadata, recordedVerdictHolds, recordProvenance, verifyPull, type Provenance } from '../signature/provenance.js';
 import { RegistrySource, type PullOptions } from './registry-source.js';
 import type { ImageSource, ResolvedImage } from './source.js';
 
@@ -31,6 +33,8 @@ export interface PullResult {
 export async function resolveReference(reference: string, platform: Platform, opts: PullOptions): Promise<string> {
   const source = new RegistrySource(reference, opts);
   const digest = await source.manifestDigest(platform);
+  // A Slurm job's image is judged here, at submission (the plugin resolves it), as well as on each node.
+  await verifyPull(source.ref, digest, opts.insecure);
   return formatDockerReference({ ...source.ref, tag: undefined, digest });
 }
 
@@ -40,8 +44,9 @@ export async function pullImage(
   const source = new RegistrySource(reference, opts);
   const { caches } = opts;
   // Pinned to an image manifest converted before (what `berth resolve` hands to a job's nodes): no request at all.
+  // Under a signature policy, only if the verdict it carries still holds (src/signature/); else it is judged again below.
   const pinned = source.ref.digest && (await caches.findImage(source.ref.digest));
-  if (pinned) return { manifestDigest: source.ref.digest!, reference: source.describe, ...pinned, cached: true };
+  if (pinned && verdictHolds(pinned.path)) return { manifestDigest: source.ref.digest!, reference: source.describe, ...pinned, cached: true };
   let manifestDigest: string;
   try {
     manifestDigest = await source.manifestDigest(platform);
@@ -54,10 +59,33 @@ export async function pullImage(
     if (!found) throw e;
     return { ...found, manifestDigest: last, reference: source.describe, cached: true, offline: true };
   }
+  // The site's signature policy, before anything is downloaded: a refused image is never converted.
+  const provenance = await verifyPull(source.ref, manifestDigest, opts.insecure);
   if (!source.ref.digest) caches.noteResolved(source.describe, manifestDigest);
-  const found = manifestDigest !== source.ref.digest && (await caches.findImage(manifestDigest));
-  if (found) return { manifestDigest, reference: source.describe, ...found, cached: true };
-  return convertIntoCache(source, manifestDigest, platform, caches, squash, events, undefined);
+  const found = (manifestDigest !== source.ref.digest || pinned) && (await caches.findImage(manifestDigest));
+  if (found) return withVerdict({ manifestDigest, reference: source.describe, ...found, cached: true }, provenance);
+  return withVerdict(await convertIntoCache(source, manifestDigest, platform, caches, squash, events, undefined), provenance);
+}
+
+/** Whether the cached image's recorded signature verdict passes today's policy (always, without one). */
+function verdictHolds(file: string): boolean {
+  if (!hasPolicy(currentPolicy())) return true;
+  const metadata = readTrailerMetadata(file);
+  return metadata !== undefined && recordedVerdictHolds(metadata, file);
+}
+
+/**
+ * The pull's verdict recorded in the image, unless the one it carries already holds. Only the
+ * user's own cache is written: a site cache's image without one is its owner's to pull again.
+ */
+function withVerdict(result: PullResult, provenance: Provenance | undefined): PullResult {
+  if (!provenance || verdictHolds(result.path)) return result;
+  if (result.cache !== 'user') {
+    throw new BerthError('IMAGE_UNTRUSTED', `the site cache's ${result.path} (${result.reference}) carries no signature verdict that today's policy accepts`,
+      "ask the site cache's owner to pull it again: berth pull records the verdict");
+  }
+  recordProvenance(result.path, provenance);
+  return result;
 }
 
 /** Errors that say the network is not there: refused, unreachable, unresolvable, timed out. */

@@ -1,0 +1,146 @@
+// The verdict, kept with the image: when a pull under a policy is judged (decide.ts), what was
+// decided (the image's repository and digest, the signatures that verified and by which key,
+// when, by which rules) goes into the berth image's metadata as `provenance`, and is judged
+// again, against the policy of the day, every time the image is run, exec'd, made a Slurm
+// step's plan or an instance (src/plan/prepare.ts). Run and pull share decide(): the recorded
+// signatures are verified again with the rules' keys, so a verdict cannot be edited into an
+// image without the key, and a key the site has since dropped refuses the image. An image
+// with no verdict (a local file, an OCI layout, one converted before the policy) is judged as
+// `local`.
+//
+// What the verdict does not prove: that the file's squashfs is what the manifest digest names.
+// That is believed as berth believes any image file (SECURITY.md: the user's own files, and
+// cache files by owner and digest); a user who sets out to forge an image file can. The policy
+// guards what comes from registries, not against the user (see SECURITY.md).
+//
+// The verdict is added to an image already cached as one more metadata trailer after the first
+// (the last one is read; squashfs readers ignore what follows the file system): appending
+// leaves the old trailer whole until the new one's last byte, and a file cut short in between
+// has no trailer magic at its end, so it is read from /.berth/image.json, without a verdict.
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { config } from '../config/load.js';
+import { BerthError, isBerthError, osError } from '../errors.js';
+import type { DockerReference } from '../image/docker-reference.js';
+import { metadataBytes, readMetadataTrailer, parseMetadata, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
+import { decide, hasPolicy, needsSignatures, type Candidate, type Signer, type Verdict } from './decide.js';
+import { findSignatures, signatureClient } from './discover.js';
+import { imageName, LOCAL, type TrustPolicy } from './policy.js';
+
+export interface Provenance {
+  /** REGISTRY/REPOSITORY the image was pulled from. */
+  name: string;
+  manifestDigest: string;
+  /** When the pull judged it (ISO 8601). */
+  verifiedAt: string;
+  /** The rules that decided, FILE:LINE first. */
+  rules: string[];
+  /** The signatures that verified (none where the policy allows the image unsigned). */
+  signers: Signer[];
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string';
+
+/** An image's recorded verdict, if it is well formed: the metadata is the image's own text, not trusted. */
+export function readProvenance(metadata: ImageMetadata): Provenance | undefined {
+  const p = (metadata as { provenance?: unknown }).provenance as Record<string, unknown> | undefined;
+  if (typeof p !== 'object' || p === null) return undefined;
+  const signers = Array.isArray(p['signers']) ? (p['signers'] as Record<string, unknown>[]) : undefined;
+  const signerOk = (s: Record<string, unknown>) => typeof s === 'object' && s !== null && ['key', 'fingerprint', 'found', 'payload', 'signature'].every((k) => isString(s[k]));
+  if (!isString(p['name']) || !isString(p['manifestDigest']) || !isString(p['verifiedAt']) || !signers?.every(signerOk)) return undefined;
+  const rules = Array.isArray(p['rules']) ? p['rules'].filter(isString) : [];
+  return { name: p['name'], manifestDigest: p['manifestDigest'], verifiedAt: p['verifiedAt'], rules, signers: signers as unknown as Signer[] };
+}
+
+/** The policy in force: the site's file and the user's. */
+export function currentPolicy(): TrustPolicy {
+  return config().trust;
+}
+
+/** A pull's verdict for `ref` at `digest`: undefined without a policy; throws IMAGE_UNTRUSTED when refused. */
+export async function verifyPull(ref: DockerReference, digest: string, insecure: boolean, policy = currentPolicy()): Promise<Provenance | undefined> {
+  if (!hasPolicy(policy)) return undefined;
+  const name = imageName(ref.registry, ref.repository);
+  const label = `docker://${name}@${digest}`;
+  let candidates: Candidate[] = [];
+  let unverified: string[] = [];
+  if (needsSignatures(policy, name)) ({ candidates, unverified } = await findSignatures(signatureClient(ref, insecure), digest));
+  let verdict: Verdict;
+  try {
+    verdict = decide(policy, { name, digest, label }, candidates);
+  } catch (e: unknown) {
+    if (isBerthError(e) && unverified.length > 0) throw new BerthError(e.code, `${e.message}; the registry also holds ${unverified.join(', ')}`, e.hint);
+    throw e;
+  }
+  return { name, manifestDigest: digest, verifiedAt: new Date().toISOString(), rules: verdict.rules, signers: verdict.signers };
+}
+
+/** Judges an image about to run by its recorded verdict (or as local); undefined without a policy. */
+export function judgeImage(metadata: ImageMetadata, file: string, policy = currentPolicy()): Verdict | undefined {
+  if (!hasPolicy(policy)) return undefined;
+  const p = readProvenance(metadata);
+  if (p && p.manifestDigest === metadata.manifestDigest) {
+    const candidates = p.signers.map((s) => ({ payload: Buffer.from(s.payload, 'base64'), signature: Buffer.from(s.signature, 'base64'), found: `recorded ${p.verifiedAt}, ${s.found}` }));
+    return decide(policy, { name: p.name, digest: p.manifestDigest, label: `${file} (docker://${p.name}@${p.manifestDigest})` }, candidates);
+  }
+  const why = p ? 'its recorded verdict is for another digest' : 'not pulled from a registry under a policy';
+  return decide(policy, { name: LOCAL, digest: metadata.manifestDigest, label: `${file} (a local image: ${why}${metadata.manifestDigest ? `; digest ${metadata.manifestDigest}` : ''})` }, []);
+}
+
+/** Whether the image's recorded verdict passes the policy of the day (no policy: yes). */
+export function recordedVerdictHolds(metadata: ImageMetadata, file: string, policy = currentPolicy()): boolean {
+  try {
+    judgeImage(metadata, file, policy);
+    return true;
+  } catch (e: unknown) {
+    if (isBerthError(e) && e.code === 'IMAGE_UNTRUSTED') return false;
+    throw e;
+  }
+}
+
+/** The image's metadata as its trailer has it now. */
+export function readTrailerMetadata(file: string): ImageMetadata | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e: unknown) {
+    throw osError(e, `cannot read the image ${file}`) ?? e;
+  }
+  try {
+    const text = readMetadataTrailer(fd, fstatSync(fd).size);
+    return text === undefined ? undefined : parseMetadata(text, file);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Adds `provenance` to the berth image `file` (the user's own), as a newer metadata trailer. */
+export function recordProvenance(file: string, provenance: Provenance): void {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r+');
+  } catch (e: unknown) {
+    throw osError(e, `cannot record the signature verdict in ${file}`) ?? e;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const text = readMetadataTrailer(fd, size);
+    if (text === undefined) {
+      throw new BerthError('NOT_A_BERTH_IMAGE', `${file} has no metadata trailer to record the signature verdict in`, `remove it (berth rm ${provenance.manifestDigest}) and pull again`);
+    }
+    const metadata: ImageMetadata = { ...parseMetadata(text, file), provenance };
+    writeMetadataTrailer(fd, size, metadataBytes(metadata));
+  } catch (e: unknown) {
+    throw osError(e, `cannot record the signature verdict in ${file}`) ?? e;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The verdict in one line, for a job's log and berth inspect: what ran, who signed it. */
+export function describeVerdict(v: Verdict, verifiedAt?: string): string {
+  const what = v.name === LOCAL ? `local image${v.digest ? ` ${v.digest}` : ''}` : `docker://${v.name}@${v.digest}`;
+  const who = v.signers.length > 0
+    ? `signed by ${v.signers.map((s) => `${s.key} (${s.fingerprint})`).join(', ')}`
+    : 'allowed unsigned';
+  return `${what}: ${who}${verifiedAt ? `, verified ${verifiedAt}` : ''} (${v.rules.join('; ')})`;
+}
