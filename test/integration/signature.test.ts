@@ -182,6 +182,24 @@ describe('pull and run under a site policy', () => {
     expect(ran.stdout, ran.stderr).toBe('from the image\n');
   });
 
+  it("berth sign's signature is cosign's shape, and openssl verifies it over the payload as the test spells it", async () => {
+    const res = await fetch(v2('lab/signed', `manifests/${digests.bb.replace(':', '-')}.sig`), { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    const manifest = await res.json() as { layers: { mediaType: string; digest: string; annotations: Record<string, string> }[] };
+    expect(manifest.layers).toHaveLength(1);
+    const layer = manifest.layers[0]!;
+    expect(layer.mediaType).toBe('application/vnd.dev.cosign.simplesigning.v1+json');
+    const payload = Buffer.from(await (await fetch(v2('lab/signed', `blobs/${layer.digest}`))).arrayBuffer());
+    expect(payload.toString()).toBe(payloadFor(nameOf('lab/signed'), digests.bb));
+    writeFileSync(path.join(work, 'berth-payload'), payload);
+    writeFileSync(path.join(work, 'berth-payload.sig'), Buffer.from(layer.annotations['dev.cosignproject.cosign/signature']!, 'base64'));
+    const verified = await run('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', key('lab.pub'), '-rawin', '-in', path.join(work, 'berth-payload'), '-sigfile', path.join(work, 'berth-payload.sig')]);
+    expect(verified.stdout, verified.stderr).toMatch(/Signature Verified Successfully/);
+    // Signing again adds nothing: the same signature is there already.
+    expect((await run(process.execPath, [BERTH, 'sign', '--key', key('lab.pem'), ref('lab/signed:1')])).code).toBe(0);
+    const again = await (await fetch(v2('lab/signed', `manifests/${digests.bb.replace(':', '-')}.sig`), { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json() as { layers: unknown[] };
+    expect(again.layers).toHaveLength(1);
+  });
+
   it('signatures made by openssl: ECDSA in the .sig tag, Ed25519 as an OCI referrer (the referrers tag schema)', async () => {
     const cache = freshCache();
     const ossl = await berthWith('site.yaml', cache, ['pull', ref('lab/ossl:1')]);
