@@ -84,13 +84,16 @@ function verdictHolds(file: string, ref: DockerReference): boolean {
  * The pull's verdict recorded in the image, unless the one it carries already holds. Only the
  * user's own cache is written: a site cache's image without one is its owner's to pull again.
  */
-function withVerdict(result: PullResult, provenance: Provenance | undefined, ref: DockerReference): PullResult {
+async function withVerdict(result: PullResult, provenance: Provenance | undefined, ref: DockerReference): Promise<PullResult> {
   if (!provenance || verdictHolds(result.path, ref)) return result;
   if (result.cache !== 'user') {
     throw new BerthError('IMAGE_UNTRUSTED', `the site cache's ${result.path} (${result.reference}) carries no signature verdict that today's policy accepts`,
       "ask the site cache's owner to pull it again: berth pull records the verdict");
   }
-  recordProvenance(result.path, provenance);
+  // Under the image's lock (the conversion's): the nodes of a job pulling at once append one verdict, not several at one offset.
+  await withLock(`${result.path}.lock`, async () => {
+    if (!verdictHolds(result.path, ref)) recordProvenance(result.path, provenance);
+  });
   return result;
 }
 

@@ -313,6 +313,18 @@ describe('pull and run under a site policy', () => {
     expect(denied.stderr).toMatch(/lab\/denied@sha256:[0-9a-f]{64} is denied by the site's policy/);
   });
 
+  it.each([
+    [['sign', 'docker://x/y:1'], /berth sign needs --key KEY/],
+    [['sign', '--key', '/nope.pem', 'img.sqsh'], /'img\.sqsh' is not a registry image: berth signs images pushed to a registry/],
+    [['sign', '--key', '/nope.pem', 'docker://x/y:1'], /cannot read the key \/nope\.pem: no such file or directory/],
+  ])('berth %j is refused with the fix', async (args, message) => {
+    const r = await run(process.execPath, [BERTH, ...args]);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/berth: hint: /);
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+  });
+
   it('berth doctor says what the policy is', async () => {
     const r = await berthWith('site.yaml', freshCache(), ['doctor', '--json']);
     const line = (JSON.parse(r.stdout) as { name: string; verdict: string; detail: string }[]).find((c) => c.name === 'image trust');

@@ -8,7 +8,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { decide, needsSignatures, type Candidate } from '../../src/signature/decide.js';
-import { fingerprintOf, loadPrivateKey, verifies, type PublicKey } from '../../src/signature/keys.js';
+import { fingerprintOf, loadPrivateKey, loadPublicKey, verifies, type PublicKey } from '../../src/signature/keys.js';
+import { judgeImage, readProvenance } from '../../src/signature/provenance.js';
+import type { ImageMetadata } from '../../src/squashfs/metadata.js';
 import { makePayload, payloadProblem } from '../../src/signature/payload.js';
 import { describePolicy, matches, ruleFor, type TrustAction, type TrustPolicy, type TrustRule } from '../../src/signature/policy.js';
 import { cleanup, tempDir } from '../helpers.js';
@@ -199,5 +201,25 @@ describe("cosign's encrypted key files", () => {
     const file = path.join(dir, 'rsa.pem');
     writeFileSync(file, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
     expect(() => loadPrivateKey(file, {})).toThrow(/is a rsa key; berth takes ECDSA P-256 or Ed25519 keys/);
+  });
+});
+
+describe('keys and recorded verdicts as hostile input', () => {
+  it('a public key that is missing or not a key is said, with the fix, not as a stack', () => {
+    expect(problems(() => loadPublicKey(path.join(dir, 'nope.pub')))).toMatch(/^cannot read the public key .*nope\.pub: no such file or directory \(ENOENT/);
+    writeFileSync(path.join(dir, 'junk.pub'), 'hello');
+    expect(problems(() => loadPublicKey(path.join(dir, 'junk.pub')))).toMatch(/junk\.pub is not a public key in PEM[\s\S]*BEGIN PUBLIC KEY/);
+  });
+
+  it('a malformed or mismatched recorded verdict counts as none: the image is judged as local', () => {
+    const base = { manifestDigest: DIGEST } as unknown as ImageMetadata;
+    expect(readProvenance({ ...base, provenance: { name: 'x', manifestDigest: DIGEST, verifiedAt: 'now', signers: [{ key: 1 }] } } as unknown as ImageMetadata)).toBeUndefined();
+    expect(readProvenance({ ...base, provenance: 'signed, honest' } as unknown as ImageMetadata)).toBeUndefined();
+    const policy: TrustPolicy = { site: [{ match: 'reg/*', action: { kind: 'allow' }, where: 's:1' }, { match: 'local', action: { kind: 'deny' }, where: 's:2' }] };
+    const forged = { ...base, provenance: { name: 'reg/app', manifestDigest: OTHER, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
+    expect(() => judgeImage(forged, 'f.sqsh', policy)).toThrow(/f\.sqsh \(a local image: its recorded verdict is for another digest; digest sha256:a+\) is denied/);
+    const honest = { ...base, provenance: { name: 'reg/app', manifestDigest: DIGEST, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
+    expect(judgeImage(honest, 'f.sqsh', policy)?.name).toBe('reg/app');
+    expect(judgeImage(honest, 'f.sqsh', {})).toBeUndefined();
   });
 });
