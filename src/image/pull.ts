@@ -35,7 +35,7 @@ export async function resolveReference(reference: string, platform: Platform, op
   const source = new RegistrySource(reference, opts);
   const digest = await source.manifestDigest(platform);
   // A Slurm job's image is judged here, at submission (the plugin resolves it), as well as on each node.
-  await verifyPull(source.ref, digest, opts.insecure);
+  await verifyPull(source.ref, digest, opts.insecure, digest !== source.ref.digest ? await source.index() : undefined);
   return formatDockerReference({ ...source.ref, tag: undefined, digest });
 }
 
@@ -61,7 +61,7 @@ export async function pullImage(
     return { ...found, manifestDigest: last, reference: source.describe, cached: true, offline: true };
   }
   // The site's signature policy, before anything is downloaded: a refused image is never converted.
-  const provenance = await verifyPull(source.ref, manifestDigest, opts.insecure);
+  const provenance = await verifyPull(source.ref, manifestDigest, opts.insecure, manifestDigest !== source.ref.digest ? await source.index() : undefined);
   if (!source.ref.digest) caches.noteResolved(source.describe, manifestDigest);
   const found = (manifestDigest !== source.ref.digest || pinned) && (await caches.findImage(manifestDigest));
   if (found) return withVerdict({ manifestDigest, reference: source.describe, ...found, cached: true }, provenance, source.ref);

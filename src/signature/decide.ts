@@ -44,6 +44,11 @@ export interface Subject {
   digest: string | null;
   /** `docker://NAME@DIGEST`, or the file for a local image. */
   label: string;
+  /**
+   * The index the image was pulled through, which lists its manifest: cosign signs what a tag
+   * names, so a signature over the index counts for each image it lists.
+   */
+  index?: string;
 }
 
 const LAYERS = [['site', "the site's policy"], ['user', 'your policy']] as const;
@@ -98,7 +103,8 @@ export function decide(policy: TrustPolicy, subject: Subject, candidates: Candid
         reasons.push(`signature ${i + 1} (${c.found}) was not made by ${keys.length === 1 ? 'that key' : 'any of them'}`);
         return;
       }
-      const problem = local ? 'it belongs to no registry image' : payloadProblem(c.payload, subject.name, subject.digest ?? '');
+      const overIndex = subject.index !== undefined && payloadProblem(c.payload, subject.name, subject.index) === undefined;
+      const problem = local ? 'it belongs to no registry image' : overIndex ? undefined : payloadProblem(c.payload, subject.name, subject.digest ?? '');
       if (problem) {
         reasons.push(`signature ${i + 1} (${c.found}) is by ${keyWords(key)} but ${problem}`);
         return;

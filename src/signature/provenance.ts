@@ -17,6 +17,7 @@
 // (the last one is read; squashfs readers ignore what follows the file system): appending
 // leaves the old trailer whole until the new one's last byte, and a file cut short in between
 // has no trailer magic at its end, so it is read from /.berth/image.json, without a verdict.
+import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { config } from '../config/load.js';
 import { BerthError, isBerthError, osError } from '../errors.js';
@@ -24,6 +25,7 @@ import type { DockerReference } from '../image/docker-reference.js';
 import { metadataBytes, readMetadataTrailer, parseMetadata, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
 import { decide, hasPolicy, needsSignatures, type Candidate, type Signer, type Verdict } from './decide.js';
 import { findSignatures, signatureClient } from './discover.js';
+import { payloadProblem } from './payload.js';
 import { imageName, LOCAL, type TrustPolicy } from './policy.js';
 
 export interface Provenance {
@@ -36,6 +38,8 @@ export interface Provenance {
   rules: string[];
   /** The signatures that verified (none where the policy allows the image unsigned). */
   signers: Signer[];
+  /** The index it was pulled through, when a signature is over that: its digest and bytes (base64), which list manifestDigest. */
+  index?: { digest: string; manifest: string };
 }
 
 const isString = (v: unknown): v is string => typeof v === 'string';
@@ -48,7 +52,28 @@ export function readProvenance(metadata: ImageMetadata): Provenance | undefined 
   const signerOk = (s: Record<string, unknown>) => typeof s === 'object' && s !== null && ['key', 'fingerprint', 'found', 'payload', 'signature'].every((k) => isString(s[k]));
   if (!isString(p['name']) || !isString(p['manifestDigest']) || !isString(p['verifiedAt']) || !signers?.every(signerOk)) return undefined;
   const rules = Array.isArray(p['rules']) ? p['rules'].filter(isString) : [];
-  return { name: p['name'], manifestDigest: p['manifestDigest'], verifiedAt: p['verifiedAt'], rules, signers: signers as unknown as Signer[] };
+  const index = p['index'] as Record<string, unknown> | undefined;
+  const indexOk = typeof index === 'object' && index !== null && isString(index['digest']) && isString(index['manifest']);
+  return { name: p['name'], manifestDigest: p['manifestDigest'], verifiedAt: p['verifiedAt'], rules, signers: signers as unknown as Signer[],
+    ...(indexOk ? { index: { digest: index['digest'] as string, manifest: index['manifest'] as string } } : {}) };
+}
+
+/** The recorded index's digest, if its bytes hash to it and it lists `digest`: only then does a signature over it count. */
+function listingIndex(index: Provenance['index'], digest: string): string | undefined {
+  if (!index) return undefined;
+  const bytes = Buffer.from(index.manifest, 'base64');
+  if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== index.digest) return undefined;
+  return indexLists(bytes, digest) ? index.digest : undefined;
+}
+
+/** Whether the index manifest `bytes` lists the manifest `digest`. */
+function indexLists(bytes: Buffer, digest: string): boolean {
+  try {
+    const doc = JSON.parse(bytes.toString('utf8')) as { manifests?: { digest?: unknown }[] };
+    return Array.isArray(doc.manifests) && doc.manifests.some((m) => m?.digest === digest);
+  } catch {
+    return false;
+  }
 }
 
 /** The policy in force: the site's file and the user's. */
@@ -57,21 +82,31 @@ export function currentPolicy(): TrustPolicy {
 }
 
 /** A pull's verdict for `ref` at `digest`: undefined without a policy; throws IMAGE_UNTRUSTED when refused. */
-export async function verifyPull(ref: DockerReference, digest: string, insecure: boolean, policy = currentPolicy()): Promise<Provenance | undefined> {
+export async function verifyPull(ref: DockerReference, digest: string, insecure: boolean, through?: { digest: string; bytes: Buffer }, policy = currentPolicy()): Promise<Provenance | undefined> {
   if (!hasPolicy(policy)) return undefined;
   const name = imageName(ref.registry, ref.repository);
   const label = `docker://${name}@${digest}`;
-  let candidates: Candidate[] = [];
-  let unverified: string[] = [];
-  if (needsSignatures(policy, name)) ({ candidates, unverified } = await findSignatures(signatureClient(ref, insecure), digest));
+  const index = through && indexLists(through.bytes, digest) ? through : undefined;
+  const candidates: Candidate[] = [];
+  const unverified: string[] = [];
+  if (needsSignatures(policy, name)) {
+    const client = signatureClient(ref, insecure);
+    for (const d of [digest, ...(index ? [index.digest] : [])]) {
+      const found = await findSignatures(client, d);
+      candidates.push(...found.candidates);
+      unverified.push(...found.unverified);
+    }
+  }
   let verdict: Verdict;
   try {
-    verdict = decide(policy, { name, digest, label }, candidates);
+    verdict = decide(policy, { name, digest, label, ...(index ? { index: index.digest } : {}) }, candidates);
   } catch (e: unknown) {
     if (isBerthError(e) && unverified.length > 0) throw new BerthError(e.code, `${e.message}; the registry also holds ${unverified.join(', ')}`, e.hint);
     throw e;
   }
-  return { name, manifestDigest: digest, verifiedAt: new Date().toISOString(), rules: verdict.rules, signers: verdict.signers };
+  const overIndex = index !== undefined && verdict.signers.some((sg) => payloadProblem(Buffer.from(sg.payload, 'base64'), name, index.digest) === undefined);
+  return { name, manifestDigest: digest, verifiedAt: new Date().toISOString(), rules: verdict.rules, signers: verdict.signers,
+    ...(overIndex ? { index: { digest: index.digest, manifest: index.bytes.toString('base64') } } : {}) };
 }
 
 /** Judges an image about to run by its recorded verdict (or as local); undefined without a policy. */
@@ -80,7 +115,8 @@ export function judgeImage(metadata: ImageMetadata, file: string, policy = curre
   const p = readProvenance(metadata);
   if (p && p.manifestDigest === metadata.manifestDigest) {
     const candidates = p.signers.map((s) => ({ payload: Buffer.from(s.payload, 'base64'), signature: Buffer.from(s.signature, 'base64'), found: `recorded ${p.verifiedAt}, ${s.found}` }));
-    return decide(policy, { name: p.name, digest: p.manifestDigest, label: `${file} (docker://${p.name}@${p.manifestDigest})` }, candidates);
+    const index = listingIndex(p.index, p.manifestDigest);
+    return decide(policy, { name: p.name, digest: p.manifestDigest, label: `${file} (docker://${p.name}@${p.manifestDigest})`, ...(index ? { index } : {}) }, candidates);
   }
   const why = p ? 'its recorded verdict is for another digest' : 'not pulled from a registry under a policy';
   return decide(policy, { name: LOCAL, digest: metadata.manifestDigest, label: `${file} (a local image: ${why}${metadata.manifestDigest ? `; digest ${metadata.manifestDigest}` : ''})` }, []);

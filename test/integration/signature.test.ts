@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BERTH, ROOT, cleanup, run, tempDir } from '../helpers.js';
+import { BERTH, ROOT, cleanup, makeMultiPlatformLayout, run, tempDir } from '../helpers.js';
 import { push, startRegistry, type Registry } from '../registry.js';
 
 let work: string;
@@ -144,6 +144,15 @@ beforeAll(async () => {
   // lab/signed's own signature (naming lab/signed) copied beside the same image in lab/copied.
   const copied = Buffer.from(payloadFor(nameOf('lab/signed'), digests.bb));
   await pushSigTag('lab/copied', digests.bb, copied, await opensslSign(key('lab.pem'), copied, true));
+  // A multi-platform index signed as cosign signs a tag: over the index's digest only.
+  const multi = await makeMultiPlatformLayout(path.join(work, 'multi'), work);
+  await push(`oci:${work}/multi:multi`, registry, 'lab/multi:latest', undefined, true);
+  const indexRes = await fetch(v2('lab/multi', 'manifests/latest'), { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+  digests.index = sha(Buffer.from(await indexRes.arrayBuffer()));
+  digests.amd64 = multi.amd64!;
+  digests.arm64 = multi.arm64!;
+  const indexPayload = Buffer.from(payloadFor(nameOf('lab/multi'), digests.index));
+  await pushSigTag('lab/multi', digests.index, indexPayload, await opensslSign(key('ec.pem'), indexPayload, false));
   // lab/signed re-tagged: the same manifest under another tag.
   await sh('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', ref('lab/signed:1'), ref('lab/signed:retagged')]);
 
@@ -213,6 +222,21 @@ describe('pull and run under a site policy', () => {
     expect(asked).toContainEqual(expect.stringMatching(new RegExp(`GET /v2/lab/referrer/manifests/${digests.bb.replace(':', '-')} 200`)));
     const json = JSON.parse((await berthWith('site.yaml', cache, ['inspect', '--json', ref('lab/referrer:1')])).stdout);
     expect(json.image.provenance.signers).toMatchObject([{ key: key('lab.pub'), found: expect.stringMatching(/^referrer sha256:/) }]);
+  });
+
+  it('a signature over the index a tag names counts for the platform image it lists, on pull and on run', async () => {
+    const cache = freshCache();
+    const pulled = await berthWith('site.yaml', cache, ['pull', ref('lab/multi:latest'), '--platform', 'linux/arm64', '--json']);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const file = JSON.parse(pulled.stdout).path as string;
+    const json = JSON.parse((await berthWith('site.yaml', cache, ['inspect', '--json', file])).stdout);
+    expect(json.image.provenance).toMatchObject({ manifestDigest: digests.arm64, index: { digest: digests.index }, signers: [{ key: key('ec.pub') }] });
+    // Judged again from the record (the index's bytes list the image): the pinned digest runs with no new verdict.
+    expect((await berthWith('site.yaml', cache, ['pull', ref(`lab/multi@${digests.arm64}`), '--json'])).code).toBe(0);
+    // Pinned to the platform's digest in a cache that does not hold it, nothing says it is in the signed index.
+    const pinned = await berthWith('site.yaml', freshCache(), ['pull', ref(`lab/multi@${digests.amd64}`)]);
+    expect(pinned.code).toBe(125);
+    expect(pinned.stderr).toMatch(/lab\/multi@sha256:[0-9a-f]{64} is not signed by .*no signature was found/);
   });
 
   it('a re-tagged image is the same digest, and its signature holds', async () => {
