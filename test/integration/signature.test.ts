@@ -349,10 +349,13 @@ describe('pull and run under a site policy', () => {
     expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
   });
 
-  it('berth doctor says what the policy is', async () => {
+  it('berth doctor and berth config say what the policy is', async () => {
     const r = await berthWith('site.yaml', freshCache(), ['doctor', '--json']);
     const line = (JSON.parse(r.stdout) as { name: string; verdict: string; detail: string }[]).find((c) => c.name === 'image trust');
     expect(line).toMatchObject({ verdict: 'ok', detail: expect.stringMatching(/^site: .*\/lab\/unsigned allowed unsigned; .*\/lab\/denied denied; .*\/lab\/\* signed by one of .*lab\.pub, .*ec\.pub; local denied; anything else refused$/) });
+    const shown = JSON.parse((await berthWith('site.yaml', freshCache(), ['config', '--json'])).stdout);
+    expect(shown.trust.site[0]).toEqual({ match: `${registry.host}/lab/unsigned`, action: { kind: 'allow' }, where: `${path.join(work, 'site.yaml')}:2` });
+    expect((await berthWith('site.yaml', freshCache(), ['config'])).stdout).toMatch(/^trust +site: .*\/lab\/unsigned allowed unsigned;/m);
     const none = await berthWith(undefined, freshCache(), ['doctor', '--json']);
     expect((JSON.parse(none.stdout) as { name: string; detail: string }[]).find((c) => c.name === 'image trust')?.detail).toBe('no trust: section: every image runs, signed or not');
   });
