@@ -20,8 +20,8 @@ export const SITE_CONFIG = '/etc/berth/config.yaml';
  * The site's file: /etc/berth/config.yaml. Only where that does not exist (so there is no site
  * policy a user could escape) may BERTH_SITE_CONFIG name another, for trials and tests.
  */
-export function siteConfigPath(env: NodeJS.ProcessEnv): string {
-  return !existsSync(SITE_CONFIG) && env.BERTH_SITE_CONFIG ? env.BERTH_SITE_CONFIG : SITE_CONFIG;
+export function siteConfigPath(env: NodeJS.ProcessEnv, site = SITE_CONFIG): string {
+  return !existsSync(site) && env.BERTH_SITE_CONFIG ? env.BERTH_SITE_CONFIG : site;
 }
 
 /** A value as written, not yet checked, and where: `FILE:LINE`, or the variable. */

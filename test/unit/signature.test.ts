@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, siteConfigPath } from '../../src/config/load.js';
 import { decide, needsSignatures, type Candidate } from '../../src/signature/decide.js';
 import { fingerprintOf, loadPrivateKey, loadPublicKey, verifies, type PublicKey } from '../../src/signature/keys.js';
 import { judgeImage, readProvenance } from '../../src/signature/provenance.js';
@@ -55,6 +55,14 @@ describe('the trust: section', () => {
     writeFileSync(path.join(dir, 'other-site.yaml'), 'trust:\n  - match: "*"\n    deny: true\n');
     writeFileSync(path.join(dir, 'empty.yaml'), '');
     expect(loadConfig({ BERTH_SITE_CONFIG: path.join(dir, 'other-site.yaml'), BERTH_CONFIG: path.join(dir, 'empty.yaml') }).trust.site).toHaveLength(1);
+  });
+
+  it('BERTH_SITE_CONFIG cannot replace a site file that exists: a user cannot escape the site\'s policy', () => {
+    const site = path.join(dir, 'the-site.yaml');
+    const mine = { BERTH_SITE_CONFIG: path.join(dir, 'other-site.yaml') };
+    expect(siteConfigPath(mine, site)).toBe(mine.BERTH_SITE_CONFIG);
+    writeFileSync(site, 'trust:\n  - match: "*"\n    deny: true\n');
+    expect(siteConfigPath(mine, site)).toBe(site);
   });
 
   it.each([
