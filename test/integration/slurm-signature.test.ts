@@ -65,6 +65,13 @@ describe('the SPANK plugin under a signature policy', () => {
     expect(r.stderr).toMatch(new RegExp(`docker://${registry.host}/lab/unsigned@${digest} is not signed by .*lab\\.pub \\(sha256:[0-9a-f]{12}…\\), as the site's policy requires`));
   });
 
+  it('sbatch refuses it too: the job never queues', async () => {
+    const r = await run('sbatch', [`--container-image=docker://${registry.host}/lab/unsigned:1`, '--wrap', 'echo ran'], { cwd: work, env: env() });
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toMatch(/Submitted batch job/);
+    expect(r.stderr).toMatch(new RegExp(`docker://${registry.host}/lab/unsigned@${digest} is not signed by .*lab\\.pub`));
+  });
+
   it('refuses a local image the policy denies before its container starts, naming its digest', async () => {
     const r = await srun('-n1', `--container-image=${path.join(work, 'local.sqsh')}`, 'sh', '-c', 'echo ran');
     expect(r.code).not.toBe(0);
