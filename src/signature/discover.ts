@@ -10,7 +10,7 @@
 //   and says so.
 // Every blob is checked against its digest; a registry that holds nothing answers 404, and any
 // other failure stops the pull (no signature found is never "unsigned, so allowed").
-import { isBerthError } from '../errors.js';
+import { BerthError, isBerthError } from '../errors.js';
 import { findCredentials } from '../image/credentials.js';
 import { verifyBytes } from '../image/digest.js';
 import type { DockerReference } from '../image/docker-reference.js';
@@ -23,6 +23,8 @@ export const NOTATION_ARTIFACT_TYPE = 'application/vnd.cncf.notary.signature';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 /** A payload is a few hundred bytes; a larger "signature" is refused unread. */
 const MAX_PAYLOAD = 1024 * 1024;
+/** The distribution spec's limit for a manifest, which a referrers list is. */
+const MAX_INDEX = 4 * 1024 * 1024;
 
 export interface Found {
   candidates: Candidate[];
@@ -41,10 +43,30 @@ export function signatureTag(digest: string): string {
 
 const missing = (e: unknown) => isBerthError(e) && e.code === 'IMAGE_NOT_IN_SOURCE';
 
-async function json(res: Response): Promise<Record<string, unknown>> {
-  const bytes = Buffer.from(await res.arrayBuffer());
-  if (bytes.length > 4 * 1024 * 1024) throw new Error('too large');
-  return JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+/** A response's body, or a refusal once it passes `max` bytes: a registry does not make berth hold what it likes. */
+async function bounded(res: Response, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const tooLarge = () => new BerthError('SOURCE_INVALID', `${what} is larger than ${max} bytes`, 'the registry is corrupt or hostile; nothing was verified');
+  if (Number(res.headers.get('content-length') ?? 0) > max) {
+    await res.body?.cancel();
+    throw tooLarge();
+  }
+  for await (const chunk of res.body ?? []) {
+    length += (chunk as Uint8Array).length;
+    if (length > max) throw tooLarge();
+    chunks.push(Buffer.from(chunk as Uint8Array));
+  }
+  return Buffer.concat(chunks);
+}
+
+async function json(res: Response, what: string): Promise<Record<string, unknown>> {
+  const bytes = await bounded(res, MAX_INDEX, what);
+  try {
+    return JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new BerthError('SOURCE_INVALID', `${what} is not JSON`, 'the registry is corrupt or hostile; nothing was verified');
+  }
 }
 
 async function manifestDoc(client: RegistryClient, id: string): Promise<Record<string, unknown> | undefined> {
@@ -54,6 +76,7 @@ async function manifestDoc(client: RegistryClient, id: string): Promise<Record<s
     return JSON.parse(m.bytes.toString('utf8')) as Record<string, unknown>;
   } catch (e: unknown) {
     if (missing(e)) return undefined;
+    if (e instanceof SyntaxError) throw new BerthError('SOURCE_INVALID', `the signature manifest ${id} is not JSON`, 'the registry is corrupt or hostile; nothing was verified');
     throw e;
   }
 }
@@ -67,9 +90,7 @@ async function layersOf(client: RegistryClient, doc: Record<string, unknown>, fo
     const digest = layer['digest'];
     if (typeof signature !== 'string' || typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest)) continue;
     if (typeof layer['size'] === 'number' && layer['size'] > MAX_PAYLOAD) continue;
-    const res = await client.get('blobs', digest);
-    const payload = Buffer.from(await res.arrayBuffer());
-    if (payload.length > MAX_PAYLOAD) continue;
+    const payload = await bounded(await client.get('blobs', digest), MAX_PAYLOAD, `the signature payload ${digest}`);
     verifyBytes(payload, digest, `the signature payload ${digest}`, 'the registry is corrupt or tampering');
     out.push({ payload, signature: Buffer.from(signature, 'base64'), found });
   }
@@ -80,7 +101,7 @@ async function layersOf(client: RegistryClient, doc: Record<string, unknown>, fo
 async function referrers(client: RegistryClient, digest: string): Promise<Record<string, unknown>[]> {
   let index: Record<string, unknown> | undefined;
   try {
-    index = await json(await client.get('referrers', digest, { accept: OCI_INDEX }));
+    index = await json(await client.get('referrers', digest, { accept: OCI_INDEX }), `the referrers of ${digest}`);
   } catch (e: unknown) {
     // No referrers API (404, or a registry that answers something else for an unknown path): the tag schema.
     if (!isBerthError(e) || !['IMAGE_NOT_IN_SOURCE', 'SOURCE_INVALID'].includes(e.code)) throw e;
