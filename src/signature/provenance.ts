@@ -18,10 +18,12 @@
 // leaves the old trailer whole until the new one's last byte, and a file cut short in between
 // has no trailer magic at its end, so it is read from /.berth/image.json, without a verdict.
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync } from 'node:fs';
+import path from 'node:path';
 import { config } from '../config/load.js';
 import { BerthError, isBerthError, osError } from '../errors.js';
 import type { DockerReference } from '../image/docker-reference.js';
+import { checkDirPath, describeDoubt, fileDoubt, makeTrust, uidOf } from '../image/trust.js';
 import { metadataBytes, readMetadataTrailer, parseMetadata, writeMetadataTrailer, type ImageMetadata } from '../squashfs/metadata.js';
 import { decide, hasPolicy, needsSignatures, type Candidate, type Signer, type Verdict } from './decide.js';
 import { findSignatures, signatureClient } from './discover.js';
@@ -109,16 +111,33 @@ export async function verifyPull(ref: DockerReference, digest: string, insecure:
     ...(overIndex ? { index: { digest: index.digest, manifest: index.bytes.toString('base64') } } : {}) };
 }
 
+/**
+ * Why the verdict recorded in `file` is not to be believed, or undefined when it is: the file
+ * is a regular file of the user's, root's or the site cache owner's, which no one else can
+ * write, in directories no one else can change (the cache rules, src/image/trust.ts). Anyone
+ * can copy a real verdict, signatures and all, into an image of their own making; so another
+ * user's file is judged as the local image it is, whatever it says.
+ */
+export function verdictDoubt(file: string): string | undefined {
+  const owner = config().values['cache.site-owner'];
+  const trust = makeTrust(process.getuid!(), typeof owner === 'string' ? uidOf(owner, 'cache.site-owner') : undefined);
+  const st = lstatSync(file, { throwIfNoEntry: false });
+  if (!st) return `${file} is gone`;
+  const doubt = fileDoubt(file, st, trust) ?? checkDirPath(path.dirname(file), trust).doubt;
+  return doubt ? describeDoubt(doubt) : undefined;
+}
+
 /** Judges an image about to run by its recorded verdict (or as local); undefined without a policy. */
-export function judgeImage(metadata: ImageMetadata, file: string, policy = currentPolicy()): Verdict | undefined {
+export function judgeImage(metadata: ImageMetadata, file: string, policy = currentPolicy(), doubtOf: (file: string) => string | undefined = verdictDoubt): Verdict | undefined {
   if (!hasPolicy(policy)) return undefined;
   const p = readProvenance(metadata);
-  if (p && p.manifestDigest === metadata.manifestDigest) {
+  const doubt = p ? doubtOf(file) : undefined;
+  if (p && !doubt && p.manifestDigest === metadata.manifestDigest) {
     const candidates = p.signers.map((s) => ({ payload: Buffer.from(s.payload, 'base64'), signature: Buffer.from(s.signature, 'base64'), found: `recorded ${p.verifiedAt}, ${s.found}` }));
     const index = listingIndex(p.index, p.manifestDigest);
     return decide(policy, { name: p.name, digest: p.manifestDigest, label: `${file} (docker://${p.name}@${p.manifestDigest})`, ...(index ? { index } : {}) }, candidates);
   }
-  const why = p ? 'its recorded verdict is for another digest' : 'not pulled from a registry under a policy';
+  const why = !p ? 'not pulled from a registry under a policy' : doubt ? `its recorded verdict is not believed: ${doubt}` : 'its recorded verdict is for another digest';
   return decide(policy, { name: LOCAL, digest: metadata.manifestDigest, label: `${file} (a local image: ${why}${metadata.manifestDigest ? `; digest ${metadata.manifestDigest}` : ''})` }, []);
 }
 

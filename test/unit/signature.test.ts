@@ -225,9 +225,11 @@ describe('keys and recorded verdicts as hostile input', () => {
     expect(readProvenance({ ...base, provenance: 'signed, honest' } as unknown as ImageMetadata)).toBeUndefined();
     const policy: TrustPolicy = { site: [{ match: 'reg/*', action: { kind: 'allow' }, where: 's:1' }, { match: 'local', action: { kind: 'deny' }, where: 's:2' }] };
     const forged = { ...base, provenance: { name: 'reg/app', manifestDigest: OTHER, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
-    expect(() => judgeImage(forged, 'f.sqsh', policy)).toThrow(/f\.sqsh \(a local image: its recorded verdict is for another digest; digest sha256:a+\) is denied/);
+    const believed = () => undefined;
+    expect(() => judgeImage(forged, 'f.sqsh', policy, believed)).toThrow(/f\.sqsh \(a local image: its recorded verdict is for another digest; digest sha256:a+\) is denied/);
     const honest = { ...base, provenance: { name: 'reg/app', manifestDigest: DIGEST, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
-    expect(judgeImage(honest, 'f.sqsh', policy)?.name).toBe('reg/app');
+    expect(judgeImage(honest, 'f.sqsh', policy, believed)?.name).toBe('reg/app');
+    expect(() => judgeImage(honest, 'f.sqsh', policy, () => 'f.sqsh belongs to uid 1234')).toThrow(/a local image: its recorded verdict is not believed: f\.sqsh belongs to uid 1234/);
     expect(judgeImage(honest, 'f.sqsh', {})).toBeUndefined();
   });
 });
