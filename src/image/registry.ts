@@ -263,6 +263,9 @@ export class RegistryClient {
     if (method !== 'GET' && (status === 401 || status === 403)) {
       return new BerthError('AUTH_FAILED', `${this.ref.registry} does not let you push to ${this.describe} (${status})`, `log in with an account that may push there: berth login ${this.ref.registry}`);
     }
+    if (method !== 'GET') {
+      return new BerthError('SOURCE_INVALID', `${this.ref.apiHost} answered ${status} to ${method} ${what} for ${this.describe}`, 'check that the registry takes pushes (OCI distribution), and try again later');
+    }
     if (status === 401) return this.credentials() ? this.wrongCredentials() : this.needCredentials();
     if (status === 403) return new BerthError('AUTH_FAILED', `${this.ref.registry} denies access to ${this.describe}`, 'check that your account may pull it');
     if (status === 404) {
