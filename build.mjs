@@ -23,8 +23,9 @@ await build({
   // import.meta.url has no CommonJS equivalent of its own: give it the bundle's.
   banner: { js: `${LAUNCHER}const import_meta_url = require('node:url').pathToFileURL(__filename).href;` },
   define: { 'import.meta.url': 'import_meta_url' },
-  // Loaded from node_modules only when a configuration file exists (src/config/load.ts).
-  external: ['yaml', 'ssh2'],
+  // Loaded from node_modules only when needed: a configuration file (src/config/load.ts), ssh, a
+  // cosign key file (src/signature/cosign-key.ts).
+  external: ['yaml', 'ssh2', 'tweetnacl'],
   logLevel: 'warning',
 });
 chmodSync('dist/berth.cjs', 0o755);

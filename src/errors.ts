@@ -39,7 +39,10 @@ export type ErrorCode =
   | 'REMOTE_DISK_FULL'
   | 'PATH_UNUSABLE'
   | 'VERSION_MISMATCH'
-  | 'LIMITS_UNAVAILABLE';
+  | 'LIMITS_UNAVAILABLE'
+  // The site's image-signature policy refused an image (src/signature/), or a key or signature is unusable.
+  | 'IMAGE_UNTRUSTED'
+  | 'SIGNATURE_INVALID';
 
 /**
  * Process exit codes, docker run's contract (README "Exit status"): 125 when berth itself fails

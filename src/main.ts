@@ -100,6 +100,16 @@ program
   .action((reference: string, flags, cmd: Command) => run(async () => (await import('./cli/pull.js')).pullCommand(reference, flags, cmd.args.slice(1))));
 
 program
+  .command('sign')
+  .description("sign an image pushed to a registry, in cosign's format, for sites whose trust: policy requires it")
+  .argument('<reference>', 'docker://[REGISTRY/]REPO[:TAG|@DIGEST]: the manifest that berth pull checks on this platform')
+  .option('--key <file>', 'the private key: PEM (ECDSA P-256 or Ed25519) as openssl writes it, or a cosign key file (COSIGN_PASSWORD)')
+  .option('--platform <os/arch[/variant]>', 'which image of a multi-platform index (default: this host)')
+  .option('--insecure', 'allow plain http for this registry (always allowed for localhost)')
+  .option('--json', 'print the result as JSON on stdout')
+  .action((reference: string, flags) => run(async () => (await import('./cli/sign.js')).signCommand(reference, flags)));
+
+program
   .command('login')
   .description('check and save credentials for a registry (in ~/.docker/config.json)')
   .argument('<registry>', 'e.g. ghcr.io, nvcr.io, docker.io')

@@ -7,6 +7,13 @@ import { describeImage, type ImageFormat } from '../runtime/image.js';
 import { formatBytes } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
 import { printable } from './terminal.js';
+import { readProvenance, type Provenance } from '../signature/provenance.js';
+
+/** The recorded verdict: who signed, with which key, when it was verified. */
+function provenanceWords(p: Provenance): string {
+  const who = p.signers.length > 0 ? `signed by ${p.signers.map((s) => `${s.key} (${s.fingerprint}, ${s.found})`).join(', ')}` : 'allowed unsigned';
+  return `${who}; docker://${p.name}@${p.manifestDigest}; verified ${p.verifiedAt} by ${p.rules.join('; ')}`;
+}
 
 const INDENT = ' '.repeat(17);
 
@@ -43,6 +50,8 @@ export async function inspectCommand(image: string, flags: { json?: boolean }): 
     ['Volumes', printable(c.Volumes.join(', ')) || '-'],
     ['ExposedPorts', printable(c.ExposedPorts.join(', ')) || '-'],
   ];
+  const provenance = readProvenance(m);
+  rows.push(['Signature', provenance ? printable(provenanceWords(provenance)) : '- (no verdict recorded: a local image, or pulled with no trust: policy)']);
   if (info.notes.length > 0) rows.push(['Notes', list(info.notes)]);
   return rows.map(([k, v]) => `${`${k}:`.padEnd(17)}${v}`).join('\n');
 }

@@ -5,15 +5,24 @@
 // against its setting. Every problem is collected and reported at once, each naming its file
 // and line or its variable, so one run shows all there is to fix; unknown keys are problems
 // too, so a typo never silently does nothing. Code below this edge sees only a typed Config.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Node } from 'yaml';
 import { BerthError } from '../errors.js';
+import { parseTrustSection, type TrustPolicy, type TrustRule } from '../signature/policy.js';
 import { longFlag, SETTINGS, type Config, type ConfigValues, type Setting, type SettingKey } from './schema.js';
 import { yaml } from './yaml.js';
 
 export const SITE_CONFIG = '/etc/berth/config.yaml';
+
+/**
+ * The site's file: /etc/berth/config.yaml. Only where that does not exist (so there is no site
+ * policy a user could escape) may BERTH_SITE_CONFIG name another, for trials and tests.
+ */
+export function siteConfigPath(env: NodeJS.ProcessEnv, site = SITE_CONFIG): string {
+  return !existsSync(site) && env.BERTH_SITE_CONFIG ? env.BERTH_SITE_CONFIG : site;
+}
 
 /** A value as written, not yet checked, and where: `FILE:LINE`, or the variable. */
 interface Written {
@@ -36,6 +45,8 @@ interface Problem {
 interface Reading {
   written: Written[];
   problems: Problem[];
+  /** The file's `trust:` section, when it has one (src/signature/policy.ts). */
+  trust?: TrustRule[];
 }
 
 const KEYS = Object.keys(SETTINGS) as SettingKey[];
@@ -78,9 +89,16 @@ function readFileSettings(text: string, file: string): Reading {
   }
   for (const section of doc.contents.items) {
     const name = isScalar(section.key) ? String(section.key.value) : '?';
+    if (name === 'trust') {
+      const scalar = (n: unknown) => (isScalar(n) ? n.value : undefined);
+      const trust = parseTrustSection(section.value as Node | null, (n) => (n ? at(n) : at(section.key as Node)), isMap, scalar);
+      reading.trust = trust.rules;
+      reading.problems.push(...trust.problems);
+      continue;
+    }
     const inSection = KEYS.filter((k) => k.startsWith(`${name}.`));
     if (inSection.length === 0) {
-      problem(at(section.key as Node), `unknown section '${name}'`, `the sections are: ${sectionsOf(KEYS).join(', ')}`);
+      problem(at(section.key as Node), `unknown section '${name}'`, `the sections are: ${[...sectionsOf(KEYS), 'trust'].join(', ')}`);
       continue;
     }
     if (!isMap(section.value)) {
@@ -235,8 +253,8 @@ function readOptional(file: string): string | Problem | undefined {
 }
 
 /** What the files and the environment write, in the order they apply, and what is wrong with them. */
-function readAll(env: NodeJS.ProcessEnv, sitePath: string): Reading {
-  const all: Reading = { written: [], problems: [] };
+function readAll(env: NodeJS.ProcessEnv, sitePath: string): Reading & { policy: TrustPolicy } {
+  const all: Reading & { policy: TrustPolicy } = { written: [], problems: [], policy: {} };
   for (const file of [sitePath, userConfigPath(env)]) {
     const text = readOptional(file);
     if (typeof text === 'object') all.problems.push(text);
@@ -244,6 +262,8 @@ function readAll(env: NodeJS.ProcessEnv, sitePath: string): Reading {
       const reading = readFileSettings(text, file);
       all.written.push(...reading.written);
       all.problems.push(...reading.problems);
+      // Each file's rules apart: the site's are the site's, whatever the user's file says.
+      if (reading.trust) all.policy[file === sitePath ? 'site' : 'user'] = reading.trust;
     } else if (file === env.BERTH_CONFIG) {
       all.problems.push({ where: '$BERTH_CONFIG', message: `BERTH_CONFIG names ${file}, which does not exist`, hint: 'fix the path or unset BERTH_CONFIG' });
     }
@@ -253,7 +273,7 @@ function readAll(env: NodeJS.ProcessEnv, sitePath: string): Reading {
 }
 
 function defaults(): Config {
-  const config: Config = { values: {} as ConfigValues, sources: {} };
+  const config: Config = { values: {} as ConfigValues, sources: {}, trust: {} };
   for (const key of KEYS) {
     const value = settingOf(key).default;
     if (value === undefined) continue;
@@ -264,11 +284,12 @@ function defaults(): Config {
   return config;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, sitePath = SITE_CONFIG): Config {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, sitePath = siteConfigPath(env)): Config {
   const config = defaults();
   const reading = readAll(env, sitePath);
   const problems = [...reading.problems, ...validate(reading.written, config)];
   if (problems.length > 0) throw configError(problems);
+  config.trust = reading.policy;
   return config;
 }
 

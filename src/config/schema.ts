@@ -4,6 +4,7 @@
 // loader (load.ts) checks files and variables against the table into a Config typed per
 // setting; `berth config` prints it; the command-line flags of run/exec/shell are made from it.
 import { BINDINGS } from '../host/bindings.js';
+import type { TrustPolicy } from '../signature/policy.js';
 
 export type SettingType = 'path' | 'seconds' | 'count' | 'strings' | 'string' | 'boolean';
 
@@ -110,4 +111,6 @@ export type ConfigValues = SettingValues<typeof SETTINGS>;
 export interface Config {
   values: ConfigValues;
   sources: { [K in SettingKey]?: string };
+  /** The `trust:` sections of the site's file and the user's (src/signature/policy.ts). */
+  trust: TrustPolicy;
 }

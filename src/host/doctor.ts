@@ -16,6 +16,8 @@ import { findPasta } from './network.js';
 import { limitsTarget } from '../plan/limits.js';
 import { cgroupFacts } from './cgroup.js';
 import { runtimeDir } from './user.js';
+import { loadPublicKey } from '../signature/keys.js';
+import { describePolicy } from '../signature/policy.js';
 
 export type Check = DoctorLine;
 
@@ -213,6 +215,22 @@ function bindingChecks(): Check[] {
   return ALL_BINDINGS.flatMap((b) => guardedLines(b.name, () => b.doctor(b.facts(values['host.root'], bindingSettings(b, values).settings))));
 }
 
+/** The signature policy in force, in words, and whether every key it names can be read. */
+function trustCheck(): Check {
+  const policy = config().trust;
+  const detail = describePolicy(policy);
+  const keys = [...new Set([...(policy.site ?? []), ...(policy.user ?? [])].flatMap((r) => (r.action.kind === 'require' ? r.action.keys : [])))];
+  for (const key of keys) {
+    try {
+      loadPublicKey(key);
+    } catch (e: unknown) {
+      if (!isBerthError(e)) throw e;
+      return { name: 'image trust', verdict: 'fail', detail: `${detail}; ${e.message}`, fix: e.hint ?? '' };
+    }
+  }
+  return { name: 'image trust', verdict: 'ok', detail };
+}
+
 export function diagnose(): Check[] {
   const { check: kernel, overlayNative } = kernelCheck();
   const helper = helperCheck();
@@ -226,6 +244,7 @@ export function diagnose(): Check[] {
     networkCheck(),
     ...bindingChecks(),
     guarded('resource limits', limitsCheck),
+    trustCheck(),
     dirCheck('runtime directory', runtimeDir(process.getuid!(), process.env), true),
     ...cacheChecks(),
   ];

@@ -9,7 +9,10 @@ import { BerthError, isBerthError } from '../errors.js';
 import { imagePath, withLock } from './cache.js';
 import type { CacheKind, Caches } from './caches.js';
 import type { Platform } from './platform.js';
-import { formatDockerReference } from './docker-reference.js';
+import { formatDockerReference, type DockerReference } from './docker-reference.js';
+import { imageName } from '../signature/policy.js';
+import { hasPolicy } from '../signature/decide.js';
+import { currentPolicy, readTrailerMetadata, recordedVerdictHolds, recordProvenance, verifyPull, type Provenance } from '../signature/provenance.js';
 import { RegistrySource, type PullOptions } from './registry-source.js';
 import type { ImageSource, ResolvedImage } from './source.js';
 
@@ -31,6 +34,8 @@ export interface PullResult {
 export async function resolveReference(reference: string, platform: Platform, opts: PullOptions): Promise<string> {
   const source = new RegistrySource(reference, opts);
   const digest = await source.manifestDigest(platform);
+  // A Slurm job's image is judged here, at submission (the plugin resolves it), as well as on each node.
+  await verifyPull(source.ref, digest, opts.insecure, digest !== source.ref.digest ? await source.index() : undefined);
   return formatDockerReference({ ...source.ref, tag: undefined, digest });
 }
 
@@ -40,8 +45,9 @@ export async function pullImage(
   const source = new RegistrySource(reference, opts);
   const { caches } = opts;
   // Pinned to an image manifest converted before (what `berth resolve` hands to a job's nodes): no request at all.
+  // Under a signature policy, only if the verdict it carries still holds (src/signature/); else it is judged again below.
   const pinned = source.ref.digest && (await caches.findImage(source.ref.digest));
-  if (pinned) return { manifestDigest: source.ref.digest!, reference: source.describe, ...pinned, cached: true };
+  if (pinned && verdictHolds(pinned.path, source.ref)) return { manifestDigest: source.ref.digest!, reference: source.describe, ...pinned, cached: true };
   let manifestDigest: string;
   try {
     manifestDigest = await source.manifestDigest(platform);
@@ -54,10 +60,41 @@ export async function pullImage(
     if (!found) throw e;
     return { ...found, manifestDigest: last, reference: source.describe, cached: true, offline: true };
   }
+  // The site's signature policy, before anything is downloaded: a refused image is never converted.
+  const provenance = await verifyPull(source.ref, manifestDigest, opts.insecure, manifestDigest !== source.ref.digest ? await source.index() : undefined);
   if (!source.ref.digest) caches.noteResolved(source.describe, manifestDigest);
-  const found = manifestDigest !== source.ref.digest && (await caches.findImage(manifestDigest));
-  if (found) return { manifestDigest, reference: source.describe, ...found, cached: true };
-  return convertIntoCache(source, manifestDigest, platform, caches, squash, events, undefined);
+  const found = (manifestDigest !== source.ref.digest || pinned) && (await caches.findImage(manifestDigest));
+  if (found) return withVerdict({ manifestDigest, reference: source.describe, ...found, cached: true }, provenance, source.ref);
+  return withVerdict(await convertIntoCache(source, manifestDigest, platform, caches, squash, events, undefined), provenance, source.ref);
+}
+
+/**
+ * Whether the cached image's recorded signature verdict is for this repository and passes
+ * today's policy (always, without a policy). The same digest pulled from another repository
+ * is judged for the one asked for: a rule that denies a repository is not escaped through
+ * another that holds the same image.
+ */
+function verdictHolds(file: string, ref: DockerReference): boolean {
+  if (!hasPolicy(currentPolicy())) return true;
+  const metadata = readTrailerMetadata(file);
+  return metadata?.provenance?.name === imageName(ref.registry, ref.repository) && recordedVerdictHolds(metadata, file);
+}
+
+/**
+ * The pull's verdict recorded in the image, unless the one it carries already holds. Only the
+ * user's own cache is written: a site cache's image without one is its owner's to pull again.
+ */
+async function withVerdict(result: PullResult, provenance: Provenance | undefined, ref: DockerReference): Promise<PullResult> {
+  if (!provenance || verdictHolds(result.path, ref)) return result;
+  if (result.cache !== 'user') {
+    throw new BerthError('IMAGE_UNTRUSTED', `the site cache's ${result.path} (${result.reference}) carries no signature verdict that today's policy accepts`,
+      "ask the site cache's owner to pull it again: berth pull records the verdict");
+  }
+  // Under the image's lock (the conversion's): the nodes of a job pulling at once append one verdict, not several at one offset.
+  await withLock(`${result.path}.lock`, async () => {
+    if (!verdictHolds(result.path, ref)) recordProvenance(result.path, provenance);
+  });
+  return result;
 }
 
 /** Errors that say the network is not there: refused, unreachable, unresolvable, timed out. */

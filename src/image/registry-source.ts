@@ -112,6 +112,12 @@ export class RegistrySource implements ImageSource {
     return chosen.digest;
   }
 
+  /** The index the reference named, if it named one: a signature over it covers the manifests it lists (src/signature/). */
+  async index(): Promise<{ digest: string; bytes: Buffer } | undefined> {
+    const top = await this.topManifest();
+    return top.doc.kind === 'index' ? { digest: top.digest, bytes: top.bytes } : undefined;
+  }
+
   async resolve(platform: Platform): Promise<ResolvedImage> {
     const top = await this.topManifest();
     const run = limiter(this.opts.parallel);

@@ -74,10 +74,23 @@ export class RegistryClient {
   }
 
   /** GET with auth and retries; the caller reads (or cancels) the body. */
-  async get(what: 'manifests' | 'blobs', id: string, headers: Record<string, string> = {}): Promise<Response> {
+  get(what: 'manifests' | 'blobs' | 'referrers', id: string, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request('GET', `${what}/${id}`, undefined, headers, what, id);
+  }
+
+  /**
+   * A request that writes (berth sign pushes a signature): POST or PUT of `target`, a path in the
+   * repository (`blobs/uploads/`) or the URL an upload's Location named; with auth and retries.
+   */
+  send(method: 'POST' | 'PUT', target: string, body: Buffer | undefined, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request(method, target, body, headers, target.includes('manifests') ? 'manifests' : 'blobs', target);
+  }
+
+  private async request(method: string, target: string, body: Buffer | undefined, headers: Record<string, string>, what: string, id: string): Promise<Response> {
     let authTried = false;
     for (let attempt = 0; ; attempt++) {
-      const url = `${this.base}/${what}/${id}`;
+      // A Location from the registry may be absolute, or a path on its host.
+      const url = /^https?:\/\//.test(target) ? target : target.startsWith('/') ? `${new URL(this.base).origin}${target}` : `${this.base}/${target}`;
       if (this.authorizationIsSecret && !mayCarryCredentials(new URL(url), this.ref.apiHost)) throw this.plainHttp(new URL(url));
       let res: Response;
       // The timeout covers the wait for an answer, not the body: a big layer may take minutes
@@ -86,12 +99,14 @@ export class RegistryClient {
       const timer = setTimeout(() => controller.abort(new DOMException('timed out', 'TimeoutError')), this.opts.timeoutMs);
       try {
         res = await fetch(url, {
+          method,
+          ...(body ? { body: new Uint8Array(body) } : {}),
           headers: { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) },
           signal: controller.signal,
         });
       } catch (e: unknown) {
         clearTimeout(timer);
-        if (this.httpAllowed && this.base.startsWith('https:')) {
+        if (this.httpAllowed && this.base.startsWith('https:') && !/^https?:\/\//.test(target)) {
           // No TLS there (or none we can check): the plain http that such registries speak.
           this.base = this.base.replace(/^https:/, 'http:');
           attempt--;
@@ -117,7 +132,7 @@ export class RegistryClient {
       }
       if (res.ok) return res;
       await res.body?.cancel();
-      throw this.failure(res.status, what, id);
+      throw this.failure(res.status, what, id, method);
     }
   }
 
@@ -244,7 +259,13 @@ export class RegistryClient {
       `check them, then \`berth login ${this.ref.registry}\` again (or fix BERTH_REGISTRY_USERNAME/PASSWORD)`);
   }
 
-  private failure(status: number, what: string, id: string): BerthError {
+  private failure(status: number, what: string, id: string, method = 'GET'): BerthError {
+    if (method !== 'GET' && (status === 401 || status === 403)) {
+      return new BerthError('AUTH_FAILED', `${this.ref.registry} does not let you push to ${this.describe} (${status})`, `log in with an account that may push there: berth login ${this.ref.registry}`);
+    }
+    if (method !== 'GET') {
+      return new BerthError('SOURCE_INVALID', `${this.ref.apiHost} answered ${status} to ${method} ${what} for ${this.describe}`, 'check that the registry takes pushes (OCI distribution), and try again later');
+    }
     if (status === 401) return this.credentials() ? this.wrongCredentials() : this.needCredentials();
     if (status === 403) return new BerthError('AUTH_FAILED', `${this.ref.registry} denies access to ${this.describe}`, 'check that your account may pull it');
     if (status === 404) {

@@ -16,6 +16,7 @@ import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
 import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
+import { describeVerdict, judgeImage, readProvenance } from '../signature/provenance.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 import { listInstances } from '../runtime/instances.js';
 import { hasLimits, parseLimits } from './limits.js';
@@ -328,6 +329,8 @@ export function hostBindings(flags: RunFlags, image: Target): HostBinding[] {
 export interface Prepared {
   plan: LaunchPlan;
   metadata: ImageMetadata;
+  /** The signature policy's verdict in words, where there is a policy. */
+  verdict?: string;
 }
 
 /**
@@ -337,13 +340,16 @@ export interface Prepared {
 export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts(),
   entrypoint?: string): Promise<Prepared> {
   const opened = openImage(await imageFile(image, pulls));
+  // The site's signature policy, against the verdict the image carries (or as a local image): refused before anything starts.
+  const verdict = judgeImage(opened.metadata, opened.location.path);
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
   if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
   const cmd: Command = mode === 'run' ? { mode, args, ...(entrypoint !== undefined ? { entrypoint } : {}) } : { mode, args };
   const { limits, mode: limitsMode } = parseLimits(flags);
   const plan = buildPlan(opened.location, opened.metadata, host, options, cmd);
-  return { plan: hasLimits(limits) ? { ...plan, limits, ...(limitsMode === 'best-effort' ? { limitsBestEffort: true } : {}) } : plan, metadata: opened.metadata };
+  return { plan: hasLimits(limits) ? { ...plan, limits, ...(limitsMode === 'best-effort' ? { limitsBestEffort: true } : {}) } : plan, metadata: opened.metadata,
+    ...(verdict ? { verdict: describeVerdict(verdict, readProvenance(opened.metadata)?.verifiedAt) } : {}) };
 }
 
 /**
@@ -386,6 +392,8 @@ export async function prepareStepPlan(image: string, args: string[], flags: RunF
   const host = stepHostFacts();
   const prepared = await preparePlan('exec', image, args, step.saveOverlay ? { ...flags, overlay: step.saveOverlay } : flags, pulls, host);
   const { metadata } = prepared;
+  // In the job's log: exactly what the step runs, and who signed it.
+  if (prepared.verdict) pulls.cacheWarning(`berth: image ${prepared.verdict}`);
   const sourced = metadata.startup === 'apptainer' ? await withApptainerEnv(prepared.plan) : { plan: prepared.plan, unset: [] };
   const entrypoint = metadata.config.Entrypoint ?? [];
   const init = step.entrypoint && entrypoint.length > 0 ? [...entrypoint, 'true'] : [];
@@ -441,6 +449,7 @@ export async function prepareInstancePlan(name: string, image: string, args: str
   checkInstanceName(name);
   refuseLimits(flags, 'instance');
   const opened = openImage(await imageFile(image, pulls));
+  judgeImage(opened.metadata, opened.location.path);
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const target = { location: opened.location, architecture: opened.metadata.platform.architecture };
   const options = { ...runOptions(flags, target), pid: true };

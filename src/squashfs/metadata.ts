@@ -7,6 +7,7 @@
 import { readSync, writeSync } from 'node:fs';
 import { BerthError } from '../errors.js';
 import type { ImageConfig, ResolvedImage } from '../image/source.js';
+import type { Provenance } from '../signature/provenance.js';
 
 export const METADATA_DIR = '.berth';
 export const METADATA_PATH = '.berth/image.json';
@@ -39,6 +40,8 @@ export interface ImageMetadata {
   startup?: 'apptainer' | 'enroot' | 'plain';
   /** Mounts the image asks for (an enroot image's /etc/fstab): tmpfs only. */
   mounts?: { kind: 'tmpfs'; target: string; options: string[] }[];
+  /** The signature policy's verdict when it was pulled (src/signature/provenance.ts); absent for a local image. */
+  provenance?: Provenance;
 }
 
 export function buildMetadata(image: ResolvedImage): ImageMetadata {

@@ -1,0 +1,98 @@
+// The signature policy, played by an attacker (#16; SECURITY.md, "Image signatures"). The site
+// requires the lab's signature and denies local images. The attacker copies the verdict a real,
+// signed pull recorded (its digest and the lab's genuine signature) into an image of their own
+// making, and hands the victim that file: the victim's berth does not believe another user's
+// record, judges the file as the local image it is, and refuses it. The victim's own copy of the
+// real image runs; the attacker's forgery does not, even though every byte of its verdict is true.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BERTH, ROOT, cleanup, run } from '../helpers.js';
+import { push, startRegistry, type Registry } from '../registry.js';
+import { account, as, ATTACKER, dirOf, VICTIM } from './users.js';
+
+let work: string;
+let registry: Registry;
+let victimDir: string;
+let attackerDir: string;
+let site: string;
+
+/** The metadata trailer's JSON of a berth image, and a function that writes a file with other metadata. */
+function trailer(file: string): { metadata: Record<string, unknown>; write(to: string, metadata: object): void } {
+  const bytes = readFileSync(file);
+  const len = Number(bytes.readBigUInt64LE(bytes.length - 16));
+  const start = bytes.length - 16 - len;
+  return {
+    metadata: JSON.parse(bytes.subarray(start, start + len).toString('utf8')) as Record<string, unknown>,
+    write: (to, metadata) => {
+      const json = Buffer.from(JSON.stringify(metadata));
+      const tail = Buffer.alloc(8);
+      tail.writeBigUInt64LE(BigInt(json.length));
+      writeFileSync(to, Buffer.concat([bytes.subarray(0, start), json, tail, Buffer.from('BERTHMD1')]));
+    },
+  };
+}
+
+const victim = (args: string[]) => as(VICTIM, process.execPath, [BERTH, ...args], {
+  env: { BERTH_SITE_CONFIG: site, BERTH_CONFIG: path.join(victimDir, 'user.yaml'), BERTH_CACHE_DIR: path.join(victimDir, 'cache'), BERTH_IMAGE_LINGER: '0' },
+});
+
+beforeAll(async () => {
+  work = mkdtempSync('/tmp/berth-sec-signature-');
+  chmodSync(work, 0o755);
+  registry = await startRegistry(path.join(work, 'registry'));
+  const made = spawnSync('bash', ['-c', `set -e; source ${ROOT}/test/fixtures/busybox-root.sh; cd ${work}; umoci init --layout oci >/dev/null
+    umoci new --image oci:real; umoci unpack --rootless --image oci:real real >/dev/null; busybox_root real/rootfs; echo 'from the lab' > real/rootfs/etc/motd
+    umoci repack --refresh-bundle --image oci:real real >/dev/null; umoci config --image oci:real --config.env PATH=/bin >/dev/null
+    umoci new --image oci:trojan; umoci unpack --rootless --image oci:trojan trojan >/dev/null; busybox_root trojan/rootfs; echo pwned > trojan/rootfs/etc/motd
+    umoci repack --refresh-bundle --image oci:trojan trojan >/dev/null; umoci config --image oci:trojan --config.env PATH=/bin >/dev/null
+    chmod -R a+rX ${work}`], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(made.stderr);
+  await push(`oci:${work}/oci:real`, registry, 'lab/app:1');
+  // The site's key pair (root's), and the policy.
+  spawnSync('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', path.join(work, 'lab.pem')]);
+  spawnSync('openssl', ['pkey', '-in', path.join(work, 'lab.pem'), '-pubout', '-out', path.join(work, 'lab.pub')]);
+  const signed = await run(process.execPath, [BERTH, 'sign', '--key', path.join(work, 'lab.pem'), `docker://${registry.host}/lab/app:1`]);
+  expect(signed.code, signed.stderr).toBe(0);
+  site = path.join(work, 'site.yaml');
+  writeFileSync(site, `trust:\n  - match: ${registry.host}/lab/*\n    require: [${path.join(work, 'lab.pub')}]\n  - match: local\n    deny: true\n`);
+  victimDir = dirOf(VICTIM, 'signature-victim', 0o755);
+  attackerDir = dirOf(ATTACKER, 'signature-attacker', 0o755);
+  writeFileSync(path.join(victimDir, 'user.yaml'), '');
+  chmodSync(path.join(victimDir, 'user.yaml'), 0o644);
+}, 180_000);
+
+afterAll(async () => {
+  await registry?.stop();
+  for (const d of [work, victimDir, attackerDir]) if (d) cleanup(d);
+});
+
+describe("another user's image file with a real verdict copied in", () => {
+  it('is judged as a local image and refused; the victim\'s own copy of the real image runs', async () => {
+    const mine = path.join(victimDir, 'app.sqsh');
+    const pulled = await victim(['pull', `docker://${registry.host}/lab/app:1`, '-o', mine]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const own = await victim(['run', mine, '--', 'cat', '/etc/motd']);
+    expect(own.stdout, own.stderr).toBe('from the lab\n');
+
+    // The attacker converts their trojan and gives it the real image's verdict, signature and all.
+    const honest = path.join(attackerDir, 'honest.sqsh');
+    const converted = await as(ATTACKER, process.execPath, [BERTH, 'convert', `oci:${work}/oci:trojan`, '-o', honest, '-q']);
+    expect(converted.code, converted.stderr).toBe(0);
+    const real = trailer(mine).metadata;
+    const forged = path.join(attackerDir, 'app.sqsh');
+    const t = trailer(honest);
+    t.write(path.join(work, 'forged.sqsh'), { ...t.metadata, manifestDigest: real['manifestDigest'], provenance: real['provenance'] });
+    expect((await as(ATTACKER, 'cp', [path.join(work, 'forged.sqsh'), forged])).code).toBe(0);
+    expect(spawnSync('rdsquashfs', ['--cat', '/etc/motd', forged], { encoding: 'utf8' }).stdout).toBe('pwned\n');
+
+    const ran = await victim(['run', forged, '--', 'cat', '/etc/motd']);
+    expect(ran.code).toBe(125);
+    expect(ran.stdout).toBe('');
+    expect(ran.stderr).toContain(`${forged} (a local image: its recorded verdict is not believed: ${forged} (owner ${ATTACKER}`);
+    expect(ran.stderr).toMatch(/belongs to another user.*is denied by the site's policy/);
+    // The same bytes as the victim's own file would pass: it is whose file it is that decides.
+    expect(account(ATTACKER).uid).not.toBe(account(VICTIM).uid);
+  });
+});
