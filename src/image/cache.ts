@@ -54,8 +54,8 @@ export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T
 const STALL_MS = 60_000;
 
 export interface BlobFetch {
-  /** Starts the download at byte `start`; a registry that ignores Range answers 200. */
-  (start: number): Promise<Response>;
+  /** Starts the download at byte `start`; a registry that ignores Range answers 200 (206 where it honours it). */
+  (start: number): Promise<{ status: number; body: Readable }>;
 }
 
 /**
@@ -157,7 +157,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
   });
   stall = setTimeout(() => counter.destroy(new Error(`no data for ${STALL_MS / 1000} s`)), STALL_MS);
   try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
+    await pipeline(res.body, counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
   } catch (e: unknown) {
     clearTimeout(stall);
     throw diskFull(e, partial, what) ?? interrupted(e, what);

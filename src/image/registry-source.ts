@@ -12,7 +12,7 @@ import { parseDigest, verifyBytes } from './digest.js';
 import { formatDockerReference, parseDockerReference, type DockerReference } from './docker-reference.js';
 import { checkSize, choosePlatform, resolveDescriptor, sha256, type BlobStore } from './oci-layout.js';
 import type { Platform } from './platform.js';
-import { RegistryClient } from './registry.js';
+import { RegistryClient, type BlobResponse } from './registry.js';
 import { parseJson, readManifestOrIndex, type Descriptor, type IndexDoc, type ManifestDoc } from './schema.js';
 import type { ImageSource, ResolvedImage } from './source.js';
 
@@ -167,12 +167,11 @@ export class RegistrySource implements ImageSource {
   }
 
   /** One GET of a blob from byte `start`, refused when the registry offers more or less than its descriptor says. */
-  private async fetchBlob(desc: Descriptor, what: string, start: number): Promise<Response> {
-    const res = await this.client.get('blobs', desc.digest, start > 0 ? { range: `bytes=${start}-` } : {});
-    const length = Number(res.headers.get('content-length') ?? NaN);
-    const total = (res.status === 206 ? start : 0) + length;
-    if (Number.isFinite(length) && desc.size >= 0 && total !== desc.size) {
-      await res.body?.cancel();
+  private async fetchBlob(desc: Descriptor, what: string, start: number): Promise<BlobResponse> {
+    const res = await this.client.blob(desc.digest, start);
+    const total = (res.status === 206 ? start : 0) + (res.length ?? NaN);
+    if (res.length !== undefined && desc.size >= 0 && total !== desc.size) {
+      res.cancel();
       throw new BerthError('SOURCE_INVALID', `${this.describe}: the registry has ${total} bytes for ${what}, but its descriptor says ${desc.size}`,
         'the image does not match its own manifest; push it again, or report it to the registry\'s admins. Nothing was cached.');
     }

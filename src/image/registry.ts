@@ -10,9 +10,12 @@
 // another host gets them over https, as Docker sends them (Docker Hub's realm is auth.docker.io,
 // not registry-1.docker.io); over plain http never, nor does R itself over http (--insecure)
 // unless it is on loopback: anyone on the path would read them. A bearer token obtained with
-// credentials counts as the credentials. fetch() drops the Authorization header when a
-// redirect leaves the origin (the Fetch standard; undici does so), so a blob redirected to a
-// CDN or downgraded to http never carries it.
+// credentials counts as the credentials. The Authorization header is dropped when a redirect
+// leaves the origin (the Fetch standard; fetch() does so for manifests and tokens, blob() for
+// blobs), so a blob redirected to a CDN or downgraded to http never carries it.
+import { get as httpGet, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
+import type { Readable } from 'node:stream';
 import { BerthError, messageOf } from '../errors.js';
 import type { Credentials } from './credentials.js';
 import { formatDockerReference, isLoopback, type DockerReference } from './docker-reference.js';
@@ -76,6 +79,60 @@ export class RegistryClient {
   /** GET with auth and retries; the caller reads (or cancels) the body. */
   get(what: 'manifests' | 'blobs' | 'referrers', id: string, headers: Record<string, string> = {}): Promise<Response> {
     return this.request('GET', `${what}/${id}`, undefined, headers, what, id);
+  }
+
+  /**
+   * GET of a blob's bytes from byte `start`, its body a Node stream: node:http(s) rather than
+   * fetch, whose web streams cost twice the CPU for a large layer (0.67 against 0.32 core-s for
+   * 95 MB here), CPU the conversion running beside it needs. The same auth, retries and errors
+   * as request(); redirects (registries send blobs to storage elsewhere) are followed here as
+   * fetch follows them: the Authorization header goes only to the origin it was meant for, and
+   * credentials never over plain http to a host that is not loopback.
+   */
+  async blob(digest: string, start: number): Promise<BlobResponse> {
+    let authTried = false;
+    for (let attempt = 0; ; attempt++) {
+      const url = new URL(`${this.base}/blobs/${digest}`);
+      if (this.authorizationIsSecret && !mayCarryCredentials(url, this.ref.apiHost)) throw this.plainHttp(url);
+      let res: IncomingMessage;
+      try {
+        res = await getFollowing(url, { ...(start > 0 ? { range: `bytes=${start}-` } : {}) }, this.authorization, this.opts.timeoutMs);
+      } catch (e: unknown) {
+        if (e instanceof BerthError) throw e;
+        if (this.httpAllowed && this.base.startsWith('https:')) {
+          this.base = this.base.replace(/^https:/, 'http:'); // as request() does
+          attempt--;
+          continue;
+        }
+        if (attempt < this.opts.retries) {
+          await sleep(backoff(attempt));
+          continue;
+        }
+        throw unreachable(this.ref.apiHost, this.describe, e);
+      }
+      const status = res.statusCode ?? 0;
+      const header = (name: string) => {
+        const v = res.headers[name];
+        return Array.isArray(v) ? v[0] : v;
+      };
+      if (status === 401 && !authTried) {
+        authTried = true;
+        res.resume();
+        await this.authenticate(header('www-authenticate') ?? '');
+        continue;
+      }
+      if ((status === 429 || status >= 500) && attempt < this.opts.retries) {
+        res.resume();
+        await sleep(retryAfter(header('retry-after') ?? null) ?? backoff(attempt));
+        continue;
+      }
+      if (status === 200 || status === 206) {
+        const length = Number(header('content-length') ?? NaN);
+        return { status, length: Number.isFinite(length) ? length : undefined, body: res, cancel: () => res.destroy() };
+      }
+      res.resume();
+      throw this.failure(status, 'blobs', digest);
+    }
   }
 
   /**
@@ -276,6 +333,54 @@ export class RegistryClient {
   }
 }
 
+/** A blob's answer, its body a Node stream. */
+export interface BlobResponse {
+  status: number;
+  /** Content-Length, where the registry sent one. */
+  length: number | undefined;
+  body: Readable;
+  cancel(): void;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * GET `url`, following up to 10 redirects. `authorization` is sent to `url`'s own origin only,
+ * never after a redirect leaves it (the Fetch standard's rule, which fetch() applied before).
+ * The timeout covers the wait for each answer's headers, not the body: a big layer may take
+ * minutes (its reader watches for stalls instead).
+ */
+async function getFollowing(url: URL, headers: Record<string, string>, authorization: string | undefined, timeoutMs: number): Promise<IncomingMessage> {
+  const origin = url.origin;
+  for (let hops = 0; ; hops++) {
+    const res = await getOnce(url, { ...headers, ...(authorization && url.origin === origin ? { authorization } : {}) }, timeoutMs);
+    const location = res.headers.location;
+    if (!REDIRECTS.has(res.statusCode ?? 0) || !location) return res;
+    res.resume();
+    if (hops >= 10) throw new BerthError('SOURCE_INVALID', `${origin} redirected a blob more than 10 times`, 'report it to the registry\'s admins');
+    const next = new URL(location, url);
+    if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+      throw new BerthError('SOURCE_INVALID', `${origin} redirected a blob to ${next.protocol}, not http(s)`, 'report it to the registry\'s admins');
+    }
+    url = next;
+  }
+}
+
+function getOnce(url: URL, headers: Record<string, string>, timeoutMs: number): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsGet : httpGet)(url, { headers }, (res) => {
+      clearTimeout(timer);
+      resolve(res);
+    });
+    // Shaped as fetch's failures are (the network's error as the cause), for reasonOf and unreachable.
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e.name === 'TimeoutError' ? e : new TypeError('fetch failed', { cause: e }));
+    });
+    const timer = setTimeout(() => req.destroy(Object.assign(new Error('timed out'), { name: 'TimeoutError' })), timeoutMs);
+  });
+}
+
 function backoff(attempt: number): number {
   return Math.min(8000, 250 * 2 ** attempt) * (0.75 + Math.random() / 2);
 }
@@ -291,7 +396,9 @@ function retryAfter(header: string | null): number | undefined {
 /** What the network said, in words: undici's own codes (UND_ERR_SOCKET) tell a user nothing. */
 function reasonOf(e: unknown): string {
   const cause = (e as { cause?: { code?: unknown } } | null)?.cause;
-  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  // fetch's errors carry the network's code in their cause; a Node stream's (a blob's body) on themselves.
+  const own = (e as { code?: unknown } | null)?.code;
+  const code = typeof cause?.code === 'string' ? cause.code : typeof own === 'string' ? own : undefined;
   const words: Record<string, string> = {
     ECONNREFUSED: 'connection refused: nothing listens there',
     ECONNRESET: 'the registry reset the connection',

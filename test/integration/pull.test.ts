@@ -5,6 +5,8 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, makeLayout, makeMultiPlatformLayout, run, tempDir } from '../helpers.js';
@@ -248,6 +250,48 @@ describe('a registry with basic auth (htpasswd)', () => {
     expect(r.code).toBe(0);
   });
 
+  it('blobs redirected to storage on another origin: followed, and the credentials never go there', async () => {
+    // A front for the registry that sends every blob GET to a "storage" server elsewhere (as
+    // registries send blobs to object stores), which fetches the blob itself and notes what
+    // headers it was sent.
+    const basic = `Basic ${Buffer.from('alice:s3cret-pw').toString('base64')}`;
+    const seenByStorage: (string | undefined)[] = [];
+    const storage = createServer((req, res) => {
+      seenByStorage.push(req.headers.authorization);
+      const digest = req.url!.split('/').pop()!;
+      const upstream = httpRequest(`http://${secured.host}/v2/private/busybox/blobs/${digest}`, { headers: { authorization: basic } }, (up) => {
+        res.writeHead(up.statusCode!, { 'content-length': up.headers['content-length'] ?? '' });
+        up.pipe(res);
+      });
+      upstream.end();
+    });
+    const front = createServer((req, res) => {
+      if (/\/blobs\/sha256:/.test(req.url!) && req.method === 'GET') {
+        res.writeHead(307, { location: `http://localhost:${(storage.address() as AddressInfo).port}/storage/${req.url!.split('/').pop()}` });
+        res.end();
+        return;
+      }
+      const upstream = httpRequest(`http://${secured.host}${req.url}`, { method: req.method, headers: { ...req.headers, host: secured.host } }, (up) => {
+        res.writeHead(up.statusCode!, up.headers);
+        up.pipe(res);
+      });
+      req.pipe(upstream);
+    });
+    await Promise.all([storage, front].map((srv) => new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))));
+    try {
+      const host = `127.0.0.1:${(front.address() as AddressInfo).port}`;
+      const r = await run(process.execPath, [BERTH, 'pull', `docker://${host}/private/busybox:1`],
+        { env: { ...process.env, BERTH_CACHE_DIR: freshCache(), HOME: work, BERTH_REGISTRY: host, BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' } });
+      expect(r.stderr).not.toMatch(/error/);
+      expect(r.code).toBe(0);
+      expect(seenByStorage.length).toBeGreaterThan(0); // the blobs did come from there
+      expect(seenByStorage.filter((a) => a !== undefined)).toEqual([]);
+    } finally {
+      storage.close();
+      front.close();
+    }
+  });
+
   it('environment credentials without BERTH_REGISTRY are refused, naming the fix; for another registry they are not sent', async () => {
     const unscoped = await pullAs({ BERTH_REGISTRY_USERNAME: 'alice', BERTH_REGISTRY_PASSWORD: 's3cret-pw' });
     expect(unscoped.code).toBe(125);
@@ -452,12 +496,13 @@ describe('unfinished downloads: a full disk, and berth prune', () => {
       import { ensureBlob } from '${ROOT}/dist/image/cache.js';
       import { makeTrust } from '${ROOT}/dist/image/trust.js';
       import { mkdirSync, readdirSync } from 'node:fs';
+      import { Readable } from 'node:stream';
       const root = '${small}/cache';
       mkdirSync(root + '/blobs/sha256', { recursive: true });
       const dir = { root, trust: makeTrust(process.getuid()), warn: () => {} };
       const data = new Uint8Array(16 << 20).fill(7);
       try {
-        await ensureBlob(dir, '${fill}', async () => new Response(data), 'layer ${fill}');
+        await ensureBlob(dir, '${fill}', async () => ({ status: 200, body: Readable.from([data]) }), 'layer ${fill}');
       } catch (e) {
         console.log(e.message + '\\n' + e.hint);
       }
