@@ -99,16 +99,8 @@ export class RegistryClient {
         res = await getFollowing(url, { ...(start > 0 ? { range: `bytes=${start}-` } : {}) }, this.authorization, this.opts.timeoutMs);
       } catch (e: unknown) {
         if (e instanceof BerthError) throw e;
-        if (this.httpAllowed && this.base.startsWith('https:')) {
-          this.base = this.base.replace(/^https:/, 'http:'); // as request() does
-          attempt--;
-          continue;
-        }
-        if (attempt < this.opts.retries) {
-          await sleep(backoff(attempt));
-          continue;
-        }
-        throw unreachable(this.ref.apiHost, this.describe, e);
+        if (await this.noAnswer(e, attempt, true)) attempt--;
+        continue;
       }
       const status = res.statusCode ?? 0;
       const header = (name: string) => {
@@ -163,17 +155,8 @@ export class RegistryClient {
         });
       } catch (e: unknown) {
         clearTimeout(timer);
-        if (this.httpAllowed && this.base.startsWith('https:') && !/^https?:\/\//.test(target)) {
-          // No TLS there (or none we can check): the plain http that such registries speak.
-          this.base = this.base.replace(/^https:/, 'http:');
-          attempt--;
-          continue;
-        }
-        if (attempt < this.opts.retries) {
-          await sleep(backoff(attempt));
-          continue;
-        }
-        throw unreachable(this.ref.apiHost, this.describe, e);
+        if (await this.noAnswer(e, attempt, !/^https?:\/\//.test(target))) attempt--;
+        continue;
       }
       clearTimeout(timer);
       if (res.status === 401 && !authTried) {
@@ -209,6 +192,24 @@ export class RegistryClient {
         await sleep(backoff(attempt));
       }
     }
+  }
+
+  /**
+   * A request that got no answer: over plain http where this registry may speak it and the
+   * request is to its own API (`fallback`; true then, to try again as the same attempt), else
+   * retried after a backoff (false), else unreachable.
+   */
+  private async noAnswer(e: unknown, attempt: number, fallback: boolean): Promise<boolean> {
+    if (fallback && this.httpAllowed && this.base.startsWith('https:')) {
+      // No TLS there (or none we can check): the plain http that such registries speak.
+      this.base = this.base.replace(/^https:/, 'http:');
+      return true;
+    }
+    if (attempt < this.opts.retries) {
+      await sleep(backoff(attempt));
+      return false;
+    }
+    throw unreachable(this.ref.apiHost, this.describe, e);
   }
 
   /** The registry kept closing connections in the middle of an answer, retries included. */
