@@ -103,12 +103,16 @@ struct plan_command {
 	char **env;
 };
 
-static int plan_command(spank_t sp, const char *image, const char *runtime, const char *save_overlay, struct plan_command *c)
+static int plan_command(spank_t sp, const char *image, int staged_registry, const char *runtime, const char *save_overlay, struct plan_command *c)
 {
 	int n = 0;
 	c->argv[n++] = conf.berth;
 	c->argv[n++] = "plan";
 	c->argv[n++] = "--slurm-step";
+	/* The staged copy of a registry image (pulled through the signature policy into the user's
+	 * cache at submission): its recorded verdict may be believed, as the cache entry's would be.
+	 * A staged copy of a file the user named is judged as the local image it is. */
+	if (staged_registry) c->argv[n++] = "--staged-registry-image";
 	c->argv[n++] = "-o";
 	c->output = n;
 	c->argv[n++] = "";
@@ -194,21 +198,24 @@ static int spank_unset(void *sp, const char *name)
 	return 0;
 }
 
-/* The image to run: a staged copy, when staging is on and the copy is the user's own. */
-static void choose_image(spank_t sp, const struct task *t, char image[STAGED_MAX])
+/* The image to run: a staged copy, when staging is on and the copy is the user's own.
+ * Returns whether it is the staged copy of a registry image. */
+static int choose_image(spank_t sp, const struct task *t, char image[STAGED_MAX])
 {
 	char staged[STAGED_MAX], err[STAGED_MAX + 256];
 	if (job_image(sp, image) != 0)
 		_exit(BERTH_EXIT_SETUP); /* it said why */
 	if (!staged_path(sp, staged, t->job, t->uid, image))
-		return;
+		return 0;
 	int fd = open_owned_file(staged, t->uid, err, sizeof err);
 	if (fd < 0 && errno != ENOENT)
 		task_fail("refusing the staged image: %s; the job does not run it (ask the site to check stage_dir=%s)", err, conf.stage_dir);
-	if (fd >= 0) {
-		memcpy(image, staged, STAGED_MAX);
-		close(fd);
-	}
+	if (fd < 0)
+		return 0;
+	int registry = strncmp(image, "docker://", 9) == 0;
+	memcpy(image, staged, STAGED_MAX);
+	close(fd);
+	return registry;
 }
 
 /* Starts the step's container: the one join path's `start` (plantext.h). */
@@ -307,7 +314,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	if (!container_task(sp, &t))
 		return 0;
 	char image[STAGED_MAX];
-	choose_image(sp, &t, image);
+	int staged_registry = choose_image(sp, &t, image);
 
 	char err[STEP_FILE_MAX + 256]; /* a message naming a path */
 	int rt = open_private_dir(t.runtime, t.uid, 1, err, sizeof err);
@@ -320,7 +327,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		task_fail("the runtime directory's path %s is too long; set a shorter runtime_dir=", t.runtime);
 	struct plan_command cmd;
 	char here[4096] = "/";
-	if (plan_command(sp, image, t.runtime, save, &cmd) != 0 || !getcwd(here, sizeof here))
+	if (plan_command(sp, image, staged_registry, t.runtime, save, &cmd) != 0 || !getcwd(here, sizeof here))
 		task_fail("cannot prepare the step's plan: too many options, or the job's environment is unreadable");
 	/* One plan per job, node and key (the job epilog removes them); a named container keeps the
 	 * plan it was made with, for the later steps that join it. */

@@ -2,12 +2,12 @@
 // directory). Every value below but the file's size comes from the image, someone else's
 // text: the human form escapes control characters in each (terminal.ts), and --json is exact
 // JSON, whose escaping is JSON's own.
-import { imageFile } from '../runtime/acquire.js';
+import { imageSource, vouchedFor } from '../runtime/acquire.js';
 import { describeImage, type ImageFormat } from '../runtime/image.js';
 import { formatBytes } from './progress.js';
 import { pullDisplay } from './pull-progress.js';
 import { printable } from './terminal.js';
-import { readProvenance, type Provenance } from '../signature/provenance.js';
+import { readProvenance, verdictDoubt, type Provenance } from '../signature/provenance.js';
 
 /** The recorded verdict: who signed, with which key, when it was verified. */
 function provenanceWords(p: Provenance): string {
@@ -22,7 +22,8 @@ const STARTUP = { apptainer: "Apptainer's (/.singularity.d)", enroot: "enroot's 
 
 export async function inspectCommand(image: string, flags: { json?: boolean }): Promise<string> {
   // docker://: the cached image, pulled (quietly: stdout is the answer) if it is not there yet.
-  const opened = describeImage(await imageFile(image, pullDisplay('quiet')));
+  const source = await imageSource(image, pullDisplay('quiet'));
+  const opened = describeImage(source.path);
   const info = { file: opened.location.path, format: opened.format, offset: opened.location.offset, size: opened.size,
     squashfs: opened.squashfs ?? null, image: opened.metadata, notes: [...opened.warnings, ...opened.notes] };
   if (flags.json) return JSON.stringify(info, null, 2);
@@ -51,7 +52,11 @@ export async function inspectCommand(image: string, flags: { json?: boolean }): 
     ['ExposedPorts', printable(c.ExposedPorts.join(', ')) || '-'],
   ];
   const provenance = readProvenance(m);
-  rows.push(['Signature', provenance ? printable(provenanceWords(provenance)) : '- (no verdict recorded: a local image, or pulled with no trust: policy)']);
+  // What the file says is not what berth believes: run judges a verdict only where berth's caches vouch for it.
+  const doubt = provenance && (vouchedFor(source, m.manifestDigest, { cacheWarning: () => {} }) ? verdictDoubt(info.file) : 'the file is named by path, not an image of berth\'s caches');
+  rows.push(['Signature', provenance
+    ? printable(provenanceWords(provenance) + (doubt ? ` (recorded, not believed: ${doubt}; run judges it as a local image)` : ''))
+    : '- (no verdict recorded: a local image, or pulled with no trust: policy)']);
   if (info.notes.length > 0) rows.push(['Notes', list(info.notes)]);
   return rows.map(([k, v]) => `${`${k}:`.padEnd(17)}${v}`).join('\n');
 }

@@ -5,7 +5,7 @@
 // against its setting. Every problem is collected and reported at once, each naming its file
 // and line or its variable, so one run shows all there is to fix; unknown keys are problems
 // too, so a typo never silently does nothing. Code below this edge sees only a typed Config.
-import { existsSync, readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Node } from 'yaml';
@@ -17,11 +17,22 @@ import { yaml } from './yaml.js';
 export const SITE_CONFIG = '/etc/berth/config.yaml';
 
 /**
- * The site's file: /etc/berth/config.yaml. Only where that does not exist (so there is no site
- * policy a user could escape) may BERTH_SITE_CONFIG name another, for trials and tests.
+ * The site's file: /etc/berth/config.yaml. Only where nothing is there at all (so there is no
+ * site policy a user could escape) may BERTH_SITE_CONFIG name another, for trials and tests: a
+ * file the user cannot read, or a dangling link, is still the site's, and reading it fails.
  */
 export function siteConfigPath(env: NodeJS.ProcessEnv, site = SITE_CONFIG): string {
-  return !existsSync(site) && env.BERTH_SITE_CONFIG ? env.BERTH_SITE_CONFIG : site;
+  return env.BERTH_SITE_CONFIG && nothingAt(site) ? env.BERTH_SITE_CONFIG : site;
+}
+
+/** Whether the path is known not to exist: ENOENT for it and for no other reason (EACCES on a parent is not "absent"). */
+function nothingAt(file: string): boolean {
+  try {
+    lstatSync(file);
+    return false;
+  } catch (e: unknown) {
+    return (e as { code?: unknown }).code === 'ENOENT';
+  }
 }
 
 /** A value as written, not yet checked, and where: `FILE:LINE`, or the variable. */

@@ -68,7 +68,8 @@ function squashDirectory(dir: string, out: AtomicOutput, opts: ConvertOptions): 
 export async function repackImage(file: string, opts: ConvertOptions, events: ConvertEvents): Promise<ConvertResult> {
   const image = describeImage(file);
   for (const line of [...image.warnings, ...image.notes]) events.warn(line);
-  const metadata = image.metadata;
+  // A signature verdict is not carried over: the new file is a local image, whatever the old one said.
+  const { provenance: _dropped, ...metadata } = image.metadata;
   const out = AtomicOutput.create(opts.output, opts.force);
   const onSignal = () => out.abort();
   process.once('exit', onSignal);

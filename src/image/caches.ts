@@ -5,7 +5,7 @@
 // file is trusted for what it is, not for where it is (STYLE.md section 10). What fails is
 // skipped with a one-line warning and pulled again into the user's own cache: never used.
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, readdirSync, readSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, readdirSync, readSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { config } from '../config/load.js';
@@ -117,6 +117,20 @@ export class Caches {
       if (!(e instanceof BerthError)) throw e; // writable() reports it when a pull needs to write
     }
     return roots;
+  }
+
+  /** Whether `file` is the entry of a cache for manifest `digest` (the file berth wrote there), by its real path. */
+  holds(file: string, digest: string | null | undefined): boolean {
+    if (!digest) return false;
+    const real = (p: string) => {
+      try {
+        return realpathSync(p);
+      } catch {
+        return undefined;
+      }
+    };
+    const mine = real(file);
+    return mine !== undefined && this.readRoots().some(([, root]) => real(imagePath(root, digest)) === mine);
   }
 
   /** The converted image of manifest `digest` in a cache, if one is there that can be believed. */

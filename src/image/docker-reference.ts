@@ -4,7 +4,7 @@
 import { BerthError } from '../errors.js';
 
 export interface DockerReference {
-  /** Registry host[:port] as written (docker.io for Docker Hub). */
+  /** Registry host[:port] in its one spelling (canonicalRegistry; docker.io for Docker Hub). */
   registry: string;
   /** Where the API is: Docker Hub's API host differs from its name. */
   apiHost: string;
@@ -39,8 +39,8 @@ export function parseDockerReference(text: string): DockerReference {
   }
   const slash = rest.indexOf('/');
   const first = slash === -1 ? '' : rest.slice(0, slash);
-  const explicit = first !== '' && (first.includes('.') || first.includes(':') || first === 'localhost');
-  const registry = explicit ? first : DOCKER_HUB;
+  const explicit = first !== '' && (first.includes('.') || first.includes(':') || first.toLowerCase() === 'localhost');
+  const registry = explicit ? canonicalRegistry(first, bad) : DOCKER_HUB;
   let repository = explicit ? rest.slice(slash + 1) : rest;
   if (registry === DOCKER_HUB && !repository.includes('/')) repository = `library/${repository}`;
   if (!REPO.test(repository)) throw bad(`'${repository}' is not a repository name (lowercase letters, digits, . _ - and /)`);
@@ -51,6 +51,27 @@ export function parseDockerReference(text: string): DockerReference {
     tag: tag ?? (digest ? undefined : 'latest'),
     digest,
   };
+}
+
+/**
+ * A registry host[:port] in one spelling, so that a policy, a cache and credentials that name it
+ * see the same name however it was written: lowercased, IPv4 and ports as numbers, https's
+ * default port dropped (GHCR.IO:443 is ghcr.io, 127.0.0.01:05000 is 127.0.0.1:5000). Anything
+ * that is not a host name, an IPv4 or a bracketed IPv6 address with an optional port (a '?',
+ * '#', '@' or '\\' would change the URL berth asks, a trailing dot the name) is refused.
+ */
+function canonicalRegistry(host: string, bad: (why: string) => BerthError): string {
+  const grammar = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+  let canonical: string | undefined;
+  if (grammar.test(host)) {
+    try {
+      canonical = new URL(`https://${host}/`).host;
+    } catch {
+      canonical = undefined;
+    }
+  }
+  if (!canonical) throw bad(`'${host}' is not a registry host[:port]`);
+  return canonical;
 }
 
 export function formatDockerReference(r: DockerReference): string {

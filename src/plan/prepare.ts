@@ -13,7 +13,7 @@ import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../
 import { findPasta } from '../host/network.js';
 import { hostFacts, runtimeDir } from '../host/user.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
-import { imageFile, type AcquireEvents } from '../runtime/acquire.js';
+import { imageSource, vouchedFor, type AcquireEvents } from '../runtime/acquire.js';
 import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
 import { describeVerdict, judgeImage, readProvenance } from '../signature/provenance.js';
@@ -29,6 +29,11 @@ import type { HostBinding, LaunchPlan, Network } from './types.js';
  * those that are settings under the names commander gives their flags, and the rest.
  */
 export interface RunFlags {
+  /**
+   * The image is the Slurm plugin's staged copy of a registry image it pulled into the user's
+   * cache (the plugin's --staged-registry-image, never the user's): its verdict is the cache's.
+   */
+  stagedRegistryImage?: boolean;
   bind?: string[];
   /** -H, --home SRC[:DST]; false for --no-home. */
   home?: string | boolean;
@@ -339,9 +344,10 @@ export interface Prepared {
  */
 export async function preparePlan(mode: Command['mode'], image: string, args: string[], flags: RunFlags, pulls: AcquireEvents, host: HostFacts = hostFacts(),
   entrypoint?: string): Promise<Prepared> {
-  const opened = openImage(await imageFile(image, pulls));
+  const source = await imageSource(image, pulls);
+  const opened = openImage(source.path);
   // The site's signature policy, against the verdict the image carries (or as a local image): refused before anything starts.
-  const verdict = judgeImage(opened.metadata, opened.location.path);
+  const verdict = judgeImage(opened.metadata, opened.location.path, flags.stagedRegistryImage === true || vouchedFor(source, opened.metadata.manifestDigest, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
   if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
@@ -448,8 +454,9 @@ const SHELL_OWN = new Set(['PWD', 'OLDPWD', 'SHLVL', '_']);
 export async function prepareInstancePlan(name: string, image: string, args: string[], flags: RunFlags, pulls: AcquireEvents): Promise<LaunchPlan> {
   checkInstanceName(name);
   refuseLimits(flags, 'instance');
-  const opened = openImage(await imageFile(image, pulls));
-  judgeImage(opened.metadata, opened.location.path);
+  const source = await imageSource(image, pulls);
+  const opened = openImage(source.path);
+  judgeImage(opened.metadata, opened.location.path, vouchedFor(source, opened.metadata.manifestDigest, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const target = { location: opened.location, architecture: opened.metadata.platform.architecture };
   const options = { ...runOptions(flags, target), pid: true };

@@ -95,11 +95,20 @@ const CACHED_DIGEST = /^(?:sha256:)?([0-9a-f]{12,64})$/;
  * caller's own (./NAME always means the file).
  */
 export async function imageFile(image: string, events: AcquireEvents): Promise<string> {
-  if (isRegistryReference(image) || isLayoutReference(image)) return (await acquireImage(image, { offlineFallback: true }, events)).path;
+  return (await imageSource(image, events)).path;
+}
+
+/**
+ * The image file for `image` and whether it is an entry of berth's caches (a pull's or a
+ * conversion's, found by its digest): only such an entry, which berth wrote, may vouch for the
+ * signature verdict recorded in it. A file named by path is whatever its maker put in it.
+ */
+export async function imageSource(image: string, events: AcquireEvents): Promise<{ path: string; cached: boolean }> {
+  if (isRegistryReference(image) || isLayoutReference(image)) return { path: (await acquireImage(image, { offlineFallback: true }, events)).path, cached: true };
   const digest = CACHED_DIGEST.exec(image);
-  if (!digest) return image;
+  if (!digest) return { path: image, cached: false }; // a path; vouchedFor tells whether it is a cache's entry
   const cached = await cachedByDigest(digest[1]!, events);
-  if (cached) return cached;
+  if (cached) return { path: cached, cached: true };
   const file = lstatSync(image, { throwIfNoEntry: false });
   if (!file) {
     throw new BerthError('SOURCE_NOT_FOUND', `no file is named ${image}, and no cached image has a digest that starts with it`,
@@ -109,7 +118,12 @@ export async function imageFile(image: string, events: AcquireEvents): Promise<s
     throw new BerthError('SOURCE_INVALID', `${image} looks like a cached image's digest, but no cached image has it, and the file of that name is uid ${file.uid}'s, not yours`,
       `if you mean that file, name it ./${image}; see \`berth images\` for your cached images`);
   }
-  return image;
+  return { path: image, cached: false };
+}
+
+/** Whether the image at `source` may vouch for its recorded verdict: an entry of berth's caches, by reference, digest or its own path. */
+export function vouchedFor(source: { path: string; cached: boolean }, manifestDigest: string | null | undefined, events: Pick<AcquireEvents, 'cacheWarning'>): boolean {
+  return source.cached || new Caches(events.cacheWarning).holds(source.path, manifestDigest);
 }
 
 /** The cached image whose manifest digest starts with `hex`, if one is; two that do are refused. */

@@ -140,10 +140,18 @@ function readAction(kind: string, node: Node | null, path: string, isMap: (n: un
   }
 }
 
-/** Whether `name` (REGISTRY/REPOSITORY, or local) is one that `pattern` matches. */
+/**
+ * Whether `name` (REGISTRY/REPOSITORY, or local) is one that `pattern` matches. A `*` in the
+ * repository is any characters, `/` included; in the registry (before the first `/`) it stays
+ * within the host and port, so `*.corp.example/*` cannot match `ghcr.io/x.corp.example/app`. A
+ * pattern that is `*` alone matches every name.
+ */
 export function matches(pattern: string, name: string): boolean {
-  const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(name);
+  if (pattern === '*') return true;
+  const glob = (p: string, any: string) => p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join(any);
+  const cut = pattern.indexOf('/');
+  const re = cut === -1 ? `^${glob(pattern, '[^/]*')}$` : `^${glob(pattern.slice(0, cut), '[^/]*')}/${glob(pattern.slice(cut + 1), '.*')}$`;
+  return new RegExp(re).test(name);
 }
 
 /** The rule that decides about `name`: the first that matches, or undefined. */

@@ -127,11 +127,17 @@ export function verdictDoubt(file: string): string | undefined {
   return doubt ? describeDoubt(doubt) : undefined;
 }
 
-/** Judges an image about to run by its recorded verdict (or as local); undefined without a policy. */
-export function judgeImage(metadata: ImageMetadata, file: string, policy = currentPolicy(), doubtOf: (file: string) => string | undefined = verdictDoubt): Verdict | undefined {
+/**
+ * Judges an image about to run by its recorded verdict (or as local); undefined without a
+ * policy. `vouched`: the file is an entry of berth's caches, or the Slurm plugin's staged copy of
+ * one (a registry image): only berth's own writing vouches for a verdict. Any file named by path
+ * may be a copy of someone else's making with a real verdict pasted in (cp, berth convert of
+ * it, a staged copy of it), so it is judged as the local image it is.
+ */
+export function judgeImage(metadata: ImageMetadata, file: string, vouched: boolean, policy = currentPolicy(), doubtOf: (file: string) => string | undefined = verdictDoubt): Verdict | undefined {
   if (!hasPolicy(policy)) return undefined;
   const p = readProvenance(metadata);
-  const doubt = p ? doubtOf(file) : undefined;
+  const doubt = p ? (vouched ? doubtOf(file) : 'a file named by path, not an image of berth\'s caches (run it by its docker:// reference or its digest)') : undefined;
   if (p && !doubt && p.manifestDigest === metadata.manifestDigest) {
     const candidates = p.signers.map((s) => ({ payload: Buffer.from(s.payload, 'base64'), signature: Buffer.from(s.signature, 'base64'), found: `recorded ${p.verifiedAt}, ${s.found}` }));
     const index = listingIndex(p.index, p.manifestDigest);
@@ -144,7 +150,7 @@ export function judgeImage(metadata: ImageMetadata, file: string, policy = curre
 /** Whether the image's recorded verdict passes the policy of the day (no policy: yes). */
 export function recordedVerdictHolds(metadata: ImageMetadata, file: string, policy = currentPolicy()): boolean {
   try {
-    judgeImage(metadata, file, policy);
+    judgeImage(metadata, file, true, policy);
     return true;
   } catch (e: unknown) {
     if (isBerthError(e) && e.code === 'IMAGE_UNTRUSTED') return false;

@@ -1,9 +1,9 @@
 // The signature policy, played by an attacker (#16; SECURITY.md, "Image signatures"). The site
 // requires the lab's signature and denies local images. The attacker copies the verdict a real,
 // signed pull recorded (its digest and the lab's genuine signature) into an image of their own
-// making, and hands the victim that file: the victim's berth does not believe another user's
-// record, judges the file as the local image it is, and refuses it. The victim's own copy of the
-// real image runs; the attacker's forgery does not, even though every byte of its verdict is true.
+// making, and hands the victim that file. Only an entry of berth's caches vouches for a verdict:
+// the file where it lies, the victim's own cp of it and the victim's berth convert of it are each
+// judged as the local image they are, and refused. The real image runs from the victim's cache.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -69,11 +69,13 @@ afterAll(async () => {
 });
 
 describe("another user's image file with a real verdict copied in", () => {
-  it('is judged as a local image and refused; the victim\'s own copy of the real image runs', async () => {
+  it('is judged as a local image and refused, however the victim comes to run it; the real image runs from the cache', async () => {
+    const ref = `docker://${registry.host}/lab/app:1`;
     const mine = path.join(victimDir, 'app.sqsh');
-    const pulled = await victim(['pull', `docker://${registry.host}/lab/app:1`, '-o', mine]);
+    const pulled = await victim(['pull', ref, '-o', mine]);
     expect(pulled.code, pulled.stderr).toBe(0);
-    const own = await victim(['run', mine, '--', 'cat', '/etc/motd']);
+    // The real image, from the victim's cache (where berth wrote it, verdict and all), runs.
+    const own = await victim(['run', ref, '--', 'cat', '/etc/motd']);
     expect(own.stdout, own.stderr).toBe('from the lab\n');
 
     // The attacker converts their trojan and gives it the real image's verdict, signature and all.
@@ -87,12 +89,21 @@ describe("another user's image file with a real verdict copied in", () => {
     expect((await as(ATTACKER, 'cp', [path.join(work, 'forged.sqsh'), forged])).code).toBe(0);
     expect(spawnSync('rdsquashfs', ['--cat', '/etc/motd', forged], { encoding: 'utf8' }).stdout).toBe('pwned\n');
 
-    const ran = await victim(['run', forged, '--', 'cat', '/etc/motd']);
-    expect(ran.code).toBe(125);
-    expect(ran.stdout).toBe('');
-    expect(ran.stderr).toContain(`${forged} (a local image: its recorded verdict is not believed: ${forged} (owner ${ATTACKER}`);
-    expect(ran.stderr).toMatch(/belongs to another user.*is denied by the site's policy/);
-    // The same bytes as the victim's own file would pass: it is whose file it is that decides.
-    expect(account(ATTACKER).uid).not.toBe(account(VICTIM).uid);
+    // Run where it lies, copied into the victim's own directory, or converted by the victim: a
+    // file named by path is whatever its maker put in it, so each is the local image it is.
+    const copied = path.join(victimDir, 'copied.sqsh');
+    expect((await as(VICTIM, 'cp', [forged, copied])).code).toBe(0);
+    const reconverted = path.join(victimDir, 'reconverted.sqsh');
+    expect((await victim(['convert', forged, '-o', reconverted, '-q'])).code).toBe(0);
+    for (const file of [forged, copied, reconverted]) {
+      const ran = await victim(['run', file, '--', 'cat', '/etc/motd']);
+      expect(ran.stdout, file).toBe('');
+      expect(ran.code, file).toBe(125);
+      expect(ran.stderr).toMatch(/a local image[^\n]*is denied by the site's policy/);
+    }
+    expect((await victim(['run', forged, '--', 'true'])).stderr).toContain(`${forged} (a local image: its recorded verdict is not believed: a file named by path`);
+    expect((await victim(['run', reconverted, '--', 'true'])).stderr).toContain(`${reconverted} (a local image: not pulled from a registry under a policy`);
+    // inspect says what the file claims and that it is not believed.
+    expect((await victim(['inspect', copied])).stdout).toMatch(/Signature: .*\(recorded, not believed: the file is named by path/);
   });
 });

@@ -88,6 +88,10 @@ describe('the trust: section', () => {
     expect(matches('127.0.0.1:5000/x', '127.0.0.1:5000/x')).toBe(true);
     expect(matches('127.0.0.1:5000/x', '127.0.0.1:5000/xy')).toBe(false);
     expect(matches('1.0.0.1:5000/x', '1a0b0c1:5000/x')).toBe(false); // '.' is a dot, not any character
+    // In the registry, * stays within the host: another registry's repository named like the host does not match.
+    expect(matches('*.corp.example/*', 'ghcr.io/attacker/x.corp.example/app')).toBe(false);
+    expect(matches('*.corp.example/*', 'reg.corp.example/team/app')).toBe(true);
+    expect(matches('*', 'ghcr.io/a/b')).toBe(true);
     expect(matches('*', 'local')).toBe(true);
     expect(matches('local', 'local')).toBe(true);
     const rules = configWith('trust:\n  - match: a/*\n    deny: true\n  - match: "*"\n    allow: unsigned\n').trust.site!;
@@ -226,10 +230,12 @@ describe('keys and recorded verdicts as hostile input', () => {
     const policy: TrustPolicy = { site: [{ match: 'reg/*', action: { kind: 'allow' }, where: 's:1' }, { match: 'local', action: { kind: 'deny' }, where: 's:2' }] };
     const forged = { ...base, provenance: { name: 'reg/app', manifestDigest: OTHER, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
     const believed = () => undefined;
-    expect(() => judgeImage(forged, 'f.sqsh', policy, believed)).toThrow(/f\.sqsh \(a local image: its recorded verdict is for another digest; digest sha256:a+\) is denied/);
+    expect(() => judgeImage(forged, 'f.sqsh', true, policy, believed)).toThrow(/f\.sqsh \(a local image: its recorded verdict is for another digest; digest sha256:a+\) is denied/);
     const honest = { ...base, provenance: { name: 'reg/app', manifestDigest: DIGEST, verifiedAt: 'now', rules: [], signers: [] } } as unknown as ImageMetadata;
-    expect(judgeImage(honest, 'f.sqsh', policy, believed)?.name).toBe('reg/app');
-    expect(() => judgeImage(honest, 'f.sqsh', policy, () => 'f.sqsh belongs to uid 1234')).toThrow(/a local image: its recorded verdict is not believed: f\.sqsh belongs to uid 1234/);
-    expect(judgeImage(honest, 'f.sqsh', {})).toBeUndefined();
+    expect(judgeImage(honest, 'f.sqsh', true, policy, believed)?.name).toBe('reg/app');
+    // Named by path (not an entry of berth's caches): never believed, whoever owns it.
+    expect(() => judgeImage(honest, 'f.sqsh', false, policy, believed)).toThrow(/a local image: its recorded verdict is not believed: a file named by path/);
+    expect(() => judgeImage(honest, 'f.sqsh', true, policy, () => 'f.sqsh belongs to uid 1234')).toThrow(/a local image: its recorded verdict is not believed: f\.sqsh belongs to uid 1234/);
+    expect(judgeImage(honest, 'f.sqsh', true, {})).toBeUndefined();
   });
 });

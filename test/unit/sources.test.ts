@@ -37,6 +37,17 @@ describe('parseDockerReference (Docker defaults)', () => {
     expect(parseDockerReference(text)).toEqual({ registry, apiHost, repository, tag, digest });
   });
 
+  it('spells a registry one way: lowercase, https\'s default port dropped (what a policy, the cache and credentials match)', () => {
+    expect(parseDockerReference('docker://GHCR.IO:443/org/app:1').registry).toBe('ghcr.io');
+    expect(parseDockerReference('docker://LOCALHOST:5000/app').registry).toBe('localhost:5000');
+    expect(parseDockerReference('docker://[::1]:5000/app').registry).toBe('[::1]:5000');
+  });
+
+  it.each(['docker://evil.example?x.corp.example/lab/app:1', 'docker://evil.example#x/lab/app', 'docker://ghcr.io./org/app', 'docker://a\\b.example/x', 'docker://user@ghcr.io/x'])(
+    'refuses %s: not a host[:port] (it would change the URL asked, or the name matched)', (text) => {
+      expect(() => parseDockerReference(text)).toThrow(/is not a registry host\[:port\]|invalid image reference/);
+    });
+
   it('refuses malformed references with the form to use', () => {
     expect(() => parseDockerReference('docker://Upper/Case')).toThrow(/not a repository name/);
     expect(() => parseDockerReference('docker://app:bad tag')).toThrow(/invalid image reference/);
