@@ -72,6 +72,21 @@ describe('the SPANK plugin under a signature policy', () => {
     expect(r.stderr).toMatch(new RegExp(`docker://${registry.host}/lab/unsigned@${digest} is not signed by .*lab\\.pub`));
   });
 
+  it('a file carrying a real verdict, staged to the nodes or run in place, is the local image it is', async () => {
+    // The signed image pulled to a file: every byte of its verdict is true, but a file named by
+    // path could be anyone's making with that verdict pasted in (SECURITY.md): only the copy the
+    // plugin staged from the cache for a docker:// image keeps the cache's word.
+    const file = path.join(work, 'signed-file.sqsh');
+    const pulled = await run(process.execPath, [BERTH, 'pull', `docker://${registry.host}/lab/signed:1`, '-o', file], { env: env() });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    for (const stage of [[], ['--no-container-stage']]) {
+      const r = await srun('-n1', ...stage, `--container-image=${file}`, 'sh', '-c', 'echo ran');
+      expect(r.stdout, stage.join(' ')).toBe('');
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/\(a local image: its recorded verdict is not believed: a file named by path[^\n]*is denied by the site's policy/);
+    }
+  });
+
   it('refuses a local image the policy denies before its container starts, naming its digest', async () => {
     const r = await srun('-n1', `--container-image=${path.join(work, 'local.sqsh')}`, 'sh', '-c', 'echo ran');
     expect(r.code).not.toBe(0);
