@@ -39,7 +39,8 @@ export type ErrorCode =
   | 'REMOTE_DISK_FULL'
   | 'PATH_UNUSABLE'
   | 'VERSION_MISMATCH'
-  | 'LIMITS_UNAVAILABLE';
+  | 'LIMITS_UNAVAILABLE'
+  | 'BUILD_FAILED';
 
 /**
  * Process exit codes, docker run's contract (README "Exit status"): 125 when berth itself fails

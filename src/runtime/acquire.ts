@@ -96,6 +96,8 @@ const CACHED_DIGEST = /^(?:sha256:)?([0-9a-f]{12,64})$/;
  */
 export async function imageFile(image: string, events: AcquireEvents): Promise<string> {
   if (isRegistryReference(image) || isLayoutReference(image)) return (await acquireImage(image, { offlineFallback: true }, events)).path;
+  const built = await builtImage(image, events);
+  if (built) return built;
   const digest = CACHED_DIGEST.exec(image);
   if (!digest) return image;
   const cached = await cachedByDigest(digest[1]!, events);
@@ -110,6 +112,23 @@ export async function imageFile(image: string, events: AcquireEvents): Promise<s
       `if you mean that file, name it ./${image}; see \`berth images\` for your cached images`);
   }
   return image;
+}
+
+/** What `berth build -t NAME` notes NAME under in the user's cache (beside the docker:// tags). */
+export function builtTagReference(name: string): string {
+  return `berth-build:${name}`;
+}
+
+/**
+ * The image `berth build -t NAME` left in the user's cache for `name`: the note is the user's
+ * own, and the image is believed only for the manifest digest its own metadata holds
+ * (Caches.findImage), as a pulled one is. ./NAME and any path always mean the file.
+ */
+async function builtImage(name: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string | undefined> {
+  if (name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name)) return undefined;
+  const caches = new Caches(events.cacheWarning);
+  const digest = caches.lastResolved(builtTagReference(name));
+  return digest ? (await caches.findImage(digest))?.path : undefined;
 }
 
 /** The cached image whose manifest digest starts with `hex`, if one is; two that do are refused. */

@@ -1,0 +1,505 @@
+// berth build: a Dockerfile's stages, step by step, into a berth image. Each instruction has a
+// cache key (its parent's, the instruction as substituted, the build arguments it sees, the
+// digest of what it copies: src/build/cache.ts). Metadata instructions (ENV, CMD, LABEL...) only
+// change the config that is carried along; a step that changes files (RUN, COPY, ADD) writes one
+// layer and the image after it (layer.ts), and the stage's end writes an image only when the
+// config changed after its last such step. The image of the FROM line is any berth runs.
+import { availableParallelism } from 'node:os';
+import { mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { baseTar, fromUpper } from '../convert/commit.js';
+import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
+import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
+import { BerthError, osError } from '../errors.js';
+import { ImageFiles } from '../image/files.js';
+import { hostPlatform } from '../image/platform.js';
+import { parseUser } from '../plan/prepare.js';
+import { imageFile } from '../runtime/acquire.js';
+import { openImage } from '../runtime/image.js';
+import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
+import { BuildCache, removeWork, stepKey } from './cache.js';
+import { BuildContext, contentDigest, globRegExp, hasGlob, mapName, normalizeSource, selectFiles } from './context.js';
+import { parseDockerfile, type CommandForm, type Stage, type Step } from './dockerfile.js';
+import { entryOf, layerName, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
+import { runStep } from './run-step.js';
+import { envLookup, expandWord, setEnv, type Lookup } from './words.js';
+
+export interface BuildOptions {
+  context: string;
+  /** The Dockerfile (default CONTEXT/Dockerfile). */
+  dockerfile: string;
+  buildArgs: Record<string, string>;
+  target?: string;
+  /** What the image is called in its metadata (-t NAME, else the Dockerfile). */
+  reference: string;
+  /** The user's berth cache (made and checked). */
+  userCache: string;
+}
+
+export interface BuildEvents {
+  step(n: number, total: number, text: string, cached: boolean): void;
+  /** A RUN step's output. */
+  output(chunk: Buffer): void;
+  warn(line: string): void;
+}
+
+export interface BuildResult {
+  /** The image in the build cache. */
+  image: string;
+  metadata: ImageMetadata;
+  layers: Layer[];
+  config: OciConfig;
+  steps: { n: number; instruction: string; cached: boolean }[];
+}
+
+/** A stage as far as it is built. */
+interface Point {
+  key: string;
+  layers: string[];
+  config: OciConfig;
+  shell: string[];
+  /** The file system so far as an image file (its config may be older than `config`). */
+  image?: string;
+  /** Whether `image` also has `config` (the last step wrote it). */
+  current: boolean;
+}
+
+const DEFAULT_SHELL = ['/bin/sh', '-c'];
+const ARCHIVE = /\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.bz2|tbz2?|tar\.zst|tzst)$/;
+
+const quietConvert = (warn: (l: string) => void): ConvertEvents => ({ resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn });
+
+export class Builder {
+  private readonly cache: BuildCache;
+  private readonly ctx: BuildContext;
+  private readonly file: string;
+  private readonly built = new Map<number, Point>();
+  private stages: Stage[] = [];
+  private readonly usedArgs = new Set<string>();
+  private readonly steps: BuildResult['steps'] = [];
+  private n = 0;
+  private total = 0;
+  private readonly owner = { uid: process.getuid!(), gid: process.getgid!() };
+
+  constructor(private readonly opts: BuildOptions, private readonly events: BuildEvents) {
+    this.cache = new BuildCache(opts.userCache);
+    this.ctx = new BuildContext(path.resolve(opts.context));
+    this.file = path.relative(process.cwd(), opts.dockerfile) || opts.dockerfile;
+  }
+
+  async build(): Promise<BuildResult> {
+    let text: string;
+    try {
+      text = readFileSync(this.opts.dockerfile, 'utf8');
+    } catch (e: unknown) {
+      throw osError(e, `the Dockerfile ${this.opts.dockerfile}`) ?? e;
+    }
+    const df = parseDockerfile(text, this.file);
+    this.stages = df.stages;
+    for (const line of df.ignored) this.events.warn(`berth: warning: ${line}`);
+    const global = new Map<string, string>();
+    for (const a of df.globalArgs) {
+      const v = this.opts.buildArgs[a.name] ?? (a.value !== undefined ? expandWord(a.value, (k) => global.get(k)) : undefined);
+      if (a.name in this.opts.buildArgs) this.usedArgs.add(a.name);
+      if (v !== undefined) global.set(a.name, v);
+    }
+    const targetIndex = this.opts.target === undefined ? df.stages.length - 1 : df.stages.findIndex((s) => s.name === this.opts.target!.toLowerCase());
+    if (targetIndex < 0) {
+      throw new BerthError('USAGE', `--target ${this.opts.target}: ${this.file} has no stage of that name`, `its stages: ${df.stages.map((s, i) => s.name ?? String(i)).join(', ')}`);
+    }
+    const froms = df.stages.map((s) => expandWord(s.from, (k) => global.get(k)));
+    const needed = this.neededStages(df.stages, froms, targetIndex);
+    this.total = needed.reduce((n, i) => n + 1 + df.stages[i]!.steps.length, 0);
+    for (const i of needed) this.built.set(i, await this.buildStage(df.stages, i, froms[i]!, global));
+    for (const name of Object.keys(this.opts.buildArgs)) {
+      if (!this.usedArgs.has(name)) this.events.warn(`berth: warning: --build-arg ${name} was not used: no ARG ${name} in the stages built`);
+    }
+    return this.finish(this.built.get(targetIndex)!);
+  }
+
+  /** The stages the target needs (FROM a stage, COPY --from a stage), in Dockerfile order. */
+  private neededStages(stages: Stage[], froms: string[], target: number): number[] {
+    const need = new Set<number>();
+    const visit = (i: number) => {
+      if (need.has(i)) return;
+      need.add(i);
+      const base = this.stageIndex(stages, froms[i]!, i);
+      if (base !== undefined) visit(base);
+      for (const s of stages[i]!.steps) {
+        if (s.kind === 'COPY' && s.flags.from !== undefined) {
+          const from = this.stageIndex(stages, s.flags.from, i);
+          if (from !== undefined) visit(from);
+        }
+      }
+    };
+    visit(target);
+    return [...need].sort((a, b) => a - b);
+  }
+
+  /** The earlier stage `name` (a name or a number) names, if it names one. */
+  private stageIndex(stages: Stage[], name: string, before: number): number | undefined {
+    const lower = name.toLowerCase();
+    const i = /^\d+$/.test(name) ? Number(name) : stages.findIndex((s) => s.name === lower);
+    return i >= 0 && i < before ? i : undefined;
+  }
+
+  private announce(text: string, cached: boolean): void {
+    this.n++;
+    this.steps.push({ n: this.n, instruction: text, cached });
+    this.events.step(this.n, this.total, text, cached);
+  }
+
+  private async buildStage(stages: Stage[], index: number, from: string, global: Map<string, string>): Promise<Point> {
+    const stage = stages[index]!;
+    const baseStage = this.stageIndex(stages, from, index);
+    let point: Point;
+    if (baseStage !== undefined) {
+      point = { ...this.built.get(baseStage)!, current: false };
+      this.announce(stage.text, false);
+    } else if (from === 'scratch') {
+      const p = hostPlatform();
+      point = { key: stepKey({ parent: '', instruction: 'FROM scratch', args: {} }), layers: [], shell: DEFAULT_SHELL, current: false,
+        config: { architecture: p.architecture, os: p.os, ...(p.variant ? { variant: p.variant } : {}), config: { Env: [], Labels: {} }, history: [] } };
+      this.announce(stage.text, false);
+    } else {
+      point = await this.fromImage(stage, from);
+    }
+    const args = new Map<string, string>();
+    for (const s of stage.steps) point = await this.apply(s, point, args, global);
+    return point;
+  }
+
+  /** FROM IMAGE: the image as berth runs it, and its tree as the stage's first layer (cached). */
+  private async fromImage(stage: Stage, from: string): Promise<Point> {
+    const file = await imageFile(from, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
+    const opened = openImage(file);
+    const m = opened.metadata;
+    const st = statSync(opened.location.path);
+    // An image is known by its manifest digest; a file without one (a squashfs berth did not make) by where and when it was written.
+    const identity = m.manifestDigest ?? `${path.resolve(opened.location.path)}:${opened.location.offset}:${st.size}:${st.mtimeMs}`;
+    const key = stepKey({ parent: '', instruction: `FROM ${identity}`, args: {} });
+    let hit = this.cache.get(key);
+    this.announce(stage.text, hit !== undefined);
+    if (!hit) {
+      const work = this.cache.work();
+      const writer = new LayerWriter(path.join(work, 'layer.partial'));
+      try {
+        // Its tree without its berth metadata, which the new image gets its own of.
+        await writer.fromCommand(baseTar(opened.location), (e) => {
+          const n = layerName(e.name);
+          return n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`) ? { entries: [], body: false } : { entries: [{ ...e, name: n }], body: true };
+        });
+        const layer = writer.finish(path.join(this.cache.root, 'layers'));
+        hit = { layers: [layer.digest], image: false };
+        this.cache.put(key, hit);
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      } finally {
+        removeWork(work);
+      }
+    }
+    const c = m.config;
+    const platform = m.platform;
+    const config: OciConfig = {
+      architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}),
+      config: {
+        Env: c.Env, Labels: { ...c.Labels }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
+        ...(c.Cmd ? { Cmd: c.Cmd } : {}), ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}),
+        ...(c.ExposedPorts.length ? { ExposedPorts: Object.fromEntries(c.ExposedPorts.map((p) => [p, {}])) } : {}),
+        ...(c.Volumes.length ? { Volumes: Object.fromEntries(c.Volumes.map((v) => [v, {}])) } : {}),
+      },
+      history: [{ created_by: `the tree of ${m.source}` }],
+    };
+    return { key, layers: hit.layers, config, shell: DEFAULT_SHELL, image: opened.location.path, current: false };
+  }
+
+  private where(s: { line: number; text: string }): string {
+    return `${this.file}:${s.line}: ${s.text}`;
+  }
+
+  /** One instruction on `p`: the next point. */
+  private async apply(s: Step, p: Point, args: Map<string, string>, global: Map<string, string>): Promise<Point> {
+    // Substitution sees the stage's ARGs, and its ENV over them (Docker's order).
+    const lookup: Lookup = (name) => envLookup(p.config.config.Env)(name) ?? args.get(name);
+    const x = (w: string) => expandWord(w, lookup);
+    const argsSeen = Object.fromEntries(args);
+    const meta = (instruction: string, change: (c: OciConfig['config']) => OciConfig['config'], shell = p.shell): Point => {
+      this.announce(s.text, false);
+      const config = { ...p.config, config: change({ ...p.config.config }), history: [...p.config.history, { created_by: s.text, empty_layer: true }] };
+      return { ...p, key: stepKey({ parent: p.key, instruction, args: argsSeen }), config, shell, current: false };
+    };
+    switch (s.kind) {
+      case 'ARG': {
+        if (s.name in this.opts.buildArgs) this.usedArgs.add(s.name);
+        const v = this.opts.buildArgs[s.name] ?? (s.value !== undefined ? x(s.value) : global.get(s.name));
+        if (v !== undefined) args.set(s.name, v);
+        return meta(`ARG ${s.name}=${v ?? ''}`, (c) => c);
+      }
+      case 'ENV': {
+        const pairs = s.pairs.map(([k, v]) => [k, x(v)] as const);
+        return meta(`ENV ${JSON.stringify(pairs)}`, (c) => ({ ...c, Env: pairs.reduce((env, [k, v]) => setEnv(env, k, v), c.Env) }));
+      }
+      case 'LABEL': {
+        const pairs = s.pairs.map(([k, v]) => [x(k), x(v)] as const);
+        return meta(`LABEL ${JSON.stringify(pairs)}`, (c) => ({ ...c, Labels: { ...c.Labels, ...Object.fromEntries(pairs) } }));
+      }
+      case 'WORKDIR': {
+        const dir = path.posix.resolve(p.config.config.WorkingDir || '/', x(s.word));
+        return meta(`WORKDIR ${dir}`, (c) => ({ ...c, WorkingDir: dir }));
+      }
+      case 'USER': {
+        const user = x(s.word);
+        return meta(`USER ${user}`, (c) => ({ ...c, User: user }));
+      }
+      case 'STOPSIGNAL': {
+        const sig = x(s.word);
+        return meta(`STOPSIGNAL ${sig}`, (c) => ({ ...c, StopSignal: sig }));
+      }
+      case 'EXPOSE': {
+        const ports = s.words.map(x).map((w) => (w.includes('/') ? w.toLowerCase() : `${w}/tcp`));
+        return meta(`EXPOSE ${ports.join(' ')}`, (c) => ({ ...c, ExposedPorts: { ...c.ExposedPorts, ...Object.fromEntries(ports.map((q) => [q, {}])) } }));
+      }
+      case 'VOLUME': {
+        const vols = s.words.map(x);
+        return meta(`VOLUME ${JSON.stringify(vols)}`, (c) => ({ ...c, Volumes: { ...c.Volumes, ...Object.fromEntries(vols.map((v) => [v, {}])) } }));
+      }
+      case 'CMD':
+      case 'ENTRYPOINT': {
+        const argv = this.argv(s.command, p.shell);
+        return meta(`${s.kind} ${JSON.stringify(argv)}`, (c) => {
+          if (s.kind === 'CMD') return { ...c, Cmd: argv };
+          // Docker: an ENTRYPOINT clears the CMD the base image had (not one this stage set after it).
+          const { Cmd: _dropped, ...rest } = c;
+          return { ...rest, Entrypoint: argv };
+        });
+      }
+      case 'SHELL':
+        return meta(`SHELL ${JSON.stringify((s.command as { exec: string[] }).exec)}`, (c) => c, (s.command as { exec: string[] }).exec);
+      case 'RUN':
+        return this.run(s, p, args, argsSeen);
+      case 'COPY':
+      case 'ADD':
+        return this.copy(s, p, x, argsSeen);
+    }
+  }
+
+  private argv(command: CommandForm, shell: string[]): string[] {
+    return 'exec' in command ? command.exec : [...shell, command.shell];
+  }
+
+  /** The squash of a step's layers into its image in the cache, and its record. */
+  private async commitStep(key: string, work: string, layers: string[], config: OciConfig): Promise<void> {
+    await squashLayers(work, this.cache.layers(layers), config, this.opts.reference, this.convertOptions(this.cache.imageFile(key)), quietConvert(this.events.warn));
+    this.cache.put(key, { layers, image: true });
+  }
+
+  private convertOptions(output: string): ConvertOptions {
+    return { output, force: true, compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism(), platform: hostPlatform() };
+  }
+
+  private stepPoint(p: Point, s: Step, key: string, layers: string[]): Point {
+    return { ...p, key, layers, image: this.cache.imageFile(key), current: true, config: { ...p.config, history: [...p.config.history, { created_by: s.text }] } };
+  }
+
+  private async run(s: Step & { kind: 'RUN' }, p: Point, args: Map<string, string>, argsSeen: Record<string, string>): Promise<Point> {
+    const argv = this.argv(s.command, p.shell);
+    const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}`, args: argsSeen });
+    const next = (layers: string[]) => this.stepPoint(p, s, key, layers);
+    const hit = this.cache.get(key);
+    this.announce(s.text, hit !== undefined);
+    if (hit) return next(hit.layers);
+    if (!p.image) throw new BerthError('USAGE', `${this.where(s)}: nothing to run: the stage is FROM scratch`, 'COPY a shell and its libraries in first, or start FROM an image that has them');
+    const work = this.cache.work();
+    try {
+      const overlay = path.join(work, 'overlay');
+      mkdirSync(overlay, { mode: 0o700 });
+      const workdir = p.config.config.WorkingDir || '/';
+      this.makeWorkdir(p.image, overlay, workdir);
+      // The build arguments are the command's variables too, under what ENV set (Docker's).
+      const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
+      const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
+      if (status !== 0) {
+        throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
+          'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
+      }
+      const writer = new LayerWriter(path.join(work, 'layer.partial'));
+      let layer: Layer;
+      try {
+        await writer.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', path.join(overlay, 'upper'), '-cf', '-', '.'],
+          (e) => fromUpper(e, this.owner));
+        layer = writer.finish(path.join(this.cache.root, 'layers'));
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      }
+      const layers = [...p.layers, layer.digest];
+      const point = next(layers);
+      await this.commitStep(key, work, layers, point.config);
+      return point;
+    } finally {
+      removeWork(work);
+    }
+  }
+
+  /** WORKDIR's directory, made before a RUN when the image lacks it (the helper enters it). */
+  private makeWorkdir(image: string, overlay: string, dir: string): void {
+    const files = new ImageFiles(openImage(image).location);
+    try {
+      if (files.realpath(dir) !== undefined) return;
+    } finally {
+      files.close();
+    }
+    mkdirSync(path.join(overlay, 'upper', dir), { recursive: true, mode: 0o755 });
+  }
+
+  private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>): Promise<Point> {
+    const what = this.where(s);
+    const sources = s.sources.map(x);
+    const rawDest = x(s.dest);
+    const dest = path.posix.resolve(p.config.config.WorkingDir || '/', rawDest) + (rawDest.endsWith('/') ? '/' : '');
+    const chmod = s.flags.chmod !== undefined ? x(s.flags.chmod) : undefined;
+    if (chmod !== undefined && !/^[0-7]{3,4}$/.test(chmod)) throw new BerthError('USAGE', `${what}: --chmod=${chmod}: berth takes octal modes`, 'e.g. --chmod=0755');
+    const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
+    const owner = chown === undefined ? { uid: 0, gid: 0 } : this.owner2(chown, p, what);
+    if (s.kind === 'ADD') {
+      const remote = sources.find((src) => /^(https?|ftp):\/\/|^git@|\.git$/.test(src));
+      if (remote) throw new BerthError('USAGE', `${what}: ADD of a URL (${remote}) is not supported: the build has no network of its own to fetch it with`, 'download it into the build context and COPY or ADD the file');
+    }
+    let files: string;
+    let source: { kind: 'context'; files: ReturnType<typeof selectFiles> } | { kind: 'image'; image: string };
+    if (s.kind === 'COPY' && s.flags.from !== undefined) {
+      const fromName = x(s.flags.from);
+      const pt = this.stagePoint(fromName);
+      let image: string;
+      if (pt) {
+        if (!pt.image) throw new BerthError('USAGE', `${what}: the stage ${fromName} has no files`, 'copy from a stage that has some');
+        image = pt.image;
+        files = `stage:${pt.key}`;
+      } else {
+        image = await imageFile(fromName, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
+        const m = openImage(image).metadata;
+        const st = statSync(image);
+        files = `image:${m.manifestDigest ?? `${path.resolve(image)}:${st.size}:${st.mtimeMs}`}`;
+      }
+      source = { kind: 'image', image };
+    } else {
+      const selected = selectFiles(this.ctx, sources, dest, what);
+      files = await contentDigest(selected);
+      source = { kind: 'context', files: selected };
+    }
+    const key = stepKey({ parent: p.key, instruction: `${s.kind} ${JSON.stringify({ sources, dest, chmod, owner, from: s.flags.from })}`, args: argsSeen, files });
+    const hit = this.cache.get(key);
+    this.announce(s.text, hit !== undefined);
+    if (hit) return this.stepPoint(p, s, key, hit.layers);
+    const work = this.cache.work();
+    const writer = new LayerWriter(path.join(work, 'layer.partial'));
+    let imageFiles: ImageFiles | undefined;
+    try {
+      imageFiles = p.image ? new ImageFiles(openImage(p.image).location) : undefined;
+      const exists = (name: string) => writer.has(name) || imageFiles?.realpath(`/${name}`) !== undefined;
+      // Directories the destination needs and the image lacks: root's, 0755, as Docker makes them.
+      const parents = (target: string) => {
+        const parts = target.split('/');
+        for (let i = 1; i < parts.length; i++) {
+          const dir = parts.slice(0, i).join('/');
+          if (!exists(dir)) writer.entry(entryOf(dir, 'dir'));
+        }
+      };
+      const mode = (m: number) => (chmod !== undefined ? parseInt(chmod, 8) : m & 0o7777);
+      if (source.kind === 'context') {
+        // ADD unpacks an archive that a source names itself (not one inside a copied directory).
+        const named = sources.map((src) => normalizeSource(src, what));
+        const direct = (rel: string) => named.some((src) => src === rel || (hasGlob(src) && globRegExp(src).test(rel)));
+        for (const { file, target } of source.files) {
+          if (target === '') continue; // the root itself: the image's stays
+          parents(target);
+          const st = file.stat;
+          const base = { mode: mode(st.mode), uid: owner.uid, gid: owner.gid };
+          if (st.isDirectory()) {
+            writer.entry(entryOf(target, 'dir', base));
+          } else if (st.isSymbolicLink()) {
+            writer.entry(entryOf(target, 'symlink', { ...base, mode: 0o777, linkname: readlinkSync(file.host) }));
+          } else if (st.isFile() && s.kind === 'ADD' && ARCHIVE.test(file.rel) && direct(file.rel)) {
+            await this.extract(writer, file.host, dest, chown === undefined ? undefined : owner, parents);
+          } else if (st.isFile()) {
+            writer.entry(entryOf(target, 'file', { ...base, size: st.size }), file.host);
+          }
+        }
+      } else {
+        const norm = sources.map((src) => normalizeSource(src, what));
+        const found = new Set<number>();
+        await writer.fromCommand(baseTar(openImage(source.image).location), (e) => {
+          const n = layerName(e.name);
+          if (n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`)) return { entries: [], body: false };
+          const m = mapName(n, e.type === 'dir', norm, dest);
+          if (!m || m.target === '') return { entries: [], body: false };
+          found.add(m.source);
+          parents(m.target);
+          const linkname = e.type === 'hardlink' ? mapName(layerName(e.linkname) ?? '', false, norm, dest)?.target : e.linkname;
+          if (linkname === undefined) return { entries: [], body: false }; // a hard link to what is not copied
+          return { entries: [{ ...e, name: m.target, linkname, mode: e.type === 'symlink' ? e.mode : mode(e.mode), ...(chown !== undefined ? owner : {}) }], body: true };
+        });
+        for (const [i, src] of norm.entries()) {
+          if (!found.has(i) && src !== '') throw new BerthError('SOURCE_NOT_FOUND', `${what}: ${src} is not in ${s.flags.from}${hasGlob(src) ? ' (the pattern matches nothing)' : ''}`, 'check the path in that stage or image');
+        }
+      }
+      const layer = writer.finish(path.join(this.cache.root, 'layers'));
+      const layers = [...p.layers, layer.digest];
+      const point = this.stepPoint(p, s, key, layers);
+      await this.commitStep(key, work, layers, point.config);
+      return point;
+    } catch (e: unknown) {
+      writer.abort();
+      throw e;
+    } finally {
+      imageFiles?.close();
+      removeWork(work);
+    }
+  }
+
+  /** The stage `name` names (by name or number), as built so far; undefined: it is an image. */
+  private stagePoint(name: string): Point | undefined {
+    const i = this.stageIndex(this.stages, name, this.stages.length);
+    return i === undefined ? undefined : this.built.get(i);
+  }
+
+  /** --chown=USER[:GROUP]: numbers, or names in the image's /etc/passwd and /etc/group. */
+  private owner2(spec: string, p: Point, what: string): { uid: number; gid: number } {
+    if (!p.image && !/^\d+(:\d+)?$/.test(spec)) throw new BerthError('USAGE', `${what}: --chown=${spec}: a FROM scratch stage has no /etc/passwd to look names up in`, 'give numbers: --chown=UID:GID');
+    const opened = p.image ? openImage(p.image) : undefined;
+    const u = parseUser(spec, { location: opened?.location ?? { path: '/', format: 'directory', offset: 0 }, architecture: p.config.architecture })!;
+    return { uid: u.uid, gid: u.gid };
+  }
+
+  /** ADD of a local archive: its entries under `dest` (gzip, xz, bzip2 and zstd by their tools). */
+  private async extract(writer: LayerWriter, file: string, dest: string, owner: { uid: number; gid: number } | undefined, parents: (t: string) => void): Promise<void> {
+    const destDir = dest.replace(/^\/+/, '').replace(/\/+$/, '');
+    const tool: [string, ...string[]] = /\.(tar\.gz|tgz)$/.test(file) ? ['gzip', '-dc', file] : /\.(tar\.xz|txz)$/.test(file) ? ['xz', '-dc', file]
+      : /\.(tar\.bz2|tbz2?)$/.test(file) ? ['bzip2', '-dc', file] : /\.(tar\.zst|tzst)$/.test(file) ? ['zstd', '-dc', file] : ['cat', file];
+    if (destDir) parents(`${destDir}/x`);
+    if (destDir && !writer.has(destDir)) writer.entry(entryOf(destDir, 'dir'));
+    await writer.fromCommand(tool, (e) => {
+      const n = layerName(e.name);
+      if (n === undefined) return { entries: [], body: false };
+      const name = destDir ? `${destDir}/${n}` : n;
+      const linkname = e.type === 'hardlink' ? (destDir ? `${destDir}/${layerName(e.linkname) ?? ''}` : layerName(e.linkname) ?? '') : e.linkname;
+      return { entries: [{ ...e, name, linkname, ...(owner ?? {}) }], body: true };
+    });
+  }
+
+  /** The target's image: the last step's, or one with the config the later steps made. */
+  private async finish(p: Point): Promise<BuildResult> {
+    let image = p.current ? p.image! : this.cache.imageFile(p.key);
+    if (!p.current && !this.cache.get(p.key)?.image) {
+      const work = this.cache.work();
+      try {
+        await this.commitStep(p.key, work, p.layers, p.config);
+      } finally {
+        removeWork(work);
+      }
+      image = this.cache.imageFile(p.key);
+    }
+    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(p.layers), config: p.config, steps: this.steps };
+  }
+}

@@ -1,0 +1,47 @@
+// A RUN step: the command in berth's own container over the stage's image so far, as root
+// (--fakeroot: the caller mapped to uid 0), with the root's changes kept on disk in an overlay
+// directory under the build cache (not in memory), which the builder then turns into a layer.
+// The container is any `berth exec`'s (plan/prepare.ts makes the plan; the helper carries it
+// out), with a clean environment of the build's own and no host home, /tmp or working directory
+// (--contain), so that what a step sees is what the Dockerfile says.
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import type { Duplex } from 'node:stream';
+import { BerthError } from '../errors.js';
+import { preparePlan } from '../plan/prepare.js';
+import { serializePlan } from '../plan/serialize.js';
+import { helperPath } from '../runtime/helper.js';
+
+export interface RunStep {
+  /** The image the command runs over (the stage's file system so far). */
+  image: string;
+  argv: string[];
+  env: string[];
+  workdir: string;
+  /** The overlay directory (made 0700 by the builder). */
+  overlay: string;
+}
+
+/** Runs the step; its output goes to `output` (stdout and stderr both). Returns the exit status. */
+export async function runStep(step: RunStep, output: (chunk: Buffer) => void, warn: (line: string) => void): Promise<number> {
+  const { plan } = await preparePlan('exec', step.image, step.argv, {
+    fakeroot: true, overlay: step.overlay, cleanenv: true, contain: true, home: false, env: step.env, pwd: step.workdir,
+  }, { convert: { resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn }, cacheWarning: warn });
+  const helper = helperPath();
+  return new Promise((resolve, reject) => {
+    const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    const planPipe = child.stdio[3] as Duplex;
+    planPipe.on('error', () => {});
+    planPipe.end(serializePlan(plan));
+    child.stdout!.on('data', output);
+    child.stderr!.on('data', output);
+    // ^C reaches the step through the terminal's process group; a TERM sent to berth is passed on.
+    const forward = () => child.kill('SIGTERM');
+    process.on('SIGTERM', forward);
+    child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
+    child.on('close', (code, signal) => {
+      process.removeListener('SIGTERM', forward);
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+    });
+  });
+}
