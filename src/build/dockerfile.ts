@@ -79,7 +79,8 @@ function propertiesOf(i: Instruction): [string, string][] {
 }
 
 function step(file: string, i: Instruction, ignored: string[]): Step | undefined {
-  const common: Common = { line: i.getRange().start.line + 1, text: `${i.getKeyword()} ${(i.getArgumentsContent() ?? '').replace(/\s+/g, ' ').trim()}`.trim() };
+  const flagText = flagsOf(i).map((f) => ` --${f.name}${f.value === null ? '' : `=${f.value}`}`).join('');
+  const common: Common = { line: i.getRange().start.line + 1, text: `${i.getKeyword()}${flagText} ${(i.getArgumentsContent() ?? '').replace(/\s+/g, ' ').trim()}`.trim() };
   const kind = i.getKeyword();
   const content = i.getArgumentsContent() ?? '';
   const noFlags = () => {

@@ -1,0 +1,153 @@
+// berth build for real, as an ordinary user: Dockerfiles over a busybox image made offline
+// (test/fixtures/make-build-images.sh). No image with a C compiler can be made cheaply from
+// this machine's files, so the "compile" stage writes a shell script standing in for the
+// program; what is tested is the multi-stage copy, not the compiler.
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
+
+let work: string;
+let base: string;
+const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_LINGER: '0', XDG_CACHE_HOME: path.join(work, 'cache'), BERTH_CACHE_DIR: path.join(work, 'cache', 'berth') });
+const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+
+function context(name: string, files: Record<string, string>): string {
+  const dir = path.join(work, name);
+  for (const [f, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+    writeFileSync(path.join(dir, f), text);
+  }
+  return dir;
+}
+
+beforeAll(async () => {
+  work = tempDir('build');
+  const made = await run(path.join(ROOT, 'test/fixtures/make-build-images.sh'), [work]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  base = path.join(work, 'busybox.sqsh');
+  const r = await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:busybox`, '-o', base, '--quiet']);
+  if (r.code !== 0) throw new Error(r.stderr);
+}, 120_000);
+afterAll(() => cleanup(work));
+
+describe('berth build', () => {
+  // What shows a RUN ran: the marker it prints (a cached step prints nothing).
+  const MARK = /compiled-2/g;
+
+  it('a multi-stage build with COPY globs, --chown, --chmod, .dockerignore, ARG and ENV, run with its config', async () => {
+    const ctx = context('app', {
+      'Dockerfile': `ARG BASE=${base}
+FROM \${BASE} AS build
+ARG GREETING=hello
+ENV OUT=/out
+WORKDIR \${OUT}
+# the "compiler": writes the program
+RUN printf '#!/bin/sh\\necho "%s from the program: $*"\\n' "$GREETING" > prog && chmod 755 prog && echo compiled-$((1+1))
+FROM \${BASE}
+ARG VERSION
+ENV APP_HOME=/opt/app VERSION=\${VERSION:-none} ALT=\${VERSION:+set}
+COPY --from=build /out/prog /usr/local/bin/
+COPY --chown=app:app --chmod=0640 src/*.txt \${APP_HOME}/
+COPY data/ \${APP_HOME}/data/
+WORKDIR \${APP_HOME}
+USER app
+LABEL org.example.version=\${VERSION}
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/prog"]
+CMD ["default"]
+`,
+      '.dockerignore': 'src/secret.txt\n**/*.tmp\n',
+      'src/a.txt': 'A\n', 'src/b.txt': 'B\n', 'src/secret.txt': 'no\n', 'src/c.md': 'not copied\n',
+      'data/one': '1\n', 'data/skip.tmp': 'x\n',
+    });
+    const out = path.join(work, 'app.sqsh');
+    const r = await run(process.execPath, [BERTH, 'build', '--build-arg', 'VERSION=1.2', '-o', out, ctx], { env: { ...env() }, cwd: work });
+    expect(r.stderr).toContain('STEP 1/');
+    expect(r.stderr.match(MARK)).toHaveLength(1);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(out);
+    const listing = await listImage(out);
+    expect(listing['usr/local/bin/prog']).toMatchObject({ type: 'file' });
+    expect(listing['opt/app/a.txt']).toMatchObject({ uid: 1000, gid: 1000, mode: 0o640 });
+    expect(listing['opt/app/b.txt']).toBeDefined();
+    expect(listing['opt/app/secret.txt']).toBeUndefined();
+    expect(listing['opt/app/c.md']).toBeUndefined();
+    expect(listing['opt/app/data/one']).toMatchObject({ uid: 0 });
+    expect(listing['opt/app/data/skip.tmp']).toBeUndefined();
+    const inspect = (JSON.parse((await b('inspect', '--json', out)).stdout) as { image: { config: Record<string, unknown> } }).image;
+    expect(inspect.config).toMatchObject({
+      Entrypoint: ['/usr/local/bin/prog'], Cmd: ['default'], WorkingDir: '/opt/app', User: 'app',
+      Labels: expect.objectContaining({ 'org.example.version': '1.2' }), ExposedPorts: ['8080/tcp'],
+    });
+    expect(inspect.config.Env).toEqual(expect.arrayContaining(['APP_HOME=/opt/app', 'VERSION=1.2', 'ALT=set']));
+    // The image runs its entrypoint with the CMD, in its working directory, with its variables.
+    const ran = await b('run', out);
+    expect(ran.stdout, ran.stderr).toBe('hello from the program: default\n');
+    const sh = await b('exec', out, '/bin/sh', '-c', 'pwd; echo $VERSION; cat a.txt');
+    expect(sh.stdout, sh.stderr).toBe('/opt/app\n1.2\nA\n');
+  }, 180_000);
+
+  it('a rebuild after an unrelated edit comes from the cache up to the changed step', async () => {
+    const ctx = path.join(work, 'app');
+    const build = () => run(process.execPath, [BERTH, 'build', '--build-arg', 'VERSION=1.2', '-o', path.join(work, 'app2.sqsh'), '--force', ctx], { env: env(), cwd: work });
+    writeFileSync(path.join(ctx, 'src', 'b.txt'), 'B, edited\n');
+    const r = await build();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/STEP \d+\/\d+: RUN printf .* \(cached\)/);
+    expect(r.stderr).toMatch(/STEP \d+\/\d+: COPY --from=build \/out\/prog \/usr\/local\/bin\/ \(cached\)/);
+    expect(r.stderr).not.toMatch(/COPY --chown=app:app .*\(cached\)/);
+    expect(r.stderr.match(MARK)).toBeNull();
+    expect((await b('exec', path.join(work, 'app2.sqsh'), 'cat', '/opt/app/b.txt')).stdout).toBe('B, edited\n');
+    // A changed build argument is a change: the RUN that sees it runs again.
+    const again = await run(process.execPath, [BERTH, 'build', '--build-arg', 'GREETING=hi', '-o', path.join(work, 'app3.sqsh'), '--force', ctx], { env: env(), cwd: work });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(MARK)).toHaveLength(1);
+    expect((await b('run', path.join(work, 'app3.sqsh'))).stdout).toBe('hi from the program: default\n');
+  }, 180_000);
+
+  it('a failing RUN names its step, line and status, and leaves no image', async () => {
+    const ctx = context('fails', { Dockerfile: `FROM ${base}\nRUN echo before\nRUN echo failing-now; exit 3\nCMD ["x"]\n` });
+    const out = path.join(work, 'fails.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toContain('failing-now');
+    expect(r.stderr).toMatch(/berth: error: step 3\/4 \(.*Dockerfile:3: RUN echo failing-now; exit 3\) failed: the command exited with status 3/);
+    expect(existsSync(out)).toBe(false);
+    // Nothing of the step is left in flight.
+    expect(readdirSync(path.join(work, 'cache', 'berth', 'build', 'tmp'))).toEqual([]);
+  }, 60_000);
+
+  it('-t keeps the image in the cache for berth images and berth run NAME; --json and --quiet print no steps', async () => {
+    const ctx = context('tagged', { Dockerfile: `FROM ${base}\nRUN echo tagged > /etc/tagged\nCMD ["cat", "/etc/tagged"]\n` });
+    const r = await b('build', '--json', '-t', 'mytool:1.0', ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('STEP');
+    const result = JSON.parse(r.stdout) as { image: string; manifestDigest: string; tag: string; steps: { cached: boolean }[] };
+    expect(result).toMatchObject({ tag: 'mytool:1.0', steps: [{ cached: true }, { cached: false }, { cached: false }] });
+    const images = JSON.parse((await b('images', '--json')).stdout) as { manifestDigest: string; source: string }[];
+    expect(images).toEqual(expect.arrayContaining([expect.objectContaining({ manifestDigest: result.manifestDigest, source: 'mytool:1.0' })]));
+    expect((await b('run', 'mytool:1.0')).stdout).toBe('tagged\n');
+    const quiet = await b('build', '--quiet', '-t', 'mytool:1.0', ctx);
+    expect(quiet.stdout).toBe(`${result.manifestDigest}\n`);
+    expect(quiet.stderr).toBe('');
+  }, 120_000);
+
+  it('--oci-layout exports the image as layers that umoci unpacks to the same tree', async () => {
+    const layout = path.join(work, 'layout');
+    const out = path.join(work, 'exported.sqsh');
+    const r = await b('build', '-o', out, '--oci-layout', layout, path.join(work, 'tagged'));
+    expect(r.code, r.stderr).toBe(0);
+    const index = JSON.parse((await import('node:fs')).readFileSync(path.join(layout, 'index.json'), 'utf8')) as { manifests: unknown[] };
+    expect(index.manifests).toHaveLength(1);
+    const ours = await listImage(out);
+    const theirs = await umociListing(layout, 'latest', work);
+    // umoci unpacks as the rootless user: ownership is its own; names, types, modes and contents are compared.
+    const shape = (l: Record<string, { type: string; mode: number; sha256?: string; link?: string }>) =>
+      Object.fromEntries(Object.entries(l).map(([k, v]) => [k, { type: v.type, mode: v.mode, sha256: v.sha256, link: v.link }]));
+    delete theirs[''];
+    delete ours[''];
+    expect(shape(theirs)).toEqual(shape(ours));
+    expect(ours['etc/tagged']).toBeDefined();
+  }, 120_000);
+});
