@@ -32,7 +32,8 @@ export async function runStep(step: RunStep, output: (chunk: Buffer) => void, wa
     const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
     const planPipe = child.stdio[3] as Duplex;
     planPipe.on('error', () => {});
-    planPipe.end(serializePlan(plan));
+    // Root emulation for package managers (native/helper/seccomp.c): only for build steps.
+    planPipe.end(serializePlan({ ...plan, fakeSyscalls: true }));
     child.stdout!.on('data', output);
     child.stderr!.on('data', output);
     // ^C reaches the step through the terminal's process group; a TERM sent to berth is passed on.

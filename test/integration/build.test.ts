@@ -150,4 +150,45 @@ CMD ["default"]
     expect(shape(theirs)).toEqual(shape(ours));
     expect(ours['etc/tagged']).toBeDefined();
   }, 120_000);
+
+  it('RUN as a fake root: chown to another uid, setgroups and set*id (su) and mknod succeed; what they did not do is not there', async () => {
+    const ctx = context('fakeroot', { Dockerfile: `FROM ${base}
+RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /devnode c 1 3 && su app -s /bin/sh -c 'echo switched-ok' && echo all-ok
+` });
+    const out = path.join(work, 'fakeroot.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('switched-ok');
+    expect(r.stderr).toContain('all-ok');
+    const listing = await listImage(out);
+    // The calls returned 0 and did nothing: the file is root's, and no device was made.
+    expect(listing['owned']).toMatchObject({ type: 'file', uid: 0, gid: 0 });
+    expect(listing['devnode']).toBeUndefined();
+    // berth exec --fakeroot has no such filter: the same chown is refused there.
+    const plain = await b('exec', '--fakeroot', base, '/bin/sh', '-c', 'touch /tmp/x && chown 4242 /tmp/x');
+    expect(plain.code).not.toBe(0);
+  }, 120_000);
+
+  it('FROM scratch with ADD of a local tar, --target, and berth prune removes the build cache', async () => {
+    const ctx = context('scratch', { Dockerfile: `FROM ${base} AS first\nRUN echo first-ran\nFROM scratch AS files\nADD bundle.tar /opt/\nCOPY note /\nFROM files\nLABEL late=1\n`, note: 'n\n' });
+    const tar = await run('tar', ['-C', ctx, '-cf', path.join(ctx, 'bundle.tar'), 'note']);
+    expect(tar.code).toBe(0);
+    const out = path.join(work, 'scratch.sqsh');
+    const r = await b('build', '--target', 'files', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    // Only the target and what it needs: the first stage is not built.
+    expect(r.stderr).not.toContain('first-ran');
+    expect(r.stderr).toContain('STEP 1/3: FROM scratch AS files');
+    const listing = await listImage(out);
+    delete listing[''];
+    expect(Object.keys(listing).sort()).toEqual(['note', 'opt', 'opt/note']);
+    expect(listing['opt/note']).toMatchObject({ type: 'file' });
+    expect(listing['note']).toMatchObject({ type: 'file', mtime: 0 });
+    const pruned = await b('prune');
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toMatch(/of build cache/);
+    expect(existsSync(path.join(work, 'cache', 'berth', 'build'))).toBe(false);
+    // The image made with -o is the user's, not the cache's.
+    expect(existsSync(out)).toBe(true);
+  }, 120_000);
 });
