@@ -22,6 +22,8 @@ export interface ContextFile {
 export class BuildContext {
   private readonly ignore: Ignore;
   private all: ContextFile[] | undefined;
+  /** A `!` exception can bring back a path under an excluded directory (Docker walks into it then). */
+  private readonly exceptions: boolean;
 
   constructor(readonly root: string) {
     const st = lstatSync(root, { throwIfNoEntry: false });
@@ -32,7 +34,9 @@ export class BuildContext {
     } catch (e: unknown) {
       if ((e as { code?: string }).code !== 'ENOENT') throw osError(e, `${root}/.dockerignore`) ?? e;
     }
-    this.ignore = dockerignore().add(patterns.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
+    const lines = patterns.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    this.ignore = dockerignore().add(lines);
+    this.exceptions = lines.some((l) => l.startsWith('!'));
   }
 
   /** Every path of the context that .dockerignore keeps, sorted. */
@@ -49,10 +53,11 @@ export class BuildContext {
       }
       for (const n of names) {
         const r = rel ? `${rel}/${n}` : n;
-        if (this.ignore.ignores(r)) continue;
         const host = path.join(this.root, r);
+        const ignored = this.ignore.ignores(r);
+        if (ignored && !this.exceptions) continue;
         const stat = lstatSync(host);
-        out.push({ rel: r, host, stat });
+        if (!ignored) out.push({ rel: r, host, stat });
         if (stat.isDirectory()) walk(r);
       }
     };
