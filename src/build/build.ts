@@ -62,6 +62,8 @@ interface Point {
   image?: string;
   /** Whether `image` also has `config` (the last step wrote it). */
   current: boolean;
+  /** This stage set CMD (an ENTRYPOINT after it keeps it: Docker's rule). */
+  cmdSet?: boolean;
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
@@ -165,6 +167,7 @@ export class Builder {
       point = await this.fromImage(stage, from);
     }
     const args = new Map<string, string>();
+    point = { ...point, cmdSet: false };
     for (const s of stage.steps) point = await this.apply(s, point, args, global);
     return point;
   }
@@ -185,9 +188,13 @@ export class Builder {
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       try {
         // Its tree without its berth metadata, which the new image gets its own of.
+        // A root directory's files are the caller's: root's in the image, as --fakeroot sees them (and commit keeps them).
+        const dir = opened.location.format === 'directory';
         await writer.fromCommand(baseTar(opened.location), (e) => {
           const n = layerName(e.name);
-          return n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`) ? { entries: [], body: false } : { entries: [{ ...e, name: n }], body: true };
+          if (n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`)) return { entries: [], body: false };
+          const owner = dir ? { uid: e.uid === this.owner.uid ? 0 : e.uid, gid: e.gid === this.owner.gid ? 0 : e.gid } : {};
+          return { entries: [{ ...e, name: n, ...owner }], body: true };
         });
         const layer = writer.finish(path.join(this.cache.root, 'layers'));
         hit = { layers: [layer.digest], image: false };
@@ -267,12 +274,14 @@ export class Builder {
       case 'CMD':
       case 'ENTRYPOINT': {
         const argv = this.argv(s.command, p.shell);
-        return meta(`${s.kind} ${JSON.stringify(argv)}`, (c) => {
+        const next = meta(`${s.kind} ${JSON.stringify(argv)}`, (c) => {
           if (s.kind === 'CMD') return { ...c, Cmd: argv };
-          // Docker: an ENTRYPOINT clears the CMD the base image had (not one this stage set after it).
+          if (p.cmdSet) return { ...c, Entrypoint: argv };
+          // Docker: an ENTRYPOINT clears the CMD the base image had, not one this stage set.
           const { Cmd: _dropped, ...rest } = c;
           return { ...rest, Entrypoint: argv };
         });
+        return s.kind === 'CMD' ? { ...next, cmdSet: true } : next;
       }
       case 'SHELL':
         return meta(`SHELL ${JSON.stringify((s.command as { exec: string[] }).exec)}`, (c) => c, (s.command as { exec: string[] }).exec);
@@ -488,18 +497,45 @@ export class Builder {
     });
   }
 
+  /** The WORKDIR the image lacks (no RUN or COPY made it), as one more layer: Docker makes it too. */
+  private workdirLayer(p: Point, work: string): string[] {
+    const dir = p.config.config.WorkingDir;
+    if (!dir || dir === '/') return [];
+    const files = p.image ? new ImageFiles(openImage(p.image).location) : undefined;
+    try {
+      if (files?.realpath(dir) !== undefined) return [];
+      const writer = new LayerWriter(path.join(work, 'workdir.partial'));
+      try {
+        const parts = dir.split('/').filter(Boolean);
+        for (let i = 1; i <= parts.length; i++) {
+          const d = parts.slice(0, i).join('/');
+          if (files?.realpath(`/${d}`) === undefined) writer.entry(entryOf(d, 'dir'));
+        }
+        return [writer.finish(path.join(this.cache.root, 'layers')).digest];
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      }
+    } finally {
+      files?.close();
+    }
+  }
+
   /** The target's image: the last step's, or one with the config the later steps made. */
   private async finish(p: Point): Promise<BuildResult> {
     let image = p.current ? p.image! : this.cache.imageFile(p.key);
-    if (!p.current && !this.cache.get(p.key)?.image) {
+    const hit = p.current ? undefined : this.cache.get(p.key);
+    let layers = hit?.layers ?? p.layers;
+    if (!p.current && !hit?.image) {
       const work = this.cache.work();
       try {
-        await this.commitStep(p.key, work, p.layers, p.config);
+        layers = [...p.layers, ...this.workdirLayer(p, work)];
+        await this.commitStep(p.key, work, layers, p.config);
       } finally {
         removeWork(work);
       }
       image = this.cache.imageFile(p.key);
     }
-    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(p.layers), config: p.config, steps: this.steps };
+    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(p.current ? p.layers : layers), config: p.config, steps: this.steps };
   }
 }

@@ -51,12 +51,18 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   const caches = new Caches(warn);
   const userCache = caches.writable();
   const quiet = flags.quiet || flags.json;
+  // Quiet: a failing step's last output is still told, with the error.
+  let tail = Buffer.alloc(0);
+  const TAIL = 4096;
   const builder = new Builder({
     context, dockerfile, buildArgs: buildArgs(flags.buildArg ?? []), ...(flags.target !== undefined ? { target: flags.target } : {}),
     reference: flags.tag ?? `berth build ${path.resolve(context)}`, userCache,
   }, {
     step: (n, total, text, cached) => { if (!quiet) process.stderr.write(`STEP ${n}/${total}: ${printableLines(text)}${cached ? ' (cached)' : ''}\n`); },
-    output: (chunk) => { if (!quiet) process.stderr.write(chunk); },
+    output: (chunk) => {
+      if (!quiet) process.stderr.write(chunk);
+      else tail = Buffer.concat([tail, chunk]).subarray(-TAIL);
+    },
     warn,
   });
   if (flags.ociLayout !== undefined) {
@@ -67,7 +73,10 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
       throw new BerthError('OUTPUT_EXISTS', `--oci-layout ${path.resolve(flags.ociLayout)}: ${messageOf(e)}`, 'name a directory that does not exist yet: berth never writes into one that does');
     }
   }
-  const result = await builder.build();
+  const result = await builder.build().catch((e: unknown) => {
+    if (quiet && e instanceof BerthError && e.code === 'BUILD_FAILED' && tail.length > 0) process.stderr.write(tail);
+    throw e;
+  });
   const digest = result.metadata.manifestDigest!;
   let output = result.image;
   if (flags.output !== undefined) output = copyImage(result.image, flags.output, flags.force ?? false);

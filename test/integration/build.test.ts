@@ -50,6 +50,7 @@ ENV APP_HOME=/opt/app VERSION=\${VERSION:-none} ALT=\${VERSION:+set}
 COPY --from=build /out/prog /usr/local/bin/
 COPY --chown=app:app --chmod=0640 src/*.txt \${APP_HOME}/
 COPY data/ \${APP_HOME}/data/
+COPY extra \${APP_HOME}/extra/
 WORKDIR \${APP_HOME}
 USER app
 LABEL org.example.version=\${VERSION}
@@ -57,7 +58,8 @@ EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/prog"]
 CMD ["default"]
 `,
-      '.dockerignore': 'src/secret.txt\n**/*.tmp\n',
+      '.dockerignore': 'src/secret.txt\n**/*.tmp\nextra\n!extra/keep.txt\n',
+      'extra/keep.txt': 'kept\n', 'extra/drop.txt': 'dropped\n',
       'src/a.txt': 'A\n', 'src/b.txt': 'B\n', 'src/secret.txt': 'no\n', 'src/c.md': 'not copied\n',
       'data/one': '1\n', 'data/skip.tmp': 'x\n',
     });
@@ -75,6 +77,9 @@ CMD ["default"]
     expect(listing['opt/app/c.md']).toBeUndefined();
     expect(listing['opt/app/data/one']).toMatchObject({ uid: 0 });
     expect(listing['opt/app/data/skip.tmp']).toBeUndefined();
+    // An exception (!) brings back a file of an excluded directory, as Docker's matcher does.
+    expect(listing['opt/app/extra/keep.txt']).toBeDefined();
+    expect(listing['opt/app/extra/drop.txt']).toBeUndefined();
     const inspect = (JSON.parse((await b('inspect', '--json', out)).stdout) as { image: { config: Record<string, unknown> } }).image;
     expect(inspect.config).toMatchObject({
       Entrypoint: ['/usr/local/bin/prog'], Cmd: ['default'], WorkingDir: '/opt/app', User: 'app',
@@ -191,4 +196,21 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     // The image made with -o is the user's, not the cache's.
     expect(existsSync(out)).toBe(true);
   }, 120_000);
+
+  it('WORKDIR that no step made exists in the image; ENTRYPOINT keeps a CMD its stage set before it', async () => {
+    const ctx = context('workdir', { Dockerfile: `FROM ${base}\nCMD ["-c", "pwd"]\nENTRYPOINT ["/bin/sh"]\nWORKDIR /new/dir\n` });
+    const out = path.join(work, 'workdir.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await listImage(out))['new/dir']).toMatchObject({ type: 'dir', mode: 0o755, uid: 0 });
+    expect((await b('run', out)).stdout).toBe('/new/dir\n');
+  }, 60_000);
+
+  it('--quiet still shows a failing step\'s output with the error', async () => {
+    const r = await b('build', '--quiet', '-o', path.join(work, 'q.sqsh'), path.join(work, 'fails'));
+    expect(r.code).toBe(125);
+    expect(r.stderr).toContain('failing-now');
+    expect(r.stderr).not.toContain('STEP');
+    expect(r.stderr).toMatch(/berth: error: step 3\/4/);
+  }, 60_000);
 });
