@@ -93,6 +93,7 @@ program
   .option('--target <stage>', 'build this stage (and what it needs) and stop')
   .option('-o, --output <file>', 'write the image to this squashfs file')
   .option('--oci-layout <dir>', 'also write the image as an OCI layout here (a new directory), one layer per step')
+  .option('--no-cache', 'run every RUN, COPY and ADD again, not from the build cache')
   .option('--force', 'replace the -o file if it exists')
   .option('-q, --quiet', "print only the image's digest (no steps, no step output)")
   .option('--json', 'print the result as JSON on stdout (no steps on stderr)')

@@ -32,8 +32,10 @@ export interface BuildOptions {
   target?: string;
   /** What the image is called in its metadata (-t NAME, else the Dockerfile). */
   reference: string;
-  /** The user's berth cache (made and checked). */
-  userCache: string;
+  /** The user's berth cache (made and checked when called). */
+  userCache: () => string;
+  /** --no-cache: every RUN, COPY and ADD runs again (and is cached anew). */
+  noCache?: boolean;
 }
 
 export interface BuildEvents {
@@ -84,8 +86,9 @@ export class Builder {
   private readonly owner = { uid: process.getuid!(), gid: process.getgid!() };
 
   constructor(private readonly opts: BuildOptions, private readonly events: BuildEvents) {
-    this.cache = new BuildCache(opts.userCache);
+    // The context is checked before anything is made in the cache.
     this.ctx = new BuildContext(path.resolve(opts.context));
+    this.cache = new BuildCache(opts.userCache());
     this.file = path.relative(process.cwd(), opts.dockerfile) || opts.dockerfile;
   }
 
@@ -315,7 +318,7 @@ export class Builder {
     const argv = this.argv(s.command, p.shell);
     const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}`, args: argsSeen });
     const next = (layers: string[]) => this.stepPoint(p, s, key, layers);
-    const hit = this.cache.get(key);
+    const hit = this.opts.noCache ? undefined : this.cache.get(key);
     this.announce(s.text, hit !== undefined);
     if (hit) return next(hit.layers);
     if (!p.image) throw new BerthError('USAGE', `${this.where(s)}: nothing to run: the stage is FROM scratch`, 'COPY a shell and its libraries in first, or start FROM an image that has them');
@@ -398,7 +401,7 @@ export class Builder {
       source = { kind: 'context', files: selected };
     }
     const key = stepKey({ parent: p.key, instruction: `${s.kind} ${JSON.stringify({ sources, dest, chmod, owner, from: s.flags.from })}`, args: argsSeen, files });
-    const hit = this.cache.get(key);
+    const hit = this.opts.noCache ? undefined : this.cache.get(key);
     this.announce(s.text, hit !== undefined);
     if (hit) return this.stepPoint(p, s, key, hit.layers);
     const work = this.cache.work();

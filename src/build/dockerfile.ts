@@ -94,6 +94,7 @@ function step(file: string, i: Instruction, ignored: string[]): Step | undefined
     case 'SHELL': {
       noFlags();
       const command = commandForm(content);
+      if ('shell' in command && /^<<-?["']?[A-Za-z_]/.test(command.shell)) throw invalid(file, common, 'heredocs are not supported yet', `write the script into the context and COPY it, or use ${kind} with && and \\ continuations`);
       if (kind === 'SHELL' && !('exec' in command)) throw invalid(file, common, 'SHELL takes the JSON form', 'e.g. SHELL ["/bin/bash", "-c"]');
       return { ...common, kind, command };
     }

@@ -2,15 +2,14 @@
 // [--oci-layout DIR] CONTEXT: the work is src/build/'s; this file shows the steps and puts the
 // image where it was asked: -o a file, -t the user's image cache (berth images lists it, and
 // `berth exec NAME` runs it), --oci-layout an OCI layout with one layer per step.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { BerthError, messageOf } from '../errors.js';
 import { Builder } from '../build/build.js';
 import { writeLayout } from '../build/layer.js';
 import { imagePath } from '../image/cache.js';
 import { Caches } from '../image/caches.js';
-import { builtTagReference } from '../runtime/acquire.js';
-import { copyImage } from '../runtime/acquire.js';
+import { builtTagReference, copyImage } from '../runtime/acquire.js';
 import type { CommandResult } from './options.js';
 import { printableLines } from './terminal.js';
 
@@ -22,6 +21,8 @@ export interface BuildFlags {
   output?: string;
   ociLayout?: string;
   force?: boolean;
+  /** commander's --no-cache: cache false. */
+  cache?: boolean;
   quiet?: boolean;
   json?: boolean;
 }
@@ -49,14 +50,13 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   const dockerfile = path.resolve(flags.file ?? path.join(context, 'Dockerfile'));
   const warn = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
   const caches = new Caches(warn);
-  const userCache = caches.writable();
   const quiet = flags.quiet || flags.json;
   // Quiet: a failing step's last output is still told, with the error.
   let tail = Buffer.alloc(0);
   const TAIL = 4096;
   const builder = new Builder({
     context, dockerfile, buildArgs: buildArgs(flags.buildArg ?? []), ...(flags.target !== undefined ? { target: flags.target } : {}),
-    reference: flags.tag ?? `berth build ${path.resolve(context)}`, userCache,
+    reference: flags.tag ?? `berth build ${path.resolve(context)}`, userCache: () => caches.writable(), noCache: flags.cache === false,
   }, {
     step: (n, total, text, cached) => { if (!quiet) process.stderr.write(`STEP ${n}/${total}: ${printableLines(text)}${cached ? ' (cached)' : ''}\n`); },
     output: (chunk) => {
@@ -75,13 +75,14 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   }
   const result = await builder.build().catch((e: unknown) => {
     if (quiet && e instanceof BerthError && e.code === 'BUILD_FAILED' && tail.length > 0) process.stderr.write(tail);
+    if (flags.ociLayout !== undefined) rmSync(path.resolve(flags.ociLayout), { recursive: true, force: true }); // made above, still empty
     throw e;
   });
   const digest = result.metadata.manifestDigest!;
   let output = result.image;
   if (flags.output !== undefined) output = copyImage(result.image, flags.output, flags.force ?? false);
   if (flags.tag !== undefined) {
-    const cached = imagePath(userCache, digest);
+    const cached = imagePath(caches.writable(), digest);
     copyImage(result.image, cached, true);
     caches.noteResolved(builtTagReference(flags.tag), digest);
     if (flags.output === undefined) output = cached;

@@ -43,6 +43,7 @@ describe('the Dockerfile', () => {
     ['FROM a AS x\nFROM b AS x', /a second stage named x/],
     ['FROM a\nSHELL /bin/bash', /SHELL takes the JSON form/],
     ['# nothing', /has no FROM/],
+    ['FROM a\nRUN <<EOF\necho hi\nEOF', /heredocs are not supported/],
   ])('refuses %j', (text, why) => expect(() => parseDockerfile(text, 'Dockerfile')).toThrow(why));
 });
 
