@@ -5,7 +5,7 @@
 // layer and the image after it (layer.ts), and the stage's end writes an image only when the
 // config changed after its last such step. The image of the FROM line is any berth runs.
 import { availableParallelism } from 'node:os';
-import { mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { baseTar, fromUpper } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
@@ -89,7 +89,9 @@ export class Builder {
     // The context is checked before anything is made in the cache.
     this.ctx = new BuildContext(path.resolve(opts.context));
     this.cache = new BuildCache(opts.userCache());
-    this.file = path.relative(process.cwd(), opts.dockerfile) || opts.dockerfile;
+    // Named in messages as the user would: relative to here when it is under here.
+    const rel = path.relative(process.cwd(), opts.dockerfile);
+    this.file = rel && !rel.startsWith('..') ? rel : opts.dockerfile;
   }
 
   async build(): Promise<BuildResult> {
@@ -328,6 +330,7 @@ export class Builder {
       mkdirSync(overlay, { mode: 0o700 });
       const workdir = p.config.config.WorkingDir || '/';
       this.makeWorkdir(p.image, overlay, workdir);
+      const aptDone = this.aptNoSandbox(p.image, overlay);
       // The build arguments are the command's variables too, under what ENV set (Docker's).
       const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
       const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
@@ -335,6 +338,7 @@ export class Builder {
         throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
           'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
       }
+      aptDone?.();
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       let layer: Layer;
       try {
@@ -352,6 +356,42 @@ export class Builder {
     } finally {
       removeWork(work);
     }
+  }
+
+  /**
+   * apt runs its downloads as _apt and checks that it became _apt, which a fake root cannot
+   * become (setresuid is faked): for the step only, apt is told to stay root, as Charliecloud's
+   * --force=fakeroot does (its /etc/apt/apt.conf.d/no-sandbox). The file is taken out of the
+   * overlay before the layer is made, with the directories made for it that stayed empty.
+   */
+  private aptNoSandbox(image: string, overlay: string): (() => void) | undefined {
+    const files = new ImageFiles(openImage(image).location);
+    try {
+      if (files.realpath('/etc/apt/apt.conf.d') !== '/etc/apt/apt.conf.d') return undefined;
+    } finally {
+      files.close();
+    }
+    const upper = path.join(overlay, 'upper');
+    mkdirSync(upper, { recursive: true, mode: 0o755 });
+    const made: string[] = [];
+    for (const d of ['etc', 'etc/apt', 'etc/apt/apt.conf.d']) {
+      const full = path.join(upper, d);
+      if (existsSync(full)) continue;
+      mkdirSync(full, { mode: 0o755 });
+      made.push(full);
+    }
+    const file = path.join(upper, 'etc/apt/apt.conf.d/00berth-build-no-sandbox');
+    writeFileSync(file, '// berth build: the step\'s root cannot become _apt\nAPT::Sandbox::User "root";\n', { mode: 0o644 });
+    return () => {
+      rmSync(file, { force: true });
+      for (const d of made.reverse()) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // The step wrote there too: the directory is part of its change.
+        }
+      }
+    };
   }
 
   /** WORKDIR's directory, made before a RUN when the image lacks it (the helper enters it). */

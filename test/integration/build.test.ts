@@ -214,3 +214,26 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect(r.stderr).toMatch(/berth: error: step 3\/4/);
   }, 60_000);
 });
+
+// The issue's real package manager: a Debian image made from this machine's Debian packages, and
+// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root.
+describe('berth build with apt-get', () => {
+  it('RUN apt-get update && apt-get install of a real package, used in the built image', async () => {
+    const dir = path.join(work, 'debian');
+    mkdirSync(dir);
+    const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
+    expect(made.code, made.stderr).toBe(0);
+    const debian = path.join(work, 'debian.sqsh');
+    expect((await b('convert', `oci:${dir}/oci:debian`, '-o', debian, '--quiet')).code).toBe(0);
+    const ctx = context('apt', { Dockerfile: `FROM ${debian}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
+    const out = path.join(work, 'hello.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('Setting up hello');
+    expect((await b('run', out)).stdout).toBe('Hello, world!\n');
+    // apt was told to stay root for the step only: the setting is not in the image.
+    const listing = await listImage(out);
+    expect(Object.keys(listing).filter((k) => k.includes('berth-build'))).toEqual([]);
+    expect(listing['usr/bin/hello']).toMatchObject({ type: 'file', uid: 0 });
+  }, 180_000);
+});
