@@ -5,7 +5,7 @@
 // layer and the image after it (layer.ts), and the stage's end writes an image only when the
 // config changed after its last such step. The image of the FROM line is any berth runs.
 import { availableParallelism } from 'node:os';
-import { existsSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { baseTar, fromUpper } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
@@ -13,16 +13,17 @@ import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError, osError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { hostPlatform } from '../image/platform.js';
-import { parseUser } from '../plan/prepare.js';
 import { imageFile } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
 import { BuildCache, removeWork, stepKey } from './cache.js';
-import { BuildContext, contentDigest, globRegExp, hasGlob, mapName, normalizeSource, selectFiles } from './context.js';
-import { parseDockerfile, type CommandForm, type Stage, type Step } from './dockerfile.js';
+import { BuildContext, contentDigest, selectFiles } from './context.js';
+import { applyMetadata, commandArgv } from './config.js';
+import { parseDockerfile, type Stage, type Step } from './dockerfile.js';
 import { entryOf, layerName, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
-import { runStep } from './run-step.js';
-import { envLookup, expandWord, setEnv, type Lookup } from './words.js';
+import { prepareOverlay, runStep } from './run-step.js';
+import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
+import { envLookup, expandWord, type Lookup } from './words.js';
 
 export interface BuildOptions {
   context: string;
@@ -69,7 +70,6 @@ interface Point {
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
-const ARCHIVE = /\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.bz2|tbz2?|tar\.zst|tzst)$/;
 
 const quietConvert = (warn: (l: string) => void): ConvertEvents => ({ resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn });
 
@@ -216,7 +216,8 @@ export class Builder {
     const config: OciConfig = {
       architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}),
       config: {
-        Env: c.Env, Labels: { ...c.Labels }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
+        // The image records its parent, as berth commit's do (the OCI annotations' names).
+        Env: c.Env, Labels: { ...c.Labels, 'org.opencontainers.image.base.name': from, ...(m.manifestDigest ? { 'org.opencontainers.image.base.digest': m.manifestDigest } : {}) }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
         ...(c.Cmd ? { Cmd: c.Cmd } : {}), ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}),
         ...(c.ExposedPorts.length ? { ExposedPorts: Object.fromEntries(c.ExposedPorts.map((p) => [p, {}])) } : {}),
         ...(c.Volumes.length ? { Volumes: Object.fromEntries(c.Volumes.map((v) => [v, {}])) } : {}),
@@ -248,58 +249,16 @@ export class Builder {
         if (v !== undefined) args.set(s.name, v);
         return meta(`ARG ${s.name}=${v ?? ''}`, (c) => c);
       }
-      case 'ENV': {
-        const pairs = s.pairs.map(([k, v]) => [k, x(v)] as const);
-        return meta(`ENV ${JSON.stringify(pairs)}`, (c) => ({ ...c, Env: pairs.reduce((env, [k, v]) => setEnv(env, k, v), c.Env) }));
-      }
-      case 'LABEL': {
-        const pairs = s.pairs.map(([k, v]) => [x(k), x(v)] as const);
-        return meta(`LABEL ${JSON.stringify(pairs)}`, (c) => ({ ...c, Labels: { ...c.Labels, ...Object.fromEntries(pairs) } }));
-      }
-      case 'WORKDIR': {
-        const dir = path.posix.resolve(p.config.config.WorkingDir || '/', x(s.word));
-        return meta(`WORKDIR ${dir}`, (c) => ({ ...c, WorkingDir: dir }));
-      }
-      case 'USER': {
-        const user = x(s.word);
-        return meta(`USER ${user}`, (c) => ({ ...c, User: user }));
-      }
-      case 'STOPSIGNAL': {
-        const sig = x(s.word);
-        return meta(`STOPSIGNAL ${sig}`, (c) => ({ ...c, StopSignal: sig }));
-      }
-      case 'EXPOSE': {
-        const ports = s.words.map(x).map((w) => (w.includes('/') ? w.toLowerCase() : `${w}/tcp`));
-        return meta(`EXPOSE ${ports.join(' ')}`, (c) => ({ ...c, ExposedPorts: { ...c.ExposedPorts, ...Object.fromEntries(ports.map((q) => [q, {}])) } }));
-      }
-      case 'VOLUME': {
-        const vols = s.words.map(x);
-        return meta(`VOLUME ${JSON.stringify(vols)}`, (c) => ({ ...c, Volumes: { ...c.Volumes, ...Object.fromEntries(vols.map((v) => [v, {}])) } }));
-      }
-      case 'CMD':
-      case 'ENTRYPOINT': {
-        const argv = this.argv(s.command, p.shell);
-        const next = meta(`${s.kind} ${JSON.stringify(argv)}`, (c) => {
-          if (s.kind === 'CMD') return { ...c, Cmd: argv };
-          if (p.cmdSet) return { ...c, Entrypoint: argv };
-          // Docker: an ENTRYPOINT clears the CMD the base image had, not one this stage set.
-          const { Cmd: _dropped, ...rest } = c;
-          return { ...rest, Entrypoint: argv };
-        });
-        return s.kind === 'CMD' ? { ...next, cmdSet: true } : next;
-      }
-      case 'SHELL':
-        return meta(`SHELL ${JSON.stringify((s.command as { exec: string[] }).exec)}`, (c) => c, (s.command as { exec: string[] }).exec);
       case 'RUN':
         return this.run(s, p, args, argsSeen);
       case 'COPY':
       case 'ADD':
         return this.copy(s, p, x, argsSeen);
+      default: {
+        const next = applyMetadata(s, { config: p.config.config, shell: p.shell, cmdSet: p.cmdSet ?? false }, x);
+        return { ...meta(next.instruction, () => next.state.config, next.state.shell), cmdSet: next.state.cmdSet };
+      }
     }
-  }
-
-  private argv(command: CommandForm, shell: string[]): string[] {
-    return 'exec' in command ? command.exec : [...shell, command.shell];
   }
 
   /** The squash of a step's layers into its image in the cache, and its record. */
@@ -317,7 +276,7 @@ export class Builder {
   }
 
   private async run(s: Step & { kind: 'RUN' }, p: Point, args: Map<string, string>, argsSeen: Record<string, string>): Promise<Point> {
-    const argv = this.argv(s.command, p.shell);
+    const argv = commandArgv(s.command, p.shell);
     const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}`, args: argsSeen });
     const next = (layers: string[]) => this.stepPoint(p, s, key, layers);
     const hit = this.opts.noCache ? undefined : this.cache.get(key);
@@ -329,8 +288,7 @@ export class Builder {
       const overlay = path.join(work, 'overlay');
       mkdirSync(overlay, { mode: 0o700 });
       const workdir = p.config.config.WorkingDir || '/';
-      this.makeWorkdir(p.image, overlay, workdir);
-      const aptDone = this.aptNoSandbox(p.image, overlay);
+      const overlayDone = prepareOverlay(p.image, overlay, workdir);
       // The build arguments are the command's variables too, under what ENV set (Docker's).
       const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
       const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
@@ -338,7 +296,7 @@ export class Builder {
         throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
           'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
       }
-      aptDone?.();
+      overlayDone();
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       let layer: Layer;
       try {
@@ -358,53 +316,6 @@ export class Builder {
     }
   }
 
-  /**
-   * apt runs its downloads as _apt and checks that it became _apt, which a fake root cannot
-   * become (setresuid is faked): for the step only, apt is told to stay root, as Charliecloud's
-   * --force=fakeroot does (its /etc/apt/apt.conf.d/no-sandbox). The file is taken out of the
-   * overlay before the layer is made, with the directories made for it that stayed empty.
-   */
-  private aptNoSandbox(image: string, overlay: string): (() => void) | undefined {
-    const files = new ImageFiles(openImage(image).location);
-    try {
-      if (files.realpath('/etc/apt/apt.conf.d') !== '/etc/apt/apt.conf.d') return undefined;
-    } finally {
-      files.close();
-    }
-    const upper = path.join(overlay, 'upper');
-    mkdirSync(upper, { recursive: true, mode: 0o755 });
-    const made: string[] = [];
-    for (const d of ['etc', 'etc/apt', 'etc/apt/apt.conf.d']) {
-      const full = path.join(upper, d);
-      if (existsSync(full)) continue;
-      mkdirSync(full, { mode: 0o755 });
-      made.push(full);
-    }
-    const file = path.join(upper, 'etc/apt/apt.conf.d/00berth-build-no-sandbox');
-    writeFileSync(file, '// berth build: the step\'s root cannot become _apt\nAPT::Sandbox::User "root";\n', { mode: 0o644 });
-    return () => {
-      rmSync(file, { force: true });
-      for (const d of made.reverse()) {
-        try {
-          rmdirSync(d);
-        } catch {
-          // The step wrote there too: the directory is part of its change.
-        }
-      }
-    };
-  }
-
-  /** WORKDIR's directory, made before a RUN when the image lacks it (the helper enters it). */
-  private makeWorkdir(image: string, overlay: string, dir: string): void {
-    const files = new ImageFiles(openImage(image).location);
-    try {
-      if (files.realpath(dir) !== undefined) return;
-    } finally {
-      files.close();
-    }
-    mkdirSync(path.join(overlay, 'upper', dir), { recursive: true, mode: 0o755 });
-  }
-
   private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>): Promise<Point> {
     const what = this.where(s);
     const sources = s.sources.map(x);
@@ -413,13 +324,13 @@ export class Builder {
     const chmod = s.flags.chmod !== undefined ? x(s.flags.chmod) : undefined;
     if (chmod !== undefined && !/^[0-7]{3,4}$/.test(chmod)) throw new BerthError('USAGE', `${what}: --chmod=${chmod}: berth takes octal modes`, 'e.g. --chmod=0755');
     const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
-    const owner = chown === undefined ? { uid: 0, gid: 0 } : this.owner2(chown, p, what);
+    const owner = chown === undefined ? { uid: 0, gid: 0 } : chownOf(chown, p.image, p.config.architecture, what);
     if (s.kind === 'ADD') {
       const remote = sources.find((src) => /^(https?|ftp):\/\/|^git@|\.git$/.test(src));
       if (remote) throw new BerthError('USAGE', `${what}: ADD of a URL (${remote}) is not supported: the build has no network of its own to fetch it with`, 'download it into the build context and COPY or ADD the file');
     }
     let files: string;
-    let source: { kind: 'context'; files: ReturnType<typeof selectFiles> } | { kind: 'image'; image: string };
+    let source: CopySource;
     if (s.kind === 'COPY' && s.flags.from !== undefined) {
       const fromName = x(s.flags.from);
       const pt = this.stagePoint(fromName);
@@ -434,7 +345,7 @@ export class Builder {
         const st = statSync(image);
         files = `image:${m.manifestDigest ?? `${path.resolve(image)}:${st.size}:${st.mtimeMs}`}`;
       }
-      source = { kind: 'image', image };
+      source = { kind: 'image', image, from: fromName };
     } else {
       const selected = selectFiles(this.ctx, sources, dest, what);
       files = await contentDigest(selected);
@@ -446,56 +357,9 @@ export class Builder {
     if (hit) return this.stepPoint(p, s, key, hit.layers);
     const work = this.cache.work();
     const writer = new LayerWriter(path.join(work, 'layer.partial'));
-    let imageFiles: ImageFiles | undefined;
     try {
-      imageFiles = p.image ? new ImageFiles(openImage(p.image).location) : undefined;
-      const exists = (name: string) => writer.has(name) || imageFiles?.realpath(`/${name}`) !== undefined;
-      // Directories the destination needs and the image lacks: root's, 0755, as Docker makes them.
-      const parents = (target: string) => {
-        const parts = target.split('/');
-        for (let i = 1; i < parts.length; i++) {
-          const dir = parts.slice(0, i).join('/');
-          if (!exists(dir)) writer.entry(entryOf(dir, 'dir'));
-        }
-      };
-      const mode = (m: number) => (chmod !== undefined ? parseInt(chmod, 8) : m & 0o7777);
-      if (source.kind === 'context') {
-        // ADD unpacks an archive that a source names itself (not one inside a copied directory).
-        const named = sources.map((src) => normalizeSource(src, what));
-        const direct = (rel: string) => named.some((src) => src === rel || (hasGlob(src) && globRegExp(src).test(rel)));
-        for (const { file, target } of source.files) {
-          if (target === '') continue; // the root itself: the image's stays
-          parents(target);
-          const st = file.stat;
-          const base = { mode: mode(st.mode), uid: owner.uid, gid: owner.gid };
-          if (st.isDirectory()) {
-            writer.entry(entryOf(target, 'dir', base));
-          } else if (st.isSymbolicLink()) {
-            writer.entry(entryOf(target, 'symlink', { ...base, mode: 0o777, linkname: readlinkSync(file.host) }));
-          } else if (st.isFile() && s.kind === 'ADD' && ARCHIVE.test(file.rel) && direct(file.rel)) {
-            await this.extract(writer, file.host, dest, chown === undefined ? undefined : owner, parents);
-          } else if (st.isFile()) {
-            writer.entry(entryOf(target, 'file', { ...base, size: st.size }), file.host);
-          }
-        }
-      } else {
-        const norm = sources.map((src) => normalizeSource(src, what));
-        const found = new Set<number>();
-        await writer.fromCommand(baseTar(openImage(source.image).location), (e) => {
-          const n = layerName(e.name);
-          if (n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`)) return { entries: [], body: false };
-          const m = mapName(n, e.type === 'dir', norm, dest);
-          if (!m || m.target === '') return { entries: [], body: false };
-          found.add(m.source);
-          parents(m.target);
-          const linkname = e.type === 'hardlink' ? mapName(layerName(e.linkname) ?? '', false, norm, dest)?.target : e.linkname;
-          if (linkname === undefined) return { entries: [], body: false }; // a hard link to what is not copied
-          return { entries: [{ ...e, name: m.target, linkname, mode: e.type === 'symlink' ? e.mode : mode(e.mode), ...(chown !== undefined ? owner : {}) }], body: true };
-        });
-        for (const [i, src] of norm.entries()) {
-          if (!found.has(i) && src !== '') throw new BerthError('SOURCE_NOT_FOUND', `${what}: ${src} is not in ${s.flags.from}${hasGlob(src) ? ' (the pattern matches nothing)' : ''}`, 'check the path in that stage or image');
-        }
-      }
+      await writeCopyLayer(writer, { kind: s.kind, what, sources, dest, ...(chmod !== undefined ? { chmod } : {}), ...(chown !== undefined ? { chown: owner } : {}),
+        source, ...(p.image ? { image: p.image } : {}) });
       const layer = writer.finish(path.join(this.cache.root, 'layers'));
       const layers = [...p.layers, layer.digest];
       const point = this.stepPoint(p, s, key, layers);
@@ -505,7 +369,6 @@ export class Builder {
       writer.abort();
       throw e;
     } finally {
-      imageFiles?.close();
       removeWork(work);
     }
   }
@@ -514,30 +377,6 @@ export class Builder {
   private stagePoint(name: string): Point | undefined {
     const i = this.stageIndex(this.stages, name, this.stages.length);
     return i === undefined ? undefined : this.built.get(i);
-  }
-
-  /** --chown=USER[:GROUP]: numbers, or names in the image's /etc/passwd and /etc/group. */
-  private owner2(spec: string, p: Point, what: string): { uid: number; gid: number } {
-    if (!p.image && !/^\d+(:\d+)?$/.test(spec)) throw new BerthError('USAGE', `${what}: --chown=${spec}: a FROM scratch stage has no /etc/passwd to look names up in`, 'give numbers: --chown=UID:GID');
-    const opened = p.image ? openImage(p.image) : undefined;
-    const u = parseUser(spec, { location: opened?.location ?? { path: '/', format: 'directory', offset: 0 }, architecture: p.config.architecture })!;
-    return { uid: u.uid, gid: u.gid };
-  }
-
-  /** ADD of a local archive: its entries under `dest` (gzip, xz, bzip2 and zstd by their tools). */
-  private async extract(writer: LayerWriter, file: string, dest: string, owner: { uid: number; gid: number } | undefined, parents: (t: string) => void): Promise<void> {
-    const destDir = dest.replace(/^\/+/, '').replace(/\/+$/, '');
-    const tool: [string, ...string[]] = /\.(tar\.gz|tgz)$/.test(file) ? ['gzip', '-dc', file] : /\.(tar\.xz|txz)$/.test(file) ? ['xz', '-dc', file]
-      : /\.(tar\.bz2|tbz2?)$/.test(file) ? ['bzip2', '-dc', file] : /\.(tar\.zst|tzst)$/.test(file) ? ['zstd', '-dc', file] : ['cat', file];
-    if (destDir) parents(`${destDir}/x`);
-    if (destDir && !writer.has(destDir)) writer.entry(entryOf(destDir, 'dir'));
-    await writer.fromCommand(tool, (e) => {
-      const n = layerName(e.name);
-      if (n === undefined) return { entries: [], body: false };
-      const name = destDir ? `${destDir}/${n}` : n;
-      const linkname = e.type === 'hardlink' ? (destDir ? `${destDir}/${layerName(e.linkname) ?? ''}` : layerName(e.linkname) ?? '') : e.linkname;
-      return { entries: [{ ...e, name, linkname, ...(owner ?? {}) }], body: true };
-    });
   }
 
   /** The WORKDIR the image lacks (no RUN or COPY made it), as one more layer: Docker makes it too. */

@@ -5,12 +5,16 @@
 // out), with a clean environment of the build's own and no host home, /tmp or working directory
 // (--contain), so that what a step sees is what the Dockerfile says.
 import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../errors.js';
+import { ImageFiles } from '../image/files.js';
 import { preparePlan } from '../plan/prepare.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
+import { openImage } from '../runtime/image.js';
 
 export interface RunStep {
   /** The image the command runs over (the stage's file system so far). */
@@ -45,4 +49,45 @@ export async function runStep(step: RunStep, output: (chunk: Buffer) => void, wa
       resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
+}
+
+/**
+ * The overlay's upper directory before the step: WORKDIR's directory when the image lacks it
+ * (the helper enters it), and apt's setting for a fake root. apt runs its downloads as _apt and
+ * checks that it became _apt, which a fake root cannot (setresuid is faked, native/helper/seccomp.c),
+ * so for the step only apt is told to stay root, as Charliecloud's --force=fakeroot does (its
+ * /etc/apt/apt.conf.d/no-sandbox). The returned function takes the setting out again before the
+ * layer is made, with the directories made for it that stayed empty.
+ */
+export function prepareOverlay(image: string, overlay: string, workdir: string): () => void {
+  const upper = path.join(overlay, 'upper');
+  const files = new ImageFiles(openImage(image).location);
+  let apt: boolean;
+  try {
+    if (files.realpath(workdir) === undefined) mkdirSync(path.join(upper, workdir), { recursive: true, mode: 0o755 });
+    apt = files.realpath('/etc/apt/apt.conf.d') === '/etc/apt/apt.conf.d';
+  } finally {
+    files.close();
+  }
+  if (!apt) return () => {};
+  mkdirSync(upper, { recursive: true, mode: 0o755 });
+  const made: string[] = [];
+  for (const d of ['etc', 'etc/apt', 'etc/apt/apt.conf.d']) {
+    const full = path.join(upper, d);
+    if (existsSync(full)) continue;
+    mkdirSync(full, { mode: 0o755 });
+    made.push(full);
+  }
+  const file = path.join(upper, 'etc/apt/apt.conf.d/00berth-build-no-sandbox');
+  writeFileSync(file, '// berth build: the step\'s root cannot become _apt\nAPT::Sandbox::User "root";\n', { mode: 0o644 });
+  return () => {
+    rmSync(file, { force: true });
+    for (const d of made.reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // The step wrote there too: the directory is part of its change.
+      }
+    }
+  };
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { globRegExp, mapName } from '../../src/build/context.js';
 import { parseDockerfile } from '../../src/build/dockerfile.js';
 import { stepKey } from '../../src/build/cache.js';
+import { applyMetadata, type MetadataStep } from '../../src/build/config.js';
 import { expandWord } from '../../src/build/words.js';
 
 const vars: Record<string, string> = { A: 'one', EMPTY: '', P: '/opt' };
@@ -73,4 +74,24 @@ it('a step key changes with its parent, instruction, arguments and files, not wi
   for (const other of [{ parent: 'q' }, { instruction: 'RUN y' }, { args: { A: '2', B: '2' } }, { files: 'g' }]) {
     expect(stepKey({ parent: 'p', instruction: 'RUN x', args: { A: '1', B: '2' }, files: 'f', ...other })).not.toBe(k);
   }
+});
+
+describe('metadata instructions', () => {
+  const step = (text: string) => parseDockerfile(`FROM x\n${text}`, 'Dockerfile').stages[0]!.steps[0] as MetadataStep;
+  const start = { config: { Env: ['A=1'], Labels: {}, Cmd: ['base-cmd'], WorkingDir: '/w' }, shell: ['/bin/sh', '-c'], cmdSet: false };
+  const apply = (text: string, state = start) => applyMetadata(step(text), state, (w) => expandWord(w, (k) => (k === 'A' ? '1' : undefined)));
+
+  it('ENTRYPOINT clears the CMD the base image had, not one the stage set', () => {
+    expect(apply('ENTRYPOINT ["/e"]').state.config).not.toHaveProperty('Cmd');
+    const withCmd = apply('CMD ["mine"]').state;
+    expect(apply('ENTRYPOINT ["/e"]', withCmd).state.config).toMatchObject({ Entrypoint: ['/e'], Cmd: ['mine'] });
+  });
+
+  it('shell forms go through SHELL; WORKDIR is relative to the last; EXPOSE defaults to tcp', () => {
+    const bash = apply('SHELL ["/bin/bash", "-c"]').state;
+    expect(apply('CMD echo $A', bash).state.config.Cmd).toEqual(['/bin/bash', '-c', 'echo $A']);
+    expect(apply('WORKDIR sub/$A').state.config.WorkingDir).toBe('/w/sub/1');
+    expect(apply('EXPOSE 80 53/UDP').state.config.ExposedPorts).toEqual({ '80/tcp': {}, '53/udp': {} });
+    expect(apply('ENV A=2 B=$A').state.config.Env).toEqual(['A=2', 'B=1']);
+  });
 });
