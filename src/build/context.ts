@@ -4,7 +4,7 @@
 // The content hash of what a step copies is part of the step's cache key (src/build/cache.ts).
 import dockerignoreModule, { type Ignore } from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { BerthError, osError } from '../errors.js';
 import { sha256File } from '../util/hash.js';
@@ -26,7 +26,7 @@ export class BuildContext {
   private readonly exceptions: boolean;
 
   constructor(readonly root: string) {
-    const st = lstatSync(root, { throwIfNoEntry: false });
+    const st = statSync(root, { throwIfNoEntry: false }); // the context named may be a symlink; nothing in it is followed
     if (!st?.isDirectory()) throw new BerthError('SOURCE_NOT_FOUND', `the build context ${root} is not a directory`, 'name the directory COPY takes its files from, e.g. berth build .');
     let patterns = '';
     try {
