@@ -406,18 +406,22 @@ export class Builder {
   /** The target's image: the last step's, or one with the config the later steps made. */
   private async finish(p: Point): Promise<BuildResult> {
     let image = p.current ? p.image! : this.cache.imageFile(p.key);
+    // A layer for WORKDIR has its history entry, as every layer has (the OCI config's rule).
+    const finalConfig = (layers: string[]): OciConfig => (layers.length > p.layers.length
+      ? { ...p.config, history: [...p.config.history, { created_by: `WORKDIR ${p.config.config.WorkingDir ?? ''} (made at the stage's end)` }] } : p.config);
     const hit = p.current ? undefined : this.cache.get(p.key);
     let layers = hit?.layers ?? p.layers;
     if (!p.current && !hit?.image) {
       const work = this.cache.work();
       try {
         layers = [...p.layers, ...this.workdirLayer(p, work)];
-        await this.commitStep(p.key, work, layers, p.config);
+        await this.commitStep(p.key, work, layers, finalConfig(layers));
       } finally {
         removeWork(work);
       }
       image = this.cache.imageFile(p.key);
     }
-    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(p.current ? p.layers : layers), config: p.config, steps: this.steps };
+    const final = p.current ? p.layers : layers;
+    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(final), config: finalConfig(final), steps: this.steps };
   }
 }

@@ -88,6 +88,7 @@ function sizeOf(p: string): number {
 export function pruneBuildCache(userCache: string): number {
   const root = path.join(userCache, 'build');
   if (!lstatSync(root, { throwIfNoEntry: false })?.isDirectory()) return 0;
+  spawnSync('chmod', ['-R', 'u+rwx', root], { stdio: 'ignore' }); // overlayfs's work/ dirs of a step cut short are mode 000
   const size = sizeOf(root);
   removeWork(root);
   return size;

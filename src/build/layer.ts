@@ -2,7 +2,7 @@
 // build cache), and a chain of layers as a berth image. Each layer is written the one way:
 // entries through encodeHeader, bodies from the context's files or from another tar stream
 // (sqfs2tar of a stage's image, tar of a RUN's overlay upper, an ADDed archive), rewritten
-// entry by entry. Copied entries get mtime 0, so that a layer depends only on what it holds
+// entry by entry. Entries made from the context get mtime 0, so that a layer depends only on what it holds
 // (the "reproducible where the steps are").
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -2,7 +2,7 @@
 // (test/fixtures/make-build-images.sh). No image with a C compiler can be made cheaply from
 // this machine's files, so the "compile" stage writes a shell script standing in for the
 // program; what is tested is the multi-stage copy, not the compiler.
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
@@ -11,6 +11,16 @@ let work: string;
 let base: string;
 const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_LINGER: '0', XDG_CACHE_HOME: path.join(work, 'cache'), BERTH_CACHE_DIR: path.join(work, 'cache', 'berth') });
 const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+
+/** A layout's image: its config's layers and history agree (a history entry per layer, the OCI rule). */
+function layoutImage(dir: string): { layers: number; history: { created_by: string; empty_layer?: boolean }[]; config: Record<string, unknown> } {
+  const blob = (d: string) => JSON.parse(readFileSync(path.join(dir, 'blobs', 'sha256', d.slice(7)), 'utf8')) as Record<string, unknown>;
+  const index = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const manifest = blob(index.manifests[0]!.digest) as { config: { digest: string }; layers: unknown[] };
+  const config = blob(manifest.config.digest) as { history: { created_by: string; empty_layer?: boolean }[]; config: Record<string, unknown> };
+  expect(config.history.filter((h) => !h.empty_layer)).toHaveLength(manifest.layers.length);
+  return { layers: manifest.layers.length, history: config.history, config: config.config };
+}
 
 function context(name: string, files: Record<string, string>): string {
   const dir = path.join(work, name);
@@ -143,8 +153,8 @@ CMD ["default"]
     const out = path.join(work, 'exported.sqsh');
     const r = await b('build', '-o', out, '--oci-layout', layout, path.join(work, 'tagged'));
     expect(r.code, r.stderr).toBe(0);
-    const index = JSON.parse((await import('node:fs')).readFileSync(path.join(layout, 'index.json'), 'utf8')) as { manifests: unknown[] };
-    expect(index.manifests).toHaveLength(1);
+    // The FROM image's tree, then the RUN's change; CMD in the config.
+    expect(layoutImage(layout)).toMatchObject({ layers: 2, config: { Cmd: ['cat', '/etc/tagged'] } });
     const ours = await listImage(out);
     const theirs = await umociListing(layout, 'latest', work);
     // umoci unpacks as the rootless user: ownership is its own; names, types, modes and contents are compared.
@@ -200,9 +210,10 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
   it('WORKDIR that no step made exists in the image; ENTRYPOINT keeps a CMD its stage set before it', async () => {
     const ctx = context('workdir', { Dockerfile: `FROM ${base}\nCMD ["-c", "pwd"]\nENTRYPOINT ["/bin/sh"]\nWORKDIR /new/dir\n` });
     const out = path.join(work, 'workdir.sqsh');
-    const r = await b('build', '-o', out, ctx);
+    const r = await b('build', '-o', out, '--oci-layout', path.join(work, 'workdir-oci'), ctx);
     expect(r.code, r.stderr).toBe(0);
     expect((await listImage(out))['new/dir']).toMatchObject({ type: 'dir', mode: 0o755, uid: 0 });
+    expect(layoutImage(path.join(work, 'workdir-oci')).layers).toBe(2);
     expect((await b('run', out)).stdout).toBe('/new/dir\n');
   }, 60_000);
 
