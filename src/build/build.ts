@@ -16,7 +16,7 @@ import { hostPlatform } from '../image/platform.js';
 import { imageFile } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
-import { BuildCache, removeWork, stepKey } from './cache.js';
+import { BuildCache, stepKey } from './cache.js';
 import { BuildContext, contentDigest, selectFiles } from './context.js';
 import { applyMetadata, commandArgv } from './config.js';
 import { parseDockerfile, type Stage, type Step } from './dockerfile.js';
@@ -208,7 +208,7 @@ export class Builder {
         writer.abort();
         throw e;
       } finally {
-        removeWork(work);
+        this.cache.release(work);
       }
     }
     const c = m.config;
@@ -312,7 +312,7 @@ export class Builder {
       await this.commitStep(key, work, layers, point.config);
       return point;
     } finally {
-      removeWork(work);
+      this.cache.release(work);
     }
   }
 
@@ -369,7 +369,7 @@ export class Builder {
       writer.abort();
       throw e;
     } finally {
-      removeWork(work);
+      this.cache.release(work);
     }
   }
 
@@ -417,7 +417,7 @@ export class Builder {
         layers = [...p.layers, ...this.workdirLayer(p, work)];
         await this.commitStep(p.key, work, layers, finalConfig(layers));
       } finally {
-        removeWork(work);
+        this.cache.release(work);
       }
       image = this.cache.imageFile(p.key);
     }

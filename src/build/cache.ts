@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { onInterrupt } from '../convert/interrupt.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import type { Layer } from './layer.js';
 
@@ -65,9 +66,19 @@ export class BuildCache {
     writeFileAtomic(path.join(this.root, 'steps', `${key}.json`), `${JSON.stringify(result)}\n`);
   }
 
-  /** A directory for a step in flight, removed by the caller. */
+  private readonly inFlight = new Map<string, () => void>();
+
+  /** A directory for a step in flight: removed by release(), or by a signal that ends berth first. */
   work(): string {
-    return mkdtempSync(path.join(this.root, 'tmp', 'step-'));
+    const dir = mkdtempSync(path.join(this.root, 'tmp', 'step-'));
+    this.inFlight.set(dir, onInterrupt(() => removeWork(dir)));
+    return dir;
+  }
+
+  release(dir: string): void {
+    this.inFlight.get(dir)?.();
+    this.inFlight.delete(dir);
+    removeWork(dir);
   }
 }
 

@@ -40,12 +40,13 @@ export async function runStep(step: RunStep, output: (chunk: Buffer) => void, wa
     planPipe.end(serializePlan({ ...plan, fakeSyscalls: true }));
     child.stdout!.on('data', output);
     child.stderr!.on('data', output);
-    // ^C reaches the step through the terminal's process group; a TERM sent to berth is passed on.
-    const forward = () => child.kill('SIGTERM');
-    process.on('SIGTERM', forward);
+    // ^C reaches the step through the terminal's process group; a TERM or HUP sent to berth is
+    // passed on first, before the build cache's cleanup (convert/interrupt.ts) ends berth.
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const sig of ['SIGTERM', 'SIGHUP'] as const) process.prependListener(sig, forward);
     child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
     child.on('close', (code, signal) => {
-      process.removeListener('SIGTERM', forward);
+      for (const sig of ['SIGTERM', 'SIGHUP'] as const) process.removeListener(sig, forward);
       resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });

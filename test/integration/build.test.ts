@@ -3,6 +3,7 @@
 // this machine's files, so the "compile" stage writes a shell script standing in for the
 // program; what is tested is the multi-stage copy, not the compiler.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
@@ -215,6 +216,21 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect((await listImage(out))['new/dir']).toMatchObject({ type: 'dir', mode: 0o755, uid: 0 });
     expect(layoutImage(path.join(work, 'workdir-oci')).layers).toBe(2);
     expect((await b('run', out)).stdout).toBe('/new/dir\n');
+  }, 60_000);
+
+  it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
+    const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-now; sleep 60\n` });
+    const child = spawn(process.execPath, [BERTH, 'build', '-o', path.join(work, 'stopped.sqsh'), ctx], { env: env(), cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    await new Promise<void>((resolve) => child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); if (stderr.includes('sleeping-now')) resolve(); }));
+    child.kill('SIGTERM');
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    expect(signal ?? code).toBe(signal ? 'SIGTERM' : 143);
+    expect(readdirSync(path.join(work, 'cache', 'berth', 'build', 'tmp'))).toEqual([]);
+    expect(existsSync(path.join(work, 'stopped.sqsh'))).toBe(false);
+    // The step's container went with it.
+    const ps = spawnSync('ps', ['-u', String(process.getuid!()), '-o', 'args=']).stdout.toString();
+    expect(ps).not.toContain('sleep 60');
   }, 60_000);
 
   it('--quiet still shows a failing step\'s output with the error', async () => {
