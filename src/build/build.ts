@@ -320,7 +320,9 @@ export class Builder {
     const what = this.where(s);
     const sources = s.sources.map(x);
     const rawDest = x(s.dest);
-    const dest = path.posix.resolve(p.config.config.WorkingDir || '/', rawDest) + (rawDest.endsWith('/') ? '/' : '');
+    const resolved = path.posix.resolve(p.config.config.WorkingDir || '/', rawDest);
+    // A destination that is a directory in the image takes the files into it, slash or not (Docker's rule).
+    const dest = resolved + (rawDest.endsWith('/') || (resolved !== '/' && this.isDirectory(p.image, resolved)) ? '/' : '');
     const chmod = s.flags.chmod !== undefined ? x(s.flags.chmod) : undefined;
     if (chmod !== undefined && !/^[0-7]{3,4}$/.test(chmod)) throw new BerthError('USAGE', `${what}: --chmod=${chmod}: berth takes octal modes`, 'e.g. --chmod=0755');
     const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
@@ -370,6 +372,16 @@ export class Builder {
       throw e;
     } finally {
       this.cache.release(work);
+    }
+  }
+
+  private isDirectory(image: string | undefined, dir: string): boolean {
+    if (!image) return false;
+    const files = new ImageFiles(openImage(image).location);
+    try {
+      return files.list(dir) !== undefined;
+    } finally {
+      files.close();
     }
   }
 

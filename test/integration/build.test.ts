@@ -62,6 +62,7 @@ COPY --from=build /out/prog /usr/local/bin/
 COPY --chown=app:app --chmod=0640 src/*.txt \${APP_HOME}/
 COPY data/ \${APP_HOME}/data/
 COPY extra \${APP_HOME}/extra/
+COPY data/one /etc
 WORKDIR \${APP_HOME}
 USER app
 LABEL org.example.version=\${VERSION}
@@ -88,6 +89,9 @@ CMD ["default"]
     expect(listing['opt/app/c.md']).toBeUndefined();
     expect(listing['opt/app/data/one']).toMatchObject({ uid: 0 });
     expect(listing['opt/app/data/skip.tmp']).toBeUndefined();
+    // A destination that is a directory in the image takes the file into it, as Docker does.
+    expect(listing['etc']).toMatchObject({ type: 'dir' });
+    expect(listing['etc/one']).toMatchObject({ type: 'file' });
     // An exception (!) brings back a file of an excluded directory, as Docker's matcher does.
     expect(listing['opt/app/extra/keep.txt']).toBeDefined();
     expect(listing['opt/app/extra/drop.txt']).toBeUndefined();
