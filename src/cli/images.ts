@@ -1,8 +1,8 @@
 // berth images | rm | prune: the converted images in the caches (the user's own and the site's)
 // and the downloaded blobs in the user's. An image that the caches' rules do not believe is
 // listed apart, with the reason, never among the images berth would use.
-import { BerthError } from '../errors.js';
 import { pruneBuildCache } from '../build/cache.js';
+import { BerthError } from '../errors.js';
 import { pruneBlobs } from '../image/cache.js';
 import { Caches, type CachedImage } from '../image/caches.js';
 import { describeDoubt } from '../image/trust.js';

@@ -125,7 +125,8 @@ export function builtTagReference(name: string): string {
  * (Caches.findImage), as a pulled one is. ./NAME and any path always mean the file.
  */
 async function builtImage(name: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string | undefined> {
-  if (name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name)) return undefined;
+  // Paths, image files and digests are never names; only a note of a build is read (no image listing).
+  if (name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name) || CACHED_DIGEST.test(name)) return undefined;
   const caches = new Caches(events.cacheWarning);
   const digest = caches.lastResolved(builtTagReference(name));
   return digest ? (await caches.findImage(digest))?.path : undefined;
