@@ -70,8 +70,11 @@ export class BuildCache {
 
   /** A directory for a step in flight: removed by release(), or by a signal that ends berth first. */
   work(): string {
-    const dir = mkdtempSync(path.join(this.root, 'tmp', 'step-'));
-    this.inFlight.set(dir, onInterrupt(() => removeWork(dir)));
+    // Registered before the directory exists: a signal between the two must not leave it.
+    let dir: string | undefined;
+    const off = onInterrupt(() => { if (dir) removeWork(dir); });
+    dir = mkdtempSync(path.join(this.root, 'tmp', 'step-'));
+    this.inFlight.set(dir, off);
     return dir;
   }
 

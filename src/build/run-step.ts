@@ -5,7 +5,7 @@
 // out), with a clean environment of the build's own and no host home, /tmp or working directory
 // (--contain), so that what a step sees is what the Dockerfile says.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -26,6 +26,26 @@ export interface RunStep {
   overlay: string;
 }
 
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Waits (blocking: a signal listener cannot wait otherwise) until `pid`, a child not yet reaped,
+ * has exited: a zombie, or gone. The helper's container lives in its PID namespace, which ends
+ * with it.
+ */
+function waitGone(pid: number, ms: number): void {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (const end = Date.now() + ms; Date.now() < end; Atomics.wait(nap, 0, 0, 20)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return;
+    }
+    if (/^\d+ \(.*\) [ZX]/s.test(stat)) return;
+  }
+}
+
 /** Runs the step; its output goes to `output` (stdout and stderr both). Returns the exit status. */
 export async function runStep(step: RunStep, output: (chunk: Buffer) => void, warn: (line: string) => void): Promise<number> {
   const { plan } = await preparePlan('exec', step.image, step.argv, {
@@ -40,13 +60,16 @@ export async function runStep(step: RunStep, output: (chunk: Buffer) => void, wa
     planPipe.end(serializePlan({ ...plan, fakeSyscalls: true }));
     child.stdout!.on('data', output);
     child.stderr!.on('data', output);
-    // ^C reaches the step through the terminal's process group; a TERM or HUP sent to berth is
-    // passed on first, before the build cache's cleanup (convert/interrupt.ts) ends berth.
-    const forward = (signal: NodeJS.Signals) => child.kill(signal);
-    for (const sig of ['SIGTERM', 'SIGHUP'] as const) process.prependListener(sig, forward);
+    // A signal that ends berth ends the step first: passed on, and waited for, before the build
+    // cache's cleanup (convert/interrupt.ts, whose listeners come after) removes its overlay.
+    const forward = (signal: NodeJS.Signals) => {
+      child.kill(signal);
+      if (child.pid !== undefined) waitGone(child.pid, 10_000);
+    };
+    for (const sig of SIGNALS) process.prependListener(sig, forward);
     child.on('error', (e) => reject(new BerthError('HELPER_MISSING', `cannot start ${helper}: ${e.message}`, 'rebuild it: make -C native')));
     child.on('close', (code, signal) => {
-      for (const sig of ['SIGTERM', 'SIGHUP'] as const) process.removeListener(sig, forward);
+      for (const sig of SIGNALS) process.removeListener(sig, forward);
       resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });

@@ -223,10 +223,11 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
   }, 60_000);
 
   it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
-    const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-now; sleep 60\n` });
+    // The marker is the command's output, not the STEP line's text.
+    const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
     const child = spawn(process.execPath, [BERTH, 'build', '-o', path.join(work, 'stopped.sqsh'), ctx], { env: env(), cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    await new Promise<void>((resolve) => child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); if (stderr.includes('sleeping-now')) resolve(); }));
+    await new Promise<void>((resolve) => child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); if (stderr.includes('sleeping-42')) resolve(); }));
     child.kill('SIGTERM');
     const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
     expect(signal ?? code).toBe(signal ? 'SIGTERM' : 143);
