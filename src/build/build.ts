@@ -114,7 +114,11 @@ export class Builder {
     if (targetIndex < 0) {
       throw new BerthError('USAGE', `--target ${this.opts.target}: ${this.file} has no stage of that name`, `its stages: ${df.stages.map((s, i) => s.name ?? String(i)).join(', ')}`);
     }
-    const froms = df.stages.map((s) => expandWord(s.from, (k) => global.get(k)));
+    const froms = df.stages.map((s) => {
+      const from = expandWord(s.from, (k) => global.get(k));
+      if (!from) throw new BerthError('USAGE', `${this.where(s)}: names no image once substituted`, 'give the ARG it uses a default before the first FROM, or pass --build-arg');
+      return from;
+    });
     const needed = this.neededStages(df.stages, froms, targetIndex);
     this.total = needed.reduce((n, i) => n + 1 + df.stages[i]!.steps.length, 0);
     for (const i of needed) this.built.set(i, await this.buildStage(df.stages, i, froms[i]!, global));

@@ -136,6 +136,10 @@ CMD ["default"]
     expect(existsSync(out)).toBe(false);
     // Nothing of the step is left in flight.
     expect(readdirSync(path.join(work, 'cache', 'berth', 'build', 'tmp'))).toEqual([]);
+    // A FROM whose ARG is unset is told before anything runs.
+    const unset = await b('build', context('unset', { Dockerfile: 'ARG BASE\nFROM ${BASE}\n' }));
+    expect(unset.code).toBe(125);
+    expect(unset.stderr).toMatch(/Dockerfile:2: FROM \$\{BASE\}: names no image once substituted/);
   }, 60_000);
 
   it('-t keeps the image in the cache for berth images and berth run NAME; --json and --quiet print no steps', async () => {
