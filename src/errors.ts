@@ -42,7 +42,8 @@ export type ErrorCode =
   | 'LIMITS_UNAVAILABLE'
   // The site's image-signature policy refused an image (src/signature/), or a key or signature is unusable.
   | 'IMAGE_UNTRUSTED'
-  | 'SIGNATURE_INVALID';
+  | 'SIGNATURE_INVALID'
+  | 'BUILD_FAILED';
 
 /**
  * Process exit codes, docker run's contract (README "Exit status"): 125 when berth itself fails

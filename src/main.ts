@@ -84,6 +84,22 @@ program
   .action((image: string | undefined, flags) => run(async () => (await import('./cli/commit.js')).commitCommand(image, flags)));
 
 program
+  .command('build')
+  .description('build an image from a Dockerfile, without root (RUN steps run in berth\'s own container as a fake root)')
+  .argument('<context>', 'the directory COPY and ADD take files from')
+  .option('-f, --file <dockerfile>', 'the Dockerfile (default: CONTEXT/Dockerfile)')
+  .option('-t, --tag <name>', 'keep the image in your cache under NAME: berth images lists it, berth run NAME runs it')
+  .option('--build-arg <name=value>', 'a value for an ARG (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--target <stage>', 'build this stage (and what it needs) and stop')
+  .option('-o, --output <file>', 'write the image to this squashfs file')
+  .option('--oci-layout <dir>', 'also write the image as an OCI layout here (a new directory), one layer per step')
+  .option('--no-cache', 'run every RUN, COPY and ADD again, not from the build cache')
+  .option('--force', 'replace the -o file if it exists')
+  .option('-q, --quiet', "print only the image's digest (no steps, no step output)")
+  .option('--json', 'print the result as JSON on stdout (no steps on stderr)')
+  .action((context: string, flags) => run(async () => (await import('./cli/build.js')).buildCommand(context, flags)));
+
+program
   .command('pull')
   .description('pull an image from a registry into the cache and convert it (once); print its path')
   .argument('<reference>', 'docker://[REGISTRY/]REPO[:TAG|@DIGEST] (Docker Hub by default)')
@@ -132,7 +148,7 @@ program
 
 program
   .command('prune')
-  .description('remove the downloaded layers from the cache (converted images stay)')
+  .description('remove the downloaded layers and the build cache (converted and tagged images stay)')
   .action(() => run(async () => (await import('./cli/images.js')).pruneCommand()));
 
 program

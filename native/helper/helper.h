@@ -30,6 +30,7 @@ struct plan {
 	unsigned linger; /* seconds an idle image server waits for the next container */
 	char *runtime; /* base directory for this run's private directory */
 	int fakeroot;
+	int fake_syscalls; /* berth build's RUN: chown, set*id, setgroups faked (seccomp.c) */
 	int has_user; /* --user: the container runs as user_uid:user_gid in a nested user namespace */
 	unsigned user_uid, user_gid;
 	int writable;
@@ -153,6 +154,7 @@ void guard_watch(int guard, int pidfd, const int *fds, size_t nfds); /* fds: std
  * image: the first task starts it, every task joins it. */
 int step_server_main(const char *planfile, const char *stepdir); /* --step-server */
 noreturn void join_main(char **argv);                            /* --join -- CMD... */
+void install_fake_syscalls(void); /* seccomp.c */
 noreturn void exec_in_container(const struct plan *p);           /* lib.c: chdir, no_new_privs, exec */
 
 /* mount.c: builds the root at base/root from the image served at sp->mnt, then pivots into

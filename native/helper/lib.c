@@ -131,6 +131,8 @@ noreturn void exec_in_container(const struct plan *p)
 		exec_failed(p, BERTH_EXIT_SETUP, errno, "cannot enter the working directory %s inside the container", p->cwd);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		exec_failed(p, BERTH_EXIT_SETUP, errno, "cannot set no_new_privs");
+	if (p->fake_syscalls)
+		install_fake_syscalls(); /* berth build's RUN: seccomp.c */
 	const char *cmd = p->argv[0];
 	int err = ENOENT;
 	if (strchr(cmd, '/')) {

@@ -191,6 +191,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "linger") == 0) p->linger = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
+		else if (strcmp(key, "fake_syscalls") == 0) p->fake_syscalls = strcmp(v, "1") == 0;
 		else if (strcmp(key, "writable") == 0) p->writable = strcmp(v, "1") == 0;
 		else if (strcmp(key, "overlay") == 0) p->overlay = parse_absolute(v, "overlay directory", lineno);
 		else if (strcmp(key, "pidns") == 0) p->pidns = strcmp(v, "1") == 0;

@@ -1,6 +1,7 @@
 // berth images | rm | prune: the converted images in the caches (the user's own and the site's)
 // and the downloaded blobs in the user's. An image that the caches' rules do not believe is
 // listed apart, with the reason, never among the images berth would use.
+import { pruneBuildCache } from '../build/cache.js';
 import { BerthError } from '../errors.js';
 import { pruneBlobs } from '../image/cache.js';
 import { Caches, type CachedImage } from '../image/caches.js';
@@ -55,5 +56,8 @@ export async function rmCommand(names: string[]): Promise<string> {
 }
 
 export async function pruneCommand(): Promise<string> {
-  return `freed ${formatBytes(pruneBlobs(caches().userRoot()))} of downloaded layers`;
+  const root = caches().userRoot();
+  const blobs = pruneBlobs(root);
+  const build = pruneBuildCache(root);
+  return `freed ${formatBytes(blobs)} of downloaded layers and ${formatBytes(build)} of build cache`;
 }

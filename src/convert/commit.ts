@@ -39,7 +39,7 @@ const LAYER_MEDIA = 'application/vnd.oci.image.layer.v1.tar';
  * to write in its place, none to drop it, and whether its body follows them), into `file`.
  * Returns the layer's sha256 digest, which is also its diff_id (it is not compressed).
  */
-interface Rewritten {
+export interface Rewritten {
   entries: TarEntry[];
   /** The original entry's body follows the last of them (which then has its size). */
   body: boolean;
@@ -100,7 +100,7 @@ async function writeLayer(argv: [string, ...string[]], file: string, rewrite: (e
 }
 
 /** An overlayfs upper entry as an OCI layer has it (see the table at the top). */
-function fromUpper(e: TarEntry, owner: { uid: number; gid: number } | undefined): Rewritten {
+export function fromUpper(e: TarEntry, owner: { uid: number; gid: number } | undefined): Rewritten {
   const name = normalizePath(e.name);
   if (name === null || name === '') return { entries: [], body: false }; // the root: the base's stays
   const linkname = e.type === 'hardlink' ? normalizePath(e.linkname) ?? e.linkname : e.linkname;
@@ -119,7 +119,7 @@ function fromUpper(e: TarEntry, owner: { uid: number; gid: number } | undefined)
 }
 
 /** The base image's tree as a tar command: a squashfs file's (sqfs2tar), or a directory's. */
-function baseTar(location: ImageLocation): [string, ...string[]] {
+export function baseTar(location: ImageLocation): [string, ...string[]] {
   if (location.format === 'directory') return ['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', location.path, '-cf', '-', '.'];
   if (location.offset !== 0) {
     throw new BerthError('IMAGE_UNSUPPORTED', `${location.path} keeps its root file system inside the file (a SIF partition), which berth commit cannot read yet`,

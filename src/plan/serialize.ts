@@ -21,6 +21,7 @@ export function serializePlan(plan: LaunchPlan): string {
     `linger ${plan.linger}`,
     `runtime ${field(plan.runtimeDir)}`,
     `userns ${plan.userns}`,
+    ...(plan.fakeSyscalls ? ['fake_syscalls 1'] : []),
     ...(plan.user ? [`user ${plan.user.uid} ${plan.user.gid}`] : []),
     `writable ${plan.writable ? 1 : 0}`,
     ...(plan.overlay ? [`overlay ${field(plan.overlay)}`] : []),

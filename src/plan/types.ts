@@ -44,6 +44,12 @@ export interface LaunchPlan {
   /** 'self' maps the caller to itself; 'root' (--fakeroot) maps the caller to uid 0. */
   userns: 'self' | 'root';
   /**
+   * berth build's RUN steps: chown to other ids, the set*id calls, setgroups and mknod of a
+   * device return 0 and do nothing (a seccomp filter, native/helper/seccomp.c), as package
+   * managers run as root expect. Never set for a container of `berth run`.
+   */
+  fakeSyscalls?: boolean;
+  /**
    * --user: the container's process is this uid and gid, in a user namespace of its own nested
    * in the image server's that maps them to the caller (so its files are the caller's outside).
    */

@@ -105,6 +105,8 @@ export async function imageFile(image: string, events: AcquireEvents): Promise<s
  */
 export async function imageSource(image: string, events: AcquireEvents): Promise<{ path: string; cached: boolean }> {
   if (isRegistryReference(image) || isLayoutReference(image)) return { path: (await acquireImage(image, { offlineFallback: true }, events)).path, cached: true };
+  const built = await builtImage(image, events);
+  if (built) return { path: built, cached: true }; // berth build -t NAME: the cache's entry
   const digest = CACHED_DIGEST.exec(image);
   if (!digest) return { path: image, cached: false }; // a path; vouchedFor tells whether it is a cache's entry
   const cached = await cachedByDigest(digest[1]!, events);
@@ -124,6 +126,24 @@ export async function imageSource(image: string, events: AcquireEvents): Promise
 /** Whether the image at `source` may vouch for its recorded verdict: an entry of berth's caches, by reference, digest or its own path. */
 export function vouchedFor(source: { path: string; cached: boolean }, manifestDigest: string | null | undefined, events: Pick<AcquireEvents, 'cacheWarning'>): boolean {
   return source.cached || new Caches(events.cacheWarning).holds(source.path, manifestDigest);
+}
+
+/** What `berth build -t NAME` notes NAME under in the user's cache (beside the docker:// tags). */
+export function builtTagReference(name: string): string {
+  return `berth-build:${name}`;
+}
+
+/**
+ * The image `berth build -t NAME` left in the user's cache for `name`: the note is the user's
+ * own, and the image is believed only for the manifest digest its own metadata holds
+ * (Caches.findImage), as a pulled one is. ./NAME and any path always mean the file.
+ */
+async function builtImage(name: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string | undefined> {
+  // Paths, image files and digests are never names; only a note of a build is read (no image listing).
+  if (name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name) || CACHED_DIGEST.test(name)) return undefined;
+  const caches = new Caches(events.cacheWarning);
+  const digest = caches.lastResolved(builtTagReference(name));
+  return digest ? (await caches.findImage(digest))?.path : undefined;
 }
 
 /** The cached image whose manifest digest starts with `hex`, if one is; two that do are refused. */

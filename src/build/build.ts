@@ -1,0 +1,443 @@
+// berth build: a Dockerfile's stages, step by step, into a berth image. Each instruction has a
+// cache key (its parent's, the instruction as substituted, the build arguments it sees, the
+// digest of what it copies: src/build/cache.ts). Metadata instructions (ENV, CMD, LABEL...) only
+// change the config that is carried along; a step that changes files (RUN, COPY, ADD) writes one
+// layer and the image after it (layer.ts), and the stage's end writes an image only when the
+// config changed after its last such step. The image of the FROM line is any berth runs.
+import { availableParallelism } from 'node:os';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { baseTar, fromUpper } from '../convert/commit.js';
+import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
+import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
+import { BerthError, osError } from '../errors.js';
+import { ImageFiles } from '../image/files.js';
+import { hostPlatform } from '../image/platform.js';
+import { imageFile } from '../runtime/acquire.js';
+import { openImage } from '../runtime/image.js';
+import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
+import { BuildCache, stepKey } from './cache.js';
+import { BuildContext, contentDigest, selectFiles } from './context.js';
+import { applyMetadata, commandArgv } from './config.js';
+import { parseDockerfile, type Stage, type Step } from './dockerfile.js';
+import { entryOf, layerName, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
+import { prepareOverlay, runStep } from './run-step.js';
+import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
+import { envLookup, expandWord, type Lookup } from './words.js';
+
+export interface BuildOptions {
+  context: string;
+  /** The Dockerfile (default CONTEXT/Dockerfile). */
+  dockerfile: string;
+  buildArgs: Record<string, string>;
+  target?: string;
+  /** What the image is called in its metadata (-t NAME, else the Dockerfile). */
+  reference: string;
+  /** The user's berth cache (made and checked when called). */
+  userCache: () => string;
+  /** --no-cache: every RUN, COPY and ADD runs again (and is cached anew). */
+  noCache?: boolean;
+}
+
+export interface BuildEvents {
+  step(n: number, total: number, text: string, cached: boolean): void;
+  /** A RUN step's output. */
+  output(chunk: Buffer): void;
+  warn(line: string): void;
+}
+
+export interface BuildResult {
+  /** The image in the build cache. */
+  image: string;
+  metadata: ImageMetadata;
+  layers: Layer[];
+  config: OciConfig;
+  steps: { n: number; instruction: string; cached: boolean }[];
+}
+
+/** A stage as far as it is built. */
+interface Point {
+  key: string;
+  layers: string[];
+  config: OciConfig;
+  shell: string[];
+  /** The file system so far as an image file (its config may be older than `config`). */
+  image?: string;
+  /** Whether `image` also has `config` (the last step wrote it). */
+  current: boolean;
+  /** This stage set CMD (an ENTRYPOINT after it keeps it: Docker's rule). */
+  cmdSet?: boolean;
+}
+
+const DEFAULT_SHELL = ['/bin/sh', '-c'];
+
+const quietConvert = (warn: (l: string) => void): ConvertEvents => ({ resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn });
+
+export class Builder {
+  private readonly cache: BuildCache;
+  private readonly ctx: BuildContext;
+  private readonly file: string;
+  private readonly built = new Map<number, Point>();
+  private stages: Stage[] = [];
+  private readonly usedArgs = new Set<string>();
+  private readonly steps: BuildResult['steps'] = [];
+  private n = 0;
+  private total = 0;
+  private readonly owner = { uid: process.getuid!(), gid: process.getgid!() };
+
+  constructor(private readonly opts: BuildOptions, private readonly events: BuildEvents) {
+    // The context is checked before anything is made in the cache.
+    this.ctx = new BuildContext(path.resolve(opts.context));
+    this.cache = new BuildCache(opts.userCache());
+    // Named in messages as the user would: relative to here when it is under here.
+    const rel = path.relative(process.cwd(), opts.dockerfile);
+    this.file = rel && !rel.startsWith('..') ? rel : opts.dockerfile;
+  }
+
+  async build(): Promise<BuildResult> {
+    let text: string;
+    try {
+      text = readFileSync(this.opts.dockerfile, 'utf8');
+    } catch (e: unknown) {
+      throw osError(e, `the Dockerfile ${this.opts.dockerfile}`) ?? e;
+    }
+    const df = parseDockerfile(text, this.file);
+    this.stages = df.stages;
+    for (const line of df.ignored) this.events.warn(`berth: warning: ${line}`);
+    const global = new Map<string, string>();
+    for (const a of df.globalArgs) {
+      const v = this.opts.buildArgs[a.name] ?? (a.value !== undefined ? expandWord(a.value, (k) => global.get(k)) : undefined);
+      if (a.name in this.opts.buildArgs) this.usedArgs.add(a.name);
+      if (v !== undefined) global.set(a.name, v);
+    }
+    const targetIndex = this.opts.target === undefined ? df.stages.length - 1 : df.stages.findIndex((s) => s.name === this.opts.target!.toLowerCase());
+    if (targetIndex < 0) {
+      throw new BerthError('USAGE', `--target ${this.opts.target}: ${this.file} has no stage of that name`, `its stages: ${df.stages.map((s, i) => s.name ?? String(i)).join(', ')}`);
+    }
+    const froms = df.stages.map((s) => {
+      const from = expandWord(s.from, (k) => global.get(k));
+      if (!from) throw new BerthError('USAGE', `${this.where(s)}: names no image once substituted`, 'give the ARG it uses a default before the first FROM, or pass --build-arg');
+      return from;
+    });
+    const needed = this.neededStages(df.stages, froms, targetIndex);
+    this.total = needed.reduce((n, i) => n + 1 + df.stages[i]!.steps.length, 0);
+    for (const i of needed) this.built.set(i, await this.buildStage(df.stages, i, froms[i]!, global));
+    for (const name of Object.keys(this.opts.buildArgs)) {
+      if (!this.usedArgs.has(name)) this.events.warn(`berth: warning: --build-arg ${name} was not used: no ARG ${name} in the stages built`);
+    }
+    return this.finish(this.built.get(targetIndex)!);
+  }
+
+  /** The stages the target needs (FROM a stage, COPY --from a stage), in Dockerfile order. */
+  private neededStages(stages: Stage[], froms: string[], target: number): number[] {
+    const need = new Set<number>();
+    const visit = (i: number) => {
+      if (need.has(i)) return;
+      need.add(i);
+      const base = this.stageIndex(stages, froms[i]!, i);
+      if (base !== undefined) visit(base);
+      for (const s of stages[i]!.steps) {
+        if (s.kind === 'COPY' && s.flags.from !== undefined) {
+          const from = this.stageIndex(stages, s.flags.from, i);
+          if (from !== undefined) visit(from);
+        }
+      }
+    };
+    visit(target);
+    return [...need].sort((a, b) => a - b);
+  }
+
+  /** The earlier stage `name` (a name or a number) names, if it names one. */
+  private stageIndex(stages: Stage[], name: string, before: number): number | undefined {
+    const lower = name.toLowerCase();
+    const i = /^\d+$/.test(name) ? Number(name) : stages.findIndex((s) => s.name === lower);
+    return i >= 0 && i < before ? i : undefined;
+  }
+
+  private announce(text: string, cached: boolean): void {
+    this.n++;
+    this.steps.push({ n: this.n, instruction: text, cached });
+    this.events.step(this.n, this.total, text, cached);
+  }
+
+  private async buildStage(stages: Stage[], index: number, from: string, global: Map<string, string>): Promise<Point> {
+    const stage = stages[index]!;
+    const baseStage = this.stageIndex(stages, from, index);
+    let point: Point;
+    if (baseStage !== undefined) {
+      point = { ...this.built.get(baseStage)!, current: false };
+      this.announce(stage.text, false);
+    } else if (from === 'scratch') {
+      const p = hostPlatform();
+      point = { key: stepKey({ parent: '', instruction: 'FROM scratch', args: {} }), layers: [], shell: DEFAULT_SHELL, current: false,
+        config: { architecture: p.architecture, os: p.os, ...(p.variant ? { variant: p.variant } : {}), config: { Env: [], Labels: {} }, history: [] } };
+      this.announce(stage.text, false);
+    } else {
+      point = await this.fromImage(stage, from);
+    }
+    const args = new Map<string, string>();
+    point = { ...point, cmdSet: false };
+    for (const s of stage.steps) point = await this.apply(s, point, args, global);
+    return point;
+  }
+
+  /** FROM IMAGE: the image as berth runs it, and its tree as the stage's first layer (cached). */
+  private async fromImage(stage: Stage, from: string): Promise<Point> {
+    const file = await imageFile(from, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
+    const opened = openImage(file);
+    const m = opened.metadata;
+    const st = statSync(opened.location.path);
+    // An image is known by its manifest digest; a file without one (a squashfs berth did not make) by where and when it was written.
+    const identity = m.manifestDigest ?? `${path.resolve(opened.location.path)}:${opened.location.offset}:${st.size}:${st.mtimeMs}`;
+    const key = stepKey({ parent: '', instruction: `FROM ${identity}`, args: {} });
+    let hit = this.cache.get(key);
+    this.announce(stage.text, hit !== undefined);
+    if (!hit) {
+      const work = this.cache.work();
+      const writer = new LayerWriter(path.join(work, 'layer.partial'));
+      try {
+        // Its tree without its berth metadata, which the new image gets its own of.
+        // A root directory's files are the caller's: root's in the image, as --fakeroot sees them (and commit keeps them).
+        const dir = opened.location.format === 'directory';
+        await writer.fromCommand(baseTar(opened.location), (e) => {
+          const n = layerName(e.name);
+          if (n === undefined || n === METADATA_DIR || n.startsWith(`${METADATA_DIR}/`)) return { entries: [], body: false };
+          const owner = dir ? { uid: e.uid === this.owner.uid ? 0 : e.uid, gid: e.gid === this.owner.gid ? 0 : e.gid } : {};
+          return { entries: [{ ...e, name: n, ...owner }], body: true };
+        });
+        const layer = writer.finish(path.join(this.cache.root, 'layers'));
+        hit = { layers: [layer.digest], image: false };
+        this.cache.put(key, hit);
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      } finally {
+        this.cache.release(work);
+      }
+    }
+    const c = m.config;
+    const platform = m.platform;
+    const config: OciConfig = {
+      architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}),
+      config: {
+        // The image records its parent, as berth commit's do (the OCI annotations' names).
+        Env: c.Env, Labels: { ...c.Labels, 'org.opencontainers.image.base.name': from, ...(m.manifestDigest ? { 'org.opencontainers.image.base.digest': m.manifestDigest } : {}) }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
+        ...(c.Cmd ? { Cmd: c.Cmd } : {}), ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}),
+        ...(c.ExposedPorts.length ? { ExposedPorts: Object.fromEntries(c.ExposedPorts.map((p) => [p, {}])) } : {}),
+        ...(c.Volumes.length ? { Volumes: Object.fromEntries(c.Volumes.map((v) => [v, {}])) } : {}),
+      },
+      history: [{ created_by: `the tree of ${m.source}` }],
+    };
+    return { key, layers: hit.layers, config, shell: DEFAULT_SHELL, image: opened.location.path, current: false };
+  }
+
+  private where(s: { line: number; text: string }): string {
+    return `${this.file}:${s.line}: ${s.text}`;
+  }
+
+  /** One instruction on `p`: the next point. */
+  private async apply(s: Step, p: Point, args: Map<string, string>, global: Map<string, string>): Promise<Point> {
+    // Substitution sees the stage's ARGs, and its ENV over them (Docker's order).
+    const lookup: Lookup = (name) => envLookup(p.config.config.Env)(name) ?? args.get(name);
+    const x = (w: string) => expandWord(w, lookup);
+    const argsSeen = Object.fromEntries(args);
+    const meta = (instruction: string, change: (c: OciConfig['config']) => OciConfig['config'], shell = p.shell): Point => {
+      this.announce(s.text, false);
+      const config = { ...p.config, config: change({ ...p.config.config }), history: [...p.config.history, { created_by: s.text, empty_layer: true }] };
+      return { ...p, key: stepKey({ parent: p.key, instruction, args: argsSeen }), config, shell, current: false };
+    };
+    switch (s.kind) {
+      case 'ARG': {
+        if (s.name in this.opts.buildArgs) this.usedArgs.add(s.name);
+        const v = this.opts.buildArgs[s.name] ?? (s.value !== undefined ? x(s.value) : global.get(s.name));
+        if (v !== undefined) args.set(s.name, v);
+        return meta(`ARG ${s.name}=${v ?? ''}`, (c) => c);
+      }
+      case 'RUN':
+        return this.run(s, p, args, argsSeen);
+      case 'COPY':
+      case 'ADD':
+        return this.copy(s, p, x, argsSeen);
+      default: {
+        const next = applyMetadata(s, { config: p.config.config, shell: p.shell, cmdSet: p.cmdSet ?? false }, x);
+        return { ...meta(next.instruction, () => next.state.config, next.state.shell), cmdSet: next.state.cmdSet };
+      }
+    }
+  }
+
+  /** The squash of a step's layers into its image in the cache, and its record. */
+  private async commitStep(key: string, work: string, layers: string[], config: OciConfig): Promise<void> {
+    await squashLayers(work, this.cache.layers(layers), config, this.opts.reference, this.convertOptions(this.cache.imageFile(key)), quietConvert(this.events.warn));
+    this.cache.put(key, { layers, image: true });
+  }
+
+  private convertOptions(output: string): ConvertOptions {
+    return { output, force: true, compression: DEFAULT_COMPRESSION, level: undefined, jobs: availableParallelism(), platform: hostPlatform() };
+  }
+
+  private stepPoint(p: Point, s: Step, key: string, layers: string[]): Point {
+    return { ...p, key, layers, image: this.cache.imageFile(key), current: true, config: { ...p.config, history: [...p.config.history, { created_by: s.text }] } };
+  }
+
+  private async run(s: Step & { kind: 'RUN' }, p: Point, args: Map<string, string>, argsSeen: Record<string, string>): Promise<Point> {
+    const argv = commandArgv(s.command, p.shell);
+    const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}`, args: argsSeen });
+    const next = (layers: string[]) => this.stepPoint(p, s, key, layers);
+    const hit = this.opts.noCache ? undefined : this.cache.get(key);
+    this.announce(s.text, hit !== undefined);
+    if (hit) return next(hit.layers);
+    if (!p.image) throw new BerthError('USAGE', `${this.where(s)}: nothing to run: the stage is FROM scratch`, 'COPY a shell and its libraries in first, or start FROM an image that has them');
+    const work = this.cache.work();
+    try {
+      const overlay = path.join(work, 'overlay');
+      mkdirSync(overlay, { mode: 0o700 });
+      const workdir = p.config.config.WorkingDir || '/';
+      const overlayDone = prepareOverlay(p.image, overlay, workdir);
+      // The build arguments are the command's variables too, under what ENV set (Docker's).
+      const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
+      const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
+      if (status !== 0) {
+        throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
+          'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
+      }
+      overlayDone();
+      const writer = new LayerWriter(path.join(work, 'layer.partial'));
+      let layer: Layer;
+      try {
+        await writer.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', path.join(overlay, 'upper'), '-cf', '-', '.'],
+          (e) => fromUpper(e, this.owner));
+        layer = writer.finish(path.join(this.cache.root, 'layers'));
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      }
+      const layers = [...p.layers, layer.digest];
+      const point = next(layers);
+      await this.commitStep(key, work, layers, point.config);
+      return point;
+    } finally {
+      this.cache.release(work);
+    }
+  }
+
+  private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>): Promise<Point> {
+    const what = this.where(s);
+    const sources = s.sources.map(x);
+    const rawDest = x(s.dest);
+    const resolved = path.posix.resolve(p.config.config.WorkingDir || '/', rawDest);
+    // A destination that is a directory in the image takes the files into it, slash or not (Docker's rule).
+    const dest = resolved + (rawDest.endsWith('/') || (resolved !== '/' && this.isDirectory(p.image, resolved)) ? '/' : '');
+    const chmod = s.flags.chmod !== undefined ? x(s.flags.chmod) : undefined;
+    if (chmod !== undefined && !/^[0-7]{3,4}$/.test(chmod)) throw new BerthError('USAGE', `${what}: --chmod=${chmod}: berth takes octal modes`, 'e.g. --chmod=0755');
+    const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
+    const owner = chown === undefined ? { uid: 0, gid: 0 } : chownOf(chown, p.image, p.config.architecture, what);
+    if (s.kind === 'ADD') {
+      const remote = sources.find((src) => /^(https?|ftp):\/\/|^git@|\.git$/.test(src));
+      if (remote) throw new BerthError('USAGE', `${what}: ADD of a URL (${remote}) is not supported: the build has no network of its own to fetch it with`, 'download it into the build context and COPY or ADD the file');
+    }
+    let files: string;
+    let source: CopySource;
+    if (s.kind === 'COPY' && s.flags.from !== undefined) {
+      const fromName = x(s.flags.from);
+      const pt = this.stagePoint(fromName);
+      let image: string;
+      if (pt) {
+        if (!pt.image) throw new BerthError('USAGE', `${what}: the stage ${fromName} has no files`, 'copy from a stage that has some');
+        image = pt.image;
+        files = `stage:${pt.key}`;
+      } else {
+        image = await imageFile(fromName, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
+        const m = openImage(image).metadata;
+        const st = statSync(image);
+        files = `image:${m.manifestDigest ?? `${path.resolve(image)}:${st.size}:${st.mtimeMs}`}`;
+      }
+      source = { kind: 'image', image, from: fromName };
+    } else {
+      const selected = selectFiles(this.ctx, sources, dest, what);
+      files = await contentDigest(selected);
+      source = { kind: 'context', files: selected };
+    }
+    const key = stepKey({ parent: p.key, instruction: `${s.kind} ${JSON.stringify({ sources, dest, chmod, owner, from: s.flags.from })}`, args: argsSeen, files });
+    const hit = this.opts.noCache ? undefined : this.cache.get(key);
+    this.announce(s.text, hit !== undefined);
+    if (hit) return this.stepPoint(p, s, key, hit.layers);
+    const work = this.cache.work();
+    const writer = new LayerWriter(path.join(work, 'layer.partial'));
+    try {
+      await writeCopyLayer(writer, { kind: s.kind, what, sources, dest, ...(chmod !== undefined ? { chmod } : {}), ...(chown !== undefined ? { chown: owner } : {}),
+        source, ...(p.image ? { image: p.image } : {}) });
+      const layer = writer.finish(path.join(this.cache.root, 'layers'));
+      const layers = [...p.layers, layer.digest];
+      const point = this.stepPoint(p, s, key, layers);
+      await this.commitStep(key, work, layers, point.config);
+      return point;
+    } catch (e: unknown) {
+      writer.abort();
+      throw e;
+    } finally {
+      this.cache.release(work);
+    }
+  }
+
+  private isDirectory(image: string | undefined, dir: string): boolean {
+    if (!image) return false;
+    const files = new ImageFiles(openImage(image).location);
+    try {
+      return files.list(dir) !== undefined;
+    } finally {
+      files.close();
+    }
+  }
+
+  /** The stage `name` names (by name or number), as built so far; undefined: it is an image. */
+  private stagePoint(name: string): Point | undefined {
+    const i = this.stageIndex(this.stages, name, this.stages.length);
+    return i === undefined ? undefined : this.built.get(i);
+  }
+
+  /** The WORKDIR the image lacks (no RUN or COPY made it), as one more layer: Docker makes it too. */
+  private workdirLayer(p: Point, work: string): string[] {
+    const dir = p.config.config.WorkingDir;
+    if (!dir || dir === '/') return [];
+    const files = p.image ? new ImageFiles(openImage(p.image).location) : undefined;
+    try {
+      if (files?.realpath(dir) !== undefined) return [];
+      const writer = new LayerWriter(path.join(work, 'workdir.partial'));
+      try {
+        const parts = dir.split('/').filter(Boolean);
+        for (let i = 1; i <= parts.length; i++) {
+          const d = parts.slice(0, i).join('/');
+          if (files?.realpath(`/${d}`) === undefined) writer.entry(entryOf(d, 'dir'));
+        }
+        return [writer.finish(path.join(this.cache.root, 'layers')).digest];
+      } catch (e: unknown) {
+        writer.abort();
+        throw e;
+      }
+    } finally {
+      files?.close();
+    }
+  }
+
+  /** The target's image: the last step's, or one with the config the later steps made. */
+  private async finish(p: Point): Promise<BuildResult> {
+    let image = p.current ? p.image! : this.cache.imageFile(p.key);
+    // A layer for WORKDIR has its history entry, as every layer has (the OCI config's rule).
+    const finalConfig = (layers: string[]): OciConfig => (layers.length > p.layers.length
+      ? { ...p.config, history: [...p.config.history, { created_by: `WORKDIR ${p.config.config.WorkingDir ?? ''} (made at the stage's end)` }] } : p.config);
+    const hit = p.current ? undefined : this.cache.get(p.key);
+    let layers = hit?.layers ?? p.layers;
+    if (!p.current && !hit?.image) {
+      const work = this.cache.work();
+      try {
+        layers = [...p.layers, ...this.workdirLayer(p, work)];
+        await this.commitStep(p.key, work, layers, finalConfig(layers));
+      } finally {
+        this.cache.release(work);
+      }
+      image = this.cache.imageFile(p.key);
+    }
+    const final = p.current ? p.layers : layers;
+    return { image, metadata: openImage(image).metadata, layers: this.cache.layers(final), config: finalConfig(final), steps: this.steps };
+  }
+}

@@ -1,0 +1,109 @@
+// berth build's cache, in the user's own berth cache (cache.dir, made and checked by
+// src/image/caches.ts: 0700, the user's), under build/:
+//   layers/HEX.tar          each step's change (and each base image's tree), by digest
+//   steps/KEY.json          a step's result: its layers, config and history, and its image
+//   steps/KEY.sqsh          the image after a step that changed files (or a stage's end)
+//   tmp/                    overlays and layouts of steps in flight
+// A step's KEY is the sha256 of its parent's key, the instruction as substituted, the build
+// arguments it sees and the digest of the files it copies, so an edit reruns from the changed
+// step on. `berth prune` removes it all (pruneBuildCache).
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { onInterrupt } from '../convert/interrupt.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import type { Layer } from './layer.js';
+
+export interface StepResult {
+  /** Layer digests, bottom first (the files are layers/HEX.tar). */
+  layers: string[];
+  /** The image file of this step (steps/KEY.sqsh), when it made one. */
+  image: boolean;
+}
+
+export function stepKey(parts: { parent: string; instruction: string; args: Record<string, string>; files?: string }): string {
+  const args = Object.fromEntries(Object.entries(parts.args).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return createHash('sha256').update(JSON.stringify({ v: 1, ...parts, args })).digest('hex');
+}
+
+export class BuildCache {
+  readonly root: string;
+
+  /** `userCache`: the user's berth cache, made and checked (Caches.writable()). */
+  constructor(userCache: string) {
+    this.root = path.join(userCache, 'build');
+    for (const d of ['', 'layers', 'steps', 'tmp']) mkdirSync(path.join(this.root, d), { recursive: true, mode: 0o700 });
+  }
+
+  layerFile(digest: string): string {
+    return path.join(this.root, 'layers', `${digest.slice(7)}.tar`);
+  }
+
+  layers(digests: string[]): Layer[] {
+    return digests.map((digest) => ({ digest, file: this.layerFile(digest) }));
+  }
+
+  imageFile(key: string): string {
+    return path.join(this.root, 'steps', `${key}.sqsh`);
+  }
+
+  /** A step's result, if it is whole: its record, every layer it names and its image. */
+  get(key: string): StepResult | undefined {
+    let r: StepResult;
+    try {
+      r = JSON.parse(readFileSync(path.join(this.root, 'steps', `${key}.json`), 'utf8')) as StepResult;
+    } catch {
+      return undefined;
+    }
+    if (!r.layers.every((d) => statSync(this.layerFile(d), { throwIfNoEntry: false })?.isFile())) return undefined;
+    if (r.image && !statSync(this.imageFile(key), { throwIfNoEntry: false })?.isFile()) return undefined;
+    return r;
+  }
+
+  /** Records a step (after its layer and image are in place: the record is what makes it a hit). */
+  put(key: string, result: StepResult): void {
+    writeFileAtomic(path.join(this.root, 'steps', `${key}.json`), `${JSON.stringify(result)}\n`);
+  }
+
+  private readonly inFlight = new Map<string, () => void>();
+
+  /** A directory for a step in flight: removed by release(), or by a signal that ends berth first. */
+  work(): string {
+    // Registered before the directory exists: a signal between the two must not leave it.
+    let dir: string | undefined;
+    const off = onInterrupt(() => { if (dir) removeWork(dir); });
+    dir = mkdtempSync(path.join(this.root, 'tmp', 'step-'));
+    this.inFlight.set(dir, off);
+    return dir;
+  }
+
+  release(dir: string): void {
+    this.inFlight.get(dir)?.();
+    this.inFlight.delete(dir);
+    removeWork(dir);
+  }
+}
+
+/** Removes a work directory, overlayfs's work/ included (which the kernel leaves mode 000). */
+export function removeWork(dir: string): void {
+  spawnSync('chmod', ['-R', 'u+rwx', dir], { stdio: 'ignore' });
+  rmSync(dir, { recursive: true, force: true });
+}
+
+function sizeOf(p: string): number {
+  const st = lstatSync(p, { throwIfNoEntry: false });
+  if (!st) return 0;
+  if (!st.isDirectory()) return st.size;
+  return readdirSync(p).reduce((n, e) => n + sizeOf(path.join(p, e)), 0);
+}
+
+/** Removes the whole build cache of `userCache`; returns the bytes freed. */
+export function pruneBuildCache(userCache: string): number {
+  const root = path.join(userCache, 'build');
+  if (!lstatSync(root, { throwIfNoEntry: false })?.isDirectory()) return 0;
+  spawnSync('chmod', ['-R', 'u+rwx', root], { stdio: 'ignore' }); // overlayfs's work/ dirs of a step cut short are mode 000
+  const size = sizeOf(root);
+  removeWork(root);
+  return size;
+}

@@ -1,0 +1,210 @@
+// A build step's change to the file system as one uncompressed OCI layer (a tar file in the
+// build cache), and a chain of layers as a berth image. Each layer is written the one way:
+// entries through encodeHeader, bodies from the context's files or from another tar stream
+// (sqfs2tar of a stage's image, tar of a RUN's overlay upper, an ADDed archive), rewritten
+// entry by entry. Entries made from the context get mtime 0, so that a layer depends only on what it holds
+// (the issue's "reproducible where the steps are").
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, linkSync, copyFileSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { Rewritten } from '../convert/commit.js';
+import { convertImage, type ConvertEvents, type ConvertOptions, type ConvertResult } from '../convert/convert.js';
+import { normalizePath } from '../convert/merge.js';
+import { TarParser, type TarEntry } from '../convert/tar-reader.js';
+import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../convert/tar-writer.js';
+import { BerthError } from '../errors.js';
+import { OciDirSource } from '../image/archive.js';
+
+export interface Layer {
+  /** The tar file. */
+  file: string;
+  /** sha256 of the file: digest and diff_id both (it is not compressed). */
+  digest: string;
+}
+
+export const LAYER_MEDIA = 'application/vnd.oci.image.layer.v1.tar';
+
+export function entryOf(name: string, type: TarEntry['type'], fields: Partial<TarEntry> = {}): TarEntry {
+  return { name, linkname: '', type, mode: type === 'dir' ? 0o755 : 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0, mtime: 0, devmajor: 0, devminor: 0, xattrs: new Map(), ...fields };
+}
+
+/** One layer being written: entries in order, each name once. */
+export class LayerWriter {
+  private readonly fd: number;
+  private readonly hash = createHash('sha256');
+  private readonly names = new Set<string>();
+
+  constructor(private readonly partial: string) {
+    this.fd = openSync(partial, 'wx', 0o600);
+  }
+
+  private write(b: Buffer): void {
+    if (b.length === 0) return;
+    this.hash.update(b);
+    writeSync(this.fd, b);
+  }
+
+  has(name: string): boolean {
+    return this.names.has(name);
+  }
+
+  /** An entry without a body (a directory, a link) or with `body` (bytes, or a host file's path). */
+  entry(e: TarEntry, body?: Buffer | string): void {
+    this.names.add(e.name);
+    this.write(encodeHeader(e));
+    if (body === undefined) return;
+    if (typeof body !== 'string') {
+      this.write(body);
+    } else {
+      // A host file, in chunks: what a COPY takes may be large.
+      const fd = openSync(body, 'r');
+      try {
+        const buf = Buffer.alloc(1 << 20);
+        let left = e.size;
+        while (left > 0) {
+          const n = readSync(fd, buf, 0, Math.min(buf.length, left), null);
+          if (n === 0) throw new BerthError('SOURCE_INVALID', `${body} shrank while it was copied`, 'build again when nothing is writing the context');
+          this.write(buf.subarray(0, n));
+          left -= n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    this.write(paddingFor(e.size));
+  }
+
+  /** The tar that `argv` writes on stdout, each entry rewritten (commit.ts's Rewritten). */
+  async fromCommand(argv: [string, ...string[]], rewrite: (e: TarEntry) => Rewritten): Promise<void> {
+    let keep = false;
+    let size = 0;
+    const parser = new TarParser({
+      entry: (e) => {
+        const out = rewrite(e);
+        keep = out.body && out.entries.length > 0;
+        for (const o of out.entries) {
+          this.names.add(o.name);
+          this.write(encodeHeader(o));
+        }
+        size = e.size;
+        return keep;
+      },
+      data: (b) => this.write(b),
+      entryEnd: () => {
+        if (keep) this.write(paddingFor(size));
+      },
+    });
+    const [cmd, ...args] = argv;
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let failed: unknown;
+      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      child.stdout.on('data', (d: Buffer) => {
+        if (failed) return;
+        try {
+          parser.push(d);
+        } catch (e: unknown) {
+          failed = e;
+          child.kill();
+        }
+      });
+      child.on('error', (e) => reject(new BerthError('TOOL_MISSING', `cannot run ${cmd}: ${e.message}`, 'install it (the README lists what berth needs)')));
+      child.on('close', (code) => {
+        if (failed) reject(failed instanceof BerthError ? failed : new BerthError('SOURCE_INVALID', `${args[args.length - 1]}: not a tar archive berth can read (${String(failed)})`, 'check the file'));
+        else if (code !== 0) reject(new BerthError('TOOL_FAILED', `${cmd} ${args.join(' ')} failed (status ${code}): ${stderr.trim()}`, 'check that the file is readable and whole'));
+        else resolve();
+      });
+    });
+    parser.end();
+  }
+
+  /** Ends the tar and names it by its digest in `dir`. */
+  finish(dir: string): Layer {
+    this.write(END_OF_ARCHIVE);
+    closeSync(this.fd);
+    const digest = `sha256:${this.hash.digest('hex')}`;
+    const file = path.join(dir, `${digest.slice(7)}.tar`);
+    renameSync(this.partial, file);
+    return { file, digest };
+  }
+
+  abort(): void {
+    try {
+      closeSync(this.fd);
+    } catch {
+      // closed by finish
+    }
+    rmSync(this.partial, { force: true });
+  }
+}
+
+/** A name as a layer's entry has it (no leading '/', no '.'), or undefined for the root. */
+export function layerName(name: string): string | undefined {
+  const n = normalizePath(name);
+  return n === null || n === '' ? undefined : n;
+}
+
+/** The OCI image config a build has made so far (docker's `config` object and what surrounds it). */
+export interface OciConfig {
+  architecture: string;
+  os: string;
+  variant?: string;
+  config: {
+    User?: string; Env: string[]; Entrypoint?: string[]; Cmd?: string[]; WorkingDir?: string;
+    Labels: Record<string, string>; ExposedPorts?: Record<string, object>; Volumes?: Record<string, object>; StopSignal?: string;
+  };
+  history: { created_by: string; empty_layer?: boolean }[];
+}
+
+/**
+ * Writes an OCI layout of `layers` and `config` at `dir` (new, or empty). The blobs are hard
+ * links to the cached layers for a layout berth converts and removes (`link`); a layout that is
+ * the user's gets copies, so that nothing done to it reaches the cache. Returns the manifest digest.
+ */
+export function writeLayout(dir: string, layers: Layer[], config: OciConfig, link: boolean): string {
+  const blobs = path.join(dir, 'blobs', 'sha256');
+  mkdirSync(blobs, { recursive: true, mode: 0o700 });
+  for (const l of layers) {
+    const to = path.join(blobs, l.digest.slice(7));
+    if (statSync(to, { throwIfNoEntry: false })) continue;
+    try {
+      if (!link) throw new Error('copy');
+      linkSync(l.file, to);
+    } catch {
+      copyFileSync(l.file, to);
+    }
+  }
+  const blob = (data: Buffer) => {
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    writeFileSync(path.join(blobs, digest.slice(7)), data, { mode: 0o600 });
+    return { digest, size: data.length };
+  };
+  const cfg = blob(Buffer.from(JSON.stringify({ ...config, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } })));
+  const manifest = blob(Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
+    layers: layers.map((l) => ({ mediaType: LAYER_MEDIA, digest: l.digest, size: statSync(l.file).size })),
+  })));
+  writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  writeFileSync(path.join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
+  }));
+  return manifest.digest;
+}
+
+/** The chain of layers as a berth image at `opts.output`, by conversion (its checks and metadata), named `reference`. */
+export async function squashLayers(work: string, layers: Layer[], config: OciConfig, reference: string, opts: ConvertOptions, events: ConvertEvents): Promise<ConvertResult> {
+  if (layers.length === 0) throw new BerthError('USAGE', 'the image has no files: FROM scratch and nothing copied', 'COPY or ADD something into a FROM scratch stage');
+  const dir = path.join(work, 'layout');
+  writeLayout(dir, layers, config, true);
+  try {
+    const inner = new OciDirSource(dir, { tag: 'latest' });
+    // The image names what it was built as, not the temporary layout it was converted from.
+    return await convertImage({ describe: reference, resolve: async (p) => ({ ...(await inner.resolve(p)), reference }) }, opts, events);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,275 @@
+// berth build for real, as an ordinary user: Dockerfiles over a busybox image made offline
+// (test/fixtures/make-build-images.sh). No image with a C compiler can be made cheaply from
+// this machine's files, so the "compile" stage writes a shell script standing in for the
+// program; what is tested is the multi-stage copy, not the compiler.
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
+
+let work: string;
+let base: string;
+const env = () => ({ ...process.env, BERTH_RUNTIME_DIR: path.join(work, 'runtime'), BERTH_IMAGE_LINGER: '0', XDG_CACHE_HOME: path.join(work, 'cache'), BERTH_CACHE_DIR: path.join(work, 'cache', 'berth') });
+const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+
+/** A layout's image: its config's layers and history agree (a history entry per layer, the OCI rule). */
+function layoutImage(dir: string): { layers: number; history: { created_by: string; empty_layer?: boolean }[]; config: Record<string, unknown> } {
+  const blob = (d: string) => JSON.parse(readFileSync(path.join(dir, 'blobs', 'sha256', d.slice(7)), 'utf8')) as Record<string, unknown>;
+  const index = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const manifest = blob(index.manifests[0]!.digest) as { config: { digest: string }; layers: unknown[] };
+  const config = blob(manifest.config.digest) as { history: { created_by: string; empty_layer?: boolean }[]; config: Record<string, unknown> };
+  expect(config.history.filter((h) => !h.empty_layer)).toHaveLength(manifest.layers.length);
+  return { layers: manifest.layers.length, history: config.history, config: config.config };
+}
+
+function context(name: string, files: Record<string, string>): string {
+  const dir = path.join(work, name);
+  for (const [f, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+    writeFileSync(path.join(dir, f), text);
+  }
+  return dir;
+}
+
+beforeAll(async () => {
+  work = tempDir('build');
+  const made = await run(path.join(ROOT, 'test/fixtures/make-build-images.sh'), [work]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  base = path.join(work, 'busybox.sqsh');
+  const r = await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:busybox`, '-o', base, '--quiet']);
+  if (r.code !== 0) throw new Error(r.stderr);
+}, 120_000);
+afterAll(() => cleanup(work));
+
+describe('berth build', () => {
+  // What shows a RUN ran: the marker it prints (a cached step prints nothing).
+  const MARK = /compiled-2/g;
+
+  it('a multi-stage build with COPY globs, --chown, --chmod, .dockerignore, ARG and ENV, run with its config', async () => {
+    const ctx = context('app', {
+      'Dockerfile': `ARG BASE=${base}
+FROM \${BASE} AS build
+ARG GREETING=hello
+ENV OUT=/out
+WORKDIR \${OUT}
+# the "compiler": writes the program
+RUN printf '#!/bin/sh\\necho "%s from the program: $*"\\n' "$GREETING" > prog && chmod 755 prog && echo compiled-$((1+1))
+FROM \${BASE}
+ARG VERSION
+ENV APP_HOME=/opt/app VERSION=\${VERSION:-none} ALT=\${VERSION:+set}
+COPY --from=build /out/prog /usr/local/bin/
+COPY --chown=app:app --chmod=0640 src/*.txt \${APP_HOME}/
+COPY data/ \${APP_HOME}/data/
+COPY extra \${APP_HOME}/extra/
+COPY data/one /etc
+WORKDIR \${APP_HOME}
+USER app
+LABEL org.example.version=\${VERSION}
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/prog"]
+CMD ["default"]
+`,
+      '.dockerignore': 'src/secret.txt\n**/*.tmp\nextra\n!extra/keep.txt\n',
+      'extra/keep.txt': 'kept\n', 'extra/drop.txt': 'dropped\n',
+      'src/a.txt': 'A\n', 'src/b.txt': 'B\n', 'src/secret.txt': 'no\n', 'src/c.md': 'not copied\n',
+      'data/one': '1\n', 'data/skip.tmp': 'x\n',
+    });
+    const out = path.join(work, 'app.sqsh');
+    const r = await run(process.execPath, [BERTH, 'build', '--build-arg', 'VERSION=1.2', '-o', out, ctx], { env: { ...env() }, cwd: work });
+    expect(r.stderr).toContain('STEP 1/');
+    expect(r.stderr.match(MARK)).toHaveLength(1);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(out);
+    const listing = await listImage(out);
+    expect(listing['usr/local/bin/prog']).toMatchObject({ type: 'file' });
+    expect(listing['opt/app/a.txt']).toMatchObject({ uid: 1000, gid: 1000, mode: 0o640 });
+    expect(listing['opt/app/b.txt']).toBeDefined();
+    expect(listing['opt/app/secret.txt']).toBeUndefined();
+    expect(listing['opt/app/c.md']).toBeUndefined();
+    expect(listing['opt/app/data/one']).toMatchObject({ uid: 0 });
+    expect(listing['opt/app/data/skip.tmp']).toBeUndefined();
+    // A destination that is a directory in the image takes the file into it, as Docker does.
+    expect(listing['etc']).toMatchObject({ type: 'dir' });
+    expect(listing['etc/one']).toMatchObject({ type: 'file' });
+    // An exception (!) brings back a file of an excluded directory, as Docker's matcher does.
+    expect(listing['opt/app/extra/keep.txt']).toBeDefined();
+    expect(listing['opt/app/extra/drop.txt']).toBeUndefined();
+    const inspect = (JSON.parse((await b('inspect', '--json', out)).stdout) as { image: { config: Record<string, unknown> } }).image;
+    expect(inspect.config).toMatchObject({
+      Entrypoint: ['/usr/local/bin/prog'], Cmd: ['default'], WorkingDir: '/opt/app', User: 'app',
+      Labels: expect.objectContaining({ 'org.example.version': '1.2' }), ExposedPorts: ['8080/tcp'],
+    });
+    expect(inspect.config.Env).toEqual(expect.arrayContaining(['APP_HOME=/opt/app', 'VERSION=1.2', 'ALT=set']));
+    // The image runs its entrypoint with the CMD, in its working directory, with its variables.
+    const ran = await b('run', out);
+    expect(ran.stdout, ran.stderr).toBe('hello from the program: default\n');
+    const sh = await b('run', '--entrypoint', '/bin/sh', out, '-c', 'pwd; echo $VERSION; cat data/one');
+    expect(sh.stdout, sh.stderr).toBe('/opt/app\n1.2\n1\n');
+  }, 180_000);
+
+  it('a rebuild after an unrelated edit comes from the cache up to the changed step', async () => {
+    const ctx = path.join(work, 'app');
+    const build = () => run(process.execPath, [BERTH, 'build', '--build-arg', 'VERSION=1.2', '-o', path.join(work, 'app2.sqsh'), '--force', ctx], { env: env(), cwd: work });
+    writeFileSync(path.join(ctx, 'src', 'b.txt'), 'B, edited\n');
+    const r = await build();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/STEP \d+\/\d+: RUN printf .* \(cached\)/);
+    expect(r.stderr).toMatch(/STEP \d+\/\d+: COPY --from=build \/out\/prog \/usr\/local\/bin\/ \(cached\)/);
+    expect(r.stderr).not.toMatch(/COPY --chown=app:app .*\(cached\)/);
+    expect(r.stderr.match(MARK)).toBeNull();
+    expect((await b('exec', path.join(work, 'app2.sqsh'), 'cat', '/opt/app/b.txt')).stdout).toBe('B, edited\n');
+    // A changed build argument is a change: the RUN that sees it runs again.
+    const again = await run(process.execPath, [BERTH, 'build', '--build-arg', 'GREETING=hi', '-o', path.join(work, 'app3.sqsh'), '--force', ctx], { env: env(), cwd: work });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(MARK)).toHaveLength(1);
+    expect((await b('run', path.join(work, 'app3.sqsh'))).stdout).toBe('hi from the program: default\n');
+  }, 180_000);
+
+  it('a failing RUN names its step, line and status, and leaves no image', async () => {
+    const ctx = context('fails', { Dockerfile: `FROM ${base}\nRUN echo before\nRUN echo failing-now; exit 3\nCMD ["x"]\n` });
+    const out = path.join(work, 'fails.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toContain('failing-now');
+    expect(r.stderr).toMatch(/berth: error: step 3\/4 \(.*Dockerfile:3: RUN echo failing-now; exit 3\) failed: the command exited with status 3/);
+    expect(existsSync(out)).toBe(false);
+    // Nothing of the step is left in flight.
+    expect(readdirSync(path.join(work, 'cache', 'berth', 'build', 'tmp'))).toEqual([]);
+    // A FROM whose ARG is unset is told before anything runs.
+    const unset = await b('build', context('unset', { Dockerfile: 'ARG BASE\nFROM ${BASE}\n' }));
+    expect(unset.code).toBe(125);
+    expect(unset.stderr).toMatch(/Dockerfile:2: FROM \$\{BASE\}: names no image once substituted/);
+  }, 60_000);
+
+  it('-t keeps the image in the cache for berth images and berth run NAME; --json and --quiet print no steps', async () => {
+    const ctx = context('tagged', { Dockerfile: `FROM ${base}\nRUN echo tagged > /etc/tagged\nCMD ["cat", "/etc/tagged"]\n` });
+    const r = await b('build', '--json', '-t', 'mytool:1.0', ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('STEP');
+    const result = JSON.parse(r.stdout) as { image: string; manifestDigest: string; tag: string; steps: { cached: boolean }[] };
+    expect(result).toMatchObject({ tag: 'mytool:1.0', steps: [{ cached: true }, { cached: false }, { cached: false }] });
+    const images = JSON.parse((await b('images', '--json')).stdout) as { manifestDigest: string; source: string }[];
+    expect(images).toEqual(expect.arrayContaining([expect.objectContaining({ manifestDigest: result.manifestDigest, source: 'mytool:1.0' })]));
+    expect((await b('run', 'mytool:1.0')).stdout).toBe('tagged\n');
+    const quiet = await b('build', '--quiet', '-t', 'mytool:1.0', ctx);
+    expect(quiet.stdout).toBe(`${result.manifestDigest}\n`);
+    expect(quiet.stderr).toBe('');
+  }, 120_000);
+
+  it('--oci-layout exports the image as layers that umoci unpacks to the same tree', async () => {
+    const layout = path.join(work, 'layout');
+    const out = path.join(work, 'exported.sqsh');
+    const r = await b('build', '-o', out, '--oci-layout', layout, path.join(work, 'tagged'));
+    expect(r.code, r.stderr).toBe(0);
+    // The FROM image's tree, then the RUN's change; CMD in the config.
+    expect(layoutImage(layout)).toMatchObject({ layers: 2, config: { Cmd: ['cat', '/etc/tagged'] } });
+    const ours = await listImage(out);
+    const theirs = await umociListing(layout, 'latest', work);
+    // umoci unpacks as the rootless user: ownership is its own; names, types, modes and contents are compared.
+    const shape = (l: Record<string, { type: string; mode: number; sha256?: string; link?: string }>) =>
+      Object.fromEntries(Object.entries(l).map(([k, v]) => [k, { type: v.type, mode: v.mode, sha256: v.sha256, link: v.link }]));
+    delete theirs[''];
+    delete ours[''];
+    expect(shape(theirs)).toEqual(shape(ours));
+    expect(ours['etc/tagged']).toBeDefined();
+  }, 120_000);
+
+  it('RUN as a fake root: chown to another uid, setgroups and set*id (su) and mknod succeed; what they did not do is not there', async () => {
+    const ctx = context('fakeroot', { Dockerfile: `FROM ${base}
+RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /devnode c 1 3 && su app -s /bin/sh -c 'echo switched-ok' && echo all-ok
+` });
+    const out = path.join(work, 'fakeroot.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('switched-ok');
+    expect(r.stderr).toContain('all-ok');
+    const listing = await listImage(out);
+    // The calls returned 0 and did nothing: the file is root's, and no device was made.
+    expect(listing['owned']).toMatchObject({ type: 'file', uid: 0, gid: 0 });
+    expect(listing['devnode']).toBeUndefined();
+    // berth exec --fakeroot has no such filter: the same chown is refused there.
+    const plain = await b('exec', '--fakeroot', base, '/bin/sh', '-c', 'touch /tmp/x && chown 4242 /tmp/x');
+    expect(plain.code).not.toBe(0);
+  }, 120_000);
+
+  it('FROM scratch with ADD of a local tar, --target, and berth prune removes the build cache', async () => {
+    const ctx = context('scratch', { Dockerfile: `FROM ${base} AS first\nRUN echo first-ran\nFROM scratch AS files\nADD bundle.tar /opt/\nCOPY note /\nFROM files\nLABEL late=1\n`, note: 'n\n' });
+    const tar = await run('tar', ['-C', ctx, '-cf', path.join(ctx, 'bundle.tar'), 'note']);
+    expect(tar.code).toBe(0);
+    const out = path.join(work, 'scratch.sqsh');
+    const r = await b('build', '--target', 'files', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    // Only the target and what it needs: the first stage is not built.
+    expect(r.stderr).not.toContain('first-ran');
+    expect(r.stderr).toContain('STEP 1/3: FROM scratch AS files');
+    const listing = await listImage(out);
+    delete listing[''];
+    expect(Object.keys(listing).sort()).toEqual(['note', 'opt', 'opt/note']);
+    expect(listing['opt/note']).toMatchObject({ type: 'file' });
+    expect(listing['note']).toMatchObject({ type: 'file', mtime: 0 });
+    const pruned = await b('prune');
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toMatch(/of build cache/);
+    expect(existsSync(path.join(work, 'cache', 'berth', 'build'))).toBe(false);
+    // The image made with -o is the user's, not the cache's.
+    expect(existsSync(out)).toBe(true);
+  }, 120_000);
+
+  it('WORKDIR that no step made exists in the image; ENTRYPOINT keeps a CMD its stage set before it', async () => {
+    const ctx = context('workdir', { Dockerfile: `FROM ${base}\nCMD ["-c", "pwd"]\nENTRYPOINT ["/bin/sh"]\nWORKDIR /new/dir\n` });
+    const out = path.join(work, 'workdir.sqsh');
+    const r = await b('build', '-o', out, '--oci-layout', path.join(work, 'workdir-oci'), ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await listImage(out))['new/dir']).toMatchObject({ type: 'dir', mode: 0o755, uid: 0 });
+    expect(layoutImage(path.join(work, 'workdir-oci')).layers).toBe(2);
+    expect((await b('run', out)).stdout).toBe('/new/dir\n');
+  }, 60_000);
+
+  it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
+    // The marker is the command's output, not the STEP line's text.
+    const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
+    const child = spawn(process.execPath, [BERTH, 'build', '-o', path.join(work, 'stopped.sqsh'), ctx], { env: env(), cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    await new Promise<void>((resolve) => child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); if (stderr.includes('sleeping-42')) resolve(); }));
+    child.kill('SIGTERM');
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    expect(signal ?? code).toBe(signal ? 'SIGTERM' : 143);
+    expect(readdirSync(path.join(work, 'cache', 'berth', 'build', 'tmp'))).toEqual([]);
+    expect(existsSync(path.join(work, 'stopped.sqsh'))).toBe(false);
+    // The step's container went with it.
+    const ps = spawnSync('ps', ['-u', String(process.getuid!()), '-o', 'args=']).stdout.toString();
+    expect(ps).not.toContain('sleep 60');
+  }, 60_000);
+
+  it('--quiet still shows a failing step\'s output with the error', async () => {
+    const r = await b('build', '--quiet', '-o', path.join(work, 'q.sqsh'), path.join(work, 'fails'));
+    expect(r.code).toBe(125);
+    expect(r.stderr).toContain('failing-now');
+    expect(r.stderr).not.toContain('STEP');
+    expect(r.stderr).toMatch(/berth: error: step 3\/4/);
+  }, 60_000);
+});
+
+// The issue's real package manager: a Debian image made from this machine's Debian packages, and
+// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root.
+describe('berth build with apt-get', () => {
+  it('RUN apt-get update && apt-get install of a real package, used in the built image', async () => {
+    const dir = path.join(work, 'debian');
+    mkdirSync(dir);
+    const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
+    expect(made.code, made.stderr).toBe(0);
+    const debian = path.join(work, 'debian.sqsh');
+    expect((await b('convert', `oci:${dir}/oci:debian`, '-o', debian, '--quiet')).code).toBe(0);
+    const ctx = context('apt', { Dockerfile: `FROM ${debian}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
+    const out = path.join(work, 'hello.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('Setting up hello');
+    expect((await b('run', out)).stdout).toBe('Hello, world!\n');
+    // apt was told to stay root for the step only: the setting is not in the image.
+    const listing = await listImage(out);
+    expect(Object.keys(listing).filter((k) => k.includes('berth-build'))).toEqual([]);
+    expect(listing['usr/bin/hello']).toMatchObject({ type: 'file', uid: 0 });
+  }, 180_000);
+});
