@@ -16,7 +16,8 @@ import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageSource, vouchedFor, type AcquireEvents } from '../runtime/acquire.js';
 import { captureFromContainer } from '../runtime/helper.js';
 import { openImage } from '../runtime/image.js';
-import { describeVerdict, judgeImage, readProvenance } from '../signature/provenance.js';
+import { currentPolicy, describeVerdict, judgeImage, readProvenance } from '../signature/provenance.js';
+import { hasPolicy } from '../signature/decide.js';
 import type { ImageMetadata } from '../squashfs/metadata.js';
 import { listInstances } from '../runtime/instances.js';
 import { hasLimits, parseLimits } from './limits.js';
@@ -495,6 +496,13 @@ export function prepareJoinPlan(mode: Command['mode'], reference: string, args: 
   // One that is not there (or not running) is the helper's to refuse, as every instance failure is.
   const instance = listed.instances.find((i) => i.name === name && i.status === 'running');
   let argv = args;
+  // Under a signature policy, joining is starting something in the image: it is judged again,
+  // by the policy of the day, as a new container of it would be (an image that is gone or
+  // replaced since the instance started cannot be judged, and is refused).
+  if (instance && hasPolicy(currentPolicy())) {
+    const opened = openImage(instance.image);
+    judgeImage(opened.metadata, instance.image, vouchedFor({ path: instance.image, cached: false }, opened.metadata.manifestDigest, { cacheWarning: () => {} }));
+  }
   try {
     if (instance) argv = commandLine(openImage(instance.image).metadata, { mode, args } as Command);
   } catch (e: unknown) {

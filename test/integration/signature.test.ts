@@ -322,6 +322,27 @@ describe('pull and run under a site policy', () => {
     expect(allowed.stdout, allowed.stderr).toBe('from the image\n');
   });
 
+  it('joining a running instance is judged by the policy of the day, as starting it was', async () => {
+    const local = path.join(work, 'instance-local.sqsh');
+    expect((await run(process.execPath, [BERTH, 'convert', `oci:${work}/oci:bb`, '-o', local, '-q'])).code).toBe(0);
+    const runtime = tempDir('signature-runtime');
+    const inRuntime = (site: string, args: string[]) => run(process.execPath, [BERTH, ...args], {
+      env: { ...process.env, BERTH_CACHE_DIR: freshCache(), BERTH_CONFIG: path.join(work, 'user-empty.yaml'), BERTH_IMAGE_LINGER: '0', BERTH_RUNTIME_DIR: runtime, BERTH_SITE_CONFIG: path.join(work, site) },
+    });
+    try {
+      const started = await inRuntime('site-local-ok.yaml', ['instance', 'start', local, 'judged', 'sleep', '60']);
+      expect(started.code, started.stderr).toBe(0);
+      expect((await inRuntime('site-local-ok.yaml', ['exec', 'instance://judged', 'cat', '/etc/motd'])).stdout).toBe('from the image\n');
+      // The site now denies local images: the running instance takes no new command.
+      const denied = await inRuntime('site.yaml', ['exec', 'instance://judged', 'true']);
+      expect(denied.code).toBe(125);
+      expect(denied.stderr).toMatch(/instance-local\.sqsh \(a local image[^\n]*is denied by the site's policy/);
+    } finally {
+      await inRuntime('site-local-ok.yaml', ['instance', 'stop', 'judged', '--force']);
+      cleanup(runtime);
+    }
+  });
+
   it('an image cached before the policy is judged again when pulled, and the verdict recorded', async () => {
     const cache = freshCache();
     const before = await berthWith(undefined, cache, ['pull', ref(`lab/signed@${digests.bb}`), '--json']);
