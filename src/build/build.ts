@@ -7,6 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { config } from '../config/load.js';
 import { baseTar, fromUpper } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
@@ -125,7 +126,10 @@ export class Builder {
     for (const name of Object.keys(this.opts.buildArgs)) {
       if (!this.usedArgs.has(name)) this.events.warn(`berth: warning: --build-arg ${name} was not used: no ARG ${name} in the stages built`);
     }
-    return this.finish(this.built.get(targetIndex)!);
+    const result = await this.finish(this.built.get(targetIndex)!);
+    const bound = config().values['build.cache-gb'];
+    if (bound > 0) this.cache.trim(bound * 1e9);
+    return result;
   }
 
   /** The stages the target needs (FROM a stage, COPY --from a stage), in Dockerfile order. */

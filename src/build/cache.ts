@@ -6,9 +6,11 @@
 //   tmp/                    overlays and layouts of steps in flight
 // A step's KEY is the sha256 of its parent's key, the instruction as substituted, the build
 // arguments it sees and the digest of the files it copies, so an edit reruns from the changed
-// step on. `berth prune` removes it all (pruneBuildCache).
+// step on. It is bounded (build.cache-gb): after each build the steps used least recently go,
+// with the layers no remaining step names, until it fits. `berth prune` removes it all
+// (pruneBuildCache).
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { onInterrupt } from '../convert/interrupt.js';
@@ -50,20 +52,73 @@ export class BuildCache {
 
   /** A step's result, if it is whole: its record, every layer it names and its image. */
   get(key: string): StepResult | undefined {
+    const record = path.join(this.root, 'steps', `${key}.json`);
     let r: StepResult;
     try {
-      r = JSON.parse(readFileSync(path.join(this.root, 'steps', `${key}.json`), 'utf8')) as StepResult;
+      r = JSON.parse(readFileSync(record, 'utf8')) as StepResult;
     } catch {
       return undefined;
     }
     if (!r.layers.every((d) => statSync(this.layerFile(d), { throwIfNoEntry: false })?.isFile())) return undefined;
     if (r.image && !statSync(this.imageFile(key), { throwIfNoEntry: false })?.isFile()) return undefined;
+    this.used.add(key);
+    const now = new Date();
+    try {
+      utimesSync(record, now, now); // its mtime is when it was last used: trim() keeps the recent
+    } catch {
+      // only the order of trimming suffers
+    }
     return r;
   }
 
   /** Records a step (after its layer and image are in place: the record is what makes it a hit). */
   put(key: string, result: StepResult): void {
+    this.used.add(key);
     writeFileAtomic(path.join(this.root, 'steps', `${key}.json`), `${JSON.stringify(result)}\n`);
+  }
+
+  /** The steps this build used or made: trim() never removes them. */
+  private readonly used = new Set<string>();
+
+  /**
+   * Bounds the cache to `maxBytes`: the step records used least recently go first (with their
+   * images), then every layer that no remaining record names. The steps of this build stay,
+   * even when they alone are over the bound. Returns the bytes freed.
+   */
+  trim(maxBytes: number): number {
+    const steps = path.join(this.root, 'steps');
+    const records = readdirSync(steps).filter((n) => n.endsWith('.json')).map((n) => {
+      const key = n.slice(0, -5);
+      const st = statSync(path.join(steps, n), { throwIfNoEntry: false });
+      let layers: string[] = [];
+      try {
+        layers = (JSON.parse(readFileSync(path.join(steps, n), 'utf8')) as StepResult).layers;
+      } catch {
+        // a record that cannot be read names no layer
+      }
+      return { key, used: st?.mtimeMs ?? 0, layers };
+    }).sort((a, b) => a.used - b.used);
+    const before = sizeOf(this.root);
+    let total = before;
+    const dropped = new Set<string>();
+    for (const r of records) {
+      if (total <= maxBytes) break;
+      if (this.used.has(r.key)) continue;
+      total -= sizeOf(path.join(steps, `${r.key}.json`)) + sizeOf(this.imageFile(r.key));
+      rmSync(path.join(steps, `${r.key}.json`), { force: true });
+      rmSync(this.imageFile(r.key), { force: true });
+      dropped.add(r.key);
+    }
+    if (dropped.size === 0) return 0;
+    // A layer no record names goes, unless it is new: another build of the user's may have just
+    // written it and not yet recorded its step.
+    const named = new Set(records.filter((r) => !dropped.has(r.key)).flatMap((r) => r.layers.map((d) => d.slice(7))));
+    const settled = Date.now() - 3600_000;
+    for (const n of readdirSync(path.join(this.root, 'layers'))) {
+      const file = path.join(this.root, 'layers', n);
+      if (n.endsWith('.tar') && !named.has(n.slice(0, -4)) && (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0) < settled) rmSync(file, { force: true });
+    }
+    return before - sizeOf(this.root);
   }
 
   private readonly inFlight = new Map<string, () => void>();

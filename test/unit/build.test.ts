@@ -2,7 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import { globRegExp, mapName } from '../../src/build/context.js';
 import { parseDockerfile } from '../../src/build/dockerfile.js';
-import { stepKey } from '../../src/build/cache.js';
+import { BuildCache, stepKey } from '../../src/build/cache.js';
+import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { applyMetadata, type MetadataStep } from '../../src/build/config.js';
 import { expandWord } from '../../src/build/words.js';
 
@@ -93,5 +96,40 @@ describe('metadata instructions', () => {
     expect(apply('WORKDIR sub/$A').state.config.WorkingDir).toBe('/w/sub/1');
     expect(apply('EXPOSE 80 53/UDP').state.config.ExposedPorts).toEqual({ '80/tcp': {}, '53/udp': {} });
     expect(apply('ENV A=2 B=$A').state.config.Env).toEqual(['A=2', 'B=1']);
+  });
+});
+
+describe('the build cache is bounded', () => {
+  it('drops the steps used least recently, then the layers no step names; the current build\'s stay', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-build-cache-'));
+    try {
+      const layer = (c: string) => `sha256:${c.repeat(64)}`;
+      const old = new Date(Date.now() - 7200_000);
+      const seed = new BuildCache(dir);
+      // Three earlier steps of 1000 bytes of layer each, used one after another.
+      for (const [i, c] of ['a', 'b', 'c'].entries()) {
+        writeFileSync(seed.layerFile(layer(c)), Buffer.alloc(1000));
+        utimesSync(seed.layerFile(layer(c)), old, old);
+        seed.put(`step-${c}`, { layers: [layer(c)], image: false });
+        const when = new Date(Date.now() - 3600_000 + i * 1000);
+        utimesSync(path.join(dir, 'build/steps', `step-${c}.json`), when, when);
+      }
+      // A new build uses step-a again (its record is touched) and makes step-d.
+      const cache = new BuildCache(dir);
+      expect(cache.get('step-a')).toBeDefined();
+      writeFileSync(cache.layerFile(layer('d')), Buffer.alloc(1000));
+      cache.put('step-d', { layers: [layer('d')], image: false });
+      cache.trim(2600); // room for about two steps
+      expect(existsSync(path.join(dir, 'build/steps/step-a.json'))).toBe(true); // this build's
+      expect(existsSync(path.join(dir, 'build/steps/step-d.json'))).toBe(true); // this build's
+      expect(existsSync(path.join(dir, 'build/steps/step-b.json'))).toBe(false); // least recently used
+      expect(existsSync(cache.layerFile(layer('b')))).toBe(false);
+      expect(existsSync(path.join(dir, 'build/steps/step-c.json'))).toBe(false);
+      expect(existsSync(cache.layerFile(layer('a')))).toBe(true);
+      expect(cache.get('step-b')).toBeUndefined();
+      expect(cache.get('step-a')?.layers).toEqual([layer('a')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

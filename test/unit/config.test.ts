@@ -19,7 +19,7 @@ describe('parseConfigFile', () => {
   });
 
   it.each([
-    ['cache:\n  dir: /x\ncahce:\n  dir: /y\n', /f\.yaml:3: unknown section 'cahce'/, /the sections are: cache, runtime, images, pull, run/],
+    ['cache:\n  dir: /x\ncahce:\n  dir: /y\n', /f\.yaml:3: unknown section 'cahce'/, /the sections are: cache, runtime, images, build, pull, run/],
     ['pull:\n  parallel: 2\n  paralel: 3\n', /f\.yaml:3: unknown setting 'pull\.paralel'/, /'pull' has: parallel, registries/],
     ['cache:\n  dir: relative/path\n', /f\.yaml:2: cache\.dir must be an absolute path/, /dir: \/shared\/berth/],
     ['images:\n  linger: soon\n', /f\.yaml:2: images\.linger must be a whole number of seconds/, /linger: 10/],
