@@ -5,16 +5,17 @@
 // layer and the image after it (layer.ts), and the stage's end writes an image only when the
 // config changed after its last such step. The image of the FROM line is any berth runs.
 import { availableParallelism } from 'node:os';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
 import { baseTar, fromUpper } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
-import { BerthError, osError } from '../errors.js';
+import { BerthError, messageOf, osError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { hostPlatform } from '../image/platform.js';
-import { imageFile } from '../runtime/acquire.js';
+import { imageSource, vouchedFor } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
 import { BuildCache, stepKey } from './cache.js';
@@ -128,7 +129,12 @@ export class Builder {
     }
     const result = await this.finish(this.built.get(targetIndex)!);
     const bound = config().values['build.cache-gb'];
-    if (bound > 0) this.cache.trim(bound * 1e9);
+    try {
+      if (bound > 0) this.cache.trim(bound * 1e9);
+    } catch (e: unknown) {
+      // The image is made: a cache that could not be trimmed is a warning, not a failed build.
+      this.events.warn(`berth: warning: the build cache could not be trimmed to build.cache-gb (${messageOf(e)}); berth prune empties it`);
+    }
     return result;
   }
 
@@ -187,12 +193,12 @@ export class Builder {
 
   /** FROM IMAGE: the image as berth runs it, and its tree as the stage's first layer (cached). */
   private async fromImage(stage: Stage, from: string): Promise<Point> {
-    const file = await imageFile(from, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
+    const events = { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn };
+    const source = await imageSource(from, events);
+    const file = source.path;
     const opened = openImage(file);
     const m = opened.metadata;
-    const st = statSync(opened.location.path);
-    // An image is known by its manifest digest; a file without one (a squashfs berth did not make) by where and when it was written.
-    const identity = m.manifestDigest ?? `${path.resolve(opened.location.path)}:${opened.location.offset}:${st.size}:${st.mtimeMs}`;
+    const identity = imageIdentity(source, opened.location.path, m.manifestDigest, events);
     const key = stepKey({ parent: '', instruction: `FROM ${identity}`, args: {} });
     let hit = this.cache.get(key);
     this.announce(stage.text, hit !== undefined);
@@ -225,7 +231,7 @@ export class Builder {
       architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}),
       config: {
         // The image records its parent, as berth commit's do (the OCI annotations' names).
-        Env: c.Env, Labels: { ...c.Labels, 'org.opencontainers.image.base.name': from, ...(m.manifestDigest ? { 'org.opencontainers.image.base.digest': m.manifestDigest } : {}) }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
+        Env: c.Env, Labels: { ...c.Labels, 'org.opencontainers.image.base.name': from, ...(m.manifestDigest && identity === m.manifestDigest ? { 'org.opencontainers.image.base.digest': m.manifestDigest } : {}) }, ...(c.User ? { User: c.User } : {}), ...(c.Entrypoint ? { Entrypoint: c.Entrypoint } : {}),
         ...(c.Cmd ? { Cmd: c.Cmd } : {}), ...(c.WorkingDir ? { WorkingDir: c.WorkingDir } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}),
         ...(c.ExposedPorts.length ? { ExposedPorts: Object.fromEntries(c.ExposedPorts.map((p) => [p, {}])) } : {}),
         ...(c.Volumes.length ? { Volumes: Object.fromEntries(c.Volumes.map((v) => [v, {}])) } : {}),
@@ -344,16 +350,21 @@ export class Builder {
     if (s.kind === 'COPY' && s.flags.from !== undefined) {
       const fromName = x(s.flags.from);
       const pt = this.stagePoint(fromName);
+      if (!pt && this.stageIndex(this.stages, fromName, this.stages.length) !== undefined) {
+        // A stage's name always means the stage, never a file of that name in the working directory.
+        throw new BerthError('USAGE', `${what}: --from=${fromName} names a stage that is not built before this step (a later stage, or this one)`,
+          'copy from an earlier stage: stages are built in order');
+      }
       let image: string;
       if (pt) {
         if (!pt.image) throw new BerthError('USAGE', `${what}: the stage ${fromName} has no files`, 'copy from a stage that has some');
         image = pt.image;
         files = `stage:${pt.key}`;
       } else {
-        image = await imageFile(fromName, { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn });
-        const m = openImage(image).metadata;
-        const st = statSync(image);
-        files = `image:${m.manifestDigest ?? `${path.resolve(image)}:${st.size}:${st.mtimeMs}`}`;
+        const events = { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn };
+        const from = await imageSource(fromName, events);
+        image = from.path;
+        files = `image:${imageIdentity(from, image, openImage(image).metadata.manifestDigest, events)}`;
       }
       source = { kind: 'image', image, from: fromName };
     } else {
@@ -444,4 +455,41 @@ export class Builder {
     const final = p.current ? p.layers : layers;
     return { image, metadata: openImage(image).metadata, layers: this.cache.layers(final), config: finalConfig(final), steps: this.steps };
   }
+}
+
+/**
+ * What a FROM or COPY --from image is known by in the cache's keys. The manifest digest an
+ * image's metadata claims is believed only where berth's caches vouch for the file (as for a
+ * signature verdict): a file named by path may be anyone's tree under a real image's digest,
+ * and would then be the cached base of every later build from the real one. Such a file is
+ * known by the sha256 of its bytes, a directory by every entry's place, type, size, inode and
+ * change time (which no one can set back), so that an edit inside it is a new base.
+ */
+function imageIdentity(source: { path: string; cached: boolean }, file: string, manifestDigest: string | null | undefined, events: { cacheWarning: (line: string) => void }): string {
+  if (manifestDigest && vouchedFor(source, manifestDigest, events)) return manifestDigest;
+  const st = statSync(file);
+  if (!st.isDirectory()) return `file:sha256:${sha256OfFile(file)}`;
+  const h = createHash('sha256');
+  const walk = (dir: string, rel: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = path.join(dir, name);
+      const e = lstatSync(p);
+      h.update(`${rel}/${name}\0${e.mode}\0${e.size}\0${e.ino}\0${e.ctimeMs}\0${e.isSymbolicLink() ? readlinkSync(p) : ''}\n`);
+      if (e.isDirectory()) walk(p, `${rel}/${name}`);
+    }
+  };
+  walk(file, '');
+  return `tree:sha256:${h.digest('hex')}`;
+}
+
+function sha256OfFile(file: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
 }

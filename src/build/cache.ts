@@ -98,7 +98,8 @@ export class BuildCache {
       }
       return { key, used: st?.mtimeMs ?? 0, layers };
     }).sort((a, b) => a.used - b.used);
-    const before = sizeOf(this.root);
+    const held = () => sizeOf(steps) + sizeOf(path.join(this.root, 'layers')); // tmp/ is builds in flight
+    const before = held();
     let total = before;
     const dropped = new Set<string>();
     for (const r of records) {
@@ -118,7 +119,7 @@ export class BuildCache {
       const file = path.join(this.root, 'layers', n);
       if (n.endsWith('.tar') && !named.has(n.slice(0, -4)) && (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0) < settled) rmSync(file, { force: true });
     }
-    return before - sizeOf(this.root);
+    return before - held();
   }
 
   private readonly inFlight = new Map<string, () => void>();
@@ -146,11 +147,18 @@ export function removeWork(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/** Bytes under `p`; what cannot be read (gone meanwhile, or another build's mode-000 work/) counts 0. */
 function sizeOf(p: string): number {
   const st = lstatSync(p, { throwIfNoEntry: false });
   if (!st) return 0;
   if (!st.isDirectory()) return st.size;
-  return readdirSync(p).reduce((n, e) => n + sizeOf(path.join(p, e)), 0);
+  let names: string[];
+  try {
+    names = readdirSync(p);
+  } catch {
+    return 0;
+  }
+  return names.reduce((n, e) => n + sizeOf(path.join(p, e)), 0);
 }
 
 /** Removes the whole build cache of `userCache`; returns the bytes freed. */

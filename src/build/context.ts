@@ -4,10 +4,9 @@
 // The content hash of what a step copies is part of the step's cache key (src/build/cache.ts).
 import dockerignoreModule, { type Ignore } from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
-import { BerthError, osError } from '../errors.js';
-import { sha256File } from '../util/hash.js';
+import { BerthError, messageOf, osError } from '../errors.js';
 
 // A CommonJS module whose types say `export default`: the function is the module itself.
 const dockerignore = ((dockerignoreModule as unknown as { default?: unknown }).default ?? dockerignoreModule) as unknown as (o?: { ignorecase?: boolean }) => Ignore;
@@ -17,6 +16,49 @@ export interface ContextFile {
   rel: string;
   host: string;
   stat: Stats;
+  /** The context's real path when it was listed: every file read must still lie under it. */
+  root: string;
+  /** A symlink's target, read when it was listed: what is hashed is what is copied. */
+  link?: string;
+}
+
+/**
+ * Opens a regular file of the context as it was listed: not through a symlink, the very file
+ * (device, inode, size and change time as listed, which no one can set back), and still inside
+ * the context by the descriptor's own path. Someone else who can write the context cannot swap
+ * a file for a link to the builder's own files, or change it between its hash (the cache key)
+ * and its copy (the layer): the build stops instead. done() checks it again after reading.
+ */
+export function openListed(file: ContextFile): { fd: number; done(): void } {
+  const changed = (why: string) => new BerthError('SOURCE_INVALID', `${file.host} changed while berth build read it (${why})`,
+    'build again when nothing else writes the build context; a context others can write is not one to build from');
+  let fd: number;
+  try {
+    fd = openSync(file.host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e: unknown) {
+    throw changed((e as { code?: string }).code === 'ELOOP' ? 'it became a symlink' : messageOf(e));
+  }
+  const same = () => {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return 'it is no longer a regular file';
+    if (st.dev !== file.stat.dev || st.ino !== file.stat.ino) return 'it was replaced';
+    if (st.size !== file.stat.size || st.ctimeMs !== file.stat.ctimeMs) return 'it was written to';
+    return undefined;
+  };
+  const at = realpathSync(`/proc/self/fd/${fd}`);
+  const why = same() ?? (at === file.root || at.startsWith(`${file.root}/`) ? undefined : `it is now ${at}, outside the context`);
+  if (why) {
+    closeSync(fd);
+    throw changed(why);
+  }
+  return {
+    fd,
+    done() {
+      const after = same();
+      closeSync(fd);
+      if (after) throw changed(after);
+    },
+  };
 }
 
 export class BuildContext {
@@ -43,6 +85,7 @@ export class BuildContext {
   files(): ContextFile[] {
     if (this.all) return this.all;
     const out: ContextFile[] = [];
+    const root = realpathSync(this.root);
     const walk = (rel: string) => {
       const dir = rel ? path.join(this.root, rel) : this.root;
       let names: string[];
@@ -57,7 +100,7 @@ export class BuildContext {
         const ignored = this.ignore.ignores(r);
         if (ignored && !this.exceptions) continue;
         const stat = lstatSync(host);
-        if (!ignored) out.push({ rel: r, host, stat });
+        if (!ignored) out.push({ rel: r, host, stat, root, ...(stat.isSymbolicLink() ? { link: readLinkListed(host) } : {}) });
         if (stat.isDirectory()) walk(r);
       }
     };
@@ -138,12 +181,37 @@ export function selectFiles(ctx: BuildContext, sources: string[], dest: string, 
   return out;
 }
 
+/** A symlink's target as listed; one that stopped being a link meanwhile is a context that changed. */
+function readLinkListed(host: string): string {
+  try {
+    return readlinkSync(host);
+  } catch (e: unknown) {
+    throw new BerthError('SOURCE_INVALID', `${host} changed while berth build read it (${messageOf(e)})`,
+      'build again when nothing else writes the build context; a context others can write is not one to build from');
+  }
+}
+
+/** The sha256 of a listed file, read through openListed (the bytes the layer will copy). */
+function hashListed(file: ContextFile): string {
+  const opened = openListed(file);
+  const hash = createHash('sha256');
+  const buf = Buffer.alloc(1 << 20);
+  try {
+    for (let n; (n = readSync(opened.fd, buf, 0, buf.length, null)) > 0;) hash.update(buf.subarray(0, n));
+  } catch (e: unknown) {
+    closeSync(opened.fd);
+    throw osError(e, file.host) ?? e;
+  }
+  opened.done();
+  return hash.digest('hex');
+}
+
 /** What the selected files are, as a digest: their places, types, modes and contents. */
 export async function contentDigest(files: { file: ContextFile; target: string }[]): Promise<string> {
   const h = createHash('sha256');
   for (const { file, target } of files) {
     const s = file.stat;
-    const kind = s.isDirectory() ? 'dir' : s.isSymbolicLink() ? `link:${readlinkSync(file.host)}` : s.isFile() ? `file:${await sha256File(file.host)}` : 'other';
+    const kind = s.isDirectory() ? 'dir' : s.isSymbolicLink() ? `link:${file.link}` : s.isFile() ? `file:${hashListed(file)}` : 'other';
     h.update(`${target}\0${file.rel}\0${kind}\0${(s.mode & 0o7777).toString(8)}\n`);
   }
   return `sha256:${h.digest('hex')}`;

@@ -4,7 +4,6 @@
 // file's mode unless --chmod says, and mtime 0 (layer.ts). Directories the destination needs
 // and the image lacks are made root's, 0755, as Docker makes them; one the image has is left
 // as it is.
-import { readlinkSync } from 'node:fs';
 import { baseTar } from '../convert/commit.js';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
@@ -86,8 +85,8 @@ async function fromContext(writer: LayerWriter, req: CopyRequest, selected: Retu
     parents(target);
     const fields = { mode: mode(st.mode), uid: owner.uid, gid: owner.gid };
     if (st.isDirectory()) writer.entry(entryOf(target, 'dir', fields));
-    else if (st.isSymbolicLink()) writer.entry(entryOf(target, 'symlink', { ...fields, mode: 0o777, linkname: readlinkSync(file.host) }));
-    else if (st.isFile()) writer.entry(entryOf(target, 'file', { ...fields, size: st.size }), file.host);
+    else if (st.isSymbolicLink()) writer.entry(entryOf(target, 'symlink', { ...fields, mode: 0o777, linkname: file.link ?? '' }));
+    else if (st.isFile()) writer.entry(entryOf(target, 'file', { ...fields, size: st.size }), file);
     // Sockets, FIFOs and devices in a context are not copied (Docker refuses most of them).
   }
 }

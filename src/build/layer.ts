@@ -15,6 +15,7 @@ import { TarParser, type TarEntry } from '../convert/tar-reader.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../convert/tar-writer.js';
 import { BerthError } from '../errors.js';
 import { OciDirSource } from '../image/archive.js';
+import { openListed, type ContextFile } from './context.js';
 
 export interface Layer {
   /** The tar file. */
@@ -49,28 +50,34 @@ export class LayerWriter {
     return this.names.has(name);
   }
 
-  /** An entry without a body (a directory, a link) or with `body` (bytes, or a host file's path). */
-  entry(e: TarEntry, body?: Buffer | string): void {
+  /** An entry without a body (a directory, a link) or with `body` (bytes, a host file's path, or a context file as listed). */
+  entry(e: TarEntry, body?: Buffer | string | ContextFile): void {
     this.names.add(e.name);
     this.write(encodeHeader(e));
     if (body === undefined) return;
-    if (typeof body !== 'string') {
+    if (Buffer.isBuffer(body)) {
       this.write(body);
     } else {
-      // A host file, in chunks: what a COPY takes may be large.
-      const fd = openSync(body, 'r');
+      // A host file, in chunks: what a COPY takes may be large. A context file is opened as it
+      // was listed and hashed (openListed), so the layer holds the bytes the cache key names.
+      const listed = typeof body === 'string' ? undefined : openListed(body);
+      const fd = listed ? listed.fd : openSync(body as string, 'r');
+      const name = typeof body === 'string' ? body : body.host;
       try {
         const buf = Buffer.alloc(1 << 20);
         let left = e.size;
         while (left > 0) {
           const n = readSync(fd, buf, 0, Math.min(buf.length, left), null);
-          if (n === 0) throw new BerthError('SOURCE_INVALID', `${body} shrank while it was copied`, 'build again when nothing is writing the context');
+          if (n === 0) throw new BerthError('SOURCE_INVALID', `${name} shrank while it was copied`, 'build again when nothing is writing the context');
           this.write(buf.subarray(0, n));
           left -= n;
         }
-      } finally {
+      } catch (err: unknown) {
         closeSync(fd);
+        throw err;
       }
+      if (listed) listed.done();
+      else closeSync(fd);
     }
     this.write(paddingFor(e.size));
   }

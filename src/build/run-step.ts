@@ -5,7 +5,7 @@
 // out), with a clean environment of the build's own and no host home, /tmp or working directory
 // (--contain), so that what a step sees is what the Dockerfile says.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -105,7 +105,11 @@ export function prepareOverlay(image: string, overlay: string, workdir: string):
   const file = path.join(upper, 'etc/apt/apt.conf.d/00berth-build-no-sandbox');
   writeFileSync(file, '// berth build: the step\'s root cannot become _apt\nAPT::Sandbox::User "root";\n', { mode: 0o644 });
   return () => {
-    rmSync(file, { force: true });
+    // The step may have replaced any of these with a symlink (to anywhere on the host): only
+    // real directories are gone through, and only the file berth wrote is removed.
+    const real = (d: string) => lstatSync(path.join(upper, d), { throwIfNoEntry: false })?.isDirectory() === true;
+    if (!['etc', 'etc/apt', 'etc/apt/apt.conf.d'].every(real)) return;
+    if (lstatSync(file, { throwIfNoEntry: false })?.isFile()) rmSync(file, { force: true });
     for (const d of made.reverse()) {
       try {
         rmdirSync(d);

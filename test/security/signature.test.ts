@@ -10,29 +10,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, run } from '../helpers.js';
 import { push, startRegistry, type Registry } from '../registry.js';
-import { account, as, ATTACKER, dirOf, VICTIM } from './users.js';
+import { account, as, ATTACKER, dirOf, trailer, VICTIM } from './users.js';
 
 let work: string;
 let registry: Registry;
 let victimDir: string;
 let attackerDir: string;
 let site: string;
-
-/** The metadata trailer's JSON of a berth image, and a function that writes a file with other metadata. */
-function trailer(file: string): { metadata: Record<string, unknown>; write(to: string, metadata: object): void } {
-  const bytes = readFileSync(file);
-  const len = Number(bytes.readBigUInt64LE(bytes.length - 16));
-  const start = bytes.length - 16 - len;
-  return {
-    metadata: JSON.parse(bytes.subarray(start, start + len).toString('utf8')) as Record<string, unknown>,
-    write: (to, metadata) => {
-      const json = Buffer.from(JSON.stringify(metadata));
-      const tail = Buffer.alloc(8);
-      tail.writeBigUInt64LE(BigInt(json.length));
-      writeFileSync(to, Buffer.concat([bytes.subarray(0, start), json, tail, Buffer.from('BERTHMD1')]));
-    },
-  };
-}
 
 const victim = (args: string[]) => as(VICTIM, process.execPath, [BERTH, ...args], {
   env: { BERTH_SITE_CONFIG: site, BERTH_CONFIG: path.join(victimDir, 'user.yaml'), BERTH_CACHE_DIR: path.join(victimDir, 'cache'), BERTH_IMAGE_LINGER: '0' },

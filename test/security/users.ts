@@ -2,7 +2,7 @@
 // victim, an ordinary user whose files and jobs are attacked; the attacker, a second ordinary
 // user who plants, races and forges; and root, which runs a step of its own and checks outcomes.
 import { spawnSync } from 'node:child_process';
-import { chownSync, mkdtempSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, run, type Ran } from '../helpers.js';
 
@@ -42,4 +42,20 @@ export async function victimImages(prefix: string): Promise<string> {
   const made = await as(VICTIM, path.join(ROOT, 'test/fixtures/make-foreign-images.sh'), [dir]);
   if (made.code !== 0) throw new Error(`make-foreign-images.sh failed: ${made.stderr}`);
   return dir;
+}
+
+/** The metadata trailer's JSON of a berth image, and a function that writes a file with other metadata. */
+export function trailer(file: string): { metadata: Record<string, unknown>; write(to: string, metadata: object): void } {
+  const bytes = readFileSync(file);
+  const len = Number(bytes.readBigUInt64LE(bytes.length - 16));
+  const start = bytes.length - 16 - len;
+  return {
+    metadata: JSON.parse(bytes.subarray(start, start + len).toString('utf8')) as Record<string, unknown>,
+    write: (to, metadata) => {
+      const json = Buffer.from(JSON.stringify(metadata));
+      const tail = Buffer.alloc(8);
+      tail.writeBigUInt64LE(BigInt(json.length));
+      writeFileSync(to, Buffer.concat([bytes.subarray(0, start), json, tail, Buffer.from('BERTHMD1')]));
+    },
+  };
 }
