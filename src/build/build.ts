@@ -334,7 +334,7 @@ export class Builder {
     const what = this.where(s);
     const sources = s.sources.map(x);
     const rawDest = x(s.dest);
-    const resolved = path.posix.resolve(p.config.config.WorkingDir || '/', rawDest);
+    const resolved = this.resolveDest(p.image, path.posix.resolve(p.config.config.WorkingDir || '/', rawDest));
     // A destination that is a directory in the image takes the files into it, slash or not (Docker's rule).
     const dest = resolved + (rawDest.endsWith('/') || (resolved !== '/' && this.isDirectory(p.image, resolved)) ? '/' : '');
     const chmod = s.flags.chmod !== undefined ? x(s.flags.chmod) : undefined;
@@ -391,6 +391,34 @@ export class Builder {
       throw e;
     } finally {
       this.cache.release(work);
+    }
+  }
+
+  /**
+   * Where a destination lands in the image: its directories' symlinks resolved inside the image,
+   * as Docker follows them (COPY x /bin/ in a merged-/usr image writes /usr/bin/x, and /bin stays
+   * the link it is). The last component is followed only when it is a directory; one that does
+   * not exist yet is kept as written, under its resolved parent.
+   */
+  private resolveDest(image: string | undefined, dest: string): string {
+    if (!image) return dest;
+    const files = new ImageFiles(openImage(image).location);
+    try {
+      const parts = dest.split('/').filter(Boolean);
+      for (let i = parts.length; i > 0; i--) {
+        const prefix = `/${parts.slice(0, i).join('/')}`;
+        const real = files.realpath(prefix);
+        if (real === undefined) continue;
+        if (i === parts.length && files.list(prefix) === undefined) {
+          // An existing file or link to one: replaced where it is, under its parent resolved.
+          const parent = parts.length > 1 ? files.realpath(`/${parts.slice(0, -1).join('/')}`) ?? `/${parts.slice(0, -1).join('/')}` : '/';
+          return path.posix.join(parent, parts.at(-1)!);
+        }
+        return path.posix.join(real, ...parts.slice(i));
+      }
+      return dest;
+    } finally {
+      files.close();
     }
   }
 

@@ -226,6 +226,21 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect((await b('run', out)).stdout).toBe('/new/dir\n');
   }, 60_000);
 
+  it('COPY into a directory that is a symlink in the image (merged /usr) writes through it, and the link stays', async () => {
+    const ctx = context('merged-usr', {
+      Dockerfile: `FROM ${base}\nRUN mkdir -p /usr/lib2 && echo lib > /usr/lib2/libc.so && ln -s usr/lib2 /lib2\nCOPY a.txt /lib2/\nCOPY a.txt /lib2/sub/b.txt\n`,
+      'a.txt': 'copied\n',
+    });
+    const out = path.join(work, 'merged-usr.sqsh');
+    const r = await b('build', '--quiet', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    const got = await listImage(out);
+    expect(got['lib2']).toMatchObject({ type: 'symlink', link: 'usr/lib2' });
+    expect(got['usr/lib2/libc.so']).toMatchObject({ type: 'file' }); // nothing of the directory lost
+    expect(got['usr/lib2/a.txt']).toMatchObject({ type: 'file' });
+    expect(got['usr/lib2/sub/b.txt']).toMatchObject({ type: 'file' });
+  }, 60_000);
+
   it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
     // The marker is the command's output, not the STEP line's text.
     const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
