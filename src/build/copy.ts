@@ -95,7 +95,11 @@ async function fromContext(writer: LayerWriter, req: CopyRequest, selected: Retu
 async function fromImage(writer: LayerWriter, req: CopyRequest, source: { image: string; from: string }, norm: string[],
   mode: (m: number) => number, parents: (t: string) => void): Promise<void> {
   const found = new Set<number>();
-  await writer.fromCommand(baseTar(openImage(source.image).location), (e) => {
+  // Hard links come as whole files: a link whose first name is not among what is copied would
+  // otherwise have nothing to link to (Docker copies the file).
+  const base = baseTar(openImage(source.image).location);
+  const argv: [string, ...string[]] = base[0] === 'sqfs2tar' ? ['sqfs2tar', '--no-hard-links', ...base.slice(1)] : [...base.slice(0, 1), '--hard-dereference', ...base.slice(1)] as [string, ...string[]];
+  await writer.fromCommand(argv, (e) => {
     const n = layerName(e.name);
     if (n === undefined || isMetadata(n)) return skipped;
     const m = mapName(n, e.type === 'dir', norm, req.dest);
@@ -103,7 +107,7 @@ async function fromImage(writer: LayerWriter, req: CopyRequest, source: { image:
     found.add(m.source);
     parents(m.target);
     const linkname = e.type === 'hardlink' ? mapName(layerName(e.linkname) ?? '', false, norm, req.dest)?.target : e.linkname;
-    if (linkname === undefined) return skipped; // a hard link to what is not copied
+    if (linkname === undefined) return skipped; // (none come: --no-hard-links)
     return { entries: [{ ...e, name: m.target, linkname, mode: e.type === 'symlink' ? e.mode : mode(e.mode), ...(req.chown ?? {}) }], body: true };
   });
   for (const [i, src] of norm.entries()) {

@@ -241,6 +241,16 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect(got['usr/lib2/sub/b.txt']).toMatchObject({ type: 'file' });
   }, 60_000);
 
+  it('COPY --from of a file that is a hard link to one not copied copies the file', async () => {
+    const ctx = context('hardlink', {
+      Dockerfile: `FROM ${base} AS s\nRUN mkdir /a /b && echo content > /a/f1 && ln /a/f1 /b/f2\nFROM ${base}\nCOPY --from=s /b/f2 /out\n`,
+    });
+    const out = path.join(work, 'hardlink.sqsh');
+    const r = await b('build', '--quiet', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await b('exec', out, 'cat', '/out')).stdout).toBe('content\n');
+  }, 60_000);
+
   it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
     // The marker is the command's output, not the STEP line's text.
     const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
