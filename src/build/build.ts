@@ -33,8 +33,6 @@ export interface BuildOptions {
   dockerfile: string;
   buildArgs: Record<string, string>;
   target?: string;
-  /** What the image is called in its metadata (-t NAME, else the Dockerfile). */
-  reference: string;
   /** The user's berth cache (made and checked when called). */
   userCache: () => string;
   /** --no-cache: every RUN, COPY and ADD runs again (and is cached anew). */
@@ -175,7 +173,9 @@ export class Builder {
     const baseStage = this.stageIndex(stages, from, index);
     let point: Point;
     if (baseStage !== undefined) {
-      point = { ...this.built.get(baseStage)!, current: false };
+      // A stage FROM a stage starts Docker's CMD rule again (cmdSet), so it keys on from there.
+      const base = this.built.get(baseStage)!;
+      point = { ...base, key: stepKey({ parent: base.key, instruction: 'FROM (a stage)', args: {} }), current: false };
       this.announce(stage.text, false);
     } else if (from === 'scratch') {
       const p = hostPlatform();
@@ -199,7 +199,8 @@ export class Builder {
     const opened = openImage(file);
     const m = opened.metadata;
     const identity = imageIdentity(source, opened.location.path, m.manifestDigest, events);
-    const key = stepKey({ parent: '', instruction: `FROM ${identity}`, args: {} });
+    // The name as written is in the key too: the config records it (base.name).
+    const key = stepKey({ parent: '', instruction: `FROM ${identity} as ${from}`, args: {} });
     let hit = this.cache.get(key);
     this.announce(stage.text, hit !== undefined);
     if (!hit) {
@@ -277,7 +278,9 @@ export class Builder {
 
   /** The squash of a step's layers into its image in the cache, and its record. */
   private async commitStep(key: string, work: string, layers: string[], config: OciConfig): Promise<void> {
-    await squashLayers(work, this.cache.layers(layers), config, this.opts.reference, this.convertOptions(this.cache.imageFile(key)), quietConvert(this.events.warn));
+    // A cached step's image is shared by every build that reaches it: it names no build (the
+    // command stamps the one it writes out with its -t name or context).
+    await squashLayers(work, this.cache.layers(layers), config, 'berth build', this.convertOptions(this.cache.imageFile(key)), quietConvert(this.events.warn));
     this.cache.put(key, { layers, image: true });
   }
 

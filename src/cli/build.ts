@@ -2,7 +2,8 @@
 // [--oci-layout DIR] CONTEXT: the work is src/build/'s; this file shows the steps and puts the
 // image where it was asked: -o a file, -t the user's image cache (berth images lists it, and
 // `berth exec NAME` runs it), --oci-layout an OCI layout with one layer per step.
-import { mkdirSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { metadataBytes, parseMetadata, readMetadataTrailer, writeMetadataTrailer } from '../squashfs/metadata.js';
 import path from 'node:path';
 import { BerthError, messageOf } from '../errors.js';
 import { Builder } from '../build/build.js';
@@ -56,7 +57,7 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   const TAIL = 4096;
   const builder = new Builder({
     context, dockerfile, buildArgs: buildArgs(flags.buildArg ?? []), ...(flags.target !== undefined ? { target: flags.target } : {}),
-    reference: flags.tag ?? `berth build ${path.resolve(context)}`, userCache: () => caches.writable(), noCache: flags.cache === false,
+    userCache: () => caches.writable(), noCache: flags.cache === false,
   }, {
     step: (n, total, text, cached) => { if (!quiet) process.stderr.write(`STEP ${n}/${total}: ${printableLines(text)}${cached ? ' (cached)' : ''}\n`); },
     output: (chunk) => {
@@ -80,10 +81,15 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   });
   const digest = result.metadata.manifestDigest!;
   let output = result.image;
-  if (flags.output !== undefined) output = copyImage(result.image, flags.output, flags.force ?? false);
+  const source = flags.tag ?? `berth build ${path.resolve(context)}`;
+  if (flags.output !== undefined) {
+    output = copyImage(result.image, flags.output, flags.force ?? false);
+    stampSource(output, source);
+  }
   if (flags.tag !== undefined) {
     const cached = imagePath(caches.writable(), digest);
     copyImage(result.image, cached, true);
+    stampSource(cached, source);
     caches.noteResolved(builtTagReference(flags.tag), digest);
     if (flags.output === undefined) output = cached;
   }
@@ -94,4 +100,20 @@ export async function buildCommand(context: string, flags: BuildFlags): Promise<
   if (flags.quiet) return digest;
   process.stderr.write(`berth: built ${flags.tag ? `${flags.tag} (${digest})` : digest}\n`);
   return output;
+}
+
+/**
+ * The image written out names the build it came from (its -t name, else the context), as a
+ * newer metadata trailer: the cached step image it was copied from is every such build's.
+ */
+function stampSource(file: string, source: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const size = fstatSync(fd).size;
+    const text = readMetadataTrailer(fd, size);
+    if (text === undefined) return;
+    writeMetadataTrailer(fd, size, metadataBytes({ ...parseMetadata(text, file), source }));
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -251,6 +251,26 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect((await b('exec', out, 'cat', '/out')).stdout).toBe('content\n');
   }, 60_000);
 
+  it('what the cache shares is not what a build names: each -t image is its own source; a stage FROM a stage starts the CMD rule again', async () => {
+    const ctx = context('names', {
+      Dockerfile: `FROM ${base}\nRUN echo x > /x\n`,
+      'one.Dockerfile': `FROM ${base}\nCMD ["a"]\nENTRYPOINT ["/bin/echo"]\n`,
+      'two.Dockerfile': `FROM ${base} AS one\nCMD ["a"]\nFROM one\nENTRYPOINT ["/bin/echo"]\n`,
+    });
+    for (const tag of ['names-foo', 'names-bar:2']) expect((await b('build', '--quiet', '-t', tag, ctx)).code).toBe(0);
+    // The same image twice: one cache entry for its digest, named as it was last built.
+    expect((await b('inspect', 'names-bar:2')).stdout).toMatch(/^Source: +names-bar:2$/m);
+    expect((await b('inspect', 'names-foo')).stdout).toMatch(/^Source: +names-bar:2$/m);
+    const out = path.join(work, 'names.sqsh');
+    expect((await b('build', '--quiet', '-o', out, ctx)).code).toBe(0);
+    expect((await b('inspect', out)).stdout).toMatch(new RegExp(`^Source: +berth build ${ctx}$`, 'm'));
+    // One stage keeps the CMD it set before ENTRYPOINT; a stage FROM that stage does not (Docker's rule), cache or not.
+    expect((await b('build', '--quiet', '-f', path.join(ctx, 'one.Dockerfile'), '-o', path.join(work, 'one.sqsh'), ctx)).code).toBe(0);
+    expect((await b('build', '--quiet', '-f', path.join(ctx, 'two.Dockerfile'), '-o', path.join(work, 'two.sqsh'), ctx)).code).toBe(0);
+    expect((await b('inspect', path.join(work, 'one.sqsh'))).stdout).toMatch(/^Cmd: +\["a"\]$/m);
+    expect((await b('inspect', path.join(work, 'two.sqsh'))).stdout).toMatch(/^Cmd: +-$/m);
+  }, 90_000);
+
   it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
     // The marker is the command's output, not the STEP line's text.
     const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
