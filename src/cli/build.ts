@@ -10,7 +10,7 @@ import { Builder } from '../build/build.js';
 import { writeLayout } from '../build/layer.js';
 import { imagePath } from '../image/cache.js';
 import { Caches } from '../image/caches.js';
-import { builtTagReference, copyImage } from '../runtime/acquire.js';
+import { builtTagReference, copyImage, isBuildName } from '../runtime/acquire.js';
 import type { CommandResult } from './options.js';
 import { printableLines } from './terminal.js';
 
@@ -45,6 +45,10 @@ function buildArgs(list: string[]): Record<string, string> {
 }
 
 export async function buildCommand(context: string, flags: BuildFlags): Promise<CommandResult> {
+  if (flags.tag !== undefined && !isBuildName(flags.tag)) {
+    throw new BerthError('USAGE', `-t ${flags.tag}: a name berth would take for a file or a digest, so run and exec could never find the image by it`,
+      'choose a name that is not hex digits alone and does not end in .sqsh, .squashfs, .sif or .img, e.g. -t myapp:1.0');
+  }
   if (flags.tag !== undefined && !TAG.test(flags.tag)) {
     throw new BerthError('USAGE', `-t ${flags.tag}: not an image name (lower-case NAME[/NAME...][:TAG])`, 'e.g. -t myapp:1.0; to write a file, use -o myapp.sqsh');
   }

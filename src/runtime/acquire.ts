@@ -128,6 +128,11 @@ export function vouchedFor(source: { path: string; cached: boolean }, manifestDi
   return source.cached || new Caches(events.cacheWarning).holds(source.path, manifestDigest);
 }
 
+/** Whether `name` can be a `berth build -t` name: paths, image files and digests never are (they mean themselves). */
+export function isBuildName(name: string): boolean {
+  return !(name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name) || CACHED_DIGEST.test(name));
+}
+
 /** What `berth build -t NAME` notes NAME under in the user's cache (beside the docker:// tags). */
 export function builtTagReference(name: string): string {
   return `berth-build:${name}`;
@@ -139,8 +144,7 @@ export function builtTagReference(name: string): string {
  * (Caches.findImage), as a pulled one is. ./NAME and any path always mean the file.
  */
 async function builtImage(name: string, events: Pick<AcquireEvents, 'cacheWarning'>): Promise<string | undefined> {
-  // Paths, image files and digests are never names; only a note of a build is read (no image listing).
-  if (name.startsWith('.') || name.startsWith('/') || /\.(sqsh|squashfs|sif|img)$/.test(name) || CACHED_DIGEST.test(name)) return undefined;
+  if (!isBuildName(name)) return undefined; // only a note of a build is read (no image listing)
   const caches = new Caches(events.cacheWarning);
   const digest = caches.lastResolved(builtTagReference(name));
   return digest ? (await caches.findImage(digest))?.path : undefined;

@@ -271,6 +271,13 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect((await b('inspect', path.join(work, 'two.sqsh'))).stdout).toMatch(/^Cmd: +-$/m);
   }, 90_000);
 
+  it.each(['deadbeefcafe', 'app.sqsh', 'tool.sif'])('-t %s is refused before building: run and exec would take it for a digest or a file', async (tag) => {
+    const ctx = context(`badtag-${tag}`, { Dockerfile: `FROM ${base}\n` });
+    const r = await b('build', '--quiet', '-t', tag, ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/a name berth would take for a file or a digest[\s\S]*hint: choose a name/);
+  });
+
   it('a build stopped by SIGTERM in a RUN ends the step and leaves nothing in flight', async () => {
     // The marker is the command's output, not the STEP line's text.
     const ctx = context('stopped', { Dockerfile: `FROM ${base}\nRUN echo sleeping-$((6*7)); sleep 60\n` });
