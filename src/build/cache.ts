@@ -64,7 +64,10 @@ export class BuildCache {
     this.used.add(key);
     const now = new Date();
     try {
-      utimesSync(record, now, now); // its mtime is when it was last used: trim() keeps the recent
+      // Its mtime is when it was last used: trim() keeps the recent. Its layers' too: another
+      // build's trim leaves a layer alone for an hour after it was last used, so one in use
+      // here is not removed under this build even if that trim drops its record.
+      for (const f of [record, ...r.layers.map((d) => this.layerFile(d))]) utimesSync(f, now, now);
     } catch {
       // only the order of trimming suffers
     }
