@@ -113,8 +113,9 @@ class LayerDecompressor extends Duplex {
           'the layer is corrupt or truncated; copy the image again. Nothing was written.'));
       }
       const wanted = out ? this.push(out) : true;
-      if (!more) return cb();
-      const next = () => this.step(null, last, cb);
+      // Nothing more from this input: the next is taken (cb) only once the reader wants more,
+      // or an incompressible layer (one step per chunk) would pile up here at the reader's cost.
+      const next = more ? () => this.step(null, last, cb) : () => cb();
       if (wanted) next();
       else this.pending = next;
     });

@@ -67,7 +67,7 @@ describe('berth build against another user', () => {
       printf 'FROM ${work}/plain.sqsh\\nCOPY data.txt /data\\n' > ${ctx}/Dockerfile`]);
     // The attacker swaps data.txt between the good file and a link to the victim's key, without end.
     const swapper = spawn('runuser', ['-u', ATTACKER, '--', 'sh', '-c',
-      `cd ${ctx} && while :; do ln -sfn ${secret}/key .l && mv -T .l data.txt; cp good .g && mv -T .g data.txt; done`], { stdio: 'ignore' });
+      `cd ${ctx} && while :; do ln -sfn ${secret}/key .l && mv -T .l data.txt; cp good .g && mv -T .g data.txt; done`], { stdio: 'ignore', detached: true });
     try {
       for (let i = 0; i < 8; i++) {
         const out = path.join(work, `swapped-${i}.sqsh`);
@@ -83,7 +83,7 @@ describe('berth build against another user', () => {
         }
       }
     } finally {
-      swapper.kill('SIGKILL');
+      process.kill(-swapper.pid!, 'SIGKILL'); // runuser and the loop it runs: its own process group
       cleanup(secret);
     }
   }, 180_000);
