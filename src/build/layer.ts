@@ -4,14 +4,13 @@
 // (sqfs2tar of a stage's image, tar of a RUN's overlay upper, an ADDed archive), rewritten
 // entry by entry. Entries made from the context get mtime 0, so that a layer depends only on what it holds
 // (the issue's "reproducible where the steps are").
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, linkSync, copyFileSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import type { Rewritten } from '../convert/commit.js';
+import { rewriteTarOf, type Rewritten } from '../convert/commit.js';
 import { convertImage, type ConvertEvents, type ConvertOptions, type ConvertResult } from '../convert/convert.js';
 import { normalizePath } from '../convert/merge.js';
-import { TarParser, type TarEntry } from '../convert/tar-reader.js';
+import type { TarEntry } from '../convert/tar-reader.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../convert/tar-writer.js';
 import { BerthError } from '../errors.js';
 import { OciDirSource } from '../image/archive.js';
@@ -84,47 +83,15 @@ export class LayerWriter {
 
   /** The tar that `argv` writes on stdout, each entry rewritten (commit.ts's Rewritten). */
   async fromCommand(argv: [string, ...string[]], rewrite: (e: TarEntry) => Rewritten): Promise<void> {
-    let keep = false;
-    let size = 0;
-    const parser = new TarParser({
-      entry: (e) => {
-        const out = rewrite(e);
-        keep = out.body && out.entries.length > 0;
-        for (const o of out.entries) {
-          this.names.add(o.name);
-          this.write(encodeHeader(o));
-        }
-        size = e.size;
-        return keep;
-      },
-      data: (b) => this.write(b),
-      entryEnd: () => {
-        if (keep) this.write(paddingFor(size));
-      },
+    const named = (e: TarEntry): Rewritten => {
+      const r = rewrite(e);
+      for (const o of r.entries) this.names.add(o.name);
+      return r;
+    };
+    await rewriteTarOf(argv, named, (b) => this.write(b), {
+      hint: 'check that the file is readable and whole',
+      notTar: (e) => new BerthError('SOURCE_INVALID', `${argv[argv.length - 1]}: not a tar archive berth can read (${String(e)})`, 'check the file'),
     });
-    const [cmd, ...args] = argv;
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      let failed: unknown;
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.stdout.on('data', (d: Buffer) => {
-        if (failed) return;
-        try {
-          parser.push(d);
-        } catch (e: unknown) {
-          failed = e;
-          child.kill();
-        }
-      });
-      child.on('error', (e) => reject(new BerthError('TOOL_MISSING', `cannot run ${cmd}: ${e.message}`, 'install it (the README lists what berth needs)')));
-      child.on('close', (code) => {
-        if (failed) reject(failed instanceof BerthError ? failed : new BerthError('SOURCE_INVALID', `${args[args.length - 1]}: not a tar archive berth can read (${String(failed)})`, 'check the file'));
-        else if (code !== 0) reject(new BerthError('TOOL_FAILED', `${cmd} ${args.join(' ')} failed (status ${code}): ${stderr.trim()}`, 'check that the file is readable and whole'));
-        else resolve();
-      });
-    });
-    parser.end();
   }
 
   /** Ends the tar and names it by its digest in `dir`. */

@@ -48,55 +48,69 @@ export interface Rewritten {
 async function writeLayer(argv: [string, ...string[]], file: string, rewrite: (e: TarEntry) => Rewritten): Promise<string> {
   const fd = openSync(file, 'wx', 0o600);
   const hash = createHash('sha256');
-  const write = (b: Buffer) => {
-    if (b.length === 0) return;
-    hash.update(b);
-    writeSync(fd, b);
+  try {
+    await rewriteTarOf(argv, rewrite, (b) => {
+      hash.update(b);
+      writeSync(fd, b);
+    }, { hint: 'check that the directory and the image are readable' });
+    const end = END_OF_ARCHIVE;
+    hash.update(end);
+    writeSync(fd, end);
+  } finally {
+    closeSync(fd);
+  }
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/**
+ * The tar that `argv` writes on stdout (sqfs2tar of an image, tar of a directory), each entry
+ * rewritten, written through `write` without its end-of-archive: berth commit's layer and
+ * berth build's COPY --from and ADD. `notTar` names what a parse failure means (a file that is
+ * not a tar berth can read), `hint` what to check when the command itself fails.
+ */
+export async function rewriteTarOf(argv: [string, ...string[]], rewrite: (e: TarEntry) => Rewritten, write: (b: Buffer) => void,
+  explain: { hint: string; notTar?: (e: unknown) => BerthError }): Promise<void> {
+  const out = (b: Buffer) => {
+    if (b.length > 0) write(b);
   };
   let keep = false;
   let bodySize = 0;
   const parser = new TarParser({
     entry(e) {
-      const out = rewrite(e);
-      keep = out.body && out.entries.length > 0;
-      for (const o of out.entries) write(encodeHeader(o));
+      const r = rewrite(e);
+      keep = r.body && r.entries.length > 0;
+      for (const o of r.entries) out(encodeHeader(o));
       bodySize = e.size;
       return keep;
     },
-    data: write,
+    data: out,
     entryEnd() {
-      if (keep) write(paddingFor(bodySize));
+      if (keep) out(paddingFor(bodySize));
     },
   });
   const [cmd, ...args] = argv;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      let failed: unknown;
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.stdout.on('data', (d: Buffer) => {
-        if (failed) return;
-        try {
-          parser.push(d);
-        } catch (e: unknown) {
-          failed = e;
-          child.kill();
-        }
-      });
-      child.on('error', (e) => reject(new BerthError('TOOL_MISSING', `cannot run ${cmd}: ${e.message}`, 'install it (the README lists what berth needs)')));
-      child.on('close', (code) => {
-        if (failed) reject(failed);
-        else if (code !== 0) reject(new BerthError('TOOL_FAILED', `${cmd} ${args.join(' ')} failed (status ${code}): ${stderr.trim()}`, 'check that the directory and the image are readable'));
-        else resolve();
-      });
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let failed: unknown;
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      if (failed) return;
+      try {
+        parser.push(d);
+      } catch (e: unknown) {
+        failed = e;
+        child.kill();
+      }
     });
-    parser.end();
-    write(END_OF_ARCHIVE);
-  } finally {
-    closeSync(fd);
-  }
-  return `sha256:${hash.digest('hex')}`;
+    child.on('error', (e) => reject(new BerthError('TOOL_MISSING', `cannot run ${cmd}: ${e.message}`, 'install it (the README lists what berth needs)')));
+    child.on('close', (code) => {
+      if (failed) reject(failed instanceof BerthError || !explain.notTar ? failed : explain.notTar(failed));
+      else if (code !== 0) reject(new BerthError('TOOL_FAILED', `${cmd} ${args.join(' ')} failed (status ${code}): ${stderr.trim()}`, explain.hint));
+      else resolve();
+    });
+  });
+  parser.end();
 }
 
 /** An overlayfs upper entry as an OCI layer has it (see the table at the top). */
