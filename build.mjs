@@ -24,8 +24,8 @@ await build({
   banner: { js: `${LAUNCHER}const import_meta_url = require('node:url').pathToFileURL(__filename).href;` },
   define: { 'import.meta.url': 'import_meta_url' },
   // Loaded from node_modules only when needed: a configuration file (src/config/load.ts), ssh, a
-  // cosign key file (src/signature/cosign-key.ts).
-  external: ['yaml', 'ssh2', 'tweetnacl'],
+  // cosign key file (src/signature/cosign-key.ts), berth build's Dockerfile and .dockerignore.
+  external: ['yaml', 'ssh2', 'tweetnacl', 'dockerfile-ast', '@balena/dockerignore'],
   logLevel: 'warning',
 });
 chmodSync('dist/berth.cjs', 0o755);

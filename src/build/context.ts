@@ -2,14 +2,19 @@
 // excludes (matched by @balena/dockerignore, Docker's own rules ported), and which of its
 // paths an instruction's sources name, with Go's filepath.Match globs as Docker has them.
 // The content hash of what a step copies is part of the step's cache key (src/build/cache.ts).
-import dockerignoreModule, { type Ignore } from '@balena/dockerignore';
+import { createRequire } from 'node:module';
+import type { Ignore } from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { BerthError, messageOf, osError } from '../errors.js';
 
 // A CommonJS module whose types say `export default`: the function is the module itself.
-const dockerignore = ((dockerignoreModule as unknown as { default?: unknown }).default ?? dockerignoreModule) as unknown as (o?: { ignorecase?: boolean }) => Ignore;
+/** @balena/dockerignore, loaded by berth build alone. */
+function dockerignore(): Ignore {
+  const m = createRequire(import.meta.url)('@balena/dockerignore') as { default?: unknown };
+  return ((m.default ?? m) as (o?: { ignorecase?: boolean }) => Ignore)();
+}
 
 export interface ContextFile {
   /** Relative to the context, '/'-separated, no leading slash. */

@@ -2,7 +2,8 @@
 // language server, maintained and fully typed; README "Dependencies" says why), then turned
 // into plain stages of plain instructions whose words are still unexpanded: substitution needs
 // the values of the build (src/build/words.ts), which only the builder knows.
-import { DockerfileParser, type Instruction } from 'dockerfile-ast';
+import { createRequire } from 'node:module';
+import type { Instruction } from 'dockerfile-ast';
 import { BerthError } from '../errors.js';
 
 /** A command as RUN, CMD, ENTRYPOINT and SHELL take it: exec form (JSON array) or shell form. */
@@ -145,6 +146,8 @@ function step(file: string, i: Instruction, ignored: string[]): Step | undefined
 
 /** Parses Dockerfile `text` (read from `file`, named in errors). */
 export function parseDockerfile(text: string, file: string): Dockerfile {
+  // Loaded by berth build alone: every other command (and container start) would pay for it.
+  const { DockerfileParser } = createRequire(import.meta.url)('dockerfile-ast') as typeof import('dockerfile-ast');
   const parsed = DockerfileParser.parse(text);
   const globalArgs: Dockerfile['globalArgs'] = [];
   const stages: Stage[] = [];
