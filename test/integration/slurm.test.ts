@@ -22,9 +22,29 @@ const srun = (...args: string[]) => run('srun', args, { cwd: work, env: env() })
 const errors = (stderr: string) => stderr.split('\n').filter((l) => l && !/^srun: job \d+ (queued|has been allocated)/.test(l)).join('\n');
 
 /** Processes of this user that belong to berth (helpers, step and image servers), zombies aside. */
-function berthProcesses(): string[] {
-  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'stat=,args=']).stdout.toString();
-  return ps.split('\n').filter((l) => /berth-helper/.test(l) && !/^Z/.test(l.trim()));
+/**
+ * The berth-helper processes of the test user, those of job `job` only when it is given: other
+ * test files run containers of their own at the same time, and one whose environment shows it
+ * is not the job's is not counted (servers that hide theirs, being not dumpable, still are).
+ */
+function berthProcesses(job?: { id: string; since: number }): string[] {
+  const boot = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]) * 1000;
+  const startedAt = (pid: string) => boot + Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[19]) * 10;
+  const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'pid=,stat=,args=']).stdout.toString();
+  return ps.split('\n').filter((l) => /berth-helper/.test(l) && !/^\s*\d+\s+Z/.test(l)).filter((l) => {
+    if (job === undefined) return true;
+    const pid = l.trim().split(/\s+/)[0]!;
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`SLURM_JOB_ID=${job.id}`);
+    } catch {
+      // Not dumpable (a server): counted unless it was started before the job was submitted.
+      try {
+        return startedAt(pid) >= job.since - 1000;
+      } catch {
+        return false; // gone meanwhile
+      }
+    }
+  }).map((l) => l.trim().replace(/^\d+\s+/, ''));
 }
 /** What the namespace test prints in each task: node, hostname, IPC and network namespaces, interfaces. */
 const NAMESPACES = 'echo "$SLURMD_NODENAME $(id -u) $(hostname) $(readlink /proc/self/ns/ipc) $(readlink /proc/self/ns/net) $(grep -o "^ *[a-z0-9]*:" /proc/net/dev | tr -d " :" | tr "\\n" ,)"';
@@ -361,14 +381,15 @@ describe('the SPANK plugin', () => {
   it('leaves nothing on the nodes after a cancelled job', async () => {
     const script = path.join(work, 'long.sh');
     writeFileSync(script, `#!/bin/bash\n#SBATCH -N2 -n2 -o /dev/null\nsrun --container-image=${img('busybox')} sleep 300\n`, { mode: 0o755 });
+    const since = Date.now();
     const sub = await run('sbatch', ['--parsable', script], { cwd: work, env: env() });
     const job = sub.stdout.trim();
     expect(await until(() => stepDirs().filter((d) => d.startsWith(`step-${job}.`)).length === 2, 30_000)).toBe(true);
     expect((await run('scancel', [job])).code).toBe(0);
     const ofJob = (n: string) => n.includes(`-${job}.`) || n.startsWith(`plan-${job}-`);
-    await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses().length === 0, 30_000);
+    await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses({ id: job, since }).length === 0, 30_000);
     expect(readdirSync(runtime).filter(ofJob)).toEqual([]);
-    expect(berthProcesses()).toEqual([]);
+    expect(berthProcesses({ id: job, since })).toEqual([]);
   });
 });
 
