@@ -6,13 +6,14 @@
 // config changed after its last such step. The image of the FROM line is any berth runs.
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
 import { baseTar, fromUpper } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError, messageOf, osError } from '../errors.js';
+import { sha256File } from '../util/hash.js';
 import { ImageFiles } from '../image/files.js';
 import { hostPlatform } from '../image/platform.js';
 import { imageSource, vouchedFor } from '../runtime/acquire.js';
@@ -198,7 +199,7 @@ export class Builder {
     const file = source.path;
     const opened = openImage(file);
     const m = opened.metadata;
-    const identity = imageIdentity(source, opened.location.path, m.manifestDigest, events);
+    const identity = await imageIdentity(source, opened.location.path, m.manifestDigest, events);
     // The name as written is in the key too: the config records it (base.name).
     const key = stepKey({ parent: '', instruction: `FROM ${identity} as ${from}`, args: {} });
     let hit = this.cache.get(key);
@@ -367,7 +368,7 @@ export class Builder {
         const events = { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn };
         const from = await imageSource(fromName, events);
         image = from.path;
-        files = `image:${imageIdentity(from, image, openImage(image).metadata.manifestDigest, events)}`;
+        files = `image:${await imageIdentity(from, image, openImage(image).metadata.manifestDigest, events)}`;
       }
       source = { kind: 'image', image, from: fromName };
     } else {
@@ -496,10 +497,10 @@ export class Builder {
  * known by the sha256 of its bytes, a directory by every entry's place, type, size, inode and
  * change time (which no one can set back), so that an edit inside it is a new base.
  */
-function imageIdentity(source: { path: string; cached: boolean }, file: string, manifestDigest: string | null | undefined, events: { cacheWarning: (line: string) => void }): string {
+async function imageIdentity(source: { path: string; cached: boolean }, file: string, manifestDigest: string | null | undefined, events: { cacheWarning: (line: string) => void }): Promise<string> {
   if (manifestDigest && vouchedFor(source, manifestDigest, events)) return manifestDigest;
   const st = statSync(file);
-  if (!st.isDirectory()) return `file:sha256:${sha256OfFile(file)}`;
+  if (!st.isDirectory()) return `file:sha256:${await sha256File(file)}`;
   const h = createHash('sha256');
   const walk = (dir: string, rel: string) => {
     for (const name of readdirSync(dir).sort()) {
@@ -511,16 +512,4 @@ function imageIdentity(source: { path: string; cached: boolean }, file: string, 
   };
   walk(file, '');
   return `tree:sha256:${h.digest('hex')}`;
-}
-
-function sha256OfFile(file: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
 }

@@ -348,7 +348,7 @@ export async function preparePlan(mode: Command['mode'], image: string, args: st
   const source = await imageSource(image, pulls);
   const opened = openImage(source.path);
   // The site's signature policy, against the verdict the image carries (or as a local image): refused before anything starts.
-  const verdict = judgeImage(opened.metadata, opened.location.path, flags.stagedRegistryImage === true || vouchedFor(source, opened.metadata.manifestDigest, pulls));
+  const verdict = judgeImage(opened.metadata, opened.location.path, () => flags.stagedRegistryImage === true || vouchedFor(source, opened.metadata.manifestDigest, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const options = runOptions(flags, { location: opened.location, architecture: opened.metadata.platform.architecture });
   if (options.overlay) noteOverlayBase(options.overlay, opened.location.path, pulls.cacheWarning);
@@ -457,7 +457,7 @@ export async function prepareInstancePlan(name: string, image: string, args: str
   refuseLimits(flags, 'instance');
   const source = await imageSource(image, pulls);
   const opened = openImage(source.path);
-  judgeImage(opened.metadata, opened.location.path, vouchedFor(source, opened.metadata.manifestDigest, pulls));
+  judgeImage(opened.metadata, opened.location.path, () => vouchedFor(source, opened.metadata.manifestDigest, pulls));
   for (const line of opened.warnings) pulls.cacheWarning(`berth: warning: ${opened.location.path}: ${line}`);
   const target = { location: opened.location, architecture: opened.metadata.platform.architecture };
   const options = { ...runOptions(flags, target), pid: true };
@@ -501,7 +501,7 @@ export function prepareJoinPlan(mode: Command['mode'], reference: string, args: 
   // replaced since the instance started cannot be judged, and is refused).
   if (instance && hasPolicy(currentPolicy())) {
     const opened = openImage(instance.image);
-    judgeImage(opened.metadata, instance.image, vouchedFor({ path: instance.image, cached: false }, opened.metadata.manifestDigest, { cacheWarning: () => {} }));
+    judgeImage(opened.metadata, instance.image, () => vouchedFor({ path: instance.image, cached: false }, opened.metadata.manifestDigest, { cacheWarning: () => {} }));
   }
   try {
     if (instance) argv = commandLine(openImage(instance.image).metadata, { mode, args } as Command);

@@ -134,10 +134,11 @@ export function verdictDoubt(file: string): string | undefined {
  * may be a copy of someone else's making with a real verdict pasted in (cp, berth convert of
  * it, a staged copy of it), so it is judged as the local image it is.
  */
-export function judgeImage(metadata: ImageMetadata, file: string, vouched: boolean, policy = currentPolicy(), doubtOf: (file: string) => string | undefined = verdictDoubt): Verdict | undefined {
+export function judgeImage(metadata: ImageMetadata, file: string, vouched: boolean | (() => boolean), policy = currentPolicy(), doubtOf: (file: string) => string | undefined = verdictDoubt): Verdict | undefined {
   if (!hasPolicy(policy)) return undefined;
   const p = readProvenance(metadata);
-  const doubt = p ? (vouched ? doubtOf(file) : 'a file named by path, not an image of berth\'s caches (run it by its docker:// reference or its digest)') : undefined;
+  // `vouched` may be a question (a look into the caches): asked only where a verdict is to be judged.
+  const doubt = p ? ((typeof vouched === 'function' ? vouched() : vouched) ? doubtOf(file) : 'a file named by path, not an image of berth\'s caches (run it by its docker:// reference or its digest)') : undefined;
   if (p && !doubt && p.manifestDigest === metadata.manifestDigest) {
     const candidates = p.signers.map((s) => ({ payload: Buffer.from(s.payload, 'base64'), signature: Buffer.from(s.signature, 'base64'), found: `recorded ${p.verifiedAt}, ${s.found}` }));
     const index = listingIndex(p.index, p.manifestDigest);
