@@ -7,10 +7,13 @@ import { build } from 'esbuild';
 // The launcher, first in the file. Node 20 reads some of its own options (--env-file) from
 // anywhere in its argv, past the script's name, so `#!/usr/bin/env node` would let
 // `berth exec --env-file FILE ...` steer Node itself. So the file starts as a shell script that
-// runs `node -- FILE ARGS`: after `--` Node reads nothing more as its own. To Node the second
-// line is a string and a comment (`':' //`), and the shebang line is ignored.
+// runs `node -- FILE ARGS`: after `--` Node reads nothing more as its own. It does so through
+// berth-helper --launch where the helper is built (BERTH_HELPER, else native/build/ beside
+// dist/, as src/runtime/native.ts finds it): the helper runs Node and then becomes the
+// container Node planned (native/helper/launch.c). To Node the second line is a string and a
+// comment (`':' //`), and the shebang line is ignored.
 const LAUNCHER = `#!/bin/sh
-':' //; exec node -- "$0" "$@"
+':' //; s=$0; [ -L "$s" ] && s=$(readlink -f -- "$s"); h=\${BERTH_HELPER:-\${s%/*}/../native/build/berth-helper}; [ -x "$h" ] && exec "$h" --launch "$s" "$@"; exec node -- "$s" "$@"
 `;
 
 await build({

@@ -6,7 +6,10 @@ import { refusedHabit } from './cli/habits.js';
 import { containerOptions, dockerRunOptions, type CommandResult } from './cli/options.js';
 import { printableLines } from './cli/terminal.js';
 import { BerthError, EXIT, isBerthError, messageOf, osError } from './errors.js';
+import { takeLaunchChannel } from './runtime/launch.js';
 import { VERSION } from './version.js';
+
+takeLaunchChannel();
 
 function printError(e: BerthError): void {
   // A message may quote an image's or a registry's text: escaped, line by line.

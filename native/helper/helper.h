@@ -92,6 +92,7 @@ noreturn void run_as_init_then(const struct plan *p, void (*prepare)(void *ctx),
  * for the child and exiting as it did. */
 pid_t fork_tied(void);
 void forward_signals(pid_t to);
+void stop_forwarding(void); /* the default dispositions back */
 noreturn void exit_as(pid_t child);
 
 /* isolate.c: prepare_network forks, before any namespace is joined, what --net user needs on
@@ -181,7 +182,7 @@ void verify_libraries(const struct plan *p, int statedir);
 
 /* instance.c, instance_join.c, instance_state.c: berth instance start|stop|list, exec instance://NAME */
 int instance_start_main(void);                 /* --instance-start (the plan on fd 3) */
-noreturn void instance_join_main(void);        /* --instance-join (the plan on fd 3) */
+noreturn void instance_join_main(int plan_fd); /* --instance-join (the plan on fd 3) */
 int instance_list_main(const char *runtime);   /* --instance-list RUNTIME */
 int instance_stop_main(const char *runtime, const char *name, const char *signal, const char *timeout);
 
@@ -189,6 +190,11 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
  * namespace); cgroup_enter moves this process (and so all it forks) into it. */
 int cgroup_open(const char *path);
 void cgroup_enter(int procs, const char *path);
+
+/* main.c: a container of its own from the plan on plan_fd; note: berth's note channel, or -1. */
+noreturn void run_container(int plan_fd, int note);
+/* launch.c: berth-helper --launch SCRIPT ARGS..., the `berth` command (dist/berth.cjs execs it). */
+noreturn void launch_main(char **argv);
 
 /* probe.c: berth-helper --probe, for berth doctor */
 int probe(void);
@@ -205,5 +211,7 @@ void xformat(char *out, size_t size, const char *fmt, ...) __attribute__((format
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,
  * and a container shell's `wait` never waits for it. Returns 0 in it, its pid here. */
 pid_t fork_orphan(void);
+/* A plan text held in memory, as a descriptor plan_read reads (close-on-exec). */
+int memfd_of(const char *text, size_t len);
 
 #endif

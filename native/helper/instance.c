@@ -66,14 +66,6 @@ static char *read_plan_text(size_t *len)
 	return buf;
 }
 
-static int memfd_of(const char *text, size_t len)
-{
-	int fd = memfd_create("berth-plan", MFD_CLOEXEC);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0)
-		fail_errno("cannot hold the launch plan");
-	return fd;
-}
-
 struct start {
 	struct plan *p;
 	int runtime, instances, dir, log, lock; /* directory fds: the runtime directory, instances, this one */

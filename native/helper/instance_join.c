@@ -154,10 +154,10 @@ static const char *join_cwd(const struct plan *inst, const char *given)
 	return inst->cwd;
 }
 
-noreturn void instance_join_main(void)
+noreturn void instance_join_main(int plan_fd)
 {
 	struct plan j;
-	plan_read(3, &j);
+	plan_read(plan_fd, &j);
 	if (!j.instance)
 		fail("the launch plan names no instance");
 	check_instance_name(j.instance);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,6 +56,14 @@ void xformat(char *out, size_t size, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || (size_t)n >= size)
 		fail("a path or option list does not fit in %zu bytes: %s...", size, out);
+}
+
+int memfd_of(const char *text, size_t len)
+{
+	int fd = memfd_create("berth-plan", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0)
+		fail_errno("cannot hold the launch plan");
+	return fd;
 }
 
 pid_t fork_orphan(void)

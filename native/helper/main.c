@@ -2,7 +2,9 @@
  * on fd 3). It joins (or starts) the image server for the plan's image (server.c), takes a mount
  * namespace of its own, builds the container's root (mount.c), pivots into it, sets
  * no_new_privs and execs the command: the container is this very process, so its exit status,
- * signals and terminal are the job's own, with no process in between. Nothing is setuid. */
+ * signals and terminal are the job's own, with no process in between. Nothing is setuid.
+ * Run as --launch (launch.c), it is the berth command itself, and becomes the container that
+ * berth's Node program planned. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +42,9 @@ int main(int argc, char **argv)
 	if (argc == 2 && strcmp(argv[1], "--instance-start") == 0)
 		return instance_start_main();
 	if (argc == 2 && strcmp(argv[1], "--instance-join") == 0)
-		instance_join_main();
+		instance_join_main(3);
+	if (argc >= 3 && strcmp(argv[1], "--launch") == 0)
+		launch_main(argv + 2);
 	if (argc == 3 && strcmp(argv[1], "--instance-list") == 0)
 		return instance_list_main(argv[2]);
 	if (argc == 6 && strcmp(argv[1], "--instance-stop") == 0)
@@ -49,23 +53,26 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
 				"       berth-helper --join -- COMMAND...   (a task of `berth srun`: the plan in $BERTH_STEP_PLAN)\n"
+				"       berth-helper --launch SCRIPT ARGS...   (the berth command: runs berth, then the container it plans)\n"
 				"       berth-helper --version\n"
 				"       berth-helper --instance-start | --instance-join   (berth instance start, exec instance://: the plan on fd 3)\n"
 				"       berth-helper --instance-list RUNTIME_DIR | --instance-stop RUNTIME_DIR NAME SIGNAL TIMEOUT\n"
 				"berth-helper is started by berth; see `berth plan --format helper IMAGE` for the plans it executes.\n");
 		return BERTH_EXIT_SETUP;
 	}
-	int plan_fd = 3, note = -1;
-	if (argc == 2)
-		plan_fd = open_plan_file(argv[1]);
-	else
-		note = note_channel();
+	int plan_fd = argc == 2 ? open_plan_file(argv[1]) : 3;
+	int note = argc == 2 ? -1 : note_channel();
 	/* The container is this process, berth's child: it must not outlive berth (a kill -9 of
 	 * berth exec would otherwise leave it running, nobody's, with its image server). Checked
 	 * after, in case berth died before the prctl. */
 	pid_t parent = getppid();
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
 		fail("berth, which started this container, has ended; nothing was started");
+	run_container(plan_fd, note);
+}
+
+noreturn void run_container(int plan_fd, int note)
+{
 	struct plan p;
 	plan_read(plan_fd, &p);
 	if (access(p.image, R_OK) != 0)

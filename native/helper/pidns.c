@@ -40,6 +40,13 @@ void forward_signals(pid_t to)
 		sigaction(FORWARDED[i], &sa, NULL);
 }
 
+void stop_forwarding(void)
+{
+	forward_to = 0;
+	for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
+		signal(FORWARDED[i], SIG_DFL);
+}
+
 pid_t fork_tied(void)
 {
 	int outside = (int)syscall(SYS_pidfd_open, getpid(), 0);

@@ -4,8 +4,11 @@
 import type { Command } from '../plan/build.js';
 import { isInstanceReference, prepareJoinPlan, preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
+import { hasLimits } from '../plan/limits.js';
 import { withLimits } from '../runtime/cgroup.js';
 import { runPlan } from '../runtime/helper.js';
+import { handOver } from '../runtime/launch.js';
+import { EXIT } from '../errors.js';
 import { checkImageArgument } from './habits.js';
 import type { CommandResult } from './options.js';
 import { progressMode } from './progress.js';
@@ -26,6 +29,7 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
     const plan = prepareJoinPlan(mode, image, args, flags);
     if ('exitCode' in plan) return plan;
     if (flags.dryRun) return formatPlan(plan, flags.planFormat);
+    if (handOver(plan, 'instance-join')) return { exitCode: EXIT.ok };
     return { exitCode: await runPlan(plan, ['--instance-join']) };
   }
   // An image used for the first time shows its pull and conversion on stderr (a bar on a
@@ -38,5 +42,8 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
     pulls.cacheWarning(`berth: note: the image's User is '${user}'; berth runs the command as you, as Apptainer does (--user ${user} runs it as the image's user)`);
   }
   if (flags.dryRun) return formatPlan(plan, flags.planFormat);
+  // The launcher becomes the container (exec in place), unless berth must stay to remove the
+  // container's cgroup after it and say whether it ran out of memory.
+  if (!hasLimits(plan.limits) && handOver(plan, 'container')) return { exitCode: EXIT.ok };
   return { exitCode: await withLimits(plan, pulls.cacheWarning, (p) => runPlan(p)) };
 }

@@ -303,9 +303,11 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
 
 describe('an image server that ends under its containers', () => {
   /** Starts a container that keeps reading the image, kills its image server with `signal`, and says what happened. */
-  async function killServer(signal: NodeJS.Signals, flags: string[] = []) {
-    const child = spawn(process.execPath, [BERTH, 'exec', ...flags, img('busybox'), 'sh', '-c',
-      'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'], { env: env(), cwd: work });
+  async function killServer(signal: NodeJS.Signals, flags: string[] = [], launched = false) {
+    // Through Node (node dist/berth.cjs: berth waits for its helper), or the berth command,
+    // which becomes the container itself.
+    const args = ['exec', ...flags, img('busybox'), 'sh', '-c', 'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'];
+    const child = launched ? spawn(BERTH, args, { env: env(), cwd: work }) : spawn(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
     let out = '';
     let err = '';
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
@@ -316,12 +318,12 @@ describe('an image server that ends under its containers', () => {
     const dir = readdirSync(runtime()).find((n) => /^img-[^.]+$/.test(n))!;
     const server = Number(readFileSync(path.join(runtime(), dir, 'pid'), 'utf8'));
     const guard = parentOf(server);
-    const container = Number((await run('pgrep', ['-P', String(child.pid)])).stdout.trim().split('\n')[0]);
+    const container = launched ? child.pid! : Number((await run('pgrep', ['-P', String(child.pid)])).stdout.trim().split('\n')[0]);
     expect(alive(container)).toBe(true);
     const killed = Date.now();
     process.kill(server, signal);
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-    return { code, err, took: Date.now() - killed, server, guard, container };
+    const [code, ended] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    return { code, ended, err, took: Date.now() - killed, server, guard, container };
   }
 
   const cases = [
@@ -343,6 +345,14 @@ describe('an image server that ends under its containers', () => {
       expect([next.code, next.stdout]).toEqual([0, MOTD]);
     });
   }
+
+  it('the berth command, which is the container: it is killed with the reason on its stderr, and nothing is left', async () => {
+    const r = await killServer('SIGKILL', [], true);
+    expect(r.err).toMatch(new RegExp(`^berth: error: the image server for ${img('busybox')} ended \\(signal 9\\); the image may be corrupt: the container was stopped`, 'm'));
+    expect([r.code, r.ended]).toEqual([null, 'SIGKILL']); // no berth process stays to say 125: a shell's $? is 137
+    expect(await until(() => !alive(r.container) && !alive(r.guard) && !alive(r.server), 3000)).toBe(true);
+    expect(await until(() => readdirSync(runtime()).length === 0, 3000)).toBe(true);
+  });
 
   it('the guard and its server told to stop (the job ends): the containers are stopped with them, without a word', async () => {
     const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'echo ready; exec sleep 60'], { env: env(), cwd: work });

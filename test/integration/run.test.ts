@@ -38,7 +38,13 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
   for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (check()) return true;
   return check();
 }
-const b = (...args: string[]) => run(process.execPath, [BERTH, ...args], { env: env(), cwd: work });
+// berth as users start it: the file itself, whose first lines exec berth-helper --launch, which
+// runs Node and then becomes the container (exec in place). `node dist/berth.cjs` is the other
+// way in (Node starts the helper and waits); STARTS has both, for the tests of what a job sees.
+const b = (...args: string[]) => run(BERTH, args, { env: env(), cwd: work });
+const STARTS = [['the berth command', []], ['node dist/berth.cjs', [process.execPath]]] as const;
+const start = (via: readonly string[], args: string[], opts: { stdio?: 'ignore' } = {}) =>
+  spawn(via[0] ?? BERTH, via[0] ? [BERTH, ...args] : args, { env: env(), ...opts });
 
 beforeAll(async () => {
   work = tempDir('run');
@@ -59,8 +65,35 @@ describe('commands and exit status', () => {
 
   it("passes the container's exit status through, 128+N after signal N", async () => {
     expect((await b('exec', img('busybox'), 'sh', '-c', 'exit 42')).code).toBe(42);
-    expect((await b('exec', img('busybox'), 'sh', '-c', 'kill -9 $$')).code).toBe(137);
+    // The berth command is the container: the caller sees the signal itself (a shell's $? is
+    // 128+N); through Node, berth exits 128+N.
+    expect((await b('exec', img('busybox'), 'sh', '-c', 'kill -9 $$')).signal).toBe('SIGKILL');
+    expect((await run('sh', ['-c', `${BERTH} exec ${img('busybox')} sh -c 'kill -9 $$'; echo $?`], { env: env() })).stdout).toBe('137\n');
+    expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'kill -9 $$'], { env: env() })).code).toBe(137);
     expect((await b('exec', img('busybox'), 'true')).code).toBe(0);
+  });
+
+  it('the berth command becomes the container: the caller\'s own child, its signal the caller\'s to see, no Node left', async () => {
+    // $$ is the process the caller started, $PPID the caller (this test): nothing in between.
+    const ids = await run(BERTH, ['exec', img('busybox'), 'sh', '-c', 'echo $$ $PPID'], { env: env() });
+    expect(ids.stdout.trim().split(' ').map(Number)[1]).toBe(process.pid);
+    const child = start([], ['exec', img('busybox'), 'sh', '-c', 'echo ready; exec sleep 30']);
+    try {
+      await new Promise((resolve) => child.stdout!.once('data', resolve));
+      // The very process: once the shell has exec'd, the caller's child is the sleep.
+      expect(await until(() => readFileSync(`/proc/${child.pid}/cmdline`, 'latin1') === 'sleep\x0030\x00', 3000)).toBe(true);
+      // Node has exited: no process of this user still runs berth's JavaScript for it.
+      const nodes = spawnSync('pgrep', ['-u', String(userInfo().uid), '-f', `node -- ${BERTH} exec`]).stdout.toString().trim();
+      expect(nodes).toBe('');
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    expect([code, signal]).toEqual([null, 'SIGTERM']);
+    // Through the launcher, berth's own failures and the command's statuses are as before.
+    expect((await b('exec', img('busybox'), 'sh', '-c', 'exit 42')).code).toBe(42);
+    const missing = await b('exec', path.join(work, 'none.sqsh'), 'true');
+    expect([missing.code, missing.stderr]).toEqual([125, expect.stringMatching(/^berth: error: .*none\.sqsh does not exist/)]);
   });
 
   it('runs Debian python3 from the image', async () => {
@@ -83,12 +116,12 @@ describe('commands and exit status', () => {
 });
 
 describe('what jobs depend on', () => {
-  it('SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 reach the job', async () => {
+  it.each(STARTS)('SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 reach the job (%s)', async (_name, via) => {
     for (const [signal, n] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1], ['SIGUSR1', 10], ['SIGUSR2', 12]] as const) {
-      const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c',
-        `trap 'echo got ${signal}; exit ${n}' ${signal.slice(3)}; echo ready; while :; do sleep 0.05; done`], { env: env() });
+      const child = start(via, ['exec', img('busybox'), 'sh', '-c',
+        `trap 'echo got ${signal}; exit ${n}' ${signal.slice(3)}; echo ready; while :; do sleep 0.05; done`]);
       let out = '';
-      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
+      await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
         if (out.includes('ready')) resolve();
       }));
@@ -99,11 +132,11 @@ describe('what jobs depend on', () => {
     }
   });
 
-  it('a berth killed with SIGKILL takes its container with it (with or without --pid): no orphan, nothing left', async () => {
+  it.each(STARTS)('a berth killed with SIGKILL takes its container with it (with or without --pid): no orphan, nothing left (%s)', async (_name, via) => {
     for (const flags of [[], ['--pid']]) {
-      const marker = `sleep ${4000 + flags.length}`; // a command line no other process has
-      const child = spawn(process.execPath, [BERTH, 'exec', ...flags, img('busybox'), 'sh', '-c', `echo ready; exec ${marker}`], { env: env() });
-      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve(); }));
+      const marker = `sleep ${4000 + flags.length + 2 * via.length}`; // a command line no other process has
+      const child = start(via, ['exec', ...flags, img('busybox'), 'sh', '-c', `echo ready; exec ${marker}`]);
+      await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve(); }));
       child.kill('SIGKILL');
       await new Promise((resolve) => child.on('close', resolve));
       const alive = () => spawnSync('pgrep', ['-xf', marker]).status === 0;
@@ -116,15 +149,16 @@ describe('what jobs depend on', () => {
     // Moments spread over the whole start: Node loading, the plan, the helper's user namespace,
     // the image server mounting, the container's init, the command running. Fixed, so that a
     // failure names its moment and repeats.
-    for (const [i, delay] of [0, 15, 30, 50, 70, 90, 120, 150, 200, 260, 330, 420].entries()) {
+    // Both ways in, with and without --pid, at each of the moments in turn.
+    for (const [i, delay] of [0, 15, 30, 50, 70, 90, 120, 150, 200, 260, 330, 420, 10, 40, 80, 110, 170, 230, 300, 380].entries()) {
       const marker = `sleep ${5000 + i}`;
       const flags = i % 2 ? ['--pid'] : [];
-      const child = spawn(process.execPath, [BERTH, 'exec', ...flags, img('busybox'), 'sh', '-c', `exec ${marker}`], { env: env(), stdio: 'ignore' });
+      const child = start(STARTS[(i >> 1) % 2][1], ['exec', ...flags, img('busybox'), 'sh', '-c', `exec ${marker}`], { stdio: 'ignore' });
       await new Promise((r) => setTimeout(r, delay));
       child.kill('SIGKILL');
       await new Promise((resolve) => child.on('close', resolve));
       const alive = () => spawnSync('pgrep', ['-xf', marker]).status === 0;
-      expect(await until(() => !alive(), 3000), `killed after ${delay} ms: the container outlived berth`).toBe(true);
+      expect(await until(() => !alive(), 3000), `killed after ${delay} ms (${STARTS[(i >> 1) % 2][0]}): the container outlived berth`).toBe(true);
     }
     expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 15_000),
       `left: ${liveHelpers().join(', ')} ${readdirSync(runtimeBase()).join(', ')}`).toBe(true);
