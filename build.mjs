@@ -8,12 +8,12 @@ import { build } from 'esbuild';
 // anywhere in its argv, past the script's name, so `#!/usr/bin/env node` would let
 // `berth exec --env-file FILE ...` steer Node itself. So the file starts as a shell script that
 // runs `node -- FILE ARGS`: after `--` Node reads nothing more as its own. It does so through
-// berth-helper --launch where the helper is built (BERTH_HELPER, else native/build/ beside
-// dist/, as src/runtime/native.ts finds it): the helper runs Node and then becomes the
+// berth-helper --launch where the helper of this very build is (native/build/ beside dist/;
+// never $BERTH_HELPER, which may be another version): the helper runs Node and then becomes the
 // container Node planned (native/helper/launch.c). To Node the second line is a string and a
 // comment (`':' //`), and the shebang line is ignored.
 const LAUNCHER = `#!/bin/sh
-':' //; s=$0; [ -L "$s" ] && s=$(readlink -f -- "$s"); h=\${BERTH_HELPER:-\${s%/*}/../native/build/berth-helper}; [ -x "$h" ] && exec "$h" --launch "$s" "$@"; exec node -- "$s" "$@"
+':' //; s=$0; [ -L "$s" ] && s=$(readlink -f -- "$s"); h=\${s%/*}/../native/build/berth-helper; [ -x "$h" ] && exec "$h" --launch "$s" "$@"; exec node -- "$s" "$@"
 `;
 
 await build({

@@ -111,9 +111,24 @@ noreturn void launch_main(char **argv)
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : BERTH_EXIT_SETUP;
 	if (code != 0 || len == 0)
 		_exit(code);
-	if (len > strlen(CONTAINER) && memcmp(text, CONTAINER, strlen(CONTAINER)) == 0)
-		run_container(memfd_of(text + strlen(CONTAINER), len - strlen(CONTAINER)), -1);
-	if (len > strlen(INSTANCE_JOIN) && memcmp(text, INSTANCE_JOIN, strlen(INSTANCE_JOIN)) == 0)
-		instance_join_main(memfd_of(text + strlen(INSTANCE_JOIN), len - strlen(INSTANCE_JOIN)));
+	int container = len > strlen(CONTAINER) && memcmp(text, CONTAINER, strlen(CONTAINER)) == 0;
+	int join = len > strlen(INSTANCE_JOIN) && memcmp(text, INSTANCE_JOIN, strlen(INSTANCE_JOIN)) == 0;
+	if (container || join) {
+		size_t skip = strlen(container ? CONTAINER : INSTANCE_JOIN);
+		int plan = memfd_of(text + skip, len - skip);
+		/* BERTH_HELPER names the helper that runs containers (berth's own choice too,
+		 * src/runtime/helper.ts): it gets the plan on fd 3, as berth would start it. */
+		const char *helper = getenv("BERTH_HELPER");
+		if (helper && *helper) {
+			if (plan == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(plan, 3) != 3)
+				fail_errno("cannot hand the plan to %s", helper);
+			char *args[] = { (char *)helper, join ? "--instance-join" : NULL, NULL };
+			execv(helper, args);
+			fail_errno("cannot run BERTH_HELPER=%s", helper);
+		}
+		if (join)
+			instance_join_main(plan);
+		run_container(plan, -1);
+	}
 	fail("berth handed over something that is not a launch plan; berth-helper %s may not match this berth (berth version compares them)", BERTH_VERSION);
 }

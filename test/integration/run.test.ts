@@ -90,6 +90,11 @@ describe('commands and exit status', () => {
     }
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
     expect([code, signal]).toEqual([null, 'SIGTERM']);
+    // BERTH_HELPER still names the helper that runs the container (here one that says so first).
+    const wrapper = path.join(work, 'wrapped-helper');
+    writeFileSync(wrapper, `#!/bin/sh\necho wrapped "$@" >&2\nexec ${path.join(ROOT, 'native/build/berth-helper')} "$@"\n`, { mode: 0o755 });
+    const wrapped = await run(BERTH, ['exec', img('busybox'), 'echo', 'hi'], { env: { ...env(), BERTH_HELPER: wrapper } });
+    expect([wrapped.code, wrapped.stdout, wrapped.stderr]).toEqual([0, 'hi\n', 'wrapped\n']);
     // Through the launcher, berth's own failures and the command's statuses are as before.
     expect((await b('exec', img('busybox'), 'sh', '-c', 'exit 42')).code).toBe(42);
     const missing = await b('exec', path.join(work, 'none.sqsh'), 'true');
