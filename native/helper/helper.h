@@ -138,7 +138,7 @@ noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, 
  * process start_detached forked (its own session, stderr the report pipe, nothing else of the
  * starting helper's kept), daemon_ready once it serves (stdio /dev/null, which is EOF on the
  * report pipe without a message: the starter returns; SIGPIPE ignored). */
-void daemon_begin(int report);
+void daemon_begin(int report, const char *title); /* title: what ps shows for it (set_title) */
 void daemon_ready(void);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
 /* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */
@@ -211,6 +211,11 @@ void xformat(char *out, size_t size, const char *fmt, ...) __attribute__((format
 /* Forks a process that is nobody's child (its parent exits at once): it may outlive this one,
  * and a container shell's `wait` never waits for it. Returns 0 in it, its pid here. */
 pid_t fork_orphan(void);
+/* What ps shows for this process from now on, written over its own argv (main keeps where
+ * that is): a server forked from `berth exec IMAGE CMD...` would otherwise show that command
+ * line, to every user, for as long as it lingers. */
+void keep_argv(int argc, char **argv);
+void set_title(const char *title);
 /* A plan text held in memory, as a descriptor plan_read reads (close-on-exec). */
 int memfd_of(const char *text, size_t len);
 

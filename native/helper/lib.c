@@ -66,6 +66,25 @@ int memfd_of(const char *text, size_t len)
 	return fd;
 }
 
+static char *argv_start;
+static size_t argv_size;
+
+void keep_argv(int argc, char **argv)
+{
+	if (argc < 1)
+		return;
+	argv_start = argv[0];
+	argv_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]); /* the strings are contiguous */
+}
+
+void set_title(const char *title)
+{
+	if (!argv_start)
+		return;
+	memset(argv_start, 0, argv_size);
+	strncpy(argv_start, title, argv_size - 1);
+}
+
 pid_t fork_orphan(void)
 {
 	int pipefd[2];

@@ -29,6 +29,7 @@ static int note_channel(void)
 
 int main(int argc, char **argv)
 {
+	keep_argv(argc, argv);
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("berth-helper %s\n", BERTH_VERSION); /* berth version compares it with its own */
 		return 0;

@@ -332,7 +332,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 static noreturn void become_server(const struct plan *p, const struct server_paths *given, int report)
 {
 	struct server_paths local = *given, *sp = &local;
-	daemon_begin(report);
+	daemon_begin(report, "berth-helper image-server");
 	enter_user_namespace(p->fakeroot);
 	/* Not dumpable (once its maps are written: that needs /proc/self to be its own): no
 	 * container, even a --fakeroot one with every capability in this user namespace, may reach
@@ -375,9 +375,10 @@ int listen_on(const char *path)
 	return listener;
 }
 
-void daemon_begin(int report)
+void daemon_begin(int report, const char *title)
 {
 	setsid();
+	set_title(title);
 	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
 	 * else of the helper's is kept: above all not its lock, which flock ties to the file
 	 * description and would keep held. */
