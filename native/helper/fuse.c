@@ -1,7 +1,9 @@
 /* Serves the squashfs image through FUSE from inside this process, with squashfuse's
  * low-level library (as Charliecloud's ch-run does), so no other program has to be found or
- * started. squashfuse 0.1.x keeps unlocked caches, so requests are served by one thread; the
- * kernel's page cache (files are opened with keep_cache, entries never expire) serves repeats.
+ * started. squashfuse 0.1.x keeps unlocked caches, so no two threads may share one opened
+ * image: each serving thread has its own (fuse_serve_in_threads), on the same file; the kernel
+ * hands each request to one of the threads reading /dev/fuse. The kernel's page cache (files
+ * are opened with keep_cache, entries never expire) serves repeats.
  *
  * Every file is shown as owned by the container's own user (the caller, or root with
  * --fakeroot), as squashfuse 0.5's -o uid,gid does: the image's owners are mostly root, which
@@ -14,6 +16,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,12 +33,22 @@
 static uid_t owner_uid;
 static gid_t owner_gid;
 
+/* The image as fuse_mount_image opened it (the session's userdata), and as this thread opened
+ * it again (each serving thread its own). */
+static sqfs_ll *mounted_ll;
+static __thread sqfs_ll *thread_ll;
+
+static sqfs_ll *ll_of(fuse_req_t req)
+{
+	return thread_ll ? thread_ll : fuse_req_userdata(req);
+}
+
 /* The inode the kernel numbered `ino`: squashfuse's 64-bit numbering makes the number the
  * inode's reference, which lookup checked; it is checked again on every use (sq_inode), as the
  * file could have changed since. Replies the error itself, as sqfs_ll_iget does. */
 static sqfs *iget(fuse_req_t req, fuse_ino_t ino, sqfs_inode *inode)
 {
-	sqfs_ll *ll = fuse_req_userdata(req);
+	sqfs_ll *ll = ll_of(req);
 	int r = sq_inode(&ll->fs, inode, ll->ino_sqfs(ll, ino));
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -84,7 +98,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	sqfs_ll *ll = fuse_req_userdata(req);
+	sqfs_ll *ll = ll_of(req);
 	sqfs_dir_entry entry = { .inode = e.inode, .inode_number = e.number };
 	ep.ino = ll->ino_register(ll, &entry);
 	sq_stat(fs, &inode, &ep.attr);
@@ -140,11 +154,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	sqfs_inode found, *inode = (sqfs_inode *)(uintptr_t)fi->fh;
-	sqfs *fs = &((sqfs_ll *)fuse_req_userdata(req))->fs;
+	sqfs *fs = &ll_of(req)->fs;
 	if (!inode && !(fs = iget(req, ino, inode = &found)))
 		return;
-	static char *buf;
-	static size_t cap;
+	static __thread char *buf;
+	static __thread size_t cap;
 	if (size > cap) {
 		free(buf);
 		if (!(buf = malloc(size))) {
@@ -227,7 +241,7 @@ static int seek_dir(sqfs *fs, struct open_dir *d, off_t off)
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	(void)ino;
-	sqfs_ll *ll = fuse_req_userdata(req);
+	sqfs_ll *ll = ll_of(req);
 	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	size_t used = 0;
@@ -345,6 +359,7 @@ struct fuse_session *fuse_mount_image(const char *image, unsigned long long offs
 	/* nosuid and nodev: nothing in the image may gain privilege or reach a device. */
 	char *argv[] = { "berth-helper", "-o", "ro,nosuid,nodev,subtype=berth", "-o", fsname, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(5, argv);
+	mounted_ll = ll;
 	struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, ll);
 	if (!se)
 		fail("cannot start serving %s through FUSE", image);
@@ -353,25 +368,60 @@ struct fuse_session *fuse_mount_image(const char *image, unsigned long long offs
 	return se;
 }
 
-int fuse_session_fd_of(struct fuse_session *se)
+struct worker {
+	struct fuse_session *se;
+	sqfs_ll *ll;
+	int gone; /* written to when the mount is gone */
+};
+
+static void *serve_requests(void *arg)
 {
-	return fuse_session_fd(se);
+	struct worker *w = arg;
+	thread_ll = w->ll;
+	struct fuse_buf buf = { 0 };
+	for (;;) {
+		int r = fuse_session_receive_buf(w->se, &buf);
+		if (r == -EINTR || r == -EAGAIN)
+			continue;
+		if (r <= 0)
+			break;
+		fuse_session_process_buf(w->se, &buf);
+	}
+	char byte = 0;
+	if (write(w->gone, &byte, 1) < 0) {
+		/* nothing more to do: the server's poll() also sees the pipe's end when it exits */
+	}
+	return NULL;
 }
 
-int fuse_pump(struct fuse_session *se)
+int fuse_serve_in_threads(struct fuse_session *se, unsigned threads)
 {
-	static struct fuse_buf buf;
-	int r = fuse_session_receive_buf(se, &buf);
-	if (r == -EINTR || r == -EAGAIN)
-		return 0;
-	if (r <= 0)
-		return -1;
-	fuse_session_process_buf(se, &buf);
-	return 0;
+	int gone[2];
+	if (pipe2(gone, O_CLOEXEC) != 0)
+		fail_errno("cannot make a pipe for the image's serving threads");
+	/* Signals (SIGTERM, the guard's) are the main thread's: its poll() answers them. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	char again[64];
+	xformat(again, sizeof again, "/proc/self/fd/%d", mounted_ll->fs.fd); /* the same file, never its path again */
+	for (unsigned i = 0; i < threads; i++) {
+		struct worker *w = malloc(sizeof *w);
+		pthread_t t;
+		if (!w || !(w->ll = i == 0 ? mounted_ll : sqfs_ll_open(again, mounted_ll->fs.offset)))
+			fail("cannot open the image again for a serving thread");
+		w->se = se;
+		w->gone = gone[1];
+		if (pthread_create(&t, NULL, serve_requests, w) != 0 || pthread_detach(t) != 0)
+			fail("cannot start a thread serving the image");
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return gone[0];
 }
 
 void fuse_finish(struct fuse_session *se)
 {
+	/* Unmounted only: the serving threads may still be inside the session (they end with the
+	 * process, which exits next), so it is not destroyed under them. */
 	fuse_session_unmount(se);
-	fuse_session_destroy(se);
 }

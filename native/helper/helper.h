@@ -106,9 +106,10 @@ struct fuse_session;
 struct fuse_session *fuse_mount_image(const char *image, unsigned long long offset, const char *mountpoint);
 /* mount.c: a directory image, bound read-only at mountpoint in place of a FUSE mount. */
 void bind_image_dir(const char *dir, const char *mountpoint);
-int fuse_session_fd_of(struct fuse_session *se);
-int fuse_pump(struct fuse_session *se); /* < 0: the mount is gone */
-void fuse_finish(struct fuse_session *se); /* unmount and free */
+/* Serves the mount from `threads` threads, each with the image opened again; returns a pipe
+ * that becomes readable when the mount is gone. */
+int fuse_serve_in_threads(struct fuse_session *se, unsigned threads);
+void fuse_finish(struct fuse_session *se); /* unmount */
 
 /* server.c: finds or starts the image server and joins its namespaces. */
 /* A server's paths: PATH_MAX, the longest path the kernel takes, and room for what is appended

@@ -38,6 +38,22 @@
 #include "../common/trusted.h"
 
 #define MAX_CLIENTS 4096
+/* In the server's name: a container joins only a server that speaks its protocol (p2: "watch"
+ * is answered, since the server's requests are served by threads). */
+#define SERVER_PROTOCOL "p2"
+#define WATCH_ANSWER_MS 30000
+#define MAX_SERVING_THREADS 4
+
+/* One per CPU this process may run on (a Slurm job's, under task/affinity), up to 4: a
+ * node's ranks starting together read the image at once. */
+static unsigned serving_threads(void)
+{
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0)
+		return 1;
+	int n = CPU_COUNT(&cpus);
+	return n < 1 ? 1 : n > MAX_SERVING_THREADS ? MAX_SERVING_THREADS : (unsigned)n;
+}
 
 static void key_paths(const struct plan *p, struct server_paths *sp)
 {
@@ -50,7 +66,7 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	/* The same file (and partition), unchanged, under the same uid mapping and scope: one server. */
 	char key[512];
 	/* Cut short, two scopes could share one server: too long is refused, never truncated. */
-	int fits = format(key, sizeof key, "%lx-%lx-%lx-%lx-%llx-%s%s%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+	int fits = format(key, sizeof key, "%s-%lx-%lx-%lx-%lx-%llx-%s%s%s", SERVER_PROTOCOL, (unsigned long)st.st_dev, (unsigned long)st.st_ino,
 			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->image_offset, p->fakeroot ? "root" : "self",
 			  *p->scope ? "-" : "", p->scope) == 0 &&
 		   format(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key) == 0 &&
@@ -200,10 +216,16 @@ static void read_report(struct client *c)
 	buf[len > 0 ? len : 0] = '\0';
 	for (char *line = buf, *end; (end = strchr(line, '\n')); line = end + 1) {
 		*end = '\0';
-		if (strcmp(line, "watch") == 0 && guard_chan >= 0 && nfds > 0)
-			guard_watch(guard_chan, c->pidfd, fds, nfds);
-		else if (strcmp(line, "watch") != 0)
+		if (strcmp(line, "watch") == 0) {
+			if (guard_chan >= 0 && nfds > 0)
+				guard_watch(guard_chan, c->pidfd, fds, nfds);
+			/* The container reads nothing of the image before this answer: the guard knows
+			 * it before any request of its own can crash this server. */
+			if (send(c->conn, "w", 1, MSG_NOSIGNAL) != 1)
+				done = 1;
+		} else {
 			done = 1;
+		}
 		if (sscanf(line, "overlay %d", &pid) == 1 && c->overlay_pidfd < 0)
 			c->overlay_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	}
@@ -260,8 +282,11 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	/* SIGTERM (the job epilog, for a named container; an admin) ends it cleanly. */
 	struct sigaction stop = { .sa_handler = request_stop };
 	sigaction(SIGTERM, &stop, NULL);
+	/* FUSE requests are served by threads of their own (fuse.c), which write to `gone` when
+	 * the mount goes (unmounted from outside). */
+	int gone = se ? fuse_serve_in_threads(se, serving_threads()) : -1;
 	for (;;) {
-		fds[0] = (struct pollfd){ .fd = se ? fuse_session_fd_of(se) : -1, .events = POLLIN };
+		fds[0] = (struct pollfd){ .fd = gone, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
 		for (size_t i = 0; i < n; i++) {
 			fds[2 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
@@ -287,9 +312,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			continue;
 		}
 		/* Only the slots this poll() looked at: a reused fd number must not inherit an old
-		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe.
-		 * Before the FUSE request: a container's "watch" reaches the guard before anything is
-		 * read for it, even a request that crashes this server. */
+		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe. */
 		for (size_t i = n; i-- > 0;) {
 			if (clients[i].conn >= 0 && fds[3 + 2 * i].revents)
 				read_report(&clients[i]);
@@ -302,10 +325,8 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			if (n == 0)
 				idle_since = time(NULL);
 		}
-		if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+		if (fds[0].revents)
 			break; /* unmounted from outside */
-		if (fds[0].revents & POLLIN && fuse_pump(se) < 0)
-			break;
 		if (fds[1].revents & POLLIN) {
 			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			struct ucred cred;
@@ -455,6 +476,15 @@ void ask_to_be_watched_on(int sock, int err, int note)
 		fail_errno("cannot register the container with the image server");
 	if (fds[0] != err)
 		close(fds[0]);
+	/* Its answer: the guard has it (read_report). */
+	struct pollfd answer = { .fd = sock, .events = POLLIN };
+	char w;
+	int ready;
+	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
+		;
+	if (ready <= 0 || recv(sock, &w, 1, 0) != 1 || w != 'w')
+		fail("the image server did not take the container (no answer in %d s); try again, or stop it (berth-helper image-server processes)",
+		     WATCH_ANSWER_MS / 1000);
 }
 
 void report_overlay(int sock, pid_t overlay)

@@ -3,7 +3,7 @@
 // test/fixtures/make-run-images.sh and converted by berth.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { homedir, userInfo } from 'node:os';
+import { availableParallelism, homedir, userInfo } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPlan } from '../../src/plan/build.js';
@@ -206,6 +206,26 @@ describe('what jobs depend on', () => {
     const failed = results.filter((r) => r.code !== 0 || r.stdout !== 'ok\n');
     expect(failed.map((r) => r.stderr).slice(0, 3)).toEqual([]);
     expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 5000)).toBe(true);
+  }, 120_000);
+});
+
+describe('one image server, many readers at once', () => {
+  it('eight containers reading every file of the image at once, from one server with several serving threads, all read the same bytes', async () => {
+    // What a node's ranks starting together do: every read is served by one of the server's
+    // threads (fuse.c), each with its own opened image. A checksum of the whole tree, alone
+    // first, then eight at once in one server (it lingers, so they share it).
+    const sums = 'find /usr/lib/python3.11 -type f -print0 | sort -z | xargs -0 md5sum | md5sum';
+    const shared = { ...env(), BERTH_IMAGE_LINGER: '5' };
+    const alone = await run(BERTH, ['exec', img('python'), 'sh', '-c', sums], { env: env() });
+    expect(alone.code, alone.stderr).toBe(0);
+    const together = await Promise.all(Array.from({ length: 8 }, () => run(BERTH, ['exec', img('python'), 'sh', '-c', sums], { env: shared })));
+    expect(together.map((r) => [r.code, r.stderr])).toEqual(Array(8).fill([0, '']));
+    expect(new Set(together.map((r) => r.stdout))).toEqual(new Set([alone.stdout]));
+    // The server: its main thread and one serving thread per CPU, up to four.
+    const dir = readdirSync(runtimeBase()).find((n) => /^img-[^.]+$/.test(n))!;
+    const server = readFileSync(path.join(runtimeBase(), dir, 'pid'), 'utf8').trim();
+    expect(readdirSync(`/proc/${server}/task`).length).toBe(1 + Math.min(4, availableParallelism()));
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 10_000)).toBe(true);
   }, 120_000);
 });
 
