@@ -139,7 +139,7 @@ noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, 
  * process start_detached forked (its own session, stderr the report pipe, nothing else of the
  * starting helper's kept), daemon_ready once it serves (stdio /dev/null, which is EOF on the
  * report pipe without a message: the starter returns; SIGPIPE ignored). */
-void daemon_begin(int report, const char *title); /* title: what ps shows for it (set_title) */
+void daemon_begin(int report, const char *title); /* title: what ps shows for it (set_title), or NULL */
 void daemon_ready(void);
 typedef void (*become_fn)(const struct plan *p, const struct server_paths *sp, int report); /* never returns */
 /* Starts a server that is nobody's child; returns when it is ready, exits with its error if it failed. */

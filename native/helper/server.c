@@ -399,7 +399,8 @@ int listen_on(const char *path)
 void daemon_begin(int report, const char *title)
 {
 	setsid();
-	set_title(title);
+	if (title)
+		set_title(title);
 	/* Errors go to the starting helper, which prints them, through the report pipe. Nothing
 	 * else of the helper's is kept: above all not its lock, which flock ties to the file
 	 * description and would keep held. */

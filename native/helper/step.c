@@ -64,7 +64,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	if (p->net == NET_USER)
 		fail("--network user and -p are not offered for Slurm steps (one pasta per node and step, each publishing the ports on its own node); berth plan refuses them");
 	struct server_paths sp = *given;
-	daemon_begin(report, "berth-helper step-server");
+	daemon_begin(report, NULL); /* its command line stays: the job epilog proves it by it (epilog.c) */
 	open_server_dirs(&sp);
 	int listener = listen_on(sp.sock);
 	/* Its pid, for the job epilog that stops named containers when the job ends. */
