@@ -18,6 +18,7 @@ import { ImageFiles } from '../image/files.js';
 import { hostPlatform } from '../image/platform.js';
 import { imageSource, vouchedFor } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
+import { parseUser } from '../plan/prepare.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
 import { BuildCache, stepKey } from './cache.js';
 import { BuildContext, contentDigest, selectFiles } from './context.js';
@@ -306,10 +307,13 @@ export class Builder {
       const overlay = path.join(work, 'overlay');
       mkdirSync(overlay, { mode: 0o700 });
       const workdir = p.config.config.WorkingDir || '/';
-      const overlayDone = prepareOverlay(p.image, overlay, workdir);
-      // The build arguments are the command's variables too, under what ENV set (Docker's).
-      const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
-      const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
+      const user = this.stepUser(s, p);
+      const overlayDone = prepareOverlay(p.image, overlay, workdir, user === undefined);
+      // The build arguments are the command's variables too, under what ENV set (Docker's); a
+      // USER's HOME is its passwd entry's, else / (Docker's), unless ENV set one.
+      const home = user && !p.config.config.Env.some((e) => e.startsWith('HOME=')) ? [`HOME=${user.home ?? '/'}`] : [];
+      const env = [...home, ...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
+      const status = await runStep({ image: p.image, argv, env, workdir, overlay, ...(user ? { user } : {}) }, this.events.output, this.events.warn);
       if (status !== 0) {
         throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
           'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
@@ -318,8 +322,13 @@ export class Builder {
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       let layer: Layer;
       try {
+        // What the step made is the caller's on disk: root's in the layer, or USER's.
+        const as = user ?? { uid: 0, gid: 0 };
         await writer.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', path.join(overlay, 'upper'), '-cf', '-', '.'],
-          (e) => fromUpper(e, this.owner));
+          (e) => {
+            const r = fromUpper(e, undefined);
+            return { ...r, entries: r.entries.map((o) => ({ ...o, uid: o.uid === this.owner.uid ? as.uid : o.uid, gid: o.gid === this.owner.gid ? as.gid : o.gid })) };
+          });
         layer = writer.finish(path.join(this.cache.root, 'layers'));
       } catch (e: unknown) {
         writer.abort();
@@ -332,6 +341,24 @@ export class Builder {
     } finally {
       this.cache.release(work);
     }
+  }
+
+  /**
+   * Who a RUN runs as: the config's User (USER, or the FROM image's), resolved in the stage's
+   * image as Docker does (names in its /etc/passwd and /etc/group). undefined: root, faked.
+   */
+  private stepUser(s: Step, p: Point): { uid: number; gid: number; home?: string } | undefined {
+    const spec = p.config.config.User;
+    if (!spec || !p.image) return undefined;
+    let u: { uid: number; gid: number; home?: string };
+    try {
+      u = parseUser(spec, { location: openImage(p.image).location, architecture: p.config.architecture }, 'USER')!;
+    } catch (e: unknown) {
+      if (!(e instanceof BerthError)) throw e;
+      throw new BerthError(e.code, `step ${this.n}/${this.total} (${this.where(s)}) runs as ${e.message}`, e.hint);
+    }
+    // uid 0 is the fake root, whatever group USER names: the step's namespace maps one uid.
+    return u.uid === 0 ? undefined : u;
   }
 
   private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>): Promise<Point> {

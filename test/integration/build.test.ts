@@ -304,16 +304,41 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
 });
 
 // The issue's real package manager: a Debian image made from this machine's Debian packages, and
-// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root.
-describe('berth build with apt-get', () => {
+// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root. The
+// image is made once, for the tests of this part that need real accounts and tools too.
+let debianImage: Promise<string> | undefined;
+const debian = () => (debianImage ??= (async () => {
+  const dir = path.join(work, 'debian');
+  mkdirSync(dir);
+  const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  const image = path.join(work, 'debian.sqsh');
+  const converted = await b('convert', `oci:${dir}/oci:debian`, '-o', image, '--quiet');
+  if (converted.code !== 0) throw new Error(converted.stderr);
+  return image;
+})());
+
+/** The owner umoci's rootless unpack recorded (its user.rootlesscontainers xattr, a protobuf of uid = 1, gid = 2; none: root's). */
+function umociOwner(entry: { xattrs?: Record<string, string> } | undefined): string {
+  const hex = entry?.xattrs?.['user.rootlesscontainers'];
+  const ids = [0, 0];
+  const bytes = Buffer.from(hex ?? '', 'hex');
+  for (let i = 0; i < bytes.length;) {
+    const field = bytes[i++]! >> 3;
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[i++]!;
+      v += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) break;
+    }
+    if (field === 1 || field === 2) ids[field - 1] = v;
+  }
+  return `${ids[0]}:${ids[1]}`;
+}
+
+describe('berth build on a Debian image', () => {
   it('RUN apt-get update && apt-get install of a real package, used in the built image', async () => {
-    const dir = path.join(work, 'debian');
-    mkdirSync(dir);
-    const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
-    expect(made.code, made.stderr).toBe(0);
-    const debian = path.join(work, 'debian.sqsh');
-    expect((await b('convert', `oci:${dir}/oci:debian`, '-o', debian, '--quiet')).code).toBe(0);
-    const ctx = context('apt', { Dockerfile: `FROM ${debian}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
+    const ctx = context('apt', { Dockerfile: `FROM ${await debian()}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
     const out = path.join(work, 'hello.sqsh');
     const r = await b('build', '-o', out, ctx);
     expect(r.code, r.stderr).toBe(0);
@@ -323,5 +348,49 @@ describe('berth build with apt-get', () => {
     const listing = await listImage(out);
     expect(Object.keys(listing).filter((k) => k.includes('berth-build'))).toEqual([]);
     expect(listing['usr/bin/hello']).toMatchObject({ type: 'file', uid: 0 });
-  }, 180_000);
+  }, 300_000);
+
+  it('USER before RUN: the step runs as that user (no fake root) and what it makes is that user\'s in the image and the layout', async () => {
+    const ctx = context('user', { Dockerfile: `FROM ${await debian()}
+RUN useradd --create-home --uid 1234 --user-group app && groupadd --gid 2345 staff2 && mkdir -m 1777 /shared
+USER app
+RUN (id -u; id -g; echo "$HOME") > /home/app/ids && touch /home/app/x && mkdir /home/app/d && touch /shared/by-app
+RUN chown 0 /home/app/x 2>/dev/null && echo chown-faked || echo chown-refused
+USER 4321:staff2
+RUN id -u > /shared/by-number && id -g >> /shared/by-number && echo "home=$HOME"
+USER root
+RUN touch /by-root
+USER app
+` });
+    const out = path.join(work, 'user.sqsh');
+    const layout = path.join(work, 'user-oci');
+    const r = await b('build', '-o', out, '--oci-layout', layout, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    // No fake root for a USER step: chown to another user is refused as it is for a real one.
+    expect(r.stderr).toContain('chown-refused');
+    expect(r.stderr).toContain('home=/');
+    const ids = await b('exec', out, 'cat', '/home/app/ids', '/shared/by-number');
+    expect(ids.stdout, ids.stderr).toBe('1234\n1234\n/home/app\n4321\n2345\n');
+    const ours = await listImage(out);
+    const owner = (k: string) => `${ours[k]?.uid}:${ours[k]?.gid}`;
+    expect(owner('home/app/x')).toBe('1234:1234');
+    expect(owner('home/app/d')).toBe('1234:1234');
+    expect(owner('home/app/ids')).toBe('1234:1234');
+    expect(owner('shared/by-app')).toBe('1234:1234');
+    expect(owner('shared/by-number')).toBe('4321:2345');
+    expect(owner('by-root')).toBe('0:0');
+    // umoci reads the same owners from the exported layers.
+    const theirs = await umociListing(layout, 'latest', work);
+    for (const k of ['home/app/x', 'home/app/d', 'shared/by-number', 'by-root']) expect(umociOwner(theirs[k]), k).toBe(owner(k));
+    // The image's User is the last USER: berth run says so, and --user app runs as it.
+    expect((await b('exec', '--user', 'app', out, 'id', '-u')).stdout).toBe('1234\n');
+  }, 300_000);
+
+  it('a RUN after USER of an account the image lacks names the user and the step', async () => {
+    const ctx = context('nouser', { Dockerfile: `FROM ${await debian()}\nUSER nobody-here\nRUN true\n` });
+    const r = await b('build', ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/berth: error: step 3\/3 \(.*Dockerfile:3: RUN true\) runs as USER nobody-here: the image has no such user in \/etc\/passwd/);
+    expect(r.stderr).toMatch(/hint: .*USER UID\[:GID\]/);
+  }, 300_000);
 });
