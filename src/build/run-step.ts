@@ -13,6 +13,8 @@ import type { Duplex } from 'node:stream';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { HOME_NOT_BOUND } from '../plan/build.js';
+import type { MountOp } from '../plan/types.js';
+import type { StepBind } from './mounts.js';
 import { preparePlan } from '../plan/prepare.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
@@ -31,8 +33,8 @@ export interface RunStep {
    * to the caller, with no fake root (Docker's non-root RUN). Absent: the fake root.
    */
   user?: { uid: number; gid: number };
-  /** --mount binds (RUN --mount): bound in for the step only, never in its layer. */
-  binds?: string[];
+  /** RUN --mount's binds and a #! heredoc's script: the plan's bind ops, over the step's root, never in its layer. */
+  binds?: StepBind[];
 }
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -59,11 +61,12 @@ function waitGone(pid: number, ms: number): void {
 export async function runStep(step: RunStep, output: (chunk: Buffer) => void, warn: (line: string) => void): Promise<number> {
   const who = step.user ? { user: `${step.user.uid}:${step.user.gid}`, pid: true } : { fakeroot: true };
   const prepared = await preparePlan('exec', step.image, step.argv, {
-    ...who, overlay: step.overlay, cleanenv: true, contain: true, home: false, env: step.env, pwd: step.workdir, bind: step.binds ?? [],
+    ...who, overlay: step.overlay, cleanenv: true, contain: true, home: false, env: step.env, pwd: step.workdir,
   }, { convert: { resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn }, cacheWarning: warn });
   // A non-root step's HOME is its passwd entry's (the builder sets it): the caller's own home
   // directory, which the plan would make inside, would otherwise land in the layer.
-  const plan = { ...prepared.plan, ops: prepared.plan.ops.filter((o) => o.origin !== HOME_NOT_BOUND) };
+  const binds: MountOp[] = (step.binds ?? []).map((b) => ({ kind: 'bind', source: b.source, target: b.target, options: ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : [])], ifMissing: 'create', origin: b.origin }));
+  const plan = { ...prepared.plan, ops: [...prepared.plan.ops.filter((o) => o.origin !== HOME_NOT_BOUND), ...binds] };
   const helper = helperPath();
   return new Promise((resolve, reject) => {
     const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });

@@ -2,7 +2,7 @@
 // (test/fixtures/make-build-images.sh). No image with a C compiler can be made cheaply from
 // this machine's files, so the "compile" stage writes a shell script standing in for the
 // program; what is tested is the multi-stage copy, not the compiler.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -293,6 +293,110 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     const ps = spawnSync('ps', ['-u', String(process.getuid!()), '-o', 'args=']).stdout.toString();
     expect(ps).not.toContain('sleep 60');
   }, 60_000);
+
+  it('heredocs: RUN <<EOF, <<-, several on a line, a #! script; COPY <<EOF, substituted unless quoted', async () => {
+    const dockerfile = (body: string) => `FROM ${base}
+ARG WHO=world
+RUN <<EOF
+# a comment the script keeps
+echo "one: $WHO" > /one
+echo continued \\
+  line >> /one
+EOF
+RUN <<-EOT sh
+	echo tabbed > /two
+	EOT
+RUN cat <<A > /three && cat <<'B' >> /three
+a $WHO
+A
+b $WHO
+B
+RUN <<SH
+#!/bin/sh
+echo "${body} $0" > /four
+SH
+COPY <<EOF /etc/conf
+hello \${WHO}
+EOF
+COPY --chmod=0755 <<one <<"two" /dir/
+1 $WHO
+one
+2 $WHO
+two
+`;
+    const ctx = context('heredoc', { Dockerfile: dockerfile('script at') });
+    const out = path.join(work, 'heredoc.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('STEP 3/8: RUN <<EOF\n');
+    const cat = await b('exec', out, 'cat', '/one', '/two', '/three', '/four', '/etc/conf', '/dir/one', '/dir/two');
+    expect(cat.stdout, cat.stderr).toBe('one: world\ncontinued line\ntabbed\na world\nb $WHO\nscript at /tmp/.berth-heredoc/SH\nhello world\n1 world\n2 $WHO\n');
+    const listing = await listImage(out);
+    expect(listing['dir/one']).toMatchObject({ type: 'file', mode: 0o755, uid: 0, mtime: 0 });
+    expect(Object.keys(listing).filter((k) => k.includes('berth-heredoc'))).toEqual([]);
+    // A rebuild takes every step from the cache; an edited body reruns its step.
+    const again = await b('build', '-o', out, '--force', ctx);
+    expect(again.stderr.match(/\(cached\)/g)).toHaveLength(8);
+    writeFileSync(path.join(ctx, 'Dockerfile'), dockerfile('the script is'));
+    const edited = await b('build', '-o', out, '--force', ctx);
+    expect(edited.code, edited.stderr).toBe(0);
+    expect(edited.stderr).toMatch(/STEP 6\/8: RUN <<SH\n/);
+    expect((await b('exec', out, 'cat', '/four')).stdout).toBe('the script is /tmp/.berth-heredoc/SH\n');
+  }, 180_000);
+
+  it('RUN --mount=type=cache keeps its directory between builds and out of the layer; type=bind binds the context or a stage read-only', async () => {
+    const ctx = context('mounts', {
+      Dockerfile: `FROM ${base} AS build
+RUN mkdir /out && echo from-stage > /out/built
+FROM ${base}
+RUN --mount=type=cache,target=/cache,id=counter sh -c 'n=$(cat /cache/n 2>/dev/null || echo 0); echo $((n+1)) > /cache/n; echo "count=$(cat /cache/n)"'
+RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copied && (touch /src/new 2>/dev/null && echo bind-written || echo bind-read-only)
+RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/built > /from-stage
+`,
+      'src/a.txt': 'from the context\n',
+    });
+    const out = path.join(work, 'mounts.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('count=1');
+    expect(r.stderr).toContain('bind-read-only');
+    expect(existsSync(path.join(ctx, 'src', 'new'))).toBe(false);
+    expect((await b('exec', out, 'cat', '/copied', '/from-stage')).stdout).toBe('from the context\nfrom-stage\n');
+    const listing = await listImage(out);
+    // Only the mount points are in the image, empty; what the cache holds is not.
+    expect(listing['cache']).toMatchObject({ type: 'dir' });
+    expect(Object.keys(listing).filter((k) => /^(cache|src|in)\//.test(k))).toEqual([]);
+    // The cache outlives the build: the step, run again, counts on.
+    const again = await b('build', '--no-cache', '-o', out, '--force', ctx);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('count=2');
+    // A bound file's edit is a change: its step reruns; the cache's step is cached.
+    writeFileSync(path.join(ctx, 'src', 'a.txt'), 'edited\n');
+    const edited = await b('build', '-o', out, '--force', ctx);
+    expect(edited.stderr).toMatch(/RUN --mount=type=cache,target=\/cache,id=counter .* \(cached\)/);
+    expect(edited.stderr).not.toMatch(/RUN --mount=type=bind,source=src.*\(cached\)/);
+    expect((await b('exec', out, 'cat', '/copied')).stdout).toBe('edited\n');
+    // The cache directory is the user's own: one that others could write is refused.
+    const mounts = path.join(work, 'cache', 'berth', 'build', 'mounts');
+    const [dir] = readdirSync(mounts).filter((n) => !n.endsWith('.lock'));
+    expect(statSync(path.join(mounts, dir!)).mode & 0o777).toBe(0o700);
+    chmodSync(path.join(mounts, dir!), 0o777);
+    const refused = await b('build', '--no-cache', '-o', out, '--force', ctx);
+    expect(refused.code).toBe(125);
+    expect(refused.stderr).toMatch(/the cache mount counter is .*, which is not a directory of yours with mode 0700 \(owner \d+, mode 777\)/);
+    chmodSync(path.join(mounts, dir!), 0o700);
+  }, 180_000);
+
+  it.each([
+    ['type=secret,id=token', /does not offer type=secret mounts[\s\S]*hint: keep the secret out/],
+    ['type=ssh', /does not offer type=ssh mounts[\s\S]*hint: a step has no agent/],
+    ['type=bind,source=../outside,target=/x', /outside the build context/],
+  ])('RUN --mount=%s is refused with the way out', async (spec, why) => {
+    const ctx = context(`mount-refused-${spec.replace(/[^a-z]/g, '')}`, { Dockerfile: `FROM ${base}\nRUN --mount=${spec} true\n` });
+    const r = await b('build', ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(why);
+  });
 
   it('--quiet still shows a failing step\'s output with the error', async () => {
     const r = await b('build', '--quiet', '-o', path.join(work, 'q.sqsh'), path.join(work, 'fails'));
