@@ -12,6 +12,7 @@ import { baseTar } from '../convert/commit.js';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { openImage } from '../runtime/image.js';
+import { normalizeSource } from './context.js';
 
 export type MountSpec =
   | { type: 'cache'; target: string; id: string; sharing: 'shared' | 'locked' | 'private'; readOnly: boolean }
@@ -137,6 +138,7 @@ function alive(pid: number): boolean {
 
 /** A bind source of the context: inside it once every symlink is resolved (the path bound is that real path). */
 export function contextSource(root: string, source: string, what: string): string {
+  normalizeSource(source, what);
   const real = realpathSync(root);
   let resolved: string;
   try {
@@ -173,8 +175,11 @@ export async function unpackFrom(image: string, source: string, dir: string, wha
   }
   mkdirSync(dir, { mode: 0o700 });
   const [tool, ...rest] = baseTar(location);
-  const from = spawn(tool, [...(real === '/' ? [] : ['--subdir', real.slice(1)]), ...rest], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const into = spawn('tar', ['-x', '--no-same-owner', '-C', dir, '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const from = spawn(tool, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The subtree by tar's own member selection (sqfs2tar 1.2's --subdir fails on any path).
+  const parts = real.split('/').filter(Boolean);
+  const select = parts.length > 0 ? [`--strip-components=${parts.length}`, '--', parts.join('/')] : [];
+  const into = spawn('tar', ['-x', '--no-same-owner', '-C', dir, '-f', '-', ...select], { stdio: ['pipe', 'ignore', 'pipe'] });
   from.stdout!.pipe(into.stdin!);
   into.stdin!.on('error', () => {});
   let errors = '';
