@@ -114,6 +114,69 @@ export class LayerWriter {
   }
 }
 
+/** The tar type flag each entry type has in berth's layers (encodeHeader's). */
+export const TAR_TYPE: Record<TarEntry['type'], string> = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
+
+export interface Owned {
+  /** Its tar type flag (TAR_TYPE). */
+  type: string;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Who owns each path of the tree a chain of berth's own layers makes (LayerWriter's, in the
+ * build cache), and its tar type: read from their headers alone, each body skipped, later layers
+ * over earlier ones, whiteouts applied. A RUN step's overlay shows every file as the caller's,
+ * so this is what tells an entry it copied up (which keeps its owner) from one it made.
+ */
+export function layerOwners(files: string[]): Map<string, Owned> {
+  const tree = new Map<string, Owned>();
+  const header = Buffer.alloc(512);
+  const num = (b: Buffer) => {
+    const t = b.toString('latin1').replace(/[\0 ]+$/, '').trim();
+    return t === '' ? 0 : parseInt(t, 8);
+  };
+  const drop = (prefix: string) => {
+    for (const k of tree.keys()) if (k.startsWith(prefix)) tree.delete(k);
+  };
+  for (const file of files) {
+    const fd = openSync(file, 'r');
+    try {
+      let pax = new Map<string, string>();
+      for (let at = 0; readSync(fd, header, 0, 512, at) === 512 && header.some((c) => c !== 0);) {
+        const type = String.fromCharCode(header[156]!);
+        const size = Number(pax.get('size') ?? num(header.subarray(124, 136)));
+        const body = at + 512;
+        at = body + Math.ceil(size / 512) * 512;
+        if (type === 'x' || type === 'g') {
+          const data = Buffer.alloc(size);
+          readSync(fd, data, 0, size, body);
+          // "LEN key=value\n" records (POSIX pax); only a local one says what the next entry is.
+          if (type === 'x') pax = new Map(data.toString('latin1').split('\n').filter(Boolean).map((r) => r.slice(r.indexOf(' ') + 1)).map((r) => [r.slice(0, r.indexOf('=')), r.slice(r.indexOf('=') + 1)]));
+          continue;
+        }
+        const name = layerName(pax.get('path') ?? header.subarray(0, 100).toString('latin1').replace(/\0.*$/s, ''));
+        const uid = Number(pax.get('uid') ?? num(header.subarray(108, 116)));
+        const gid = Number(pax.get('gid') ?? num(header.subarray(116, 124)));
+        pax = new Map();
+        if (name === undefined) continue;
+        const base = path.posix.basename(name);
+        const dir = path.posix.dirname(name);
+        const under = dir === '.' ? '' : `${dir}/`;
+        if (base === '.wh..wh..opq') drop(under);
+        else if (base.startsWith('.wh.')) {
+          tree.delete(`${under}${base.slice(4)}`);
+          drop(`${under}${base.slice(4)}/`);
+        } else tree.set(name, { type, uid, gid });
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return tree;
+}
+
 /** A name as a layer's entry has it (no leading '/', no '.'), or undefined for the root. */
 export function layerName(name: string): string | undefined {
   const n = normalizePath(name);

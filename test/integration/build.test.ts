@@ -463,7 +463,7 @@ RUN chown 0 /home/app/x 2>/dev/null && echo chown-faked || echo chown-refused
 USER 4321:staff2
 RUN id -u > /shared/by-number && id -g >> /shared/by-number && echo "home=$HOME"
 USER root
-RUN touch /by-root
+RUN touch /by-root && echo more >> /home/app/x
 USER app
 ` });
     const out = path.join(work, 'user.sqsh');
@@ -483,6 +483,11 @@ USER app
     expect(owner('shared/by-app')).toBe('1234:1234');
     expect(owner('shared/by-number')).toBe('4321:2345');
     expect(owner('by-root')).toBe('0:0');
+    // What a step only copied up keeps the owner it had: /shared, which app wrote in, stays root's;
+    // /home/app/x, which root appended to, stays app's. (/home/app is root's: useradd's chown was faked.)
+    expect(owner('shared')).toBe('0:0');
+    expect(ours['shared']).toMatchObject({ type: 'dir', mode: 0o1777 });
+    expect(owner('home/app')).toBe('0:0');
     // umoci reads the same owners from the exported layers.
     const theirs = await umociListing(layout, 'latest', work);
     for (const k of ['home/app/x', 'home/app/d', 'shared/by-number', 'by-root']) expect(umociOwner(theirs[k]), k).toBe(owner(k));
