@@ -441,8 +441,9 @@ function umociOwner(entry: { xattrs?: Record<string, string> } | undefined): str
 }
 
 describe('berth build on a Debian image', () => {
-  it('RUN apt-get update && apt-get install of a real package, used in the built image', async () => {
-    const ctx = context('apt', { Dockerfile: `FROM ${await debian()}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
+  it('RUN apt-get update && apt-get install of a real package, used in the built image; apt\'s lists and downloads in cache mounts', async () => {
+    const mounts = '--mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked';
+    const ctx = context('apt', { Dockerfile: `FROM ${await debian()}\nRUN ${mounts} apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
     const out = path.join(work, 'hello.sqsh');
     const r = await b('build', '-o', out, ctx);
     expect(r.code, r.stderr).toBe(0);
@@ -452,6 +453,12 @@ describe('berth build on a Debian image', () => {
     const listing = await listImage(out);
     expect(Object.keys(listing).filter((k) => k.includes('berth-build'))).toEqual([]);
     expect(listing['usr/bin/hello']).toMatchObject({ type: 'file', uid: 0 });
+    // What apt downloaded is in the caches, not in the image (which has only the base's empty directories there).
+    expect(Object.entries(listing).filter(([k, v]) => /^var\/(cache\/apt|lib\/apt\/lists)\/./.test(k) && v.type !== 'dir')).toEqual([]);
+    const caches = path.join(work, 'cache', 'berth', 'build', 'mounts');
+    const debs = readdirSync(caches).filter((d) => existsSync(path.join(caches, d, 'archives'))).flatMap((d) => readdirSync(path.join(caches, d, 'archives'), { withFileTypes: true }).map((e) => e.name).filter((n) => n.endsWith('.deb')));
+    expect(debs).toEqual([expect.stringMatching(/^hello_.*\.deb$/)]);
+    expect(readdirSync(caches).filter((d) => d.endsWith('.lock'))).toEqual([]);
   }, 300_000);
 
   it('USER before RUN: the step runs as that user (no fake root) and what it makes is that user\'s in the image and the layout', async () => {
