@@ -28,6 +28,7 @@ import { entryOf, layerName, layerOwners, LayerWriter, squashLayers, TAR_TYPE, t
 import { prepareOverlay, runStep } from './run-step.js';
 import { cacheDir, contextSource, lockCache, parseMount, unpackFrom, type MountSpec, type StepBind } from './mounts.js';
 import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
+import { download, parseChecksum, urlFileName } from './download.js';
 import { envLookup, expandText, expandWord, type Lookup } from './words.js';
 
 export interface BuildOptions {
@@ -73,6 +74,8 @@ interface Point {
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
+
+const isUrl = (src: string) => /^https?:\/\//.test(src);
 
 const quietConvert = (warn: (l: string) => void): ConvertEvents => ({ resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn });
 
@@ -424,8 +427,11 @@ export class Builder {
     const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
     const owner = chown === undefined ? { uid: 0, gid: 0 } : chownOf(chown, p.image, p.config.architecture, what);
     if (s.kind === 'ADD') {
-      const remote = sources.find((src) => /^(https?|ftp):\/\/|^git@|\.git$/.test(src));
-      if (remote) throw new BerthError('USAGE', `${what}: ADD of a URL (${remote}) is not supported: the build has no network of its own to fetch it with`, 'download it into the build context and COPY or ADD the file');
+      const remote = sources.find((src) => /^ftp:\/\/|^git@|\.git$|^(https?:\/\/)?(github\.com|gitlab\.com)\/[^/]+\/[^/]+\/?$/.test(src));
+      if (remote) throw new BerthError('USAGE', `${what}: ADD of ${remote} is not supported: berth downloads files over http(s), not repositories or ftp`, 'clone or fetch it into the build context and COPY it, or git clone in a RUN step');
+    }
+    if (s.flags.checksum !== undefined && (s.kind !== 'ADD' || sources.filter(isUrl).length !== 1 || sources.length !== 1)) {
+      throw new BerthError('USAGE', `${what}: --checksum is for ADD of one URL`, 'write one ADD --checksum=sha256:HEX URL DEST per file');
     }
     const work = this.cache.work();
     try {
@@ -469,22 +475,41 @@ export class Builder {
     const { what, sources, dest, chmod, chown, owner, work } = c;
     let files: string;
     let source: CopySource;
+    let pending: (() => Promise<CopySource>) | undefined;
     if (s.kind === 'COPY' && s.flags.from !== undefined) {
       const fromName = x(s.flags.from);
       const from = await this.fromSource(fromName, what);
       files = from.files;
       source = { kind: 'image', image: from.image, from: fromName };
     } else {
-      // Heredocs are files of the step's own (in its work directory) copied as the context's are.
+      // Heredocs and ADD's downloads are files of the step's own (in its work directory), copied
+      // as the context's are. A download pinned by --checksum is known by it: fetched on a miss only.
       const many = sources.length + s.heredocs.length > 1 && !dest.endsWith('/') ? `${dest}/` : dest;
-      const selected = [...(sources.length > 0 ? selectFiles(this.ctx, sources, many, what) : []), ...this.heredocFiles(s.heredocs, c.lookup, many, what, work)];
-      files = await contentDigest(selected);
-      source = { kind: 'context', files: selected };
+      const urls = s.kind === 'ADD' ? sources.filter(isUrl) : [];
+      const local = sources.filter((src) => !urls.includes(src));
+      const checksum = s.flags.checksum !== undefined ? parseChecksum(x(s.flags.checksum), what) : undefined;
+      const selected = [...(local.length > 0 ? selectFiles(this.ctx, local, many, what) : []), ...this.heredocFiles(s.heredocs, c.lookup, many, what, work)];
+      const downloads = path.join(work, 'downloads');
+      const fetchAll = async () => {
+        mkdirSync(downloads, { mode: 0o700 });
+        for (const u of urls) await download(u, path.join(downloads, urlFileName(u)), what, checksum);
+        return selectFiles(new BuildContext(downloads), urls.map(urlFileName), many, what);
+      };
+      if (checksum !== undefined) {
+        files = `${await contentDigest(selected)} ${urls[0]} ${urlFileName(urls[0]!)} ${checksum}`;
+        source = { kind: 'context', files: selected };
+        pending = async () => ({ kind: 'context', files: [...selected, ...(await fetchAll())] });
+      } else {
+        const all = [...selected, ...(urls.length > 0 ? await fetchAll() : [])];
+        files = await contentDigest(all);
+        source = { kind: 'context', files: all };
+      }
     }
     const key = stepKey({ parent: p.key, instruction: `${s.kind} ${JSON.stringify({ sources, dest, chmod, owner, from: s.flags.from })}`, args: argsSeen, files });
     const hit = this.opts.noCache ? undefined : this.cache.get(key);
     this.announce(s.text, hit !== undefined);
     if (hit) return this.stepPoint(p, s, key, hit.layers);
+    if (pending) source = await pending();
     const writer = new LayerWriter(path.join(work, 'layer.partial'));
     try {
       await writeCopyLayer(writer, { kind: s.kind, what, sources: [...sources, ...s.heredocs.map((d) => d.name)], dest, ...(chmod !== undefined ? { chmod } : {}), ...(chown !== undefined ? { chown: owner } : {}),

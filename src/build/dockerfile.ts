@@ -59,7 +59,7 @@ export interface Dockerfile {
   ignored: string[];
 }
 
-const COPY_FLAGS: Record<string, readonly string[]> = { COPY: ['from', 'chown', 'chmod', 'link'], ADD: ['chown', 'chmod', 'link'] };
+const COPY_FLAGS: Record<string, readonly string[]> = { COPY: ['from', 'chown', 'chmod', 'link'], ADD: ['chown', 'chmod', 'link', 'checksum'] };
 
 function invalid(file: string, i: Common, why: string, hint: string): BerthError {
   return new BerthError('USAGE', `${file}:${i.line}: ${i.text}: ${why}`, hint);

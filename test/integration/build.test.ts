@@ -4,6 +4,9 @@
 // program; what is tested is the multi-stage copy, not the compiler.
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
@@ -397,6 +400,48 @@ RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/built > /from-st
     expect(r.code).toBe(125);
     expect(r.stderr).toMatch(why);
   });
+
+  it('ADD http(s)://...: downloaded (0600, root's, mtime 0); with --checksum a cached step fetches nothing, a wrong one is refused', async () => {
+    const body = 'downloaded content\n';
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    const requests: string[] = [];
+    const server = createServer((req, res) => {
+      requests.push(req.url ?? '');
+      if (req.url === '/moved') res.writeHead(302, { location: '/files/tool.txt' }).end();
+      else if (req.url === '/files/tool.txt') res.end(body);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const ctx = context('add-url', {
+        Dockerfile: `FROM ${base}\nADD ${url}/moved /opt/\nADD --checksum=${digest} ${url}/files/tool.txt /etc/tool.conf\n`,
+        'wrong.Dockerfile': `FROM ${base}\nADD --checksum=sha256:${'0'.repeat(64)} ${url}/files/tool.txt /x\n`,
+        'missing.Dockerfile': `FROM ${base}\nADD ${url}/nothing /x\n`,
+      });
+      const out = path.join(work, 'add-url.sqsh');
+      const r = await b('build', '-o', out, ctx);
+      expect(r.code, r.stderr).toBe(0);
+      const listing = await listImage(out);
+      // Named by the URL's path (after the redirect's, Docker names it by the URL asked for).
+      expect(listing['opt/moved']).toMatchObject({ type: 'file', mode: 0o600, uid: 0, mtime: 0 });
+      expect(listing['etc/tool.conf']).toMatchObject({ type: 'file', mode: 0o600, sha256: digest.slice(7) });
+      // A rebuild downloads the unpinned file again (it may have changed), not the pinned one.
+      requests.length = 0;
+      const again = await b('build', '-o', out, '--force', ctx);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(/ADD --checksum=\S+ \S+ \/etc\/tool.conf \(cached\)/);
+      expect(requests).toEqual(['/moved', '/files/tool.txt']);
+      const wrong = await b('build', '-f', path.join(ctx, 'wrong.Dockerfile'), ctx);
+      expect(wrong.code).toBe(125);
+      expect(wrong.stderr).toContain(`/files/tool.txt is ${digest}, not the --checksum sha256:${'0'.repeat(64)}`);
+      const missing = await b('build', '-f', path.join(ctx, 'missing.Dockerfile'), ctx);
+      expect(missing.code).toBe(125);
+      expect(missing.stderr).toMatch(/\/nothing answered 404/);
+    } finally {
+      server.close();
+    }
+  }, 120_000);
 
   it('--quiet still shows a failing step\'s output with the error', async () => {
     const r = await b('build', '--quiet', '-o', path.join(work, 'q.sqsh'), path.join(work, 'fails'));
