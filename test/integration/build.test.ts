@@ -401,7 +401,7 @@ RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/built > /from-st
     expect(r.stderr).toMatch(why);
   });
 
-  it('ADD http(s)://...: downloaded (0600, root's, mtime 0); with --checksum a cached step fetches nothing, a wrong one is refused', async () => {
+  it('ADD http(s)://...: downloaded (0600, root\'s, mtime 0); with --checksum a cached step fetches nothing, a wrong one is refused', async () => {
     const body = 'downloaded content\n';
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     const requests: string[] = [];
