@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
-import { baseTar, fromUpper } from '../convert/commit.js';
+import { baseTar } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError, messageOf, osError } from '../errors.js';
@@ -24,7 +24,7 @@ import { BuildCache, stepKey } from './cache.js';
 import { BuildContext, contentDigest, selectFiles } from './context.js';
 import { applyMetadata, commandArgv } from './config.js';
 import { parseDockerfile, SCRIPT_DIR, type Heredoc, type Stage, type Step } from './dockerfile.js';
-import { entryOf, layerName, layerOwners, LayerWriter, squashLayers, TAR_TYPE, type Layer, type OciConfig } from './layer.js';
+import { entryOf, layerName, layerOwners, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
 import { prepareOverlay, runStep } from './run-step.js';
 import { cacheDir, contextSource, lockCache, parseMount, unpackFrom, type MountSpec, type StepBind } from './mounts.js';
 import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
@@ -340,22 +340,7 @@ export class Builder {
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       let layer: Layer;
       try {
-        // Everything in the overlay is the caller's on disk. What the step made is root's in the
-        // layer, or USER's; what it copied up (a directory it wrote in, a file it changed: the
-        // stage has that path, of that type, and the step did not replace the directory whole)
-        // keeps the stage's owner, so a USER step's /tmp stays root's.
-        const as = user ?? { uid: 0, gid: 0 };
-        const stage = layerOwners(this.cache.layers(p.layers).map((l) => l.file));
-        await writer.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', path.join(overlay, 'upper'), '-cf', '-', '.'],
-          (e) => {
-            const r = fromUpper(e, undefined);
-            return { ...r, entries: r.entries.map((o) => {
-              const was = o.name.includes('.wh.') ? undefined : stage.get(o.name);
-              const copiedUp = was !== undefined && was.type === TAR_TYPE[o.type] && !r.entries.some((w) => w.name === `${o.name}/.wh..wh..opq`);
-              const owner = copiedUp ? was : as;
-              return { ...o, uid: o.uid === this.owner.uid ? owner.uid : o.uid, gid: o.gid === this.owner.gid ? owner.gid : o.gid };
-            }) };
-          });
+        await writer.fromUpper(path.join(overlay, 'upper'), layerOwners(this.cache.layers(p.layers).map((l) => l.file)), this.owner, user ?? { uid: 0, gid: 0 });
         layer = writer.finish(path.join(this.cache.root, 'layers'));
       } catch (e: unknown) {
         writer.abort();

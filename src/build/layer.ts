@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, linkSync, copyFileSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { rewriteTarOf, type Rewritten } from '../convert/commit.js';
+import { fromUpper, rewriteTarOf, type Rewritten } from '../convert/commit.js';
 import { convertImage, type ConvertEvents, type ConvertOptions, type ConvertResult } from '../convert/convert.js';
 import { normalizePath } from '../convert/merge.js';
 import type { TarEntry } from '../convert/tar-reader.js';
@@ -91,6 +91,27 @@ export class LayerWriter {
     await rewriteTarOf(argv, named, (b) => this.write(b), {
       hint: 'check that the file is readable and whole',
       notTar: (e) => new BerthError('SOURCE_INVALID', `${argv[argv.length - 1]}: not a tar archive berth can read (${String(e)})`, 'check the file'),
+    });
+  }
+
+  /**
+   * A RUN step's change: the overlay's `upper` directory. Everything there is the `caller`'s on
+   * disk. What the step made is `as`'s in the layer (root's, or USER's); what it only copied up
+   * (a directory it wrote in, a file it changed: `stage`, the tree before the step, has that
+   * path with that type, and the step did not replace the directory whole) keeps the stage's
+   * owner, so a USER step's /tmp stays root's and a root step's edit of app's file stays app's.
+   */
+  async fromUpper(upper: string, stage: Map<string, Owned>, caller: { uid: number; gid: number }, as: { uid: number; gid: number }): Promise<void> {
+    await this.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', upper, '-cf', '-', '.'], (e) => {
+      const r = fromUpper(e, undefined);
+      return {
+        ...r, entries: r.entries.map((o) => {
+          const was = o.name.includes('.wh.') ? undefined : stage.get(o.name);
+          const copiedUp = was !== undefined && was.type === TAR_TYPE[o.type] && !r.entries.some((w) => w.name === `${o.name}/.wh..wh..opq`);
+          const owner = copiedUp ? was : as;
+          return { ...o, uid: o.uid === caller.uid ? owner.uid : o.uid, gid: o.gid === caller.gid ? owner.gid : o.gid };
+        }),
+      };
     });
   }
 
