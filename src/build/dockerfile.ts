@@ -1,7 +1,8 @@
 // A Dockerfile as berth builds it: parsed by dockerfile-ast (the parser of the Dockerfile
 // language server, maintained and fully typed; README "Dependencies" says why), then turned
 // into plain stages of plain instructions whose words are still unexpanded: substitution needs
-// the values of the build (src/build/words.ts), which only the builder knows.
+// the values of the build (src/build/words.ts), which only the builder knows. Heredocs
+// (BuildKit's `<<EOF`) are taken at the instruction level here (heredocsOf says why).
 import { createRequire } from 'node:module';
 import type { Instruction } from 'dockerfile-ast';
 import { BerthError } from '../errors.js';

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { globRegExp, mapName } from '../../src/build/context.js';
 import { parseDockerfile } from '../../src/build/dockerfile.js';
 import { BuildCache, stepKey } from '../../src/build/cache.js';
+import { entryOf, layerOwners, LayerWriter } from '../../src/build/layer.js';
 import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -152,6 +153,33 @@ describe('metadata instructions', () => {
     expect(apply('WORKDIR sub/$A').state.config.WorkingDir).toBe('/w/sub/1');
     expect(apply('EXPOSE 80 53/UDP').state.config.ExposedPorts).toEqual({ '80/tcp': {}, '53/udp': {} });
     expect(apply('ENV A=2 B=$A').state.config.Env).toEqual(['A=2', 'B=1']);
+  });
+});
+
+describe("who owns what in a chain of berth's layers", () => {
+  it('reads the headers alone: later layers win, whiteouts and opaque directories remove, pax names and ids count', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-layer-owners-'));
+    try {
+      const one = new LayerWriter(path.join(dir, 'one.partial'));
+      one.entry(entryOf('a', 'dir', { uid: 5, gid: 5 }));
+      one.entry(entryOf('a/f', 'file', { uid: 6, gid: 6, size: 3 }), Buffer.from('abc'));
+      one.entry(entryOf('b', 'dir', { uid: 7, gid: 7 }));
+      one.entry(entryOf('b/inner', 'file', { uid: 7, gid: 7 }));
+      const long = `d/${'x'.repeat(150)}`;
+      one.entry(entryOf(long, 'symlink', { uid: 3_000_000, gid: 9, linkname: 'a' }));
+      const l1 = one.finish(dir);
+      const two = new LayerWriter(path.join(dir, 'two.partial'));
+      two.entry(entryOf('a/.wh.f', 'file'));
+      two.entry(entryOf('b', 'dir', { uid: 8, gid: 8 }));
+      two.entry(entryOf('b/.wh..wh..opq', 'file'));
+      const l2 = two.finish(dir);
+      const owners = layerOwners([l1.file, l2.file]);
+      expect(Object.fromEntries(owners)).toEqual({
+        a: { type: '5', uid: 5, gid: 5 }, b: { type: '5', uid: 8, gid: 8 }, [long]: { type: '2', uid: 3_000_000, gid: 9 },
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
