@@ -370,8 +370,12 @@ export class Builder {
     for (const [i, m] of mounts.entries()) {
       const origin = `${what}: --mount=type=${m.type},target=${m.target}`;
       if (m.type === 'cache') {
-        const dir = cacheDir(this.cache.mounts(), m.id, what);
-        if (m.sharing !== 'shared') releases.push(await lockCache(dir, () => this.events.warn(`berth: note: ${what}: waiting for the cache mount ${m.id}, which another build has (sharing=${m.sharing})`)));
+        let dir = cacheDir(this.cache.mounts(), m.id, what);
+        if (m.sharing !== 'shared') {
+          const release = await lockCache(dir, m.sharing === 'locked', () => this.events.warn(`berth: note: ${what}: waiting for the cache mount ${m.id}, which another build has (sharing=locked)`));
+          if (release) releases.push(release);
+          else mkdirSync((dir = path.join(work, `cache-${i}`)), { mode: 0o700 }); // private, and in use: an empty one for this step
+        }
         binds.push({ source: dir, target: m.target, readOnly: m.readOnly, origin });
       } else if (m.from === undefined) {
         binds.push({ source: contextSource(this.ctx.root, m.source, what), target: m.target, readOnly: true, origin });

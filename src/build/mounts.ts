@@ -99,11 +99,13 @@ export function cacheDir(mounts: string, id: string, what: string): string {
 }
 
 /**
- * sharing=locked (and private, which berth takes as locked): one step at a time has the
- * directory. The lock is a directory made beside it, holding the pid of the build that has it;
- * one whose build is gone is taken over. Returns its release.
+ * sharing=locked: one step at a time has the directory (`wait`: until the other is done);
+ * sharing=private takes it when no step has it (`wait` false: undefined when one has, and the
+ * step gets an empty directory of its own instead, as BuildKit makes another instance). The
+ * lock is a directory made beside it, holding the pid of the build that has it; one whose build
+ * is gone is taken over. Returns its release.
  */
-export async function lockCache(dir: string, note: () => void): Promise<() => void> {
+export async function lockCache(dir: string, wait: boolean, note: () => void): Promise<(() => void) | undefined> {
   const lock = `${dir}.lock`;
   for (let noted = false; ; await new Promise((r) => setTimeout(r, 200))) {
     try {
@@ -120,6 +122,7 @@ export async function lockCache(dir: string, note: () => void): Promise<() => vo
       // being made, or being removed: look again
     }
     if (pid > 0 && !alive(pid)) rmSync(lock, { recursive: true, force: true });
+    else if (!wait && pid > 0) return undefined;
     else if (!noted) {
       noted = true;
       note();

@@ -4,12 +4,13 @@ import { globRegExp, mapName } from '../../src/build/context.js';
 import { parseDockerfile } from '../../src/build/dockerfile.js';
 import { BuildCache, stepKey } from '../../src/build/cache.js';
 import { entryOf, layerOwners, LayerWriter } from '../../src/build/layer.js';
-import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { applyMetadata, type MetadataStep } from '../../src/build/config.js';
 import { expandText, expandWord } from '../../src/build/words.js';
-import { parseMount } from '../../src/build/mounts.js';
+import { lockCache, parseMount } from '../../src/build/mounts.js';
+import { spawnSync } from 'node:child_process';
 import type { BerthError } from '../../src/errors.js';
 
 const vars: Record<string, string> = { A: 'one', EMPTY: '', P: '/opt' };
@@ -105,6 +106,26 @@ describe('RUN --mount', () => {
     const e = (() => { try { mount(v); } catch (err: unknown) { return err as BerthError; } return undefined; })();
     expect(e?.message).toMatch(why);
     expect(e?.hint).toMatch(hint);
+  });
+});
+
+describe('a cache mount\'s lock', () => {
+  it('private: none while a live build has it; a dead build\'s lock is taken over; released, it is free', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-cache-lock-'));
+    try {
+      const cache = path.join(dir, 'c');
+      mkdirSync(`${cache}.lock`);
+      writeFileSync(`${cache}.lock/pid`, `${process.ppid}\n`); // alive
+      expect(await lockCache(cache, false, () => {})).toBeUndefined();
+      const gone = spawnSync('true').pid!; // exited and reaped
+      writeFileSync(`${cache}.lock/pid`, `${gone}\n`);
+      const release = await lockCache(cache, true, () => {});
+      expect(readFileSync(`${cache}.lock/pid`, 'utf8')).toBe(`${process.pid}\n`);
+      release!();
+      expect(existsSync(`${cache}.lock`)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
