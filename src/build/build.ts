@@ -21,12 +21,12 @@ import { openImage } from '../runtime/image.js';
 import { parseUser } from '../plan/prepare.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
 import { BuildCache, stepKey } from './cache.js';
-import { BuildContext, contentDigest, selectFiles } from './context.js';
+import { BuildContext, contentDigest, normalizeSource, selectFiles } from './context.js';
 import { applyMetadata, commandArgv } from './config.js';
 import { parseDockerfile, SCRIPT_DIR, type Heredoc, type Stage, type Step } from './dockerfile.js';
 import { entryOf, layerName, layerOwners, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
 import { prepareOverlay, runStep } from './run-step.js';
-import { cacheDir, contextSource, lockCache, parseMount, unpackFrom, type MountSpec, type StepBind } from './mounts.js';
+import { cacheDir, contextSource, copyListed, lockCache, parseMount, unpackFrom, type MountSpec, type StepBind } from './mounts.js';
 import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
 import { download, parseChecksum, urlFileName } from './download.js';
 import { envLookup, expandText, expandWord, type Lookup } from './words.js';
@@ -378,7 +378,12 @@ export class Builder {
         }
         binds.push({ source: dir, target: m.target, readOnly: m.readOnly, origin });
       } else if (m.from === undefined) {
-        binds.push({ source: contextSource(this.ctx.root, m.source, what), target: m.target, readOnly: true, origin });
+        const real = contextSource(this.ctx.root, m.source, what);
+        const rel = normalizeSource(m.source, what);
+        // What .dockerignore leaves out is not in the context, so not in what the step sees: a
+        // source with such paths under it is bound as a copy of what is kept.
+        const source = this.ctx.excludesUnder(rel) ? copyListed(selectFiles(this.ctx, [m.source], '/mount', what), path.join(work, `bind-${i}`)) : real;
+        binds.push({ source, target: m.target, readOnly: true, origin });
       } else {
         binds.push({ source: await unpackFrom((await this.fromSource(m.from, what)).image, m.source, path.join(work, `bind-${i}`), what), target: m.target, readOnly: true, origin });
       }

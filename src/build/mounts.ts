@@ -6,13 +6,13 @@
 // build/mounts/ID in their cache (0700), checked before it is bound (STYLE.md section 10).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { baseTar } from '../convert/commit.js';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
 import { openImage } from '../runtime/image.js';
-import { normalizeSource } from './context.js';
+import { normalizeSource, openListed, type ContextFile, type selectFiles } from './context.js';
 
 export type MountSpec =
   | { type: 'cache'; target: string; id: string; sharing: 'shared' | 'locked' | 'private'; readOnly: boolean }
@@ -191,4 +191,42 @@ export async function unpackFrom(image: string, source: string, dir: string, wha
   const [a, b] = await Promise.all([done(from), done(into)]);
   if (a !== 0 || b !== 0) throw new BerthError('TOOL_FAILED', `${what}: cannot unpack ${source} of ${image} for the mount: ${errors.trim() || `status ${a}, ${b}`}`, 'check that the image is whole (berth inspect it), and that sqfs2tar and tar are installed');
   return dir;
+}
+
+/**
+ * The context's selected files (as selectFiles lists them, `target` under /mount) copied to `dir`
+ * (new): each regular file opened as it was listed (openListed), links as listed. Returns `dir`,
+ * or the file itself when the source is one file.
+ */
+export function copyListed(selected: ReturnType<typeof selectFiles>, dir: string): string {
+  const at = (target: string) => path.join(dir, target.replace(/^mount\/?/, ''));
+  if (selected.length === 1 && selected[0]!.target === 'mount' && !selected[0]!.file.stat.isDirectory()) return copyOne(selected[0]!.file, dir);
+  mkdirSync(dir, { mode: 0o700 });
+  for (const { file, target } of selected) {
+    const to = at(target);
+    if (to === dir) continue;
+    if (file.stat.isDirectory()) mkdirSync(to, { recursive: true, mode: 0o755 });
+    else copyOne(file, to);
+  }
+  return dir;
+}
+
+function copyOne(file: ContextFile, to: string): string {
+  mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
+  if (file.stat.isSymbolicLink()) symlinkSync(file.link ?? '', to);
+  else if (file.stat.isFile()) {
+    const listed = openListed(file);
+    const out = openSync(to, 'wx', file.stat.mode & 0o777);
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (let n; (n = readSync(listed.fd, buf, 0, buf.length, null)) > 0;) writeSync(out, buf.subarray(0, n));
+    } catch (e: unknown) {
+      closeSync(listed.fd);
+      throw e;
+    } finally {
+      closeSync(out);
+    }
+    listed.done();
+  }
+  return to;
 }

@@ -353,16 +353,20 @@ two
 RUN mkdir /out && echo from-stage > /out/built
 FROM ${base}
 RUN --mount=type=cache,target=/cache,id=counter sh -c 'n=$(cat /cache/n 2>/dev/null || echo 0); echo $((n+1)) > /cache/n; echo "count=$(cat /cache/n)"'
-RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copied && (touch /src/new 2>/dev/null && echo bind-written || echo bind-read-only)
+RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copied && (touch /src/new 2>/dev/null && echo bind-written || echo bind-read-only) && (test -e /src/secret.txt && echo ignored-seen || echo ignored-hidden)
 RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/built > /from-stage
 `,
       'src/a.txt': 'from the context\n',
+      'src/secret.txt': 'not for the build\n',
+      '.dockerignore': 'src/secret.txt\n',
     });
     const out = path.join(work, 'mounts.sqsh');
     const r = await b('build', '-o', out, ctx);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('count=1');
     expect(r.stderr).toContain('bind-read-only');
+    // What .dockerignore leaves out of the context is not in a bind of it either.
+    expect(r.stderr).toContain('ignored-hidden');
     expect(existsSync(path.join(ctx, 'src', 'new'))).toBe(false);
     expect((await b('exec', out, 'cat', '/copied', '/from-stage')).stdout).toBe('from the context\nfrom-stage\n');
     const listing = await listImage(out);
