@@ -516,6 +516,7 @@ RUN useradd --create-home --uid 1234 --user-group app && groupadd --gid 2345 sta
 USER app
 RUN (id -u; id -g; echo "$HOME") > /home/app/ids && touch /home/app/x && mkdir /home/app/d && touch /shared/by-app
 RUN chown 0 /home/app/x 2>/dev/null && echo chown-faked || echo chown-refused
+RUN --mount=type=cache,target=/home/app/.cache touch /home/app/.cache/ok && stat -c 'cache-owner=%u' /home/app/.cache
 USER 4321:staff2
 RUN id -u > /shared/by-number && id -g >> /shared/by-number && echo "home=$HOME"
 USER root
@@ -528,6 +529,8 @@ USER app
     expect(r.code, r.stderr).toBe(0);
     // No fake root for a USER step: chown to another user is refused as it is for a real one.
     expect(r.stderr).toContain('chown-refused');
+    // A cache mount is the step's user's inside.
+    expect(r.stderr).toContain('cache-owner=1234');
     expect(r.stderr).toContain('home=/');
     const ids = await b('exec', out, 'cat', '/home/app/ids', '/shared/by-number');
     expect(ids.stdout, ids.stderr).toBe('1234\n1234\n/home/app\n4321\n2345\n');
