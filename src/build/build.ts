@@ -6,10 +6,10 @@
 // config changed after its last such step. The image of the FROM line is any berth runs.
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { config } from '../config/load.js';
-import { baseTar, fromUpper } from '../convert/commit.js';
+import { baseTar } from '../convert/commit.js';
 import type { ConvertEvents, ConvertOptions } from '../convert/convert.js';
 import { DEFAULT_COMPRESSION } from '../convert/tar2sqfs.js';
 import { BerthError, messageOf, osError } from '../errors.js';
@@ -18,15 +18,18 @@ import { ImageFiles } from '../image/files.js';
 import { hostPlatform } from '../image/platform.js';
 import { imageSource, vouchedFor } from '../runtime/acquire.js';
 import { openImage } from '../runtime/image.js';
+import { parseUser } from '../plan/prepare.js';
 import { METADATA_DIR, type ImageMetadata } from '../squashfs/metadata.js';
 import { BuildCache, stepKey } from './cache.js';
-import { BuildContext, contentDigest, selectFiles } from './context.js';
+import { BuildContext, contentDigest, normalizeSource, selectFiles } from './context.js';
 import { applyMetadata, commandArgv } from './config.js';
-import { parseDockerfile, type Stage, type Step } from './dockerfile.js';
-import { entryOf, layerName, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
+import { parseDockerfile, SCRIPT_DIR, type Heredoc, type Stage, type Step } from './dockerfile.js';
+import { entryOf, layerName, layerOwners, LayerWriter, squashLayers, type Layer, type OciConfig } from './layer.js';
 import { prepareOverlay, runStep } from './run-step.js';
+import { cacheDir, contextSource, copyListed, lockCache, parseMount, unpackFrom, type MountSpec, type StepBind } from './mounts.js';
 import { chownOf, writeCopyLayer, type CopySource } from './copy.js';
-import { envLookup, expandWord, type Lookup } from './words.js';
+import { download, parseChecksum, urlFileName } from './download.js';
+import { envLookup, expandText, expandWord, type Lookup } from './words.js';
 
 export interface BuildOptions {
   context: string;
@@ -71,6 +74,8 @@ interface Point {
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
+
+const isUrl = (src: string) => /^https?:\/\//.test(src);
 
 const quietConvert = (warn: (l: string) => void): ConvertEvents => ({ resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn });
 
@@ -137,7 +142,7 @@ export class Builder {
     return result;
   }
 
-  /** The stages the target needs (FROM a stage, COPY --from a stage), in Dockerfile order. */
+  /** The stages the target needs (FROM a stage, COPY --from a stage, RUN --mount=...,from=a stage), in Dockerfile order. */
   private neededStages(stages: Stage[], froms: string[], target: number): number[] {
     const need = new Set<number>();
     const visit = (i: number) => {
@@ -146,8 +151,9 @@ export class Builder {
       const base = this.stageIndex(stages, froms[i]!, i);
       if (base !== undefined) visit(base);
       for (const s of stages[i]!.steps) {
-        if (s.kind === 'COPY' && s.flags.from !== undefined) {
-          const from = this.stageIndex(stages, s.flags.from, i);
+        const froms = s.kind === 'COPY' && s.flags.from !== undefined ? [s.flags.from] : s.kind === 'RUN' ? s.mounts.flatMap((m) => /(?:^|,)from=([^,]+)/.exec(m)?.[1] ?? []) : [];
+        for (const name of froms) {
+          const from = this.stageIndex(stages, name, i);
           if (from !== undefined) visit(from);
         }
       }
@@ -266,10 +272,10 @@ export class Builder {
         return meta(`ARG ${s.name}=${v ?? ''}`, (c) => c);
       }
       case 'RUN':
-        return this.run(s, p, args, argsSeen);
+        return this.run(s, p, args, argsSeen, x);
       case 'COPY':
       case 'ADD':
-        return this.copy(s, p, x, argsSeen);
+        return this.copy(s, p, x, argsSeen, lookup);
       default: {
         const next = applyMetadata(s, { config: p.config.config, shell: p.shell, cmdSet: p.cmdSet ?? false }, x);
         return { ...meta(next.instruction, () => next.state.config, next.state.shell), cmdSet: next.state.cmdSet };
@@ -293,33 +299,48 @@ export class Builder {
     return { ...p, key, layers, image: this.cache.imageFile(key), current: true, config: { ...p.config, history: [...p.config.history, { created_by: s.text }] } };
   }
 
-  private async run(s: Step & { kind: 'RUN' }, p: Point, args: Map<string, string>, argsSeen: Record<string, string>): Promise<Point> {
+  private async run(s: Step & { kind: 'RUN' }, p: Point, args: Map<string, string>, argsSeen: Record<string, string>, x: (w: string) => string): Promise<Point> {
+    const what = this.where(s);
     const argv = commandArgv(s.command, p.shell);
-    const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}`, args: argsSeen });
+    const workdir = p.config.config.WorkingDir || '/';
+    const mounts = s.mounts.map((m) => parseMount(x(m), workdir, what, this.events.warn));
+    // A bind's content is in the key (the context's files, the stage's key, the image's
+    // identity); a cache's is not: it is only a cache. A #! heredoc's script is.
+    const bound = await Promise.all(mounts.map((m) => this.mountIdentity(m, what)));
+    const extra = mounts.length > 0 || s.script ? ` ${JSON.stringify({ mounts, bound, script: s.script?.data })}` : '';
+    const key = stepKey({ parent: p.key, instruction: `RUN ${JSON.stringify(argv)}${extra}`, args: argsSeen });
     const next = (layers: string[]) => this.stepPoint(p, s, key, layers);
     const hit = this.opts.noCache ? undefined : this.cache.get(key);
     this.announce(s.text, hit !== undefined);
     if (hit) return next(hit.layers);
-    if (!p.image) throw new BerthError('USAGE', `${this.where(s)}: nothing to run: the stage is FROM scratch`, 'COPY a shell and its libraries in first, or start FROM an image that has them');
+    if (!p.image) throw new BerthError('USAGE', `${what}: nothing to run: the stage is FROM scratch`, 'COPY a shell and its libraries in first, or start FROM an image that has them');
     const work = this.cache.work();
+    const releases: (() => void)[] = [];
     try {
       const overlay = path.join(work, 'overlay');
       mkdirSync(overlay, { mode: 0o700 });
-      const workdir = p.config.config.WorkingDir || '/';
-      const overlayDone = prepareOverlay(p.image, overlay, workdir);
-      // The build arguments are the command's variables too, under what ENV set (Docker's).
-      const env = [...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
-      const status = await runStep({ image: p.image, argv, env, workdir, overlay }, this.events.output, this.events.warn);
+      const user = this.stepUser(s, p);
+      const overlayDone = prepareOverlay(p.image, overlay, workdir, user === undefined);
+      const binds = await this.stepBinds(mounts, what, work, releases);
+      if (s.script) {
+        const file = path.join(work, 'script');
+        writeFileSync(file, s.script.data, { mode: 0o755, flag: 'wx' });
+        binds.push({ source: file, target: `${SCRIPT_DIR}/${s.script.name}`, readOnly: true, origin: `${what}: the heredoc ${s.script.name}` });
+      }
+      // The build arguments are the command's variables too, under what ENV set (Docker's); a
+      // USER's HOME is its passwd entry's, else / (Docker's), unless ENV set one.
+      const home = user && !p.config.config.Env.some((e) => e.startsWith('HOME=')) ? [`HOME=${user.home ?? '/'}`] : [];
+      const env = [...home, ...[...args].map(([k, v]) => `${k}=${v}`).filter((kv) => !p.config.config.Env.some((e) => e.startsWith(kv.slice(0, kv.indexOf('=') + 1)))), ...p.config.config.Env];
+      const status = await runStep({ image: p.image, argv, env, workdir, overlay, binds, ...(user ? { user } : {}) }, this.events.output, this.events.warn);
       if (status !== 0) {
-        throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${this.where(s)}) failed: the command exited with status ${status}`,
+        throw new BerthError('BUILD_FAILED', `step ${this.n}/${this.total} (${what}) failed: the command exited with status ${status}`,
           'see its output above; fix the Dockerfile and build again (the steps before it are cached)');
       }
       overlayDone();
       const writer = new LayerWriter(path.join(work, 'layer.partial'));
       let layer: Layer;
       try {
-        await writer.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', path.join(overlay, 'upper'), '-cf', '-', '.'],
-          (e) => fromUpper(e, this.owner));
+        await writer.fromUpper(path.join(overlay, 'upper'), layerOwners(this.cache.layers(p.layers).map((l) => l.file)), this.owner, user ?? { uid: 0, gid: 0 });
         layer = writer.finish(path.join(this.cache.root, 'layers'));
       } catch (e: unknown) {
         writer.abort();
@@ -330,11 +351,65 @@ export class Builder {
       await this.commitStep(key, work, layers, point.config);
       return point;
     } finally {
+      for (const r of releases.reverse()) r();
       this.cache.release(work);
     }
   }
 
-  private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>): Promise<Point> {
+  /** What a mount binds, for the step's key: the context's files, a stage's key, an image's identity; nothing for a cache. */
+  private async mountIdentity(m: MountSpec, what: string): Promise<string | undefined> {
+    if (m.type === 'cache') return undefined;
+    if (m.from !== undefined) return `${(await this.fromSource(m.from, what)).files}:${m.source}`;
+    contextSource(this.ctx.root, m.source, what);
+    return contentDigest(selectFiles(this.ctx, [m.source], '/mount', what));
+  }
+
+  /** The host side of each mount: a cache's directory (locked if asked), the context's path, or a stage's or image's files unpacked into `work`. */
+  private async stepBinds(mounts: MountSpec[], what: string, work: string, releases: (() => void)[]): Promise<StepBind[]> {
+    const binds: StepBind[] = [];
+    for (const [i, m] of mounts.entries()) {
+      const origin = `${what}: --mount=type=${m.type},target=${m.target}`;
+      if (m.type === 'cache') {
+        let dir = cacheDir(this.cache.mounts(), m.id, what);
+        if (m.sharing !== 'shared') {
+          const release = await lockCache(dir, m.sharing === 'locked', () => this.events.warn(`berth: note: ${what}: waiting for the cache mount ${m.id}, which another build has (sharing=locked)`));
+          if (release) releases.push(release);
+          else mkdirSync((dir = path.join(work, `cache-${i}`)), { mode: 0o700 }); // private, and in use: an empty one for this step
+        }
+        binds.push({ source: dir, target: m.target, readOnly: m.readOnly, origin });
+      } else if (m.from === undefined) {
+        const real = contextSource(this.ctx.root, m.source, what);
+        const rel = normalizeSource(m.source, what);
+        // What .dockerignore leaves out is not in the context, so not in what the step sees: a
+        // source with such paths under it is bound as a copy of what is kept.
+        const source = this.ctx.excludesUnder(rel) ? copyListed(selectFiles(this.ctx, [m.source], '/mount', what), path.join(work, `bind-${i}`)) : real;
+        binds.push({ source, target: m.target, readOnly: true, origin });
+      } else {
+        binds.push({ source: await unpackFrom((await this.fromSource(m.from, what)).image, m.source, path.join(work, `bind-${i}`), what), target: m.target, readOnly: true, origin });
+      }
+    }
+    return binds;
+  }
+
+  /**
+   * Who a RUN runs as: the config's User (USER, or the FROM image's), resolved in the stage's
+   * image as Docker does (names in its /etc/passwd and /etc/group). undefined: root, faked.
+   */
+  private stepUser(s: Step, p: Point): { uid: number; gid: number; home?: string } | undefined {
+    const spec = p.config.config.User;
+    if (!spec || !p.image) return undefined;
+    let u: { uid: number; gid: number; home?: string };
+    try {
+      u = parseUser(spec, { location: openImage(p.image).location, architecture: p.config.architecture }, 'USER')!;
+    } catch (e: unknown) {
+      if (!(e instanceof BerthError)) throw e;
+      throw new BerthError(e.code, `step ${this.n}/${this.total} (${this.where(s)}) runs as ${e.message}`, e.hint);
+    }
+    // uid 0 is the fake root, whatever group USER names: the step's namespace maps one uid.
+    return u.uid === 0 ? undefined : u;
+  }
+
+  private async copy(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>, lookup: Lookup): Promise<Point> {
     const what = this.where(s);
     const sources = s.sources.map(x);
     const rawDest = x(s.dest);
@@ -346,44 +421,92 @@ export class Builder {
     const chown = s.flags.chown !== undefined ? x(s.flags.chown) : undefined;
     const owner = chown === undefined ? { uid: 0, gid: 0 } : chownOf(chown, p.image, p.config.architecture, what);
     if (s.kind === 'ADD') {
-      const remote = sources.find((src) => /^(https?|ftp):\/\/|^git@|\.git$/.test(src));
-      if (remote) throw new BerthError('USAGE', `${what}: ADD of a URL (${remote}) is not supported: the build has no network of its own to fetch it with`, 'download it into the build context and COPY or ADD the file');
+      const remote = sources.find((src) => /^ftp:\/\/|^git@|\.git$|^(https?:\/\/)?(github\.com|gitlab\.com)\/[^/]+\/[^/]+\/?$/.test(src));
+      if (remote) throw new BerthError('USAGE', `${what}: ADD of ${remote} is not supported: berth downloads files over http(s), not repositories or ftp`, 'clone or fetch it into the build context and COPY it, or git clone in a RUN step');
     }
+    if (s.flags.checksum !== undefined && (s.kind !== 'ADD' || sources.filter(isUrl).length !== 1 || sources.length !== 1)) {
+      throw new BerthError('USAGE', `${what}: --checksum is for ADD of one URL`, 'write one ADD --checksum=sha256:HEX URL DEST per file');
+    }
+    const work = this.cache.work();
+    try {
+      return await this.copyIn(s, p, x, argsSeen, { what, sources, dest, chmod, chown, owner, work, lookup });
+    } finally {
+      this.cache.release(work);
+    }
+  }
+
+  /**
+   * What --from=NAME (COPY's, a bind mount's) names: an earlier stage's image, or any image berth
+   * runs; and what it is known by in cache keys (`files`).
+   */
+  private async fromSource(fromName: string, what: string): Promise<{ image: string; files: string }> {
+    const pt = this.stagePoint(fromName);
+    if (!pt && this.stageIndex(this.stages, fromName, this.stages.length) !== undefined) {
+      // A stage's name always means the stage, never a file of that name in the working directory.
+      throw new BerthError('USAGE', `${what}: --from=${fromName} names a stage that is not built before this step (a later stage, or this one)`,
+        'copy from an earlier stage: stages are built in order');
+    }
+    if (pt) {
+      if (!pt.image) throw new BerthError('USAGE', `${what}: the stage ${fromName} has no files`, 'copy from a stage that has some');
+      return { image: pt.image, files: `stage:${pt.key}` };
+    }
+    const events = { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn };
+    const from = await imageSource(fromName, events);
+    return { image: from.path, files: `image:${await imageIdentity(from, from.path, openImage(from.path).metadata.manifestDigest, events)}` };
+  }
+
+  /** The files a COPY or ADD heredoc makes, in `work`, as the context's files are listed. */
+  private heredocFiles(docs: Heredoc[], x: Lookup, dest: string, what: string, work: string): ReturnType<typeof selectFiles> {
+    if (docs.length === 0) return [];
+    const dir = path.join(work, 'heredocs');
+    mkdirSync(dir, { mode: 0o700 });
+    for (const d of docs) writeFileSync(path.join(dir, d.name), d.expand ? expandText(d.data, x) : d.data, { mode: 0o644, flag: 'wx' });
+    return selectFiles(new BuildContext(dir), docs.map((d) => d.name), dest, what);
+  }
+
+  private async copyIn(s: Step & { kind: 'COPY' | 'ADD' }, p: Point, x: (w: string) => string, argsSeen: Record<string, string>,
+    c: { what: string; sources: string[]; dest: string; chmod: string | undefined; chown: string | undefined; owner: { uid: number; gid: number }; work: string; lookup: Lookup }): Promise<Point> {
+    const { what, sources, dest, chmod, chown, owner, work } = c;
     let files: string;
     let source: CopySource;
+    let pending: (() => Promise<CopySource>) | undefined;
     if (s.kind === 'COPY' && s.flags.from !== undefined) {
       const fromName = x(s.flags.from);
-      const pt = this.stagePoint(fromName);
-      if (!pt && this.stageIndex(this.stages, fromName, this.stages.length) !== undefined) {
-        // A stage's name always means the stage, never a file of that name in the working directory.
-        throw new BerthError('USAGE', `${what}: --from=${fromName} names a stage that is not built before this step (a later stage, or this one)`,
-          'copy from an earlier stage: stages are built in order');
-      }
-      let image: string;
-      if (pt) {
-        if (!pt.image) throw new BerthError('USAGE', `${what}: the stage ${fromName} has no files`, 'copy from a stage that has some');
-        image = pt.image;
-        files = `stage:${pt.key}`;
-      } else {
-        const events = { convert: quietConvert(this.events.warn), cacheWarning: this.events.warn };
-        const from = await imageSource(fromName, events);
-        image = from.path;
-        files = `image:${await imageIdentity(from, image, openImage(image).metadata.manifestDigest, events)}`;
-      }
-      source = { kind: 'image', image, from: fromName };
+      const from = await this.fromSource(fromName, what);
+      files = from.files;
+      source = { kind: 'image', image: from.image, from: fromName };
     } else {
-      const selected = selectFiles(this.ctx, sources, dest, what);
-      files = await contentDigest(selected);
-      source = { kind: 'context', files: selected };
+      // Heredocs and ADD's downloads are files of the step's own (in its work directory), copied
+      // as the context's are. A download pinned by --checksum is known by it: fetched on a miss only.
+      const many = sources.length + s.heredocs.length > 1 && !dest.endsWith('/') ? `${dest}/` : dest;
+      const urls = s.kind === 'ADD' ? sources.filter(isUrl) : [];
+      const local = sources.filter((src) => !urls.includes(src));
+      const checksum = s.flags.checksum !== undefined ? parseChecksum(x(s.flags.checksum), what) : undefined;
+      const selected = [...(local.length > 0 ? selectFiles(this.ctx, local, many, what) : []), ...this.heredocFiles(s.heredocs, c.lookup, many, what, work)];
+      const downloads = path.join(work, 'downloads');
+      const fetchAll = async () => {
+        mkdirSync(downloads, { mode: 0o700 });
+        for (const u of urls) await download(u, path.join(downloads, urlFileName(u)), what, checksum);
+        return selectFiles(new BuildContext(downloads), urls.map(urlFileName), many, what);
+      };
+      if (checksum !== undefined) {
+        files = `${await contentDigest(selected)} ${urls[0]} ${urlFileName(urls[0]!)} ${checksum}`;
+        source = { kind: 'context', files: selected };
+        pending = async () => ({ kind: 'context', files: [...selected, ...(await fetchAll())] });
+      } else {
+        const all = [...selected, ...(urls.length > 0 ? await fetchAll() : [])];
+        files = await contentDigest(all);
+        source = { kind: 'context', files: all };
+      }
     }
     const key = stepKey({ parent: p.key, instruction: `${s.kind} ${JSON.stringify({ sources, dest, chmod, owner, from: s.flags.from })}`, args: argsSeen, files });
     const hit = this.opts.noCache ? undefined : this.cache.get(key);
     this.announce(s.text, hit !== undefined);
     if (hit) return this.stepPoint(p, s, key, hit.layers);
-    const work = this.cache.work();
+    if (pending) source = await pending();
     const writer = new LayerWriter(path.join(work, 'layer.partial'));
     try {
-      await writeCopyLayer(writer, { kind: s.kind, what, sources, dest, ...(chmod !== undefined ? { chmod } : {}), ...(chown !== undefined ? { chown: owner } : {}),
+      await writeCopyLayer(writer, { kind: s.kind, what, sources: [...sources, ...s.heredocs.map((d) => d.name)], dest, ...(chmod !== undefined ? { chmod } : {}), ...(chown !== undefined ? { chown: owner } : {}),
         source, ...(p.image ? { image: p.image } : {}) });
       const layer = writer.finish(path.join(this.cache.root, 'layers'));
       const layers = [...p.layers, layer.digest];
@@ -393,8 +516,6 @@ export class Builder {
     } catch (e: unknown) {
       writer.abort();
       throw e;
-    } finally {
-      this.cache.release(work);
     }
   }
 

@@ -4,6 +4,7 @@
 //   steps/KEY.json          a step's result: its layers, config and history, and its image
 //   steps/KEY.sqsh          the image after a step that changed files (or a stage's end)
 //   tmp/                    overlays and layouts of steps in flight
+//   mounts/ID               RUN --mount=type=cache directories (not trimmed: berth prune removes them)
 // A step's KEY is the sha256 of its parent's key, the instruction as substituted, the build
 // arguments it sees and the digest of the files it copies, so an edit reruns from the changed
 // step on. It is bounded (build.cache-gb): after each build the steps used least recently go,
@@ -35,7 +36,12 @@ export class BuildCache {
   /** `userCache`: the user's berth cache, made and checked (Caches.writable()). */
   constructor(userCache: string) {
     this.root = path.join(userCache, 'build');
-    for (const d of ['', 'layers', 'steps', 'tmp']) mkdirSync(path.join(this.root, d), { recursive: true, mode: 0o700 });
+    for (const d of ['', 'layers', 'steps', 'tmp', 'mounts']) mkdirSync(path.join(this.root, d), { recursive: true, mode: 0o700 });
+  }
+
+  /** Where RUN --mount=type=cache directories live (mounts.ts's cacheDir). */
+  mounts(): string {
+    return path.join(this.root, 'mounts');
   }
 
   layerFile(digest: string): string {

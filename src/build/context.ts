@@ -86,6 +86,15 @@ export class BuildContext {
     this.exceptions = lines.some((l) => l.startsWith('!'));
   }
 
+  /** The paths .dockerignore excluded (listed by files()): a directory's, not those under it unless an exception made berth look. */
+  private readonly excluded: string[] = [];
+
+  /** Whether .dockerignore excludes `rel` or anything under it (a bind mount of it must not show those). */
+  excludesUnder(rel: string): boolean {
+    this.files();
+    return this.excluded.some((e) => rel === '' || e === rel || e.startsWith(`${rel}/`) || rel.startsWith(`${e}/`));
+  }
+
   /** Every path of the context that .dockerignore keeps, sorted. */
   files(): ContextFile[] {
     if (this.all) return this.all;
@@ -103,6 +112,7 @@ export class BuildContext {
         const r = rel ? `${rel}/${n}` : n;
         const host = path.join(this.root, r);
         const ignored = this.ignore.ignores(r);
+        if (ignored) this.excluded.push(r);
         if (ignored && !this.exceptions) continue;
         const stat = lstatSync(host);
         if (!ignored) out.push({ rel: r, host, stat, root, ...(stat.isSymbolicLink() ? { link: readLinkListed(host) } : {}) });

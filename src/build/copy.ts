@@ -45,7 +45,7 @@ export function chownOf(spec: string, image: string | undefined, architecture: s
     throw new BerthError('USAGE', `${what}: --chown=${spec}: a FROM scratch stage has no /etc/passwd to look names up in`, 'give numbers: --chown=UID:GID');
   }
   const location = image ? openImage(image).location : { path: '/', format: 'directory' as const, offset: 0 };
-  const u = parseUser(spec, { location, architecture })!;
+  const u = parseUser(spec, { location, architecture }, `${what}: --chown=`)!;
   return { uid: u.uid, gid: u.gid };
 }
 

@@ -1,7 +1,8 @@
 // A Dockerfile as berth builds it: parsed by dockerfile-ast (the parser of the Dockerfile
 // language server, maintained and fully typed; README "Dependencies" says why), then turned
 // into plain stages of plain instructions whose words are still unexpanded: substitution needs
-// the values of the build (src/build/words.ts), which only the builder knows.
+// the values of the build (src/build/words.ts), which only the builder knows. Heredocs
+// (BuildKit's `<<EOF`) are taken at the instruction level here (heredocsOf says why).
 import { createRequire } from 'node:module';
 import type { Instruction } from 'dockerfile-ast';
 import { BerthError } from '../errors.js';
@@ -16,9 +17,24 @@ interface Common {
   text: string;
 }
 
+/** A here-document (BuildKit's `<<NAME`): its body as written, and as the instruction takes it. */
+export interface Heredoc {
+  name: string;
+  /** The body, each line ending in a newline; `<<-` strips its lines' leading tabs. */
+  data: string;
+  /** The body as written (for the shell to read itself, tabs and all). */
+  raw: string;
+  /** An unquoted name: COPY substitutes variables in the body (BuildKit's rule). */
+  expand: boolean;
+}
+
 export type Step = Common & (
-  | { kind: 'RUN'; command: CommandForm }
-  | { kind: 'COPY' | 'ADD'; flags: Record<string, string>; sources: string[]; dest: string }
+  /**
+   * `mounts`: the --mount flags as written. `script`: a RUN of one heredoc that starts with #!,
+   * which is run as a file (BuildKit's rule); `command` then names where the builder puts it.
+   */
+  | { kind: 'RUN'; command: CommandForm; mounts: string[]; script?: Heredoc }
+  | { kind: 'COPY' | 'ADD'; flags: Record<string, string>; sources: string[]; dest: string; heredocs: Heredoc[] }
   | { kind: 'ENV' | 'LABEL'; pairs: [string, string][] }
   | { kind: 'ARG'; name: string; value?: string }
   | { kind: 'WORKDIR' | 'USER' | 'STOPSIGNAL'; word: string }
@@ -44,7 +60,7 @@ export interface Dockerfile {
   ignored: string[];
 }
 
-const COPY_FLAGS: Record<string, readonly string[]> = { COPY: ['from', 'chown', 'chmod', 'link'], ADD: ['chown', 'chmod', 'link'] };
+const COPY_FLAGS: Record<string, readonly string[]> = { COPY: ['from', 'chown', 'chmod', 'link'], ADD: ['chown', 'chmod', 'link', 'checksum'] };
 
 function invalid(file: string, i: Common, why: string, hint: string): BerthError {
   return new BerthError('USAGE', `${file}:${i.line}: ${i.text}: ${why}`, hint);
@@ -79,23 +95,81 @@ function propertiesOf(i: Instruction): [string, string][] {
   return props.map((p) => [p.getName(), p.getUnescapedValue() ?? '']);
 }
 
-function step(file: string, i: Instruction, ignored: string[]): Step | undefined {
+/** Where a RUN's #! heredoc is put for the step: on its private /tmp (--contain's tmpfs), never in the layer. */
+export const SCRIPT_DIR = '/tmp/.berth-heredoc';
+
+const HEREDOC = /^(\d*)<<(-?)(["']?)([^<"'\s]+)\3$/;
+
+/**
+ * An instruction's heredocs (BuildKit's syntax: `RUN <<EOF`, `COPY <<EOF /path`), and the line
+ * that names them. dockerfile-ast finds where such an instruction ends and the heredocs' names,
+ * but its argument text treats the bodies as Dockerfile lines (it drops comment lines and joins
+ * continuations), which a script must keep as they are: so the bodies are read from the
+ * Dockerfile's own lines, after the instruction's first line (and its continuations).
+ */
+function heredocsOf(file: string, lines: string[], i: Instruction, common: Common): { header: string; docs: Heredoc[] } {
+  const header = (i.getArgumentsContent() ?? '').split('\n')[0]!;
+  const markers = header.split(/\s+/).map((w) => HEREDOC.exec(w)).filter((m): m is RegExpExecArray => m !== null);
+  if (markers.length === 0) return { header, docs: [] };
+  const { start, end } = i.getRange();
+  let at = start.line;
+  while (at < end.line && /\\\r?$/.test(lines[at]!)) at++;
+  at++;
+  const docs = markers.map(([, , chomp, quote, name]) => {
+    const body: string[] = [];
+    for (;; at++) {
+      if (at > end.line) throw invalid(file, common, `the heredoc ${name} has no line ${name} that ends it`, `end it with a line that holds only ${name}`);
+      const line = lines[at]!.replace(/\r$/, '');
+      if ((chomp ? line.replace(/^\t+/, '') : line) === name) break;
+      body.push(line);
+    }
+    at++;
+    const raw = body.map((l) => `${l}\n`).join('');
+    return { name: name!, raw, data: chomp ? body.map((l) => `${l.replace(/^\t+/, '')}\n`).join('') : raw, expand: quote === '' };
+  });
+  return { header, docs };
+}
+
+/**
+ * A RUN with heredocs, as BuildKit runs it: one heredoc alone is the script (run by the shell,
+ * or as a file when it starts with #!); otherwise the line and the bodies go to the shell
+ * together, which reads the heredocs itself (`RUN python3 <<EOF`, several of them).
+ */
+function heredocRun(header: string, docs: Heredoc[]): { command: CommandForm; script?: Heredoc } {
+  const only = docs.length === 1 && HEREDOC.test(header.trim()) ? docs[0]! : undefined;
+  if (only?.data.startsWith('#!')) return { command: { exec: [`${SCRIPT_DIR}/${only.name}`] }, script: only };
+  if (only) return { command: { shell: only.data } };
+  return { command: { shell: header.trim() + docs.map((d) => `\n${d.raw}${d.name}`).join('') } };
+}
+
+function step(file: string, lines: string[], i: Instruction, ignored: string[]): Step | undefined {
   const flagText = flagsOf(i).map((f) => ` --${f.name}${f.value === null ? '' : `=${f.value}`}`).join('');
   const common: Common = { line: i.getRange().start.line + 1, text: `${i.getKeyword()}${flagText} ${(i.getArgumentsContent() ?? '').replace(/\s+/g, ' ').trim()}`.trim() };
   const kind = i.getKeyword();
   const content = i.getArgumentsContent() ?? '';
   const noFlags = () => {
     const f = flagsOf(i)[0];
-    if (f && kind !== 'COPY' && kind !== 'ADD') throw invalid(file, common, `--${f.name} is not supported`, `berth build takes ${kind} without flags (RUN --mount and --network are not implemented)`);
+    if (f && kind !== 'COPY' && kind !== 'ADD') throw invalid(file, common, `--${f.name} is not supported`, `berth build takes ${kind} without flags`);
   };
   switch (kind) {
-    case 'RUN':
+    case 'RUN': {
+      const mounts: string[] = [];
+      for (const f of flagsOf(i)) {
+        if (f.name !== 'mount') {
+          throw invalid(file, common, `--${f.name} is not supported`, f.name === 'network' ? 'a RUN has the network berth exec has: leave --network out' : 'berth build\'s RUN takes --mount=type=cache|bind,...');
+        }
+        mounts.push(f.value ?? '');
+      }
+      const { header, docs } = heredocsOf(file, lines, i, common);
+      if (docs.length > 0) return { ...common, text: `RUN${flagText} ${header.trim()}`, kind, mounts, ...heredocRun(header, docs) };
+      return { ...common, kind, command: commandForm(content), mounts };
+    }
     case 'CMD':
     case 'ENTRYPOINT':
     case 'SHELL': {
       noFlags();
       const command = commandForm(content);
-      if ('shell' in command && /^<<-?["']?[A-Za-z_]/.test(command.shell)) throw invalid(file, common, 'heredocs are not supported yet', `write the script into the context and COPY it, or use ${kind} with && and \\ continuations`);
+      if ('shell' in command && /^<<-?["']?[A-Za-z_]/.test(command.shell)) throw invalid(file, common, `${kind} takes no heredoc (BuildKit's neither: RUN, COPY and ADD do)`, `write the script with RUN <<EOF or COPY <<EOF /path, and name it in ${kind}`);
       if (kind === 'SHELL' && !('exec' in command)) throw invalid(file, common, 'SHELL takes the JSON form', 'e.g. SHELL ["/bin/bash", "-c"]');
       return { ...common, kind, command };
     }
@@ -106,9 +180,14 @@ function step(file: string, i: Instruction, ignored: string[]): Step | undefined
         if (!COPY_FLAGS[kind]!.includes(f.name)) throw invalid(file, common, `--${f.name} is not supported`, `berth build's ${kind} takes ${COPY_FLAGS[kind]!.map((n) => `--${n}`).join(', ')}`);
         flags[f.name] = f.value ?? 'true';
       }
-      const w = words(i, content.replace(/^(\s*--\S+\s+)*/, ''));
-      if (w.length < 2) throw invalid(file, common, 'needs a source and a destination', `write ${kind} SRC... DEST`);
-      return { ...common, kind, flags, sources: w.slice(0, -1), dest: w[w.length - 1]! };
+      const { header, docs } = heredocsOf(file, lines, i, common);
+      const w = docs.length > 0 ? header.replace(/^(\s*--\S+\s+)*/, '').trim().split(/\s+/).filter((x) => !HEREDOC.test(x)) : words(i, content.replace(/^(\s*--\S+\s+)*/, ''));
+      if (w.length < 1 || w.length + docs.length < 2) throw invalid(file, common, 'needs a source and a destination', `write ${kind} SRC... DEST`);
+      for (const d of docs) {
+        if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(d.name)) throw invalid(file, common, `the heredoc name ${d.name} is not a file name berth takes`, 'name it with letters, digits, _, . and -');
+      }
+      if (docs.length > 0 && flags.from !== undefined) throw invalid(file, common, 'a heredoc is not in another stage', 'COPY the heredoc without --from');
+      return { ...common, ...(docs.length > 0 ? { text: `${kind}${flagText} ${header.trim()}` } : {}), kind, flags, sources: w.slice(0, -1), dest: w[w.length - 1]!, heredocs: docs };
     }
     case 'ENV':
     case 'LABEL': {
@@ -149,6 +228,7 @@ export function parseDockerfile(text: string, file: string): Dockerfile {
   // Loaded by berth build alone: every other command (and container start) would pay for it.
   const { DockerfileParser } = createRequire(import.meta.url)('dockerfile-ast') as typeof import('dockerfile-ast');
   const parsed = DockerfileParser.parse(text);
+  const lines = text.split('\n');
   const globalArgs: Dockerfile['globalArgs'] = [];
   const stages: Stage[] = [];
   const ignored: string[] = [];
@@ -165,7 +245,7 @@ export function parseDockerfile(text: string, file: string): Dockerfile {
       stages.push({ from: args[0]!, ...(args[2] ? { name: args[2].toLowerCase() } : {}), line, text, steps: [] });
       continue;
     }
-    const s = step(file, i, ignored);
+    const s = step(file, lines, i, ignored);
     if (!s) continue;
     const stage = stages[stages.length - 1];
     if (stage) stage.steps.push(s);

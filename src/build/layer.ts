@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, linkSync, copyFileSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { rewriteTarOf, type Rewritten } from '../convert/commit.js';
+import { fromUpper, rewriteTarOf, type Rewritten } from '../convert/commit.js';
 import { convertImage, type ConvertEvents, type ConvertOptions, type ConvertResult } from '../convert/convert.js';
 import { normalizePath } from '../convert/merge.js';
 import type { TarEntry } from '../convert/tar-reader.js';
@@ -94,6 +94,27 @@ export class LayerWriter {
     });
   }
 
+  /**
+   * A RUN step's change: the overlay's `upper` directory. Everything there is the `caller`'s on
+   * disk. What the step made is `as`'s in the layer (root's, or USER's); what it only copied up
+   * (a directory it wrote in, a file it changed: `stage`, the tree before the step, has that
+   * path with that type, and the step did not replace the directory whole) keeps the stage's
+   * owner, so a USER step's /tmp stays root's and a root step's edit of app's file stays app's.
+   */
+  async fromUpper(upper: string, stage: Map<string, Owned>, caller: { uid: number; gid: number }, as: { uid: number; gid: number }): Promise<void> {
+    await this.fromCommand(['tar', '--sort=name', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--format=pax', '-C', upper, '-cf', '-', '.'], (e) => {
+      const r = fromUpper(e, undefined);
+      return {
+        ...r, entries: r.entries.map((o) => {
+          const was = o.name.includes('.wh.') ? undefined : stage.get(o.name);
+          const copiedUp = was !== undefined && was.type === TAR_TYPE[o.type] && !r.entries.some((w) => w.name === `${o.name}/.wh..wh..opq`);
+          const owner = copiedUp ? was : as;
+          return { ...o, uid: o.uid === caller.uid ? owner.uid : o.uid, gid: o.gid === caller.gid ? owner.gid : o.gid };
+        }),
+      };
+    });
+  }
+
   /** Ends the tar and names it by its digest in `dir`. */
   finish(dir: string): Layer {
     this.write(END_OF_ARCHIVE);
@@ -112,6 +133,69 @@ export class LayerWriter {
     }
     rmSync(this.partial, { force: true });
   }
+}
+
+/** The tar type flag each entry type has in berth's layers (encodeHeader's). */
+export const TAR_TYPE: Record<TarEntry['type'], string> = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
+
+export interface Owned {
+  /** Its tar type flag (TAR_TYPE). */
+  type: string;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Who owns each path of the tree a chain of berth's own layers makes (LayerWriter's, in the
+ * build cache), and its tar type: read from their headers alone, each body skipped, later layers
+ * over earlier ones, whiteouts applied. A RUN step's overlay shows every file as the caller's,
+ * so this is what tells an entry it copied up (which keeps its owner) from one it made.
+ */
+export function layerOwners(files: string[]): Map<string, Owned> {
+  const tree = new Map<string, Owned>();
+  const header = Buffer.alloc(512);
+  const num = (b: Buffer) => {
+    const t = b.toString('latin1').replace(/[\0 ]+$/, '').trim();
+    return t === '' ? 0 : parseInt(t, 8);
+  };
+  const drop = (prefix: string) => {
+    for (const k of tree.keys()) if (k.startsWith(prefix)) tree.delete(k);
+  };
+  for (const file of files) {
+    const fd = openSync(file, 'r');
+    try {
+      let pax = new Map<string, string>();
+      for (let at = 0; readSync(fd, header, 0, 512, at) === 512 && header.some((c) => c !== 0);) {
+        const type = String.fromCharCode(header[156]!);
+        const size = Number(pax.get('size') ?? num(header.subarray(124, 136)));
+        const body = at + 512;
+        at = body + Math.ceil(size / 512) * 512;
+        if (type === 'x' || type === 'g') {
+          const data = Buffer.alloc(size);
+          readSync(fd, data, 0, size, body);
+          // "LEN key=value\n" records (POSIX pax); only a local one says what the next entry is.
+          if (type === 'x') pax = new Map(data.toString('latin1').split('\n').filter(Boolean).map((r) => r.slice(r.indexOf(' ') + 1)).map((r) => [r.slice(0, r.indexOf('=')), r.slice(r.indexOf('=') + 1)]));
+          continue;
+        }
+        const name = layerName(pax.get('path') ?? header.subarray(0, 100).toString('latin1').replace(/\0.*$/s, ''));
+        const uid = Number(pax.get('uid') ?? num(header.subarray(108, 116)));
+        const gid = Number(pax.get('gid') ?? num(header.subarray(116, 124)));
+        pax = new Map();
+        if (name === undefined) continue;
+        const base = path.posix.basename(name);
+        const dir = path.posix.dirname(name);
+        const under = dir === '.' ? '' : `${dir}/`;
+        if (base === '.wh..wh..opq') drop(under);
+        else if (base.startsWith('.wh.')) {
+          tree.delete(`${under}${base.slice(4)}`);
+          drop(`${under}${base.slice(4)}/`);
+        } else tree.set(name, { type, uid, gid });
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return tree;
 }
 
 /** A name as a layer's entry has it (no leading '/', no '.'), or undefined for the root. */

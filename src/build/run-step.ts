@@ -1,6 +1,7 @@
 // A RUN step: the command in berth's own container over the stage's image so far, as root
-// (--fakeroot: the caller mapped to uid 0), with the root's changes kept on disk in an overlay
-// directory under the build cache (not in memory), which the builder then turns into a layer.
+// (--fakeroot: the caller mapped to uid 0) or, after a USER that is not root, as that uid and
+// gid (--user: the caller mapped to them, no fake root), with its changes kept on disk in an
+// overlay directory under the build cache (not in memory), which the builder turns into a layer.
 // The container is any `berth exec`'s (plan/prepare.ts makes the plan; the helper carries it
 // out), with a clean environment of the build's own and no host home, /tmp or working directory
 // (--contain), so that what a step sees is what the Dockerfile says.
@@ -11,6 +12,9 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { BerthError } from '../errors.js';
 import { ImageFiles } from '../image/files.js';
+import { HOME_NOT_BOUND } from '../plan/build.js';
+import type { MountOp } from '../plan/types.js';
+import type { StepBind } from './mounts.js';
 import { preparePlan } from '../plan/prepare.js';
 import { serializePlan } from '../plan/serialize.js';
 import { helperPath } from '../runtime/helper.js';
@@ -24,6 +28,13 @@ export interface RunStep {
   workdir: string;
   /** The overlay directory (made 0700 by the builder). */
   overlay: string;
+  /**
+   * USER (not root): the command runs as this uid and gid, which the step's user namespace maps
+   * to the caller, with no fake root (Docker's non-root RUN). Absent: the fake root.
+   */
+  user?: { uid: number; gid: number };
+  /** RUN --mount's binds and a #! heredoc's script: the plan's bind ops, over the step's root, never in its layer. */
+  binds?: StepBind[];
 }
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -48,16 +59,21 @@ function waitGone(pid: number, ms: number): void {
 
 /** Runs the step; its output goes to `output` (stdout and stderr both). Returns the exit status. */
 export async function runStep(step: RunStep, output: (chunk: Buffer) => void, warn: (line: string) => void): Promise<number> {
-  const { plan } = await preparePlan('exec', step.image, step.argv, {
-    fakeroot: true, overlay: step.overlay, cleanenv: true, contain: true, home: false, env: step.env, pwd: step.workdir,
+  const who = step.user ? { user: `${step.user.uid}:${step.user.gid}`, pid: true } : { fakeroot: true };
+  const prepared = await preparePlan('exec', step.image, step.argv, {
+    ...who, overlay: step.overlay, cleanenv: true, contain: true, home: false, env: step.env, pwd: step.workdir,
   }, { convert: { resolved() {}, layerStart() {}, bytes() {}, finishing() {}, warn }, cacheWarning: warn });
+  // A non-root step's HOME is its passwd entry's (the builder sets it): the caller's own home
+  // directory, which the plan would make inside, would otherwise land in the layer.
+  const binds: MountOp[] = (step.binds ?? []).map((b) => ({ kind: 'bind', source: b.source, target: b.target, options: ['rbind', 'nosuid', 'nodev', ...(b.readOnly ? ['ro'] : [])], ifMissing: 'create', origin: b.origin }));
+  const plan = { ...prepared.plan, ops: [...prepared.plan.ops.filter((o) => o.origin !== HOME_NOT_BOUND), ...binds] };
   const helper = helperPath();
   return new Promise((resolve, reject) => {
     const child = spawn(helper, [], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
     const planPipe = child.stdio[3] as Duplex;
     planPipe.on('error', () => {});
-    // Root emulation for package managers (native/helper/seccomp.c): only for build steps.
-    planPipe.end(serializePlan({ ...plan, fakeSyscalls: true }));
+    // Root emulation for package managers (native/helper/seccomp.c): only for a build step's fake root.
+    planPipe.end(serializePlan(step.user ? plan : { ...plan, fakeSyscalls: true }));
     child.stdout!.on('data', output);
     child.stderr!.on('data', output);
     // A signal that ends berth ends the step first: passed on, and waited for, before the build
@@ -81,9 +97,10 @@ export async function runStep(step: RunStep, output: (chunk: Buffer) => void, wa
  * checks that it became _apt, which a fake root cannot (setresuid is faked, native/helper/seccomp.c),
  * so for the step only apt is told to stay root, as Charliecloud's --force=fakeroot does (its
  * /etc/apt/apt.conf.d/no-sandbox). The returned function takes the setting out again before the
- * layer is made, with the directories made for it that stayed empty.
+ * layer is made, with the directories made for it that stayed empty. A USER step is no root:
+ * apt's own checks stand.
  */
-export function prepareOverlay(image: string, overlay: string, workdir: string): () => void {
+export function prepareOverlay(image: string, overlay: string, workdir: string, fakeRoot: boolean): () => void {
   const upper = path.join(overlay, 'upper');
   const files = new ImageFiles(openImage(image).location);
   let apt: boolean;
@@ -93,7 +110,7 @@ export function prepareOverlay(image: string, overlay: string, workdir: string):
   } finally {
     files.close();
   }
-  if (!apt) return () => {};
+  if (!apt || !fakeRoot) return () => {};
   mkdirSync(upper, { recursive: true, mode: 0o755 });
   const made: string[] = [];
   for (const d of ['etc', 'etc/apt', 'etc/apt/apt.conf.d']) {

@@ -45,6 +45,29 @@ export function expandWord(raw: string, lookup: Lookup, escape = '\\'): string {
   return out;
 }
 
+/**
+ * A COPY heredoc's body with variables substituted and nothing else: its quotes are text, and
+ * \ escapes only $, ` and \ (a shell's rule for an unquoted heredoc, which BuildKit follows).
+ */
+export function expandText(raw: string, lookup: Lookup): string {
+  let out = '';
+  for (let i = 0; i < raw.length;) {
+    const c = raw[i]!;
+    if (c === '\\' && i + 1 < raw.length && ['$', '`', '\\'].includes(raw[i + 1]!)) {
+      out += raw[i + 1];
+      i += 2;
+    } else if (c === '$') {
+      const [value, used] = variable(raw, i, lookup, '\\');
+      out += value;
+      i += used;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
 /** The value of the variable at raw[at] ('$'), and how many characters it took. */
 function variable(raw: string, at: number, lookup: Lookup, escape: string): [string, number] {
   const rest = raw.slice(at + 1);

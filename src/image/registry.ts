@@ -349,9 +349,9 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  * GET `url`, following up to 10 redirects. `authorization` is sent to `url`'s own origin only,
  * never after a redirect leaves it (the Fetch standard's rule, which fetch() applied before).
  * The timeout covers the wait for each answer's headers, not the body: a big layer may take
- * minutes (its reader watches for stalls instead).
+ * minutes (its reader watches for stalls instead). berth build's `ADD URL` downloads with it too.
  */
-async function getFollowing(url: URL, headers: Record<string, string>, authorization: string | undefined, timeoutMs: number): Promise<IncomingMessage> {
+export async function getFollowing(url: URL, headers: Record<string, string>, authorization: string | undefined, timeoutMs: number): Promise<IncomingMessage> {
   const origin = url.origin;
   for (let hops = 0; ; hops++) {
     const res = await getOnce(url, { ...headers, ...(authorization && url.origin === origin ? { authorization } : {}) }, timeoutMs);

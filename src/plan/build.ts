@@ -43,7 +43,7 @@ export interface RunOptions {
   /** --home SRC[:DST]: SRC is the home, at DST inside, and $HOME is DST (Apptainer's). */
   homeDir?: { source: string; target: string };
   /** --user: the uid and gid inside (the caller's own outside), and the name if the image has one. */
-  user?: { uid: number; gid: number; name?: string };
+  user?: { uid: number; gid: number; name?: string; home?: string };
   writableTmpfs: boolean;
   /** --overlay DIR: the root writable, its changes kept in DIR/upper (checked by prepare.ts). */
   overlay: string | undefined;
@@ -160,6 +160,9 @@ function setEnv(env: Map<string, string>, kv: string): void {
   if (eq <= 0) throw new BerthError('USAGE', `invalid --env '${kv}'`, 'write it as KEY=VALUE');
   env.set(kv.slice(0, eq), kv.slice(eq + 1));
 }
+
+/** The origin of the op that makes the home when none is bound (berth build's steps leave it out: run-step.ts). */
+export const HOME_NOT_BOUND = 'home (not bound)';
 
 function buildEnv(meta: ImageMetadata, host: HostFacts, opts: RunOptions, cwd: string, home: string): Map<string, string> {
   const env = new Map<string, string>();
@@ -345,7 +348,7 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
   const cwd = opts.pwd ?? (cmd.mode === 'run' || !hostCwdInside ? workingDir : host.cwd);
   if (!cwd.startsWith('/')) throw new BerthError('USAGE', `--pwd ${cwd}: must be an absolute path`, 'e.g. --pwd /data');
   ops.push(op('mkdir', '', cwd, [], 'create', 'working directory'));
-  if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', home, [], 'create', 'home (not bound)'));
+  if (!bindHome && !opts.fakeroot) ops.push(op('mkdir', '', home, [], 'create', HOME_NOT_BOUND));
 
   const imageEnv = meta.startup === 'apptainer' ? apptainerEnv(image) : [];
   const env = buildEnv(meta, host, { ...opts, env: [...imageEnv, ...hostBound.env, ...opts.env] }, cwd, home);

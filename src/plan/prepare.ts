@@ -235,11 +235,11 @@ function homeDir(spec: string | boolean | undefined): RunOptions['homeDir'] {
   return { source, target };
 }
 
-/** A `name:x:id:gid:...` file of the image (/etc/passwd, /etc/group), as [name, id, gid] rows. */
+/** A `name:x:id:gid:...` file of the image (/etc/passwd, /etc/group), as [name, id, gid, home] rows. */
 function accounts(image: Target, file: string): string[][] {
   const view = imageView(image);
   try {
-    return (view.files().read(file)?.toString('utf8') ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 3).map((f) => [f[0]!, f[2]!, f[3] ?? '']);
+    return (view.files().read(file)?.toString('utf8') ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 3).map((f) => [f[0]!, f[2]!, f[3] ?? '', f[5] ?? '']);
   } catch {
     return []; // an image without them, or unreadable: numbers still work
   } finally {
@@ -250,23 +250,26 @@ function accounts(image: Target, file: string): string[][] {
 /**
  * -u, --user UID[:GID] or NAME[:GROUP] (docker run's): names are the image's (/etc/passwd,
  * /etc/group); a uid without a group takes its passwd entry's, else 0, as Docker does.
+ * `written` is how the caller's user wrote it, for messages: `--user` (the default), or
+ * berth build's `USER` and `--chown=`.
  */
-export function parseUser(spec: string | undefined, image: Target): RunOptions['user'] {
+export function parseUser(spec: string | undefined, image: Target, written = '--user'): RunOptions['user'] {
   if (spec === undefined) return undefined;
+  const as = (v: string) => `${written}${written.endsWith('=') ? '' : ' '}${v}`;
   const [u, g, extra] = spec.split(':');
-  if (!u || extra !== undefined || g === '') throw new BerthError('USAGE', `invalid --user '${spec}'`, 'write it as UID[:GID] or NAME[:GROUP], e.g. --user 1000:1000');
+  if (!u || extra !== undefined || g === '') throw new BerthError('USAGE', `invalid ${as(`'${spec}'`)}`, `write it as UID[:GID] or NAME[:GROUP], e.g. ${as('1000:1000')}`);
   const id = (v: string) => /^\d+$/.test(v) && Number(v) < 4294967295;
-  const passwd = id(u) && (g === undefined || id(g)) ? [] : accounts(image, '/etc/passwd');
+  const passwd = id(u) && g !== undefined && id(g) ? [] : accounts(image, '/etc/passwd');
   const entry = id(u) ? passwd.find((f) => f[1] === u) : passwd.find((f) => f[0] === u);
-  if (!id(u) && !entry) throw new BerthError('USAGE', `--user ${u}: the image has no such user in /etc/passwd`, 'give a number instead: --user UID[:GID]');
+  if (!id(u) && !entry) throw new BerthError('USAGE', `${as(u)}: the image has no such user in /etc/passwd`, `give a number instead (${as('UID[:GID]')}), or add the user to the image first`);
   const uid = Number(id(u) ? u : entry![1]);
   let gid = entry && /^\d+$/.test(entry[2]!) ? Number(entry[2]) : 0;
   if (g !== undefined) {
     const group = id(g) ? undefined : accounts(image, '/etc/group').find((f) => f[0] === g);
-    if (!id(g) && !group) throw new BerthError('USAGE', `--user ${spec}: the image has no group ${g} in /etc/group`, 'give a number instead: --user UID:GID');
+    if (!id(g) && !group) throw new BerthError('USAGE', `${as(spec)}: the image has no group ${g} in /etc/group`, `give a number instead (${as('UID:GID')}), or add the group to the image first`);
     gid = Number(id(g) ? g : group![1]);
   }
-  return { uid, gid, ...(entry ? { name: entry[0] } : {}) };
+  return { uid, gid, ...(entry ? { name: entry[0] } : {}), ...(entry?.[3] ? { home: entry[3] } : {}) };
 }
 
 export function runOptions(flags: RunFlags, image: Target): RunOptions {

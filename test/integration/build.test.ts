@@ -2,8 +2,11 @@
 // (test/fixtures/make-build-images.sh). No image with a C compiler can be made cheaply from
 // this machine's files, so the "compile" stage writes a shell script standing in for the
 // program; what is tested is the multi-stage copy, not the compiler.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, cleanup, listImage, run, tempDir, umociListing } from '../helpers.js';
@@ -294,6 +297,156 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
     expect(ps).not.toContain('sleep 60');
   }, 60_000);
 
+  it('heredocs: RUN <<EOF, <<-, several on a line, a #! script; COPY <<EOF, substituted unless quoted', async () => {
+    const dockerfile = (body: string) => `FROM ${base}
+ARG WHO=world
+RUN <<EOF
+# a comment the script keeps
+echo "one: $WHO" > /one
+echo continued \\
+  line >> /one
+EOF
+RUN <<-EOT sh
+	echo tabbed > /two
+	EOT
+RUN cat <<A > /three && cat <<'B' >> /three
+a $WHO
+A
+b $WHO
+B
+RUN <<SH
+#!/bin/sh
+echo "${body} $0" > /four
+SH
+COPY <<EOF /etc/conf
+hello \${WHO}
+EOF
+COPY --chmod=0755 <<one <<"two" /dir/
+1 $WHO
+one
+2 $WHO
+two
+`;
+    const ctx = context('heredoc', { Dockerfile: dockerfile('script at') });
+    const out = path.join(work, 'heredoc.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('STEP 3/8: RUN <<EOF\n');
+    const cat = await b('exec', out, 'cat', '/one', '/two', '/three', '/four', '/etc/conf', '/dir/one', '/dir/two');
+    expect(cat.stdout, cat.stderr).toBe('one: world\ncontinued line\ntabbed\na world\nb $WHO\nscript at /tmp/.berth-heredoc/SH\nhello world\n1 world\n2 $WHO\n');
+    const listing = await listImage(out);
+    expect(listing['dir/one']).toMatchObject({ type: 'file', mode: 0o755, uid: 0, mtime: 0 });
+    expect(Object.keys(listing).filter((k) => k.includes('berth-heredoc'))).toEqual([]);
+    // A rebuild takes every step but ARG (a metadata step, never shown cached) from the cache; an edited body reruns its step.
+    const again = await b('build', '-o', out, '--force', ctx);
+    expect(again.stderr.match(/\(cached\)/g)).toHaveLength(7);
+    writeFileSync(path.join(ctx, 'Dockerfile'), dockerfile('the script is'));
+    const edited = await b('build', '-o', out, '--force', ctx);
+    expect(edited.code, edited.stderr).toBe(0);
+    expect(edited.stderr).toMatch(/STEP 6\/8: RUN <<SH\n/);
+    expect((await b('exec', out, 'cat', '/four')).stdout).toBe('the script is /tmp/.berth-heredoc/SH\n');
+  }, 180_000);
+
+  it('RUN --mount=type=cache keeps its directory between builds and out of the layer; type=bind binds the context or a stage read-only', async () => {
+    const ctx = context('mounts', {
+      Dockerfile: `FROM ${base} AS build
+RUN mkdir /out && echo from-stage > /out/built
+FROM ${base}
+RUN --mount=type=cache,target=/cache,id=counter sh -c 'n=$(cat /cache/n 2>/dev/null || echo 0); echo $((n+1)) > /cache/n; echo "count=$(cat /cache/n)"'
+RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copied && (touch /src/new 2>/dev/null && echo bind-written || echo bind-read-only) && (test -e /src/secret.txt && echo ignored-seen || echo ignored-hidden)
+RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/built > /from-stage
+`,
+      'src/a.txt': 'from the context\n',
+      'src/secret.txt': 'not for the build\n',
+      '.dockerignore': 'src/secret.txt\n',
+    });
+    const out = path.join(work, 'mounts.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('count=1');
+    expect(r.stderr).toContain('bind-read-only');
+    // What .dockerignore leaves out of the context is not in a bind of it either.
+    expect(r.stderr).toContain('ignored-hidden');
+    expect(existsSync(path.join(ctx, 'src', 'new'))).toBe(false);
+    expect((await b('exec', out, 'cat', '/copied', '/from-stage')).stdout).toBe('from the context\nfrom-stage\n');
+    const listing = await listImage(out);
+    // Only the mount points are in the image, empty; what the cache holds is not.
+    expect(listing['cache']).toMatchObject({ type: 'dir' });
+    expect(Object.keys(listing).filter((k) => /^(cache|src|in)\//.test(k))).toEqual([]);
+    // The cache outlives the build: the step, run again, counts on.
+    const again = await b('build', '--no-cache', '-o', out, '--force', ctx);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('count=2');
+    // A bound file's edit is a change: its step reruns; the cache's step is cached.
+    writeFileSync(path.join(ctx, 'src', 'a.txt'), 'edited\n');
+    const edited = await b('build', '-o', out, '--force', ctx);
+    expect(edited.stderr).toMatch(/RUN --mount=type=cache,target=\/cache,id=counter .* \(cached\)/);
+    expect(edited.stderr).not.toMatch(/RUN --mount=type=bind,source=src.*\(cached\)/);
+    expect((await b('exec', out, 'cat', '/copied')).stdout).toBe('edited\n');
+    // The cache directory is the user's own: one that others could write is refused.
+    const mounts = path.join(work, 'cache', 'berth', 'build', 'mounts');
+    const [dir] = readdirSync(mounts).filter((n) => !n.endsWith('.lock'));
+    expect(statSync(path.join(mounts, dir!)).mode & 0o777).toBe(0o700);
+    chmodSync(path.join(mounts, dir!), 0o777);
+    const refused = await b('build', '--no-cache', '-o', out, '--force', ctx);
+    expect(refused.code).toBe(125);
+    expect(refused.stderr).toMatch(/the cache mount counter is .*, which is not a directory of yours with mode 0700 \(owner \d+, mode 777\)/);
+    chmodSync(path.join(mounts, dir!), 0o700);
+  }, 180_000);
+
+  it.each([
+    ['type=secret,id=token', /does not offer type=secret mounts[\s\S]*hint: keep the secret out/],
+    ['type=ssh', /does not offer type=ssh mounts[\s\S]*hint: a step has no agent/],
+    ['type=bind,source=../outside,target=/x', /outside the build context/],
+  ])('RUN --mount=%s is refused with the way out', async (spec, why) => {
+    const ctx = context(`mount-refused-${spec.replace(/[^a-z]/g, '')}`, { Dockerfile: `FROM ${base}\nRUN --mount=${spec} true\n` });
+    const r = await b('build', ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(why);
+  });
+
+  it('ADD http(s)://...: downloaded (0600, root\'s, mtime 0); with --checksum a cached step fetches nothing, a wrong one is refused', async () => {
+    const body = 'downloaded content\n';
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    const requests: string[] = [];
+    const server = createServer((req, res) => {
+      requests.push(req.url ?? '');
+      if (req.url === '/moved') res.writeHead(302, { location: '/files/tool.txt' }).end();
+      else if (req.url === '/files/tool.txt') res.end(body);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const ctx = context('add-url', {
+        Dockerfile: `FROM ${base}\nADD ${url}/moved /opt/\nADD --checksum=${digest} ${url}/files/tool.txt /etc/tool.conf\n`,
+        'wrong.Dockerfile': `FROM ${base}\nADD --checksum=sha256:${'0'.repeat(64)} ${url}/files/tool.txt /x\n`,
+        'missing.Dockerfile': `FROM ${base}\nADD ${url}/nothing /x\n`,
+      });
+      const out = path.join(work, 'add-url.sqsh');
+      const r = await b('build', '-o', out, ctx);
+      expect(r.code, r.stderr).toBe(0);
+      const listing = await listImage(out);
+      // Named by the URL's path (after the redirect's, Docker names it by the URL asked for).
+      expect(listing['opt/moved']).toMatchObject({ type: 'file', mode: 0o600, uid: 0, mtime: 0 });
+      expect(listing['etc/tool.conf']).toMatchObject({ type: 'file', mode: 0o600, sha256: digest.slice(7) });
+      // A rebuild downloads the unpinned file again (it may have changed), not the pinned one.
+      requests.length = 0;
+      const again = await b('build', '-o', out, '--force', ctx);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(/ADD --checksum=\S+ \S+ \/etc\/tool.conf \(cached\)/);
+      expect(requests).toEqual(['/moved', '/files/tool.txt']);
+      const wrong = await b('build', '-f', path.join(ctx, 'wrong.Dockerfile'), ctx);
+      expect(wrong.code).toBe(125);
+      expect(wrong.stderr).toContain(`/files/tool.txt is ${digest}, not the --checksum sha256:${'0'.repeat(64)}`);
+      const missing = await b('build', '-f', path.join(ctx, 'missing.Dockerfile'), ctx);
+      expect(missing.code).toBe(125);
+      expect(missing.stderr).toMatch(/\/nothing answered 404/);
+    } finally {
+      server.close();
+    }
+  }, 120_000);
+
   it('--quiet still shows a failing step\'s output with the error', async () => {
     const r = await b('build', '--quiet', '-o', path.join(work, 'q.sqsh'), path.join(work, 'fails'));
     expect(r.code).toBe(125);
@@ -304,16 +457,42 @@ RUN touch /owned && chown 4242:4242 /owned && chown app:app /owned && mknod /dev
 });
 
 // The issue's real package manager: a Debian image made from this machine's Debian packages, and
-// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root.
-describe('berth build with apt-get', () => {
-  it('RUN apt-get update && apt-get install of a real package, used in the built image', async () => {
-    const dir = path.join(work, 'debian');
-    mkdirSync(dir);
-    const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
-    expect(made.code, made.stderr).toBe(0);
-    const debian = path.join(work, 'debian.sqsh');
-    expect((await b('convert', `oci:${dir}/oci:debian`, '-o', debian, '--quiet')).code).toBe(0);
-    const ctx = context('apt', { Dockerfile: `FROM ${debian}\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
+// a package from the mirror this machine uses (~10 MB of indexes), installed by a fake root. The
+// image is made once, for the tests of this part that need real accounts and tools too.
+let debianImage: Promise<string> | undefined;
+const debian = () => (debianImage ??= (async () => {
+  const dir = path.join(work, 'debian');
+  mkdirSync(dir);
+  const made = await run(path.join(ROOT, 'test/fixtures/make-debian-image.sh'), [dir]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  const image = path.join(work, 'debian.sqsh');
+  const converted = await b('convert', `oci:${dir}/oci:debian`, '-o', image, '--quiet');
+  if (converted.code !== 0) throw new Error(converted.stderr);
+  return image;
+})());
+
+/** The owner umoci's rootless unpack recorded (its user.rootlesscontainers xattr, a protobuf of uid = 1, gid = 2; none: root's). */
+function umociOwner(entry: { xattrs?: Record<string, string> } | undefined): string {
+  const hex = entry?.xattrs?.['user.rootlesscontainers'];
+  const ids = [0, 0];
+  const bytes = Buffer.from(hex ?? '', 'hex');
+  for (let i = 0; i < bytes.length;) {
+    const field = bytes[i++]! >> 3;
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[i++]!;
+      v += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) break;
+    }
+    if (field === 1 || field === 2) ids[field - 1] = v;
+  }
+  return `${ids[0]}:${ids[1]}`;
+}
+
+describe('berth build on a Debian image', () => {
+  it('RUN apt-get update && apt-get install of a real package, used in the built image; apt\'s lists and downloads in cache mounts', async () => {
+    const mounts = '--mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked';
+    const ctx = context('apt', { Dockerfile: `FROM ${await debian()}\nRUN ${mounts} apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
     const out = path.join(work, 'hello.sqsh');
     const r = await b('build', '-o', out, ctx);
     expect(r.code, r.stderr).toBe(0);
@@ -323,5 +502,63 @@ describe('berth build with apt-get', () => {
     const listing = await listImage(out);
     expect(Object.keys(listing).filter((k) => k.includes('berth-build'))).toEqual([]);
     expect(listing['usr/bin/hello']).toMatchObject({ type: 'file', uid: 0 });
-  }, 180_000);
+    // What apt downloaded is in the caches, not in the image (which has only the base's empty directories there).
+    expect(Object.entries(listing).filter(([k, v]) => /^var\/(cache\/apt|lib\/apt\/lists)\/./.test(k) && v.type !== 'dir')).toEqual([]);
+    const caches = path.join(work, 'cache', 'berth', 'build', 'mounts');
+    const debs = readdirSync(caches).filter((d) => existsSync(path.join(caches, d, 'archives'))).flatMap((d) => readdirSync(path.join(caches, d, 'archives'), { withFileTypes: true }).map((e) => e.name).filter((n) => n.endsWith('.deb')));
+    expect(debs).toEqual([expect.stringMatching(/^hello_.*\.deb$/)]);
+    expect(readdirSync(caches).filter((d) => d.endsWith('.lock'))).toEqual([]);
+  }, 300_000);
+
+  it('USER before RUN: the step runs as that user (no fake root) and what it makes is that user\'s in the image and the layout', async () => {
+    const ctx = context('user', { Dockerfile: `FROM ${await debian()}
+RUN useradd --create-home --uid 1234 --user-group app && groupadd --gid 2345 staff2 && mkdir -m 1777 /shared
+USER app
+RUN (id -u; id -g; echo "$HOME") > /home/app/ids && touch /home/app/x && mkdir /home/app/d && touch /shared/by-app
+RUN chown 0 /home/app/x 2>/dev/null && echo chown-faked || echo chown-refused
+RUN --mount=type=cache,target=/home/app/.cache touch /home/app/.cache/ok && stat -c 'cache-owner=%u' /home/app/.cache
+USER 4321:staff2
+RUN id -u > /shared/by-number && id -g >> /shared/by-number && echo "home=$HOME"
+USER root
+RUN touch /by-root && echo more >> /home/app/x
+USER app
+` });
+    const out = path.join(work, 'user.sqsh');
+    const layout = path.join(work, 'user-oci');
+    const r = await b('build', '-o', out, '--oci-layout', layout, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    // No fake root for a USER step: chown to another user is refused as it is for a real one.
+    expect(r.stderr).toContain('chown-refused');
+    // A cache mount is the step's user's inside.
+    expect(r.stderr).toContain('cache-owner=1234');
+    expect(r.stderr).toContain('home=/');
+    const ids = await b('exec', out, 'cat', '/home/app/ids', '/shared/by-number');
+    expect(ids.stdout, ids.stderr).toBe('1234\n1234\n/home/app\n4321\n2345\n');
+    const ours = await listImage(out);
+    const owner = (k: string) => `${ours[k]?.uid}:${ours[k]?.gid}`;
+    expect(owner('home/app/x')).toBe('1234:1234');
+    expect(owner('home/app/d')).toBe('1234:1234');
+    expect(owner('home/app/ids')).toBe('1234:1234');
+    expect(owner('shared/by-app')).toBe('1234:1234');
+    expect(owner('shared/by-number')).toBe('4321:2345');
+    expect(owner('by-root')).toBe('0:0');
+    // What a step only copied up keeps the owner it had: /shared, which app wrote in, stays root's;
+    // /home/app/x, which root appended to, stays app's. (/home/app is root's: useradd's chown was faked.)
+    expect(owner('shared')).toBe('0:0');
+    expect(ours['shared']).toMatchObject({ type: 'dir', mode: 0o1777 });
+    expect(owner('home/app')).toBe('0:0');
+    // umoci reads the same owners from the exported layers.
+    const theirs = await umociListing(layout, 'latest', work);
+    for (const k of ['home/app/x', 'home/app/d', 'shared/by-number', 'by-root']) expect(umociOwner(theirs[k]), k).toBe(owner(k));
+    // The image's User is the last USER: berth run says so, and --user app runs as it.
+    expect((await b('exec', '--user', 'app', out, 'id', '-u')).stdout).toBe('1234\n');
+  }, 300_000);
+
+  it('a RUN after USER of an account the image lacks names the user and the step', async () => {
+    const ctx = context('nouser', { Dockerfile: `FROM ${await debian()}\nUSER nobody-here\nRUN true\n` });
+    const r = await b('build', ctx);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/berth: error: step 3\/3 \(.*Dockerfile:3: RUN true\) runs as USER nobody-here: the image has no such user in \/etc\/passwd/);
+    expect(r.stderr).toMatch(/hint: .*USER UID\[:GID\]/);
+  }, 300_000);
 });

@@ -59,6 +59,19 @@ describe('berth build against another user', () => {
     cleanup(secret);
   }, 120_000);
 
+  it('a symlink the attacker puts in a context the victim builds is never what RUN --mount=type=bind binds', async () => {
+    const secret = dirOf(VICTIM, 'build-secret-bind', 0o700);
+    await as(VICTIM, 'sh', ['-c', `echo victim-secret > ${secret}/key && chmod 600 ${secret}/key`]);
+    const ctx = path.join(shared, 'bind-ctx');
+    await as(ATTACKER, 'sh', ['-c', `mkdir -m 0777 ${ctx} && ln -s ${secret} ${ctx}/src && printf 'FROM ${work}/plain.sqsh\\nRUN --mount=type=bind,source=src,target=/src cat /src/key > /stolen\\n' > ${ctx}/Dockerfile`]);
+    const out = path.join(work, 'from-bind.sqsh');
+    const r = await victim(['build', '--quiet', '-o', out, ctx]);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/the mount's source src is .*, outside the build context/);
+    expect(r.stderr).not.toContain('victim-secret');
+    cleanup(secret);
+  }, 120_000);
+
   it('a file the attacker keeps swapping for a link to the victim\'s secret while the victim builds is never the secret in the image', async () => {
     const secret = dirOf(VICTIM, 'build-secret2', 0o700);
     await as(VICTIM, 'sh', ['-c', `head -c 200000 /dev/zero | tr '\\0' S > ${secret}/key && chmod 600 ${secret}/key`]);
