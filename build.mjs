@@ -2,7 +2,8 @@
 // sooner than the ESM module graph (one file, no ESM loader), and every container started
 // from the command line pays Node's start. tsc still compiles and type-checks (dist/*.js).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -62,19 +63,36 @@ await build({
 
 // dist/berth.cjs, the file users run: the launcher lines, then a loader that compiles the bundle
 // with V8's code cache for it (dist/berth-main.cache, made below): compiling the bundle's
-// functions is ~20 ms of every start, and Node 20 keeps no cache of its own. A cache that does
-// not fit (another Node, another V8) is rejected by V8 and the bundle compiled as without one.
-const LOADER = `const { readFileSync } = require('node:fs');
+// functions is ~20 ms of every start, and Node 20 keeps no cache of its own. The cache is code:
+// it is used only when it was made for this very bundle (the build id that ends the bundle
+// starts the cache: V8 itself checks little more than the source's length) and when it is the
+// bundle owner's and writable by no one else. One that V8 rejects (another Node) is ignored.
+const buildId = randomBytes(16).toString('hex');
+appendFileSync('dist/berth-main.cjs', `//# berth-build ${buildId}\n`);
+const LOADER = `const fs = require('node:fs');
 const Module = require('node:module');
 const { Script } = require('node:vm');
 const file = require('node:path').join(__dirname, 'berth-main.cjs');
+let source;
+try {
+  source = fs.readFileSync(file, 'utf8');
+} catch (e) {
+  process.stderr.write(\`berth: error: cannot read \${file}: \${e.message}\\nberth: hint: berth.cjs runs the bundle beside it: link it (ln -s), do not copy it alone\\n\`);
+  process.exit(125);
+}
 let cachedData;
-try { cachedData = readFileSync(file.replace(/\\.cjs$/, '.cache')); } catch { /* none: compiled as usual */ }
-const main = new Script(Module.wrap(readFileSync(file, 'utf8')), { filename: file, cachedData }).runInThisContext();
+try {
+  const id = Buffer.from(source.slice(source.lastIndexOf('//# berth-build ') + 16).trim());
+  const cache = fs.readFileSync(file.replace(/\\.cjs$/, '.cache'));
+  const st = fs.statSync(file.replace(/\\.cjs$/, '.cache'));
+  if (st.uid === fs.statSync(file).uid && !(st.mode & 0o022) && cache.subarray(0, id.length).equals(id)) cachedData = cache.subarray(id.length);
+} catch { /* none: compiled as usual */ }
+const main = new Script(Module.wrap(source), { filename: file, cachedData }).runInThisContext();
 main.call(module.exports, module.exports, Module.createRequire(file), module, file, __dirname);
 `;
 writeFileSync('dist/berth.cjs', LAUNCHER + LOADER, { mode: 0o755 });
 chmodSync('dist/berth.cjs', 0o755);
+chmodSync('dist/berth-main.cjs', 0o644);
 
 // The cache holds what a container's start compiles: made by running the start of one (its
 // plan, printed with --dry-run, for an empty directory image) and keeping what V8 compiled.
@@ -86,13 +104,14 @@ const Module = require('node:module');
 const { Script } = require('node:vm');
 const file = ${JSON.stringify(path.resolve('dist/berth-main.cjs'))};
 const script = new Script(Module.wrap(readFileSync(file, 'utf8')), { filename: file });
-process.on('exit', () => writeFileSync(${JSON.stringify(path.resolve(cacheFile))}, script.createCachedData()));
+process.on('exit', () => writeFileSync(${JSON.stringify(path.resolve(cacheFile))}, Buffer.concat([Buffer.from(${JSON.stringify(buildId)}), script.createCachedData()]), { mode: 0o644 }));
 process.argv.splice(1, Infinity, file, 'exec', '--dry-run', ${JSON.stringify(scratch)}, 'true');
 script.runInThisContext().call(module.exports, module.exports, Module.createRequire(file), module, file, require('node:path').dirname(file));
 `;
 const made = spawnSync(process.execPath, ['-e', producer], { encoding: 'utf8' });
 rmSync(scratch, { recursive: true, force: true });
-if (made.status !== 0 || !existsSync(cacheFile)) {
+if (made.status === 0 && existsSync(cacheFile)) chmodSync(cacheFile, 0o644);
+else {
   rmSync(cacheFile, { force: true });
   console.warn(`build: no code cache for dist/berth-main.cjs (berth starts ~20 ms slower): ${made.stderr || made.error}`);
 }

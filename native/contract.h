@@ -11,6 +11,10 @@
 /* The PATH of a plan that sets none (src/plan/build.ts gives every plan it makes this one). */
 #define BERTH_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+/* What berth writes first on the launcher's pipe (berth-helper --launch): the plan's kind. */
+#define BERTH_HANDOVER_CONTAINER "berth-launch container\n"
+#define BERTH_HANDOVER_INSTANCE_JOIN "berth-launch instance-join\n"
+
 /* The Slurm variables a step's plan reads (its `input` lines): kept in the plugin's plan key. */
 #define BERTH_STEP_PLAN_INPUTS { "SLURM_JOB_ID", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS" }
 

@@ -92,7 +92,9 @@ noreturn void run_as_init_then(const struct plan *p, void (*prepare)(void *ctx),
  * for the child and exiting as it did. */
 pid_t fork_tied(void);
 void forward_signals(pid_t to);
-void stop_forwarding(void); /* the default dispositions back */
+/* The dispositions from before forward_signals back (a nohup's ignored SIGHUP stays ignored);
+ * returns the last SIGTERM, SIGINT, SIGHUP or SIGQUIT received meanwhile, or 0. */
+int stop_forwarding(void);
 noreturn void exit_as(pid_t child);
 
 /* isolate.c: prepare_network forks, before any namespace is joined, what --net user needs on

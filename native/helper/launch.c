@@ -8,9 +8,11 @@
  *
  * Every other command (pull, images, a container that berth must wait for to remove its
  * cgroup) hands nothing over, and this process exits as Node did. While Node runs, signals
- * sent to this process are passed on to it (a terminal's reach it directly, pidns.c's rule),
- * and Node dies with it (PR_SET_PDEATHSIG: SIGTERM, which berth answers with the cleanup of a
- * kill -9). */
+ * sent to this process are passed on to it (a terminal's reach it directly, pidns.c's rule);
+ * one that asks berth to stop (SIGTERM, SIGINT, SIGHUP, SIGQUIT) also means no container is
+ * started after it, even where Node has just handed a plan over. Node dies with this process
+ * as berth died of a kill -9 before (PR_SET_PDEATHSIG: SIGKILL, and a helper Node started dies
+ * with Node): what berth writes survives a kill -9. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -24,16 +26,18 @@
 
 #include "helper.h"
 
-/* What Node writes first on the pipe (src/runtime/launch.ts's HANDOVER): which kind of plan follows. */
-#define CONTAINER "berth-launch container\n"
-#define INSTANCE_JOIN "berth-launch instance-join\n"
+/* What Node writes first on the pipe (BERTH_HANDOVER_*, from src/plan/contract.ts): which kind of plan follows. */
+#define CONTAINER BERTH_HANDOVER_CONTAINER
+#define INSTANCE_JOIN BERTH_HANDOVER_INSTANCE_JOIN
 #define PLAN_MAX (64u << 20)
 
-static noreturn void run_node(int channel, char **argv)
+/* Node, with the pipe and who holds its other end: berth takes the pipe only from its parent. */
+static noreturn void run_node(int channel, pid_t launcher, char **argv)
 {
-	char fd[16];
+	char fd[16], pid[24];
 	snprintf(fd, sizeof fd, "%d", channel);
-	if (setenv("BERTH_LAUNCH_FD", fd, 1) != 0)
+	snprintf(pid, sizeof pid, "%d", (int)launcher);
+	if (setenv("BERTH_LAUNCH_FD", fd, 1) != 0 || setenv("BERTH_LAUNCH_PID", pid, 1) != 0)
 		_exit(BERTH_EXIT_SETUP);
 	size_t n = 0;
 	while (argv[n])
@@ -86,12 +90,12 @@ noreturn void launch_main(char **argv)
 	if (node < 0)
 		fail_errno("cannot start berth (fork)");
 	if (node == 0) {
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != self)
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != self)
 			_exit(BERTH_EXIT_SETUP);
 		int w = fcntl(channel[1], F_DUPFD, 3); /* without close-on-exec, for node */
 		if (w < 0)
 			_exit(BERTH_EXIT_SETUP);
-		run_node(w, argv);
+		run_node(w, self, argv);
 	}
 	close(channel[1]);
 	forward_signals(node);
@@ -102,7 +106,7 @@ noreturn void launch_main(char **argv)
 	while (waitpid(node, &status, 0) < 0)
 		if (errno != EINTR)
 			fail_errno("cannot wait for berth");
-	stop_forwarding();
+	int stop = stop_forwarding();
 	if (WIFSIGNALED(status)) {
 		signal(WTERMSIG(status), SIG_DFL);
 		raise(WTERMSIG(status));
@@ -111,21 +115,17 @@ noreturn void launch_main(char **argv)
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : BERTH_EXIT_SETUP;
 	if (code != 0 || len == 0)
 		_exit(code);
+	if (stop) {
+		/* Told to stop while Node planned: no container starts after that. */
+		signal(stop, SIG_DFL);
+		raise(stop);
+		_exit(128 + stop);
+	}
 	int container = len > strlen(CONTAINER) && memcmp(text, CONTAINER, strlen(CONTAINER)) == 0;
 	int join = len > strlen(INSTANCE_JOIN) && memcmp(text, INSTANCE_JOIN, strlen(INSTANCE_JOIN)) == 0;
 	if (container || join) {
 		size_t skip = strlen(container ? CONTAINER : INSTANCE_JOIN);
 		int plan = memfd_of(text + skip, len - skip);
-		/* BERTH_HELPER names the helper that runs containers (berth's own choice too,
-		 * src/runtime/helper.ts): it gets the plan on fd 3, as berth would start it. */
-		const char *helper = getenv("BERTH_HELPER");
-		if (helper && *helper) {
-			if (plan == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(plan, 3) != 3)
-				fail_errno("cannot hand the plan to %s", helper);
-			char *args[] = { (char *)helper, join ? "--instance-join" : NULL, NULL };
-			execv(helper, args);
-			fail_errno("cannot run BERTH_HELPER=%s", helper);
-		}
 		if (join)
 			instance_join_main(plan);
 		run_container(plan, -1);

@@ -22,11 +22,16 @@
 #include "helper.h"
 
 static const int FORWARDED[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGCONT, SIGWINCH };
+#define NFORWARDED (sizeof FORWARDED / sizeof *FORWARDED)
 static volatile pid_t forward_to;
+static volatile sig_atomic_t stop_signal;
+static struct sigaction before[NFORWARDED];
 
 static void forward(int sig, siginfo_t *info, void *ctx)
 {
 	(void)ctx;
+	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
+		stop_signal = sig;
 	if (info->si_code != SI_KERNEL && forward_to > 0)
 		kill(forward_to, sig);
 }
@@ -36,15 +41,16 @@ void forward_signals(pid_t to)
 	forward_to = to;
 	struct sigaction sa = { .sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART };
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
-		sigaction(FORWARDED[i], &sa, NULL);
+	for (size_t i = 0; i < NFORWARDED; i++)
+		sigaction(FORWARDED[i], &sa, &before[i]);
 }
 
-void stop_forwarding(void)
+int stop_forwarding(void)
 {
 	forward_to = 0;
-	for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
-		signal(FORWARDED[i], SIG_DFL);
+	for (size_t i = 0; i < NFORWARDED; i++)
+		sigaction(FORWARDED[i], &before[i], NULL);
+	return stop_signal;
 }
 
 pid_t fork_tied(void)

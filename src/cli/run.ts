@@ -29,7 +29,7 @@ export async function runCommand(mode: Command['mode'], image: string, args: str
     const plan = prepareJoinPlan(mode, image, args, flags);
     if ('exitCode' in plan) return plan;
     if (flags.dryRun) return formatPlan(plan, flags.planFormat);
-    if (handOver(plan, 'instance-join')) return { exitCode: EXIT.ok };
+    if (handOver(plan, 'instanceJoin')) return { exitCode: EXIT.ok };
     return { exitCode: await runPlan(plan, ['--instance-join']) };
   }
   // An image used for the first time shows its pull and conversion on stderr (a bar on a

@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { constants } from 'node:os';
+import { isatty } from 'node:tty';
 import type { Duplex } from 'node:stream';
 import { BerthError, EXIT } from '../errors.js';
 import { serializePlan } from '../plan/serialize.js';
@@ -33,7 +34,8 @@ export function runPlan(plan: LaunchPlan, helperArgs: string[] = []): Promise<nu
     // telling the container's stderr why. That is a setup failure, not the command's status.
     let serverEnded = false;
     planPipe.on('data', (d: Buffer) => { if (d.toString().includes('image-server-ended')) serverEnded = true; });
-    const fromTerminal = process.stdin.isTTY;
+    // isatty, not process.stdin: that would make the stdin the container shares non-blocking.
+    const fromTerminal = isatty(0);
     const forward = (signal: NodeJS.Signals) => {
       if (fromTerminal && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
       child.kill(signal);

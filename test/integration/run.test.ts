@@ -90,6 +90,9 @@ describe('commands and exit status', () => {
     }
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
     expect([code, signal]).toEqual([null, 'SIGTERM']);
+    // The caller's ignored signals stay ignored in the container (nohup's SIGHUP).
+    const nohup = await run('sh', ['-c', `trap '' HUP; ${BERTH} exec ${img('busybox')} grep SigIgn /proc/self/status`], { env: env() });
+    expect(BigInt(`0x${nohup.stdout.trim().split(/\s+/)[1]}`) & 1n, nohup.stdout).toBe(1n);
     // BERTH_HELPER still names the helper that runs the container (here one that says so first).
     const wrapper = path.join(work, 'wrapped-helper');
     writeFileSync(wrapper, `#!/bin/sh\necho wrapped "$@" >&2\nexec ${path.join(ROOT, 'native/build/berth-helper')} "$@"\n`, { mode: 0o755 });
@@ -137,9 +140,10 @@ describe('what jobs depend on', () => {
     }
   });
 
-  it.each(STARTS)('a berth killed with SIGKILL takes its container with it (with or without --pid): no orphan, nothing left (%s)', async (_name, via) => {
-    for (const flags of [[], ['--pid']]) {
-      const marker = `sleep ${4000 + flags.length + 2 * via.length}`; // a command line no other process has
+  it.each(STARTS)('a berth killed with SIGKILL takes its container with it (with or without --pid, or limits): no orphan, nothing left (%s)', async (_name, via) => {
+    // With limits, Node waits for the container, through the launcher too.
+    for (const flags of [[], ['--pid'], ['--memory', '1g', '--limits', 'best-effort']]) {
+      const marker = `sleep ${4000 + flags.length + 10 * via.length}`; // a command line no other process has
       const child = start(via, ['exec', ...flags, img('busybox'), 'sh', '-c', `echo ready; exec ${marker}`]);
       await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve(); }));
       child.kill('SIGKILL');
@@ -168,6 +172,20 @@ describe('what jobs depend on', () => {
     expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 15_000),
       `left: ${liveHelpers().join(', ')} ${readdirSync(runtimeBase()).join(', ')}`).toBe(true);
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toMatch(/berth|squashfuse/);
+  });
+
+  it('a berth told to stop (SIGTERM) at any moment of its start leaves no container running', async () => {
+    // Also in the instant between Node handing the plan over and the launcher starting it.
+    for (const [i, delay] of [0, 30, 60, 90, 120, 160, 200, 260].entries()) {
+      const marker = `sleep ${6000 + i}`;
+      const child = start([], ['exec', img('busybox'), 'sh', '-c', `exec ${marker}`], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, delay));
+      child.kill('SIGTERM');
+      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+      expect(code === 143 || signal === 'SIGTERM', `after ${delay} ms: ${code} ${signal}`).toBe(true);
+      expect(await until(() => spawnSync('pgrep', ['-xf', marker]).status !== 0, 3000), `after ${delay} ms: the container runs on`).toBe(true);
+    }
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 15_000)).toBe(true);
   });
 
   it('stdin and stdout pass through, and a terminal is a terminal', async () => {
