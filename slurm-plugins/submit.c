@@ -29,7 +29,10 @@ int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
 		return 0;
 	memcpy(file, image, sizeof file);
 	struct stat st;
-	if (strncmp(image, "docker://", 9) == 0 || strncmp(image, "oci:", 4) == 0 || strncmp(image, "docker-archive:", 15) == 0) {
+	int source = strncmp(image, "docker://", 9) == 0 || strncmp(image, "oci:", 4) == 0 || strncmp(image, "docker-archive:", 15) == 0;
+	/* A name that is no file here, nor a path: a `berth build -t` name, which berth finds in the cache. */
+	int built = !source && image[0] != '/' && image[0] != '.' && stat(file, &st) != 0 && errno == ENOENT;
+	if (source || built) {
 		/* Pulled or converted into the cache first; quiet (the job's stderr is no place for
 		 * progress bars). --print-path is the contract: the path on one line, nothing else. */
 		char *pull[] = { conf.berth, "pull", "--print-path", image, NULL };

@@ -4,7 +4,7 @@
 // the copy to -o and what is printed.
 import { BerthError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { acquireImage, copyImage, isLayoutReference, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
+import { acquireImage, copyImage, imageSource, isBuildName, isLayoutReference, isRegistryReference, pinReference, type AcquireOptions } from '../runtime/acquire.js';
 import { progressMode } from './progress.js';
 import { cacheWarning, pullDisplay } from './pull-progress.js';
 
@@ -38,12 +38,20 @@ export async function pullCommand(reference: string, flags: PullFlags, extra: st
         : 'write berth pull docker://REF [-o IMAGE.sqsh]');
   }
   if (!isRegistryReference(reference) && !isLayoutReference(reference)) {
-    throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE; an image file runs as it is');
+    // A `berth build -t` name is in the cache already: its file (the Slurm plugin stages it so).
+    const built = isBuildName(reference) ? await imageSource(reference, pullDisplay(progressMode({ quiet: true }))) : undefined;
+    if (built?.cached) return pulled(built.path, flags);
+    throw new BerthError('USAGE', `'${reference}' is not an image to pull`, 'write docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:TAG] or docker-archive:FILE, or a name berth build -t gave; an image file runs as it is');
   }
   const result = await acquireImage(reference, acquireOptions(flags), pullDisplay(progressMode({ ...flags, quiet: flags.quiet || flags.printPath })));
-  const file = flags.output ? copyImage(result.path, flags.output, flags.force ?? false) : result.path;
+  return pulled(result.path, flags, result);
+}
+
+/** What pull prints for the cached file `path` (copied to -o first). */
+function pulled(path: string, flags: PullFlags, result: object = {}): string {
+  const file = flags.output ? copyImage(path, flags.output, flags.force ?? false) : path;
   if (flags.printPath) return `${file}\n`;
-  if (flags.json) return JSON.stringify({ ...result, path: file, cachedImage: result.path });
+  if (flags.json) return JSON.stringify({ ...result, path: file, cachedImage: path });
   return flags.quiet ? '' : file;
 }
 

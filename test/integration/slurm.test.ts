@@ -260,6 +260,25 @@ describe('the SPANK plugin', () => {
     expect(plans.some((l) => /^imageoffset [1-9]\d*$/.test(l)), plans.join('\n')).toBe(true);
   });
 
+  it('builds an image inside a job (berth build -t) and runs it in the next step by its name (#17)', async () => {
+    const ctx = path.join(work, 'job-build');
+    mkdirSync(ctx, { recursive: true });
+    writeFileSync(path.join(ctx, 'Dockerfile'), `FROM ${img('busybox')}\nRUN echo built on $(hostname) > /etc/built\nCMD ["cat", "/etc/built"]\n`);
+    const script = path.join(work, 'job-build.sh');
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH -N1 -o ${work}/job-build.out -e ${work}/job-build.err`,
+      'set -e',
+      `${BERTH} build -t jobtool:1 --quiet ${ctx} > /dev/null`, // it prints the image's digest
+      'srun --container-image=jobtool:1 cat /etc/built',
+      `${BERTH} images | grep -c jobtool`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
+    expect(r.code, readFileSync(path.join(work, 'job-build.err'), 'utf8')).toBe(0);
+    expect(readFileSync(path.join(work, 'job-build.out'), 'utf8')).toMatch(/^built on \S+\n1\n$/);
+  });
+
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
     const script = path.join(work, 'named.sh');
     writeFileSync(script, [
