@@ -490,6 +490,28 @@ function umociOwner(entry: { xattrs?: Record<string, string> } | undefined): str
 }
 
 describe('berth build on a Debian image', () => {
+  it('a multi-stage build that installs a C compiler, compiles a program in one stage and copies it into one without the compiler', async () => {
+    const mounts = '--mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked';
+    const ctx = context('cc', {
+      'Dockerfile': `FROM ${await debian()} AS build
+RUN ${mounts} apt-get update && apt-get install -y --no-install-recommends tcc libc6-dev
+COPY hello.c /src/
+RUN tcc -o /src/hello /src/hello.c
+FROM ${await debian()}
+COPY --from=build /src/hello /usr/local/bin/hello
+ENTRYPOINT ["hello"]
+`,
+      'hello.c': '#include <stdio.h>\nint main(int argc, char **argv) { printf("hello from C, %d args\\n", argc - 1); return 0; }\n',
+    });
+    const out = path.join(work, 'cc.sqsh');
+    const r = await b('build', '-o', out, ctx);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await b('run', out, '--', 'a', 'b')).stdout).toBe('hello from C, 2 args\n');
+    const listing = await listImage(out);
+    expect(listing['usr/local/bin/hello']).toMatchObject({ type: 'file' });
+    expect(Object.keys(listing).filter((k) => /^usr\/(bin\/tcc|include\/stdio\.h)$/.test(k))).toEqual([]); // the compiler stayed in its stage
+  }, 300_000);
+
   it('RUN apt-get update && apt-get install of a real package, used in the built image; apt\'s lists and downloads in cache mounts', async () => {
     const mounts = '--mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked';
     const ctx = context('apt', { Dockerfile: `FROM ${await debian()}\nRUN ${mounts} apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n` });
