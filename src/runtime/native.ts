@@ -47,6 +47,8 @@ export interface NativeDecompressor {
 
 interface Addon {
   Decompressor: new (kind: 'gzip' | 'zstd', inputAlgorithm: DigestAlgorithm | null, outputAlgorithm: DigestAlgorithm | null) => NativeDecompressor;
+  /** A pipe(7) grown to `bytes` where the kernel lets it (native/addon/pipe.cc): [readFd, writeFd, size], close-on-exec. */
+  pipe(bytes: number): [number, number, number];
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }
