@@ -133,16 +133,32 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
   // Returns the bytes produced into out; sets error_ and more_.
   size_t Run(uint8_t *out, size_t cap) {
     more_ = false;
-    in_hash_.Update(input_.data() + input_.size() - unhashed_, unhashed_);  // the input just given
+    in_hash_.Update(in_ + in_len_ - unhashed_, unhashed_);  // the input just given
     unhashed_ = 0;
     size_t n = gzip_ ? RunGzip(out, cap) : RunZstd(out, cap);
     out_hash_.Update(out, n);
     return n;
   }
 
-  std::vector<uint8_t> input_;
-  size_t unhashed_ = 0;  // the last bytes of input_, given since the last step
+  // The input being read: the caller's Buffer itself (held by input_ref_ until it is used up;
+  // a stream's writer does not touch a chunk it wrote, and the JS side takes the next one only
+  // then), or, where a few bytes of the last one were left over, those and it joined in kept_.
+  // Copying every input into one vector cost the main thread a memcpy of the whole blob.
+  const uint8_t *in_ = nullptr;
+  size_t in_len_ = 0;
+  std::vector<uint8_t> kept_;
+  Napi::Reference<Napi::Buffer<uint8_t>> input_ref_;
+  size_t unhashed_ = 0;  // the last bytes of the input, given since the last step
   size_t pos_ = 0;
+
+  // On the main thread, once a step used the input up: Node may have its Buffer back.
+  void DropInput() {
+    if (pos_ < in_len_) return;
+    input_ref_.Reset();
+    kept_.clear();
+    in_ = nullptr;
+    in_len_ = pos_ = 0;
+  }
   bool last_ = false;
   bool busy_ = false;
   bool more_ = false;
@@ -161,7 +177,7 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
   size_t RunGzip(uint8_t *out, size_t cap) {
     size_t produced = 0;
     for (;;) {
-      size_t left = input_.size() - pos_;
+      size_t left = in_len_ - pos_;
       if (!in_member_) {
         // Between members: nothing more, or the start of another member (as gzip -d reads them).
         if (left == 0) {
@@ -169,13 +185,9 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
           return produced;
         }
         // Zero bytes after the last member are padding (tape blocks), as gzip -d and zlib read them.
-        while (started_ && pos_ < input_.size() && input_[pos_] == 0) pos_++, padded_ = true;
-        left = input_.size() - pos_;
-        if (left == 0) {
-          input_.clear();
-          pos_ = 0;
-          return produced;
-        }
+        while (started_ && pos_ < in_len_ && in_[pos_] == 0) pos_++, padded_ = true;
+        left = in_len_ - pos_;
+        if (left == 0) return produced;
         if (padded_) {
           error_ = "trailing garbage after the end of the gzip stream";
           return produced;
@@ -184,19 +196,19 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
           Keep();
           return produced;
         }
-        if (left < 2 || input_[pos_] != 0x1f || input_[pos_ + 1] != 0x8b) {
+        if (left < 2 || in_[pos_] != 0x1f || in_[pos_ + 1] != 0x8b) {
           error_ = started_ ? "trailing garbage after the end of the gzip stream" : "incorrect header check (not a gzip stream)";
           return produced;
         }
         in_member_ = started_ = true;
       }
       const size_t before_in = pos_, before_out = produced;
-      gz_.next_in = input_.data() + pos_;
+      gz_.next_in = const_cast<uint8_t *>(in_ + pos_);
       gz_.avail_in = static_cast<uint32_t>(left);
       gz_.next_out = out + produced;
       gz_.avail_out = static_cast<uint32_t>(cap - produced);
       int rc = isal_inflate(&gz_);
-      pos_ = static_cast<size_t>(gz_.next_in - input_.data());
+      pos_ = static_cast<size_t>(gz_.next_in - in_);
       produced = static_cast<size_t>(gz_.next_out - out);
       if (rc != ISAL_DECOMP_OK) {
         error_ = GzipError(rc);
@@ -220,14 +232,12 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
       }
       // The input is used up (ISA-L keeps any partial symbol in its own state).
       if (last_) error_ = "unexpected end of file (the stream is cut short)";
-      input_.clear();
-      pos_ = 0;
       return produced;
     }
   }
 
   size_t RunZstd(uint8_t *out, size_t cap) {
-    ZSTD_inBuffer in{input_.data(), input_.size(), pos_};
+    ZSTD_inBuffer in{in_, in_len_, pos_};
     ZSTD_outBuffer o{out, cap, 0};
     for (;;) {
       const size_t before_in = in.pos, before_out = o.pos;
@@ -250,8 +260,6 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
         // Everything given was read and, with room left in the output, flushed.
         if (last_ && !frame_done_) error_ = "premature end (the stream is cut short)";
         if (last_ && !started_) error_ = "premature end (the stream is empty)";
-        input_.clear();
-        pos_ = 0;
         break;
       }
     }
@@ -260,7 +268,10 @@ class Decompressor : public Napi::ObjectWrap<Decompressor> {
 
   // Keeps the unread tail for the next step.
   void Keep() {
-    input_.erase(input_.begin(), input_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    std::vector<uint8_t> tail(in_ + pos_, in_ + in_len_);
+    kept_.swap(tail);
+    in_ = kept_.data();
+    in_len_ = kept_.size();
     pos_ = 0;
   }
 
@@ -308,6 +319,7 @@ class StepWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     d_->busy_ = false;
+    d_->DropInput();
     if (!d_->error_.empty()) {
       Callback().Call({Napi::Error::New(env, d_->error_).Value()});
       return;
@@ -337,9 +349,21 @@ Napi::Value Decompressor::Step(const Napi::CallbackInfo &info) {
   if (!error_.empty()) throw Napi::Error::New(env, error_);
   if (info[0].IsBuffer()) {
     auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    if (pos_ < input_.size() && more_) throw Napi::Error::New(env, "input given before the last step's output was all taken");
-    Keep();
-    input_.insert(input_.end(), buf.Data(), buf.Data() + buf.Length());
+    if (pos_ < in_len_ && more_) throw Napi::Error::New(env, "input given before the last step's output was all taken");
+    if (pos_ < in_len_) {
+      // The few bytes Keep() left (a gzip member's first two split between chunks) go first.
+      std::vector<uint8_t> joined(in_ + pos_, in_ + in_len_);
+      joined.insert(joined.end(), buf.Data(), buf.Data() + buf.Length());
+      kept_.swap(joined);
+      input_ref_.Reset();
+      in_ = kept_.data();
+      in_len_ = kept_.size();
+    } else {
+      input_ref_ = Napi::Persistent(buf);
+      in_ = buf.Data();
+      in_len_ = buf.Length();
+    }
+    pos_ = 0;
     unhashed_ = buf.Length();
   }
   last_ = info[1].ToBoolean();
@@ -353,7 +377,7 @@ Napi::Value Decompressor::Step(const Napi::CallbackInfo &info) {
 Napi::Value Decompressor::Digests(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (busy_ || !last_) throw Napi::Error::New(env, "digests() before the last step is done");
-  if (unhashed_ > 0) in_hash_.Update(input_.data() + input_.size() - unhashed_, unhashed_), unhashed_ = 0;
+  if (unhashed_ > 0) in_hash_.Update(in_ + in_len_ - unhashed_, unhashed_), unhashed_ = 0;
   auto hex = [&](Hasher &h) -> Napi::Value {
     if (!h.active()) return env.Null();
     std::string s = h.Hex();
