@@ -185,9 +185,11 @@ class SquashfsImage : public Napi::ObjectWrap<SquashfsImage> {
 }  // namespace
 
 void InitDecompressor(Napi::Env env, Napi::Object exports);  // decompress.cc
+void InitPipe(Napi::Env env, Napi::Object exports);          // pipe.cc
 
 static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   InitDecompressor(env, exports);
+  InitPipe(env, exports);
   return SquashfsImage::Init(env, exports);
 }
 

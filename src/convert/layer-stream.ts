@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { Duplex, Transform } from 'node:stream';
 import { BerthError } from '../errors.js';
-import { parseDigest } from '../image/digest.js';
+import { parseDigest, type DigestAlgorithm } from '../image/digest.js';
 import type { Compression, LayerBlob } from '../image/source.js';
 import { loadAddon, type NativeDecompressor } from '../runtime/native.js';
 
@@ -54,10 +54,26 @@ export async function layerCompressionOf(layer: LayerBlob, describe: string): Pr
   return found;
 }
 
+/** An expected digest and what a mismatch names. */
+interface Expected {
+  digest: string;
+  what: () => string;
+  kind: string;
+}
+
+function expect(digest: string, what: () => string, kind = 'its digest'): Expected & { algorithm: DigestAlgorithm; hex: string } {
+  return { digest, what, kind, ...parseDigest(digest, what()) };
+}
+
+function mismatch(e: Expected, algorithm: DigestAlgorithm, actual: string): BerthError {
+  return new BerthError('DIGEST_MISMATCH', `${e.what()} does not match ${e.kind}: expected ${e.digest}, got ${algorithm}:${actual}`,
+    'the image was corrupted or tampered with; copy it again from a trusted source. Nothing was written.');
+}
+
 /** Hashes what flows through and fails at the end if the digest differs. */
 export function digestCheck(expected: string, what: () => string, kind = 'its digest'): Transform {
-  const { algorithm, hex } = parseDigest(expected, what());
-  const hash = createHash(algorithm);
+  const e = expect(expected, what, kind);
+  const hash = createHash(e.algorithm);
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
@@ -65,9 +81,7 @@ export function digestCheck(expected: string, what: () => string, kind = 'its di
     },
     flush(cb) {
       const actual = hash.digest('hex');
-      if (actual === hex) cb();
-      else cb(new BerthError('DIGEST_MISMATCH', `${what()} does not match ${kind}: expected ${expected}, got ${algorithm}:${actual}`,
-        'the image was corrupted or tampered with; copy it again from a trusted source. Nothing was written.'));
+      cb(actual === e.hex ? undefined : mismatch(e, e.algorithm, actual));
     },
   });
 }
@@ -77,15 +91,22 @@ export function digestCheck(expected: string, what: () => string, kind = 'its di
  * step at a time, each taking what was written and giving at most a few MiB, so a small blob
  * that inflates hugely still waits for its reader. The stream ends only once the decompressor
  * said the input was whole: a cut stream, bytes after it, or a bad checksum fail it instead.
+ * The blob's digest (over the input) and the diff_id (over the output) are computed by the
+ * addon in the same steps, and checked once the input is whole: a blob that is not the one
+ * named is told as that, before what its bytes then fail to be.
  */
 class LayerDecompressor extends Duplex {
   private readonly native: NativeDecompressor;
   /** The step to run once the reader wants more. */
   private pending: (() => void) | undefined;
+  private readonly blob: ReturnType<typeof expect> | undefined;
+  private readonly diffId: ReturnType<typeof expect> | undefined;
 
-  constructor(private readonly kind: 'gzip' | 'zstd', private readonly describe: string) {
+  constructor(private readonly kind: 'gzip' | 'zstd', private readonly describe: string, blob?: Expected, diffId?: Expected) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
-    this.native = new (loadAddon().Decompressor)(kind);
+    this.blob = blob && expect(blob.digest, blob.what, blob.kind);
+    this.diffId = diffId && expect(diffId.digest, diffId.what, diffId.kind);
+    this.native = new (loadAddon().Decompressor)(kind, this.blob?.algorithm ?? null, this.diffId?.algorithm ?? null);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -99,6 +120,16 @@ class LayerDecompressor extends Duplex {
     });
   }
 
+  /** After the last step (the input whole): the blob's digest first, then what it gave. */
+  private verdict(decompressed: Error | undefined): Error | undefined {
+    if (this.blob === undefined && this.diffId === undefined) return decompressed;
+    const [input, output] = this.native.digests();
+    if (this.blob && input !== this.blob.hex) return mismatch(this.blob, this.blob.algorithm, input ?? '');
+    if (decompressed) return decompressed;
+    if (this.diffId && output !== this.diffId.hex) return mismatch(this.diffId, this.diffId.algorithm, output ?? '');
+    return undefined;
+  }
+
   override _read(): void {
     const pending = this.pending;
     this.pending = undefined;
@@ -109,13 +140,14 @@ class LayerDecompressor extends Duplex {
     this.native.step(input, last, (err, out, more) => {
       if (this.destroyed) return cb();
       if (err) {
-        return cb(new BerthError('LAYER_CORRUPT', `${this.describe} is not a valid ${this.kind} stream: ${err.message}`,
-          'the layer is corrupt or truncated; copy the image again. Nothing was written.'));
+        const corrupt = new BerthError('LAYER_CORRUPT', `${this.describe} is not a valid ${this.kind} stream: ${err.message}`,
+          'the layer is corrupt or truncated; copy the image again. Nothing was written.');
+        return cb(last ? this.verdict(corrupt) : corrupt);
       }
       const wanted = out ? this.push(out) : true;
       // Nothing more from this input: the next is taken (cb) only once the reader wants more,
       // or an incompressible layer (one step per chunk) would pile up here at the reader's cost.
-      const next = more ? () => this.step(null, last, cb) : () => cb();
+      const next = more ? () => this.step(null, last, cb) : last ? () => cb(this.verdict(undefined)) : () => cb();
       if (wanted) next();
       else this.pending = next;
     });
@@ -131,14 +163,14 @@ class LayerDecompressor extends Duplex {
  * streams to the parser, costs no second read.
  */
 export function tarStages(layer: LayerBlob, compression: Compression, describe: string): (Transform | Duplex)[] {
-  const stages: (Transform | Duplex)[] = [];
   const blobChecked = layer.compression !== undefined; // classic docker-archive layers have only the diff_id
-  if (blobChecked && !layer.verified) stages.push(digestCheck(layer.digest, () => describe));
-  if (compression !== 'none') stages.push(new LayerDecompressor(compression, describe));
+  const blob: Expected | undefined = blobChecked && !layer.verified ? { digest: layer.digest, what: () => describe, kind: 'its digest' } : undefined;
+  const diffId: Expected = { digest: layer.diffId, what: () => `the uncompressed content of ${describe}`, kind: 'its diff_id in the image config' };
+  if (compression !== 'none') return [new LayerDecompressor(compression, describe, blob, diffId)];
+  const stages: Transform[] = [];
+  if (blob) stages.push(digestCheck(blob.digest, blob.what));
   // An uncompressed layer's diff_id is its blob digest: checked once is enough (with `verified`,
   // by the store, over these same bytes).
-  if (!(blobChecked && compression === 'none' && layer.diffId === layer.digest)) {
-    stages.push(digestCheck(layer.diffId, () => `the uncompressed content of ${describe}`, 'its diff_id in the image config'));
-  }
+  if (!(blobChecked && layer.diffId === layer.digest)) stages.push(digestCheck(diffId.digest, diffId.what, diffId.kind));
   return stages;
 }

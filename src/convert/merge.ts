@@ -88,7 +88,12 @@ export class LayerMerger implements TarSink {
     // A non-directory over what this layer already put under that path: only the indexed pass
     // knows which survives (an upper directory there would hide the conflict from the tree).
     if (!this.index && e.type !== 'dir' && this.parents.has(path)) return this.anomaly(`'${path}' replaces a directory of its own layer`);
-    for (let i = path.indexOf('/'); i !== -1; i = path.indexOf('/', i + 1)) this.parents.add(path.slice(0, i));
+    // Deepest first: where a parent is there, so are all of its own (most entries share theirs).
+    for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) {
+      const parent = path.slice(0, i);
+      if (this.parents.has(parent)) break;
+      this.parents.add(parent);
+    }
     const survives = this.index ? this.index.survivors.has(this.ordinal) : true;
     if (!survives && e.type !== 'dir' && this.index!.replacedByDir.has(path)) {
       // Replaced by a directory later in this layer, it still deleted what lower layers had.

@@ -202,7 +202,9 @@ export class TarParser {
       this.wantBody = false;
       return this.beginBody(paxSize ? paxUnsigned(paxSize.toString('latin1'), 'size', at) : size, 'body');
     }
-    const ext: Extended = { pax: new Map([...this.globalPax, ...this.pax]), longName: this.gnuLongName, longLink: this.gnuLongLink, sparse00: this.sparse00 };
+    // The entry's own records over the global ones (a new Map only where there are global ones).
+    const pax = this.globalPax.size === 0 ? this.pax : new Map([...this.globalPax, ...this.pax]);
+    const ext: Extended = { pax, longName: this.gnuLongName, longLink: this.gnuLongLink, sparse00: this.sparse00 };
     const { entry, attributes } = decodeEntry(h, flag, type, ext, size, this.headerOffset);
     this.losses.note(attributes, entry.name);
     const sparse = sparseFormat(h, flag, ext, entry, this.headerOffset);
@@ -213,8 +215,8 @@ export class TarParser {
   }
 
   private resetExtended(): void {
-    this.pax = new Map();
-    this.sparse00 = [];
+    if (this.pax.size > 0) this.pax = new Map(); // an empty one is never written to by what reads it
+    if (this.sparse00.length > 0) this.sparse00 = [];
     this.metaBytes = 0;
     this.gnuLongName = this.gnuLongLink = undefined;
   }

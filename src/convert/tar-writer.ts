@@ -28,8 +28,8 @@ export function encodeHeader(e: TarEntry): Buffer {
   if (e.gid > 0o7777777) records.push(paxRecord('gid', Buffer.from(String(e.gid))));
   if (needPax(e.uname, 32)) records.push(paxRecord('uname', Buffer.from(e.uname, 'latin1')));
   if (needPax(e.gname, 32)) records.push(paxRecord('gname', Buffer.from(e.gname, 'latin1')));
-  for (const key of [...e.xattrs.keys()].sort()) {
-    records.push(paxRecord(`SCHILY.xattr.${key}`, e.xattrs.get(key)!));
+  if (e.xattrs.size > 0) {
+    for (const key of [...e.xattrs.keys()].sort()) records.push(paxRecord(`SCHILY.xattr.${key}`, e.xattrs.get(key)!));
   }
   const map = e.sparse ? sparseMapBlocks(e.sparse) : undefined;
   if (e.sparse) {
@@ -67,34 +67,66 @@ function ustar(
   e: Pick<TarEntry, 'mode' | 'uid' | 'gid' | 'size' | 'mtime' | 'devmajor' | 'devminor'>,
   typeflag: string,
 ): Buffer {
-  const h = Buffer.alloc(BLOCK);
-  h.write(clip(text.name, 100), 0, 'latin1');
+  const h = zeroBlock();
+  field(h, 0, 100, text.name);
   octal(h, 100, 8, e.mode);
   octal(h, 108, 8, Math.min(e.uid, 0o7777777));
   octal(h, 116, 8, Math.min(e.gid, 0o7777777));
   octal(h, 124, 12, Math.min(e.size, 0o77777777777));
   // squashfs keeps 32-bit unsigned seconds; clamp here so the tar stays well-formed.
   octal(h, 136, 12, Math.max(0, Math.min(e.mtime, 0xffffffff)));
-  h.write(typeflag, 156, 'latin1');
-  h.write(clip(text.linkname, 100), 157, 'latin1');
-  h.write('ustar\x0000', 257, 'latin1');
-  h.write(clip(text.uname, 32), 265, 'latin1');
-  h.write(clip(text.gname, 32), 297, 'latin1');
+  h[156] = typeflag.charCodeAt(0);
+  field(h, 157, 100, text.linkname);
+  h.set(USTAR_MAGIC, 257);
+  field(h, 265, 32, text.uname);
+  field(h, 297, 32, text.gname);
   octal(h, 329, 8, e.devmajor);
   octal(h, 337, 8, e.devminor);
   h.fill(0x20, 148, 156);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += h[i]!;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  octal(h, 148, 7, sum); // six digits and a NUL, then the space already there
   return h;
+}
+
+const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
+
+/**
+ * Header blocks are carved from zeroed slabs: one ArrayBuffer a header made ~10,000 of them for
+ * the numpy bench image, each a malloc and, for the GC, a backing store to sweep. A block is
+ * never written again once encoded, so its slab's other blocks cannot disturb it.
+ */
+let slab = Buffer.alloc(0);
+let slabUsed = 0;
+const SLAB_BYTES = 64 * 1024;
+
+function zeroBlock(): Buffer {
+  if (slabUsed + BLOCK > slab.length) {
+    slab = Buffer.alloc(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  slabUsed += BLOCK;
+  return slab.subarray(slabUsed - BLOCK, slabUsed);
+}
+
+/** A text field, clipped to its width; a name that needed PAX gets a printable stand-in. */
+function field(h: Buffer, off: number, len: number, s: string): void {
+  if (s.length === 0) return;
+  h.write(clip(s, len), off, len, 'latin1');
 }
 
 function clip(s: string, max: number): string {
   return /[^\x20-\x7e]/.test(s) || s.length > max ? s.slice(0, max).replace(/[^\x20-\x7e]/g, '_') : s;
 }
 
+/** `n` (0 <= n < 8^(len-1)) as len-1 octal digits, zero-padded, and a NUL. */
 function octal(h: Buffer, off: number, len: number, n: number): void {
-  h.write(`${n.toString(8).padStart(len - 1, '0')}\0`, off, 'latin1');
+  let i = off + len - 1;
+  h[i] = 0;
+  for (i--; i >= off; i--) {
+    h[i] = 0x30 + (n % 8);
+    n = Math.floor(n / 8);
+  }
 }
 
 /** One PAX record; keys are latin1 strings like names (an xattr name is bytes). */

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BerthError } from '../errors.js';
+import type { DigestAlgorithm } from '../image/digest.js';
 
 /** native/build/NAME of the checkout or package this code runs from (src/, dist/ or the bundle). */
 export function nativeFile(name: string, mode = fsConstants.R_OK): string | undefined {
@@ -40,10 +41,14 @@ export interface SquashfsImageHandle {
 export interface NativeDecompressor {
   /** more: output is pending, call again with null; otherwise the input was used up. */
   step(input: Buffer | null, last: boolean, cb: (err: Error | null, out: Buffer | null, more: boolean) => void): void;
+  /** Once the last step is done: the hex digests of the input and the output, where asked for. */
+  digests(): [string | null, string | null];
 }
 
 interface Addon {
-  Decompressor: new (kind: 'gzip' | 'zstd') => NativeDecompressor;
+  Decompressor: new (kind: 'gzip' | 'zstd', inputAlgorithm: DigestAlgorithm | null, outputAlgorithm: DigestAlgorithm | null) => NativeDecompressor;
+  /** A pipe(7) grown to `bytes` where the kernel lets it (native/addon/pipe.cc): [readFd, writeFd, size], close-on-exec. */
+  pipe(bytes: number): [number, number, number];
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }
