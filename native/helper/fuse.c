@@ -36,6 +36,7 @@ static gid_t owner_gid;
 /* The image as fuse_mount_image opened it (the session's userdata), and as this thread opened
  * it again (each serving thread its own). */
 static sqfs_ll *mounted_ll;
+static off_t mounted_size; /* the squashfs's bytes in the file, as sq_bad_super checked them */
 static __thread sqfs_ll *thread_ll;
 
 static sqfs_ll *ll_of(fuse_req_t req)
@@ -109,7 +110,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* Where the kernel allows it (5.1+), files are opened without a message to this process at
  * all: an import of numpy opens hundreds of files, and each open and release would otherwise
- * be a round trip through this single thread. The kernel keeps the page cache as with
+ * be a round trip to this server. The kernel keeps the page cache as with
  * keep_cache. Reads then find the inode from its number rather than from open()'s handle. */
 static int no_open;
 
@@ -354,6 +355,7 @@ struct fuse_session *fuse_mount_image(const char *image, unsigned long long offs
 								    : sq_bad_super(&ll->fs, st.st_size - (off_t)offset);
 	if (bad)
 		fail("cannot serve %s: its squashfs superblock is damaged: %s; convert it again with berth convert", image, bad);
+	mounted_size = st.st_size - (off_t)offset;
 	char fsname[PATH_MAX + sizeof "fsname="];
 	xformat(fsname, sizeof fsname, "fsname=%s", image);
 	/* nosuid and nodev: nothing in the image may gain privilege or reach a device. */
@@ -405,23 +407,29 @@ int fuse_serve_in_threads(struct fuse_session *se, unsigned threads)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	char again[64];
 	xformat(again, sizeof again, "/proc/self/fd/%d", mounted_ll->fs.fd); /* the same file, never its path again */
+	/* As many as can be had (a thread limit, memory): one is enough to serve. Each copy must be
+	 * the image the first one checked (the file could have been rewritten meanwhile). */
+	unsigned started = 0;
 	for (unsigned i = 0; i < threads; i++) {
 		struct worker *w = malloc(sizeof *w);
 		pthread_t t;
-		if (!w || !(w->ll = i == 0 ? mounted_ll : sqfs_ll_open(again, mounted_ll->fs.offset)))
-			fail("cannot open the image again for a serving thread");
-		w->se = se;
-		w->gone = gone[1];
-		if (pthread_create(&t, NULL, serve_requests, w) != 0 || pthread_detach(t) != 0)
-			fail("cannot start a thread serving the image");
+		sqfs_ll *ll = !w ? NULL : i == 0 ? mounted_ll : sqfs_ll_open(again, mounted_ll->fs.offset);
+		if (ll && ll != mounted_ll && (memcmp(&ll->fs.sb, &mounted_ll->fs.sb, sizeof ll->fs.sb) != 0 || sq_bad_super(&ll->fs, mounted_size)))
+			ll = NULL; /* not freed: libsquashfuse 0.1 has no sqfs_ll_close of its own */
+		if (!ll) {
+			free(w);
+			break;
+		}
+		*w = (struct worker){ se, ll, gone[1] };
+		if (pthread_create(&t, NULL, serve_requests, w) != 0) {
+			free(w);
+			break;
+		}
+		pthread_detach(t);
+		started++;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started == 0)
+		fail("cannot start a thread serving the image: %s", strerror(errno));
 	return gone[0];
-}
-
-void fuse_finish(struct fuse_session *se)
-{
-	/* Unmounted only: the serving threads may still be inside the session (they end with the
-	 * process, which exits next), so it is not destroyed under them. */
-	fuse_session_unmount(se);
 }

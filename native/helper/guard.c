@@ -262,13 +262,13 @@ void guard_listening(int guard, const char *sock)
 	send(guard, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-void guard_watch(int guard, int pidfd, const int *fds, size_t nfds)
+int guard_watch(int guard, int pidfd, const int *fds, size_t nfds)
 {
 	struct guard_msg m = { .kind = 'W' };
 	int all[3] = { pidfd, -1, -1 };
 	size_t n = 1;
 	for (size_t i = 0; i < nfds && n < 3; i++)
 		all[n++] = fds[i];
-	/* Never blocking the server: a container not watched is one that faults later, as before. */
-	send_with_fds(guard, &m, sizeof m, all, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* Never blocking the server: a container the guard could not be told of is refused. */
+	return send_with_fds(guard, &m, sizeof m, all, n, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m ? 0 : -1;
 }

@@ -111,7 +111,6 @@ void bind_image_dir(const char *dir, const char *mountpoint);
 /* Serves the mount from `threads` threads, each with the image opened again; returns a pipe
  * that becomes readable when the mount is gone. */
 int fuse_serve_in_threads(struct fuse_session *se, unsigned threads);
-void fuse_finish(struct fuse_session *se); /* unmount */
 
 /* server.c: finds or starts the image server and joins its namespaces. */
 /* A server's paths: PATH_MAX, the longest path the kernel takes, and room for what is appended
@@ -134,7 +133,7 @@ void open_server_dirs(struct server_paths *sp);
 int listen_on(const char *path);
 /* own: NULL, or the /proc/self/ns paths of the namespaces it made of its own (a step's IPC, UTS,
  * network), handed out with its user and mount namespaces. */
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own);
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, const char *const *own);
 /* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
 /* A server's becoming a daemon, the one way for image and step servers: daemon_begin in the
@@ -152,7 +151,7 @@ void start_detached(const struct plan *p, const struct server_paths *sp, become_
  * server, with the channel on which it tells the guard its socket and each container. */
 int start_guard(const char *image, const struct server_paths *sp);
 void guard_listening(int guard, const char *sock);
-void guard_watch(int guard, int pidfd, const int *fds, size_t nfds); /* fds: stderr, note */
+int guard_watch(int guard, int pidfd, const int *fds, size_t nfds); /* fds: stderr, note; 0, or -1: not told */
 
 /* step.c: Slurm steps. One container per step (or named container) and node, served like an
  * image: the first task starts it, every task joins it. */

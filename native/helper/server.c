@@ -44,11 +44,17 @@
 #define WATCH_ANSWER_MS 30000
 #define MAX_SERVING_THREADS 4
 
-/* One per CPU this process may run on (a Slurm job's, under task/affinity), up to 4: a
- * node's ranks starting together read the image at once. */
+/* One per CPU the server may use, up to 4: a node's ranks starting together read the image at
+ * once. The server serves every container of the image on the node, not only the one that
+ * started it (which a Slurm job may have bound to one CPU): it takes every CPU the kernel
+ * lets it have, which the job's cpuset still bounds. */
 static unsigned serving_threads(void)
 {
 	cpu_set_t cpus;
+	CPU_ZERO(&cpus);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &cpus);
+	(void)sched_setaffinity(0, sizeof cpus, &cpus); /* refused: it keeps what it had */
 	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0)
 		return 1;
 	int n = CPU_COUNT(&cpus);
@@ -132,9 +138,10 @@ static void remove_tree(const char *path)
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock)
 {
 	unlinkat(sp->dirfd, "sock", 0);
-	if (se)
-		fuse_finish(se);
-	/* A directory image's bind (a FUSE mount is gone already), and the containers' tmpfs. */
+	/* The FUSE mount (or a directory image's bind) detached, not unmounted through libfuse:
+	 * the serving threads may still be reading its descriptor, which closes as the process
+	 * exits. And the containers' tmpfs. */
+	(void)se;
 	umount2(sp->mnt, MNT_DETACH | UMOUNT_NOFOLLOW);
 	umount2(sp->work, MNT_DETACH | UMOUNT_NOFOLLOW);
 	/* What else the directory holds: mnt, work, verification stamps. */
@@ -217,11 +224,11 @@ static void read_report(struct client *c)
 	for (char *line = buf, *end; (end = strchr(line, '\n')); line = end + 1) {
 		*end = '\0';
 		if (strcmp(line, "watch") == 0) {
-			if (guard_chan >= 0 && nfds > 0)
-				guard_watch(guard_chan, c->pidfd, fds, nfds);
-			/* The container reads nothing of the image before this answer: the guard knows
-			 * it before any request of its own can crash this server. */
-			if (send(c->conn, "w", 1, MSG_NOSIGNAL) != 1)
+			/* The container reads nothing of the image before this answer: the guard has it
+			 * before any request of its own can crash this server. Where the guard could not
+			 * be told, the answer is no, and the container does not start (fails closed). */
+			int told = guard_chan < 0 || (nfds > 0 && guard_watch(guard_chan, c->pidfd, fds, nfds) == 0);
+			if (send(c->conn, told ? "w" : "n", 1, MSG_NOSIGNAL) != 1)
 				done = 1;
 		} else {
 			done = 1;
@@ -262,7 +269,7 @@ static void request_stop(int sig)
 
 /* The server's life after it is ready: serve FUSE (an image server), hand out its namespaces,
  * clean up after the processes that joined, and leave `linger` seconds after the last. */
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int listener, unsigned linger, const char *const *own)
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, const char *const *own)
 {
 	/* What it hands out (plantext.h): its user and mount namespaces, and those it has of its own. */
 	int ns[NS_MAX];
@@ -284,7 +291,6 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	sigaction(SIGTERM, &stop, NULL);
 	/* FUSE requests are served by threads of their own (fuse.c), which write to `gone` when
 	 * the mount goes (unmounted from outside). */
-	int gone = se ? fuse_serve_in_threads(se, serving_threads()) : -1;
 	for (;;) {
 		fds[0] = (struct pollfd){ .fd = gone, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
@@ -378,8 +384,10 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	guard_listening(guard_chan, sp->sock);
 	if (chdir("/") != 0)
 		fail_errno("cannot enter /");
+	/* The threads start before the server says it is ready: a failure is reported. */
+	int gone = se ? fuse_serve_in_threads(se, serving_threads()) : -1;
 	daemon_ready();
-	serve(sp, se, listener, p->linger, NULL);
+	serve(sp, se, gone, listener, p->linger, NULL);
 }
 
 int listen_on(const char *path)
@@ -483,7 +491,12 @@ void ask_to_be_watched_on(int sock, int err, int note)
 	int ready;
 	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
 		;
-	if (ready <= 0 || recv(sock, &w, 1, 0) != 1 || w != 'w')
+	ssize_t got = ready > 0 ? recv(sock, &w, 1, 0) : -1;
+	if (got == 0)
+		fail("the image server ended before it took the container; the image may be corrupt (convert it again, or check it: rdsquashfs -l /)");
+	if (got == 1 && w == 'n')
+		fail("the image server cannot watch more containers now (its guard is full); try again when some have ended");
+	if (got != 1 || w != 'w')
 		fail("the image server did not take the container (no answer in %d s); try again, or stop it (berth-helper image-server processes)",
 		     WATCH_ANSWER_MS / 1000);
 }

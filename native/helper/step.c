@@ -99,7 +99,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	 * image server it started had to write its own uid_map, which a non-dumpable parent's
 	 * children cannot. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	serve(&sp, NULL, listener, p->steplinger, own);
+	serve(&sp, NULL, -1, listener, p->steplinger, own);
 }
 
 /* Whether a step server listens at `sock` (a killed one leaves a socket nobody answers). */
