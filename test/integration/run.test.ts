@@ -190,8 +190,10 @@ describe('what jobs depend on', () => {
 
   it('stdin and stdout pass through, and a terminal is a terminal', async () => {
     expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'tr', 'a-z', 'A-Z'], { env: env(), input: 'hello\n' })).stdout).toBe('HELLO\n');
-    const tty = await run('script', ['-qec', `${process.execPath} ${BERTH} exec ${img('busybox')} tty`, '/dev/null'], { env: env() });
-    expect(tty.stdout).toMatch(/^\/dev\/pts\/\d+/);
+    for (const via of [`${process.execPath} ${BERTH}`, BERTH]) {
+      const tty = await run('script', ['-qec', `${via} exec ${img('busybox')} tty`, '/dev/null'], { env: env() });
+      expect(tty.stdout, via).toMatch(/^\/dev\/pts\/\d+/);
+    }
   });
 
   it('leaves nothing behind: no helper, no FUSE server, no runtime files', async () => {
