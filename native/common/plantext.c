@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/nsfs.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,29 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+#define WATCH_ANSWER_MS 30000
+
+/* Asks the step's server, on the joined connection, to have this task watched (with its stderr,
+ * or /dev/null where it has none), and waits for the yes. */
+static int watched(int fd, char *err, size_t errsize)
+{
+	int out = fcntl(STDERR_FILENO, F_GETFD) < 0 ? open("/dev/null", O_WRONLY | O_CLOEXEC) : STDERR_FILENO;
+	ssize_t sent = out >= 0 ? send_with_fds(fd, "watch\n", 6, &out, 1, MSG_NOSIGNAL) : -1;
+	if (out != STDERR_FILENO && out >= 0)
+		close(out);
+	struct pollfd answer = { .fd = fd, .events = POLLIN };
+	char w = 0;
+	int ready = -1;
+	if (sent == 6)
+		while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
+			;
+	if (ready > 0 && recv(fd, &w, 1, 0) == 1 && w == 'w')
+		return 0;
+	snprintf(err, errsize, "%s", w == 'n' ? "the image server cannot watch this task (its guard is full); try again when some have ended"
+					     : "the step's container did not answer (it may be ending); try again");
+	return -1;
+}
+
 int join_container(const char *sock, char *err, size_t errsize)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -92,9 +116,15 @@ int join_container(const char *sock, char *err, size_t errsize)
 		return -1;
 	}
 	/* The connection is closed once joined (left open, it would leak into the job): the server
-	 * tracks this process by its pid, not by the connection. */
+	 * tracks this process by its pid, not by the connection. Before that, this task asks to be
+	 * watched, with its stderr, and waits for the yes: the image server's guard then stops it
+	 * with the reason if the image server ends under the step. */
 	int rv = receive_namespaces(fd, "container server", err, errsize);
 	int e = errno;
+	if (rv == 0 && watched(fd, err, errsize) != 0) {
+		rv = -1;
+		e = EPROTO;
+	}
 	close(fd);
 	if (rv != 0 && e == ECONNREFUSED)
 		snprintf(err, errsize, "the container server at %s is shutting down", sock);

@@ -128,6 +128,8 @@ void ask_to_be_watched(int sock, int note);
 /* The same, with `err` instead of stderr as the container's stderr (an instance's log). */
 void ask_to_be_watched_on(int sock, int err, int note);
 void report_overlay(int sock, pid_t overlay);
+/* A step server: each task's "watch" is passed on to the image server on `sock` (kept open). */
+void watch_tasks_through(int sock);
 /* Shared with step.c: a server's directory fds, its socket, its life, and its start. */
 void open_server_dirs(struct server_paths *sp);
 int listen_on(const char *path);

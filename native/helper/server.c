@@ -186,6 +186,34 @@ struct client {
 
 /* The channel to this image server's guard (guard.c), or -1 (a step server has none). */
 static int guard_chan = -1;
+/* A step server's connection to its image server, to which it passes on each task's "watch"
+ * (the tasks join the step's container, never the image server itself), or -1. */
+static int upstream = -1;
+
+static int answered(int sock)
+{
+	struct pollfd answer = { .fd = sock, .events = POLLIN };
+	char w;
+	int ready;
+	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
+		;
+	ssize_t got = ready > 0 ? recv(sock, &w, 1, 0) : -1;
+	return got == 1 ? w : got == 0 ? 0 : -1;
+}
+
+/* Whoever watches this server's clients, told of one: its guard, or (a step server) the image
+ * server's. 0, or -1: not told. */
+static int have_watched(int pidfd, const int *fds, size_t nfds)
+{
+	if (guard_chan >= 0)
+		return nfds > 0 && guard_watch(guard_chan, pidfd, fds, nfds) == 0 ? 0 : -1;
+	if (upstream < 0)
+		return 0; /* nothing to watch it for */
+	int task[2] = { pidfd, nfds > 0 ? fds[0] : -1 };
+	if (task[1] < 0 || send_with_fds(upstream, "watch-task\n", 11, task, 2, MSG_NOSIGNAL) != 11)
+		return -1;
+	return answered(upstream) == 'w' ? 0 : -1;
+}
 
 /* The fds that came with a message: at most `max`, the rest closed. */
 static size_t received_fds(struct msghdr *msg, int *fds, size_t max)
@@ -227,7 +255,11 @@ static void read_report(struct client *c)
 			/* The container reads nothing of the image before this answer: the guard has it
 			 * before any request of its own can crash this server. Where the guard could not
 			 * be told, the answer is no, and the container does not start (fails closed). */
-			int told = guard_chan < 0 || (nfds > 0 && guard_watch(guard_chan, c->pidfd, fds, nfds) == 0);
+			if (send(c->conn, have_watched(c->pidfd, fds, nfds) == 0 ? "w" : "n", 1, MSG_NOSIGNAL) != 1)
+				done = 1;
+		} else if (strcmp(line, "watch-task") == 0) {
+			/* From a step server: a task of its step, by its pidfd, with its stderr. */
+			int told = guard_chan >= 0 && nfds == 2 && guard_watch(guard_chan, fds[0], fds + 1, 1) == 0;
 			if (send(c->conn, told ? "w" : "n", 1, MSG_NOSIGNAL) != 1)
 				done = 1;
 		} else {
@@ -486,19 +518,19 @@ void ask_to_be_watched_on(int sock, int err, int note)
 	if (fds[0] != err)
 		close(fds[0]);
 	/* Its answer: the guard has it (read_report). */
-	struct pollfd answer = { .fd = sock, .events = POLLIN };
-	char w;
-	int ready;
-	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
-		;
-	ssize_t got = ready > 0 ? recv(sock, &w, 1, 0) : -1;
-	if (got == 0)
+	int w = answered(sock);
+	if (w == 0)
 		fail("the image server ended before it took the container; the image may be corrupt (convert it again, or check it: rdsquashfs -l /)");
-	if (got == 1 && w == 'n')
+	if (w == 'n')
 		fail("the image server cannot watch more containers now (its guard is full); try again when some have ended");
-	if (got != 1 || w != 'w')
+	if (w != 'w')
 		fail("the image server did not take the container (no answer in %d s); try again, or stop it (berth-helper image-server processes)",
 		     WATCH_ANSWER_MS / 1000);
+}
+
+void watch_tasks_through(int sock)
+{
+	upstream = sock;
 }
 
 void report_overlay(int sock, pid_t overlay)

@@ -88,6 +88,16 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 		own[nown++] = "/proc/self/ns/net";
 	char base[CONTAINER_BASE_MAX];
 	name_container(&image, base);
+	/* Watched as every container is, and so is each task once it joins (its "watch" passed on
+	 * through a connection kept open): when the image server ends under the step, the guard
+	 * stops the tasks with the reason on their stderr rather than leaving them to fault. */
+	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	ask_to_be_watched_on(server, devnull, -1);
+	close(devnull);
+	int kept = fcntl(server, F_DUPFD_CLOEXEC, 3);
+	if (kept < 0)
+		fail_errno("cannot keep the connection to the image server");
+	watch_tasks_through(kept);
 	enter_container_root(p, &image, server, base, 1);
 	/* --container-remap-root: the tasks join the nested namespace, whose mounts they cannot change;
 	 * --user (berth srun -u): they join the one that makes them that uid and gid. The caller owns

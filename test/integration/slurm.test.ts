@@ -3,7 +3,7 @@
 // an ordinary user as job scripts do: srun and sbatch with --container-* options, the MPICH
 // image with the host's MPI over PMI2, a docker:// image pulled once for a whole job, a
 // cancelled job that leaves nothing behind, and the `berth srun` wrapper.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
@@ -277,6 +277,23 @@ describe('the SPANK plugin', () => {
     const r = await run('sbatch', ['--wait', script], { cwd: work, env: env() });
     expect(r.code, readFileSync(path.join(work, 'job-build.err'), 'utf8')).toBe(0);
     expect(readFileSync(path.join(work, 'job-build.out'), 'utf8')).toMatch(/^built on \S+\n1\n$/);
+  });
+
+  it('a task whose image server ends under its step is stopped with the reason, not left to fault', async () => {
+    // The tasks join the step's container, not the image server: the step server passes each
+    // task's "watch" on, so the image server's guard can stop them with a message.
+    const child = spawn('srun', ['-n1', `--container-image=${img('busybox')}`, 'sh', '-c', 'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'],
+      { cwd: work, env: env() });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('ready')) resolve(); }));
+    const servers = readdirSync(runtime).filter((n) => n.startsWith('img-') && !n.endsWith('.lock')).map((n) => path.join(runtime, n))
+      .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+    process.kill(Number(readFileSync(path.join(servers[0]!, 'pid'), 'utf8')), 'SIGKILL');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(err).toMatch(/berth: error: the image server for \S+busybox\.sqsh ended \(signal 9\); the image may be corrupt: the container was stopped/); // the staged copy
+    expect(code).not.toBe(0);
   });
 
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
