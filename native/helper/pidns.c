@@ -41,8 +41,10 @@ void forward_signals(pid_t to)
 	forward_to = to;
 	struct sigaction sa = { .sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART };
 	sigemptyset(&sa.sa_mask);
+	/* A signal the caller ignores (nohup's SIGHUP) stays ignored, here as in the container. */
 	for (size_t i = 0; i < NFORWARDED; i++)
-		sigaction(FORWARDED[i], &sa, &before[i]);
+		if (sigaction(FORWARDED[i], NULL, &before[i]) == 0 && before[i].sa_handler != SIG_IGN)
+			sigaction(FORWARDED[i], &sa, NULL);
 }
 
 int stop_forwarding(void)

@@ -188,6 +188,20 @@ describe('what jobs depend on', () => {
     expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 15_000)).toBe(true);
   });
 
+  it('a berth started under nohup (SIGHUP ignored) lives through a SIGHUP at any moment, Node\'s planning included', async () => {
+    for (const delay of [0, 40, 100, 600]) {
+      const child = spawn('sh', ['-c', `trap '' HUP; exec ${BERTH} exec ${img('busybox')} sh -c 'sleep 1; echo alive'`], { env: env() });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      // From the moment the shell has ignored SIGHUP and exec'd the launcher.
+      await until(() => { try { return readFileSync(`/proc/${child.pid}/cmdline`, 'latin1').includes('--launch'); } catch { return false; } }, 3000);
+      await new Promise((r) => setTimeout(r, delay));
+      child.kill('SIGHUP');
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect([code, out], `SIGHUP after ${delay} ms`).toEqual([0, 'alive\n']);
+    }
+  });
+
   it('stdin and stdout pass through, and a terminal is a terminal', async () => {
     expect((await run(process.execPath, [BERTH, 'exec', img('busybox'), 'tr', 'a-z', 'A-Z'], { env: env(), input: 'hello\n' })).stdout).toBe('HELLO\n');
     for (const via of [`${process.execPath} ${BERTH}`, BERTH]) {
