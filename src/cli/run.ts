@@ -1,14 +1,15 @@
-// berth run | exec | shell IMAGE ...: the plan (plan/prepare.ts), then the helper runs it; with
+// berth run | exec | shell IMAGE ...: the plan (plan/prepare.ts), then the helper runs it (the
+// launcher becomes the container, runtime/launch.ts, or berth starts the helper and waits); with
 // --dry-run, the plan printed instead. IMAGE may be instance://NAME: the command joins that
 // running instance (berth instance start).
+import { EXIT } from '../errors.js';
 import type { Command } from '../plan/build.js';
+import { hasLimits } from '../plan/limits.js';
 import { isInstanceReference, prepareJoinPlan, preparePlan, type RunFlags } from '../plan/prepare.js';
 import { formatPlan } from '../plan/serialize.js';
-import { hasLimits } from '../plan/limits.js';
 import { withLimits } from '../runtime/cgroup.js';
 import { runPlan } from '../runtime/helper.js';
 import { handOver } from '../runtime/launch.js';
-import { EXIT } from '../errors.js';
 import { checkImageArgument } from './habits.js';
 import type { CommandResult } from './options.js';
 import { progressMode } from './progress.js';
