@@ -68,7 +68,16 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-#define WATCH_ANSWER_MS 30000
+int watch_answer(int sock)
+{
+	struct pollfd answer = { .fd = sock, .events = POLLIN };
+	int ready;
+	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
+		;
+	char w;
+	ssize_t got = ready > 0 ? recv(sock, &w, 1, 0) : -1;
+	return got == 1 ? w : got == 0 ? 0 : -1;
+}
 
 /* Asks the step's server, on the joined connection, to have this task watched (with its stderr,
  * or /dev/null where it has none), and waits for the yes. */
@@ -78,13 +87,8 @@ static int watched(int fd, char *err, size_t errsize)
 	ssize_t sent = out >= 0 ? send_with_fds(fd, "watch\n", 6, &out, 1, MSG_NOSIGNAL) : -1;
 	if (out != STDERR_FILENO && out >= 0)
 		close(out);
-	struct pollfd answer = { .fd = fd, .events = POLLIN };
-	char w = 0;
-	int ready = -1;
-	if (sent == 6)
-		while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
-			;
-	if (ready > 0 && recv(fd, &w, 1, 0) == 1 && w == 'w')
+	int w = sent == 6 ? watch_answer(fd) : -1;
+	if (w == 'w')
 		return 0;
 	snprintf(err, errsize, "%s", w == 'n' ? "the image server cannot watch this task (its guard is full); try again when some have ended"
 					     : "the step's container did not answer (it may be ending); try again");

@@ -27,6 +27,12 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
  * descriptors between its processes. Returns what sendmsg returns. */
 ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n, int flags);
 
+/* The answer to a "watch" (a container asking its server to have it watched): one byte, 'w'
+ * when the guard has it, 'n' when it could not be told. Waits up to WATCH_ANSWER_MS; returns
+ * the byte, 0 when the server closed the connection, -1 when nothing came. */
+#define WATCH_ANSWER_MS 30000
+int watch_answer(int sock);
+
 /* The one way a server (an image server, a step's container) hands its namespaces to a client
  * of its own user, over SCM_RIGHTS: its user namespace first, then its mount namespace and the
  * IPC, UTS and network namespaces it has of its own (never the host's: joining those from inside

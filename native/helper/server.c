@@ -41,7 +41,6 @@
 /* In the server's name: a container joins only a server that speaks its protocol (p2: "watch"
  * is answered, since the server's requests are served by threads). */
 #define SERVER_PROTOCOL "p2"
-#define WATCH_ANSWER_MS 30000
 #define MAX_SERVING_THREADS 4
 
 /* One per CPU the server may use, up to 4: a node's ranks starting together read the image at
@@ -190,17 +189,6 @@ static int guard_chan = -1;
  * (the tasks join the step's container, never the image server itself), or -1. */
 static int upstream = -1;
 
-static int answered(int sock)
-{
-	struct pollfd answer = { .fd = sock, .events = POLLIN };
-	char w;
-	int ready;
-	while ((ready = poll(&answer, 1, WATCH_ANSWER_MS)) < 0 && errno == EINTR)
-		;
-	ssize_t got = ready > 0 ? recv(sock, &w, 1, 0) : -1;
-	return got == 1 ? w : got == 0 ? 0 : -1;
-}
-
 /* Whoever watches this server's clients, told of one: its guard, or (a step server) the image
  * server's. 0, or -1: not told. */
 static int have_watched(int pidfd, const int *fds, size_t nfds)
@@ -212,7 +200,7 @@ static int have_watched(int pidfd, const int *fds, size_t nfds)
 	int task[2] = { pidfd, nfds > 0 ? fds[0] : -1 };
 	if (task[1] < 0 || send_with_fds(upstream, "watch-task\n", 11, task, 2, MSG_NOSIGNAL) != 11)
 		return -1;
-	return answered(upstream) == 'w' ? 0 : -1;
+	return watch_answer(upstream) == 'w' ? 0 : -1;
 }
 
 /* The fds that came with a message: at most `max`, the rest closed. */
@@ -518,7 +506,7 @@ void ask_to_be_watched_on(int sock, int err, int note)
 	if (fds[0] != err)
 		close(fds[0]);
 	/* Its answer: the guard has it (read_report). */
-	int w = answered(sock);
+	int w = watch_answer(sock);
 	if (w == 0)
 		fail("the image server ended before it took the container; the image may be corrupt (convert it again, or check it: rdsquashfs -l /)");
 	if (w == 'n')
