@@ -39,11 +39,9 @@ static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 	return len;
 }
 
-/* Whether PID is, beyond doubt, the step server of STEPDIR started for uid: every uid it has
- * is the job's, and it runs `HELPER --step-server PLAN STEPDIR` as this plugin started it. A pid file names a
- * number, and numbers are reused: the pidfd, opened first, is what gets signalled, so a
- * process that died meanwhile and whose number went to another is not signalled at all. */
-int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
+/* Whether every uid PID has is `uid`, and its command line's first `n` words are `words`
+ * (argv[i] NULL: any word; more words may follow). */
+static int runs_as(pid_t pid, uid_t uid, const char *const *words, int n)
 {
 	char status[4096], cmd[8192];
 	const char *at = read_proc(pid, "status", status, sizeof status) > 0 ? strstr(status, "\nUid:") : NULL;
@@ -54,35 +52,61 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 		if (u[i] != (unsigned)uid)
 			return 0;
 	ssize_t len = read_proc(pid, "cmdline", cmd, sizeof cmd);
-	const char *argv[4] = { 0 };
-	for (ssize_t off = 0, i = 0; len > 0 && off < len && i < 4; off += (ssize_t)strlen(cmd + off) + 1)
-		argv[i++] = cmd + off;
-	return argv[3] && strcmp(argv[0], conf.helper) == 0 && strcmp(argv[1], "--step-server") == 0 &&
-	       strcmp(argv[3], stepdir) == 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+	ssize_t off = 0;
+	for (int i = 0; i < n; i++, off += (ssize_t)strlen(cmd + off) + 1)
+		if (off >= len || (words[i] && strcmp(cmd + off, words[i]) != 0))
+			return 0;
+	return 1;
 }
 
-/* Stops the named containers of the job, whose step servers wrote their pids beside them. */
-static void stop_named(const char *runtime, uid_t uid, uint32_t job)
+/* Whether PID is, beyond doubt, the step server of STEPDIR started for uid: every uid it has
+ * is the job's, and it runs `HELPER --step-server PLAN STEPDIR` as this plugin started it. A pid file names a
+ * number, and numbers are reused: the pidfd, opened first, is what gets signalled, so a
+ * process that died meanwhile and whose number went to another is not signalled at all. */
+int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 {
-	char pattern[PATH_MAX];
+	const char *const words[] = { conf.helper, "--step-server", NULL, stepdir };
+	return runs_as(pid, uid, words, 4) && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* An image server of the job's (its title, server.c), by the same proof. */
+static int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
+{
+	(void)dir; /* its title names no directory */
+	const char *const words[] = { "berth-helper image-server" };
+	return runs_as(pid, uid, words, 1) && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* Sends SIGTERM to each process named by a pid file matching `pattern` that `proven` shows to
+ * be what wrote it, given the directory the file is in; it removes its own directory. The
+ * directory of one that is gone (killed with its step) goes here, and its lock. */
+static void stop_servers(const char *pattern, uid_t uid, int (*proven)(int, pid_t, uid_t, const char *))
+{
 	glob_t g;
-	if (format(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job) != 0 || glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
 		return;
 	for (size_t i = 0; i < g.gl_pathc; i++) {
-		char err[PATH_MAX + 256], stepdir[PATH_MAX];
+		char err[PATH_MAX + 256], dir[PATH_MAX];
 		int fd = open_owned_file(g.gl_pathv[i], uid, err, sizeof err);
 		FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 		int pid = 0;
-		if (f && fscanf(f, "%d", &pid) == 1 && pid > 1 && format(stepdir, sizeof stepdir, "%s", g.gl_pathv[i]) == 0) {
-			*strrchr(stepdir, '/') = '\0';
+		if (f && fscanf(f, "%d", &pid) == 1 && pid > 1 && format(dir, sizeof dir, "%s", g.gl_pathv[i]) == 0) {
+			*strrchr(dir, '/') = '\0';
 			int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-			if (pidfd >= 0 && prove_step_server(pidfd, pid, uid, stepdir))
-				syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0); /* it removes its own directory */
+			if (pidfd >= 0 && proven(pidfd, pid, uid, dir))
+				syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			if (pidfd >= 0)
 				close(pidfd);
+			char lock[PATH_MAX];
+			if (pidfd < 0 && errno == ESRCH && format(lock, sizeof lock, "%s.lock", dir) == 0) {
+				remove_tree(dir);
+				unlink(lock);
+			}
 		}
 		if (f)
 			fclose(f);
+		else if (fd >= 0)
+			close(fd);
 	}
 	globfree(&g);
 }
@@ -101,12 +125,23 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 	if (dir < 0)
 		_exit(0);
 	close(dir);
-	/* The job's plans, and the locks its steps' servers could not take back on their way out. */
-	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock", "%s/img-*-step-%u.*.lock" };
+	/* The job's step containers (their step servers wrote their pids beside them): its named
+	 * ones, which wait for the job's next step, and what a killed step left. Then its image
+	 * servers, which wait for the next step too (a step's own, narrowed: plantext.h). */
+	static const char *const steps[] = { "%s/named-%u-*/pid", "%s/step-%u.*/pid" };
+	for (size_t i = 0; i < sizeof steps / sizeof *steps; i++)
+		if (format(pattern, sizeof pattern, steps[i], runtime, job) == 0)
+			stop_servers(pattern, uid, prove_step_server);
+	static const char *const images[] = { "%s/img-*-slurm-%u/pid", "%s/img-*-slurm-%u.*/pid" };
+	for (size_t i = 0; i < sizeof images / sizeof *images; i++)
+		if (format(pattern, sizeof pattern, images[i], runtime, job) == 0)
+			stop_servers(pattern, uid, prove_image_server);
+	/* The job's plans, and the locks its servers could not take back on their way out (a
+	 * server stopped just now takes its own). */
+	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock" };
 	for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++)
 		if (format(pattern, sizeof pattern, leftovers[i], runtime, job) == 0)
 			remove_matching(pattern);
-	stop_named(runtime, uid, job);
 	/* --container-save's overlay directories that a killed step left (save.c removes its own). */
 	glob_t g;
 	if (format(pattern, sizeof pattern, "%s/step-%u.*.save", runtime, job) == 0) {

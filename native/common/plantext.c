@@ -68,6 +68,37 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+int job_scope(char *out, size_t size, const char *stepdir)
+{
+	const char *name = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : stepdir;
+	size_t prefix = strncmp(name, "step-", 5) == 0 ? 5 : strncmp(name, "named-", 6) == 0 ? 6 : 0;
+	size_t digits = prefix ? strspn(name + prefix, "0123456789") : 0;
+	char end = digits ? name[prefix + digits] : 0;
+	if (!digits || (end != '.' && end != '-'))
+		return -1;
+	int n = snprintf(out, size, "slurm-%.*s", (int)digits, name + prefix);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+int step_scope(char *out, size_t size, const char *cgroups)
+{
+	/* Slurm's cgroup plugins (v1 and v2) name a step's job_JOB/step_STEP; STEP is a number
+	 * (with +N for a heterogeneous job's component), batch, extern or interactive. */
+	for (const char *at = cgroups; (at = strstr(at, "/job_")); at++) {
+		const char *job = at + 5;
+		size_t digits = strspn(job, "0123456789");
+		if (!digits || strncmp(job + digits, "/step_", 6) != 0)
+			continue;
+		const char *step = job + digits + 6;
+		size_t len = strspn(step, "0123456789+abcdefghijklmnopqrstuvwxyz");
+		if (!len || (step[len] != '/' && step[len] != '\n' && step[len] != '\0'))
+			continue;
+		int n = snprintf(out, size, "slurm-%.*s.%.*s", (int)digits, job, (int)len, step);
+		return n < 0 || (size_t)n >= size ? -1 : 0;
+	}
+	return -1;
+}
+
 int watch_answer(int sock)
 {
 	struct pollfd answer = { .fd = sock, .events = POLLIN };

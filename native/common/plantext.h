@@ -23,6 +23,16 @@ int lock_file_at(int dirfd, const char *path, int nonblock);
  * one per step, or per job and --container-name. */
 int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node); /* -1: too long */
 
+/* Image servers are shared within a scope: none outside Slurm, slurm-JOB within a job (its
+ * steps and its containers on a node find the image warm; the job's epilog stops them). A
+ * process that a step's cgroup holds (proctrack/cgroup) would start a server that dies with
+ * that step, under the containers of the job's other steps: its scope is slurm-JOB.STEP.
+ * `job_scope` writes slurm-JOB for the job a step directory (step_dir) belongs to;
+ * `step_scope` writes slurm-JOB.STEP when /proc/self/cgroup's text names a Slurm step's
+ * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long). */
+int job_scope(char *out, size_t size, const char *stepdir);
+int step_scope(char *out, size_t size, const char *cgroups);
+
 /* Sends `len` bytes of `data` with the descriptors `fds` (SCM_RIGHTS): the one way berth passes
  * descriptors between its processes. Returns what sendmsg returns. */
 ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n, int flags);

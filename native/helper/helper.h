@@ -26,8 +26,10 @@ struct plan {
 	char *image;
 	int image_is_dir; /* an unpacked root directory, bound read-only, instead of a squashfs file */
 	unsigned long long image_offset; /* where the squashfs starts in the file (a SIF's partition) */
-	char *scope;  /* containers share an image server only within one scope (a Slurm step) */
+	char *scope;  /* containers share an image server only within one scope (a Slurm job) */
 	unsigned linger; /* seconds an idle image server waits for the next container */
+	unsigned joblinger; /* in a Slurm job (in_job): instead, while the job lives on the node */
+	int in_job;
 	char *runtime; /* base directory for this run's private directory */
 	int fakeroot;
 	int fake_syscalls; /* berth build's RUN: chown, set*id, setgroups faked (seccomp.c) */
@@ -120,6 +122,7 @@ int fuse_serve_in_threads(struct fuse_session *se, unsigned threads);
 struct server_paths {
 	char lock[SERVER_PATH_MAX], dir[SERVER_PATH_MAX], sock[SERVER_PATH_MAX], mnt[SERVER_PATH_MAX], work[SERVER_PATH_MAX];
 	int dirfd, parentfd; /* dir and its parent, for cleaning up from anywhere */
+	char scope[64];      /* an image server's (key_paths): '', slurm-JOB or slurm-JOB.STEP */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
 /* A container, once joined: its stderr and berth's note channel (`note`, or -1) go to the
@@ -135,7 +138,7 @@ void open_server_dirs(struct server_paths *sp);
 int listen_on(const char *path);
 /* own: NULL, or the /proc/self/ns paths of the namespaces it made of its own (a step's IPC, UTS,
  * network), handed out with its user and mount namespaces. */
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, const char *const *own);
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, int anchor, const char *const *own);
 /* Unmounts se (when given) and removes the server's directory and, holding `lock`, its lock. */
 noreturn void shut_down(const struct server_paths *sp, struct fuse_session *se, int lock);
 /* A server's becoming a daemon, the one way for image and step servers: daemon_begin in the

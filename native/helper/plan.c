@@ -189,6 +189,7 @@ void plan_read(int fd, struct plan *p)
 		else if (strcmp(key, "imageoffset") == 0) p->image_offset = parse_offset(v, lineno);
 		else if (strcmp(key, "scope") == 0) p->scope = v;
 		else if (strcmp(key, "linger") == 0) p->linger = (unsigned)strtoul(v, NULL, 10);
+		else if (strcmp(key, "joblinger") == 0) p->joblinger = (unsigned)strtoul(v, NULL, 10), p->in_job = 1;
 		else if (strcmp(key, "runtime") == 0) p->runtime = v;
 		else if (strcmp(key, "userns") == 0) p->fakeroot = strcmp(v, "root") == 0;
 		else if (strcmp(key, "fake_syscalls") == 0) p->fake_syscalls = strcmp(v, "1") == 0;

@@ -1,5 +1,5 @@
-/* One image server per user, image and scope (a Slurm step, or none): it holds a user and
- * mount namespace in which the image is mounted once through FUSE, and every container of that
+/* One image server per user, image and scope (a Slurm job, or none: plantext.h): it holds a
+ * user and mount namespace in which the image is mounted once through FUSE, and every container of that
  * image joins them (setns, as pyxis does), so the kernel's page cache of the image stays warm
  * across containers and N tasks on a node cost one mount.
  *
@@ -68,18 +68,29 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	if (p->image_is_dir != !!S_ISDIR(st.st_mode))
 		fail("the image %s is %s, not what berth planned for; plan the container again", p->image,
 		     S_ISDIR(st.st_mode) ? "a directory" : "not a directory");
-	/* The same file (and partition), unchanged, under the same uid mapping and scope: one server. */
+	/* The same file (and partition), unchanged, under the same uid mapping and scope: one server.
+	 * Where a step's cgroup holds this process, the server it would start dies with the step:
+	 * it is the step's alone (plantext.h). */
+	char cgroups[4096], narrowed[64];
+	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, cgroups, sizeof cgroups - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	cgroups[len > 0 ? len : 0] = '\0';
+	const char *scope = step_scope(narrowed, sizeof narrowed, cgroups) == 0 ? narrowed : p->scope;
+	if (format(sp->scope, sizeof sp->scope, "%s", scope) != 0)
+		fail("the scope %s is too long: SLURM_JOB_ID is a number", scope);
 	char key[512];
 	/* Cut short, two scopes could share one server: too long is refused, never truncated. */
 	int fits = format(key, sizeof key, "%s-%lx-%lx-%lx-%lx-%llx-%s%s%s", SERVER_PROTOCOL, (unsigned long)st.st_dev, (unsigned long)st.st_ino,
 			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->image_offset, p->fakeroot ? "root" : "self",
-			  *p->scope ? "-" : "", p->scope) == 0 &&
+			  *scope ? "-" : "", scope) == 0 &&
 		   format(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key) == 0 &&
 		   format(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key) == 0 &&
 		   format(sp->sock, sizeof sp->sock, "%s/sock", sp->dir) == 0 && format(sp->mnt, sizeof sp->mnt, "%s/mnt", sp->dir) == 0 &&
 		   format(sp->work, sizeof sp->work, "%s/work", sp->dir) == 0;
 	if (!fits)
-		fail("the image server's paths under %s do not fit (scope %s); set a shorter BERTH_RUNTIME_DIR or container name", p->runtime, p->scope);
+		fail("the image server's paths under %s do not fit (scope %s); set a shorter BERTH_RUNTIME_DIR or container name", p->runtime, scope);
 }
 
 static int lock_path(const char *path, int nonblock)
@@ -280,6 +291,58 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	close(c->pidfd);
 }
 
+/* Whether process `pid` is root's (every uid) and its command line is `title`, whole. */
+static int root_titled(pid_t pid, const char *title)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (len <= 0 || (size_t)len != strlen(title) + 1 || memcmp(buf, title, (size_t)len) != 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%d/status", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	buf[len > 0 ? len : 0] = '\0';
+	const char *uid = strstr(buf, "\nUid:");
+	unsigned u[4];
+	return uid && sscanf(uid, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) == 4 && !u[0] && !u[1] && !u[2] && !u[3];
+}
+
+/* The job's life on this node, for a server whose scope is a whole job's (slurm-JOB): a pidfd
+ * of the slurmstepd of its batch step or its extern step (PrologFlags=Contain), which live as
+ * long as the job does here; -1 when it has neither here (an srun's own job, a salloc without
+ * Contain). Only root makes a process that root's status and that title show. */
+static int job_anchor(const char *scope)
+{
+	const char *job = strncmp(scope, "slurm-", 6) == 0 ? scope + 6 : "";
+	if (!*job || strspn(job, "0123456789") != strlen(job))
+		return -1;
+	char batch[96], ext[96];
+	snprintf(batch, sizeof batch, "slurmstepd: [%s.batch]", job);
+	snprintf(ext, sizeof ext, "slurmstepd: [%s.extern]", job);
+	DIR *d = opendir("/proc");
+	int anchor = -1;
+	for (struct dirent *e; d && anchor < 0 && (e = readdir(d));) {
+		pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
+		if (pid <= 1 || !(root_titled(pid, batch) || root_titled(pid, ext)))
+			continue;
+		/* The pidfd first, then the proof again: the number may have gone to another. */
+		anchor = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (anchor >= 0 && !root_titled(pid, batch) && !root_titled(pid, ext)) {
+			close(anchor);
+			anchor = -1;
+		}
+	}
+	if (d)
+		closedir(d);
+	return anchor;
+}
+
 static volatile sig_atomic_t stop_requested;
 static void request_stop(int sig)
 {
@@ -288,8 +351,9 @@ static void request_stop(int sig)
 }
 
 /* The server's life after it is ready: serve FUSE (an image server), hand out its namespaces,
- * clean up after the processes that joined, and leave `linger` seconds after the last. */
-noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, const char *const *own)
+ * clean up after the processes that joined, and leave `linger` seconds after the last; or,
+ * given an `anchor` (job_anchor), as soon as that has ended and no one is joined. */
+noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int gone, int listener, unsigned linger, int anchor, const char *const *own)
 {
 	/* What it hands out (plantext.h): its user and mount namespaces, and those it has of its own. */
 	int ns[NS_MAX];
@@ -302,8 +366,8 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		if (ns[i] < 0)
 			fail_errno("cannot open the namespaces it serves");
 	static struct client clients[MAX_CLIENTS];
-	/* fds: fuse, listener, then per client its pidfd and its connection (or -1, ignored). */
-	static struct pollfd fds[2 * MAX_CLIENTS + 2];
+	/* fds: fuse, listener, anchor, then per client its pidfd and its connection (or -1, ignored). */
+	static struct pollfd fds[2 * MAX_CLIENTS + 3];
 	size_t n = 0;
 	time_t idle_since = time(NULL);
 	/* SIGTERM (the job epilog, for a named container; an admin) ends it cleanly. */
@@ -314,16 +378,17 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	for (;;) {
 		fds[0] = (struct pollfd){ .fd = gone, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
+		fds[2] = (struct pollfd){ .fd = anchor, .events = POLLIN };
 		for (size_t i = 0; i < n; i++) {
-			fds[2 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
-			fds[3 + 2 * i] = (struct pollfd){ .fd = clients[i].conn, .events = POLLIN };
+			fds[3 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
+			fds[4 + 2 * i] = (struct pollfd){ .fd = clients[i].conn, .events = POLLIN };
 		}
 		int timeout = -1;
 		if (n == 0) {
 			long left = (long)linger - (long)(time(NULL) - idle_since);
 			timeout = left > 0 ? (int)left * 1000 : 0;
 		}
-		int ready = poll(fds, 2 * n + 2, timeout);
+		int ready = poll(fds, 2 * n + 3, timeout);
 		if (stop_requested || (ready < 0 && errno != EINTR))
 			break;
 		if (ready == 0 && n == 0) {
@@ -340,19 +405,26 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		/* Only the slots this poll() looked at: a reused fd number must not inherit an old
 		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe. */
 		for (size_t i = n; i-- > 0;) {
-			if (clients[i].conn >= 0 && fds[3 + 2 * i].revents)
+			if (clients[i].conn >= 0 && fds[4 + 2 * i].revents)
 				read_report(&clients[i]);
-			if (!(fds[2 + 2 * i].revents & (POLLIN | POLLHUP)))
+			if (!(fds[3 + 2 * i].revents & (POLLIN | POLLHUP)))
 				continue;
 			drop_client(sp, &clients[i]);
 			clients[i] = clients[--n];
-			fds[2 + 2 * i] = fds[2 + 2 * n];
 			fds[3 + 2 * i] = fds[3 + 2 * n];
+			fds[4 + 2 * i] = fds[4 + 2 * n];
 			if (n == 0)
 				idle_since = time(NULL);
 		}
 		if (fds[0].revents)
 			break; /* unmounted from outside */
+		if (anchor >= 0 && fds[2].revents) {
+			close(anchor); /* the job has ended on this node: nothing more to wait for */
+			anchor = -1;
+			linger = 0;
+			if (n == 0)
+				idle_since = time(NULL);
+		}
 		if (fds[1].revents & POLLIN) {
 			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			struct ucred cred;
@@ -380,6 +452,9 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 {
 	struct server_paths local = *given, *sp = &local;
 	daemon_begin(report, "berth-helper image-server");
+	/* A job's server waits for the job's next step while the job lives here. Looked for before
+	 * the user namespace, in which root's processes would show no uid of root's. */
+	int anchor = p->in_job ? job_anchor(sp->scope) : -1;
 	enter_user_namespace(p->fakeroot);
 	/* Not dumpable (once its maps are written: that needs /proc/self to be its own): no
 	 * container, even a --fakeroot one with every capability in this user namespace, may reach
@@ -407,7 +482,7 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	/* The threads start before the server says it is ready: a failure is reported. */
 	int gone = se ? fuse_serve_in_threads(se, serving_threads()) : -1;
 	daemon_ready();
-	serve(sp, se, gone, listener, p->linger, NULL);
+	serve(sp, se, gone, listener, anchor >= 0 ? p->joblinger : p->linger, anchor, NULL);
 }
 
 int listen_on(const char *path)

@@ -109,7 +109,7 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	 * image server it started had to write its own uid_map, which a non-dumpable parent's
 	 * children cannot. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	serve(&sp, NULL, -1, listener, p->steplinger, own);
+	serve(&sp, NULL, -1, listener, p->steplinger, -1, own);
 }
 
 /* Whether a step server listens at `sock` (a killed one leaves a socket nobody answers). */
@@ -153,7 +153,10 @@ int step_server_main(const char *planfile, const char *stepdir)
 	if (!directly_in(planfile, p.runtime) || !directly_in(stepdir, p.runtime))
 		fail("refusing the plan %s: its runtime directory is %s, where neither it nor the step directory %s lies", planfile, p.runtime, stepdir);
 	check_runtime_dir(p.runtime);
-	p.scope = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : (char *)stepdir;
+	char scope[64];
+	if (job_scope(scope, sizeof scope, stepdir) != 0)
+		fail("refusing the step directory %s: it names no Slurm job", stepdir);
+	p.scope = scope; /* the image's server is the job's (plantext.h) */
 	struct server_paths sp;
 	step_paths(stepdir, &sp);
 	ensure_step_server(&p, &sp);
@@ -200,7 +203,10 @@ noreturn void join_main(char **argv)
 	char stepdir[SERVER_PATH_MAX];
 	if (step_dir(stepdir, sizeof stepdir, p.runtime, job, step, NULL, node) != 0 || strchr(node, '/'))
 		fail("the step directory for job %s step %s on %s does not fit under %s; set a shorter BERTH_RUNTIME_DIR", job, step, node, p.runtime);
-	p.scope = strrchr(stepdir, '/') + 1;
+	char scope[64];
+	if (job_scope(scope, sizeof scope, stepdir) != 0)
+		fail("job %s: not a Slurm job id", job);
+	p.scope = scope;
 	struct server_paths sp;
 	step_paths(stepdir, &sp);
 	char err[1024];

@@ -74,6 +74,11 @@ static void test_happy(void)
 	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nenv A=1\nscope job-1\n"), &q);
 	CHECK(q.nenv == 1 && strcmp(q.env[0], "A=1") == 0 && !q.env_defaulted && strcmp(q.scope, "job-1") == 0 && q.nargv == 0 && q.nops == 0,
 	      "plan_read: a given env replaces the default PATH, scope kept");
+	CHECK(!q.in_job, "plan_read: no joblinger, not in a job");
+
+	struct plan job;
+	plan_read(plan_fd(PLAN_HEADER "\nimage i\nruntime r\ncwd /\npath /bin\nscope slurm-7\nlinger 10\njoblinger 0\n"), &job);
+	CHECK(job.in_job && job.joblinger == 0 && job.linger == 10, "plan_read: a job's linger, 0 too (leave at once)");
 }
 
 /* plan_read of text in a child: its exit status, and whether its stderr holds `want`. */

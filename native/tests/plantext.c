@@ -70,6 +70,33 @@ static void test_step_dir(void)
 	CHECK(step_dir(out, sizeof out, runtime, "1", "0", "name", "n") == -1, "step_dir: a named path too long is -1");
 }
 
+static void test_scopes(void)
+{
+	char out[64];
+	CHECK(job_scope(out, sizeof out, "/r/step-12.3-node1") == 0 && strcmp(out, "slurm-12") == 0,
+	      "job_scope: a step's directory belongs to its job");
+	CHECK(job_scope(out, sizeof out, "/r/named-12-web-n-1") == 0 && strcmp(out, "slurm-12") == 0,
+	      "job_scope: and a named container's");
+	CHECK(job_scope(out, sizeof out, "/r/step-x.3-n") == -1 && job_scope(out, sizeof out, "/r/img-12") == -1 &&
+		      job_scope(out, sizeof out, "/r/step-12") == -1,
+	      "job_scope: anything else is no job's");
+	CHECK(job_scope(out, 8, "/r/step-12.3-n") == -1 && job_scope(out, 9, "/r/step-12.3-n") == 0,
+	      "job_scope: too long is -1, an exact fit is accepted");
+	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n") == 0 &&
+		      strcmp(out, "slurm-42.0") == 0,
+	      "step_scope: cgroup v2's step cgroup");
+	CHECK(step_scope(out, sizeof out, "12:pids:/\n4:freezer:/slurm/uid_1000/job_7/step_batch\n1:name=systemd:/user.slice\n") == 0 &&
+		      strcmp(out, "slurm-7.batch") == 0,
+	      "step_scope: cgroup v1's freezer, at the end of its line");
+	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_1+2\n") == 0 && strcmp(out, "slurm-42.1+2") == 0,
+	      "step_scope: a heterogeneous job's component");
+	CHECK(step_scope(out, sizeof out, "0::/user.slice/user-1000.slice/session-3.scope\n") == -1 &&
+		      step_scope(out, sizeof out, "0::/job_42/stepx\n") == -1 && step_scope(out, sizeof out, "0::/job_/step_0\n") == -1 &&
+		      step_scope(out, sizeof out, "0::/job_42/step_0.x/\n") == -1,
+	      "step_scope: no step's cgroup is -1");
+	CHECK(step_scope(out, 10, "0::/job_42/step_0\n") == -1, "step_scope: too long is -1");
+}
+
 static int plan_fd(const char *text)
 {
 	int fd = memfd_create("plan", 0);
@@ -171,6 +198,7 @@ int main(void)
 	test_unescape();
 	test_fnv1a();
 	test_step_dir();
+	test_scopes();
 	test_read_step_env();
 	test_apply_step_env();
 	test_join_step();

@@ -61,6 +61,10 @@ const BERTH_SETTINGS = {
     type: 'seconds', env: 'BERTH_IMAGE_LINGER', default: 10,
     describe: 'seconds an idle image server waits for the next container',
   },
+  'images.job-linger': {
+    type: 'seconds', env: 'BERTH_IMAGE_JOB_LINGER', default: 600,
+    describe: "in a Slurm job: seconds an idle image server waits for the job's next step or container on the node (the job's end stops it, where the SPANK plugin is installed)",
+  },
   'build.cache-gb': {
     type: 'count', env: 'BERTH_BUILD_CACHE_GB', default: 20,
     describe: "GB that berth build's cache may hold: after a build, the steps used least recently go first (0: no bound; berth prune empties it)",

@@ -28,12 +28,21 @@ export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
 }
 
 /**
- * How long an idle image server stays up for the next container (images.linger, or
- * BERTH_IMAGE_LINGER, in seconds): long enough that a script's successive containers find the
- * image warm, short enough that nothing lingers after a job.
+ * How long an idle image server stays up for the next container, in seconds: images.linger
+ * (BERTH_IMAGE_LINGER), long enough that a script's successive containers find the image warm,
+ * short enough that nothing lingers after them.
  */
 function imageLinger(env: NodeJS.ProcessEnv): number {
   return config(env).values['images.linger'];
+}
+
+/**
+ * In a Slurm job, images.job-linger: the job's steps share its image servers (scope), which
+ * wait that long for the next step while the job lives on the node (the helper follows its
+ * batch or extern step there; where it finds neither, images.linger it is).
+ */
+export function jobImageLinger(env: NodeJS.ProcessEnv): number {
+  return config(env).values['images.job-linger'];
 }
 
 /** Where the user is; a directory removed under the shell (getcwd fails) is said plainly. */
@@ -58,8 +67,11 @@ export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
     cwd: workingDirectory(),
     env: { ...env },
     runtimeDir: runtimeDir(me.uid, env),
-    scope: env.SLURM_JOB_ID && env.SLURM_STEP_ID ? `slurm-${env.SLURM_JOB_ID}.${env.SLURM_STEP_ID}` : '',
+    // A job's steps and containers on a node share its image servers; the helper narrows
+    // this to the step where the step's cgroup would end the server with it (plantext.h).
+    scope: /^\d+$/.test(env.SLURM_JOB_ID ?? '') ? `slurm-${env.SLURM_JOB_ID}` : '',
     linger: imageLinger(env),
+    ...(env.SLURM_JOB_ID !== undefined ? { jobLinger: jobImageLinger(env) } : {}),
     has: { hosts: existsSync('/etc/hosts'), resolvConf: existsSync('/etc/resolv.conf') },
   };
 }

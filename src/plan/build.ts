@@ -15,10 +15,12 @@ export interface HostFacts {
   cwd: string;
   env: Record<string, string | undefined>;
   runtimeDir: string;
-  /** Slurm job.step when in a job step, else ''. */
+  /** slurm-JOB in a Slurm job, else ''. */
   scope: string;
-  /** Seconds an idle image server lingers (BERTH_IMAGE_LINGER). */
+  /** Seconds an idle image server lingers (images.linger). */
   linger: number;
+  /** In a Slurm job: seconds it lingers while the job lives on the node (images.job-linger). */
+  jobLinger?: number;
   /** Host files that are bound when present. */
   has: { hosts: boolean; resolvConf: boolean };
 }
@@ -365,6 +367,7 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
     imageOffset: location.offset,
     scope: host.scope,
     linger: host.linger,
+    ...(host.jobLinger !== undefined ? { jobLinger: host.jobLinger } : {}),
     runtimeDir: host.runtimeDir,
     userns: opts.fakeroot ? 'root' : 'self',
     ...(opts.user ? { user: { uid: opts.user.uid, gid: opts.user.gid } } : {}),
@@ -388,8 +391,9 @@ export function buildPlan(location: ImageLocation, meta: ImageMetadata, host: Ho
  * ranks, GPUs), so the plan carries the difference from the environment it was computed in:
  * what the container sets (the image's variables the host lacks, PATH, HOME, --env, the host
  * libraries' LD_LIBRARY_PATH) and the host variables it drops (ENV_DENY). `keep` names host
- * variables that pass as they are (pyxis's --container-env). The image server and the step
- * container are per step: nothing lingers after it but the step container's own wait.
+ * variables that pass as they are (pyxis's --container-env). The step container is per step
+ * (it leaves `stepLinger` seconds after its last task); the image server is the job's, which
+ * its later steps find warm (`jobLinger`).
  * --ipc, --hostname and --network none are the container's: made once by the step server on
  * each node and joined by every task there (native/helper/step.c). `overlayOfNode`: the
  * overlay is a directory of this node's alone (--container-save's), not one the nodes share.
@@ -411,5 +415,5 @@ export function stepPlan(plan: LaunchPlan, host: HostFacts, keep: string[], step
   const unset = Object.keys(host.env).filter((k) => !full.has(k) && !keep.includes(k));
   // The tasks join by setns, which cannot put them in a PID namespace: a step shares the node's.
   const ops = plan.ops.map((o) => (o.kind === 'proc' ? op('bind', '/proc', '/proc', ['rbind', 'nosuid', 'nodev', 'noexec'], 'create', 'system: /proc') : o));
-  return { ...plan, scope: '', linger: 0, pidns: false, ops, env, unset, stepLinger, inputs: [...STEP_PLAN_INPUTS], ...(init.length > 0 ? { init } : {}) };
+  return { ...plan, scope: '', pidns: false, ops, env, unset, stepLinger, inputs: [...STEP_PLAN_INPUTS], ...(init.length > 0 ? { init } : {}) };
 }

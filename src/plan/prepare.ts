@@ -11,7 +11,7 @@ import { flagAttribute, type ConfigValues, type Setting, type SettingKey } from 
 import { BerthError, EXIT, osError } from '../errors.js';
 import { ALL_BINDINGS, bindingSettings, type Binding, type ImageView } from '../host/bindings.js';
 import { findPasta } from '../host/network.js';
-import { hostFacts, runtimeDir } from '../host/user.js';
+import { hostFacts, jobImageLinger, runtimeDir } from '../host/user.js';
 import { ImageFiles, type ImageLocation } from '../image/files.js';
 import { imageSource, vouchedFor, type AcquireEvents } from '../runtime/acquire.js';
 import { captureFromContainer } from '../runtime/helper.js';
@@ -411,10 +411,13 @@ export async function prepareStepPlan(image: string, args: string[], flags: RunF
   return sourced.unset.length > 0 ? { ...plan, unset: [...new Set([...(plan.unset ?? []), ...sourced.unset])] } : plan;
 }
 
-/** Host facts for a step: the runtime directory every node has (a login session's XDG_RUNTIME_DIR is not on them). */
+/**
+ * Host facts for a step: the runtime directory every node has (a login session's
+ * XDG_RUNTIME_DIR is not on them), and a job's linger (`berth srun` may plan before the job is).
+ */
 export function stepHostFacts(): HostFacts {
   const host = hostFacts();
-  return { ...host, runtimeDir: runtimeDir(host.uid, { ...process.env, XDG_RUNTIME_DIR: undefined }) };
+  return { ...host, runtimeDir: runtimeDir(host.uid, { ...process.env, XDG_RUNTIME_DIR: undefined }), jobLinger: jobImageLinger(process.env) };
 }
 
 /**

@@ -19,6 +19,7 @@ export function serializePlan(plan: LaunchPlan): string {
     `imageoffset ${plan.imageOffset}`,
     `scope ${field(plan.scope)}`,
     `linger ${plan.linger}`,
+    ...(plan.jobLinger !== undefined ? [`joblinger ${plan.jobLinger}`] : []),
     `runtime ${field(plan.runtimeDir)}`,
     `userns ${plan.userns}`,
     ...(plan.fakeSyscalls ? ['fake_syscalls 1'] : []),

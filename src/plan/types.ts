@@ -34,11 +34,16 @@ export interface LaunchPlan {
   imageOffset: number;
   /**
    * Containers of one image share an image server (one FUSE mount, one warm page cache) only
-   * within a scope: the Slurm step, or '' outside Slurm.
+   * within a scope: slurm-JOB in a Slurm job (its steps share them), or '' outside Slurm.
    */
   scope: string;
   /** Seconds an idle image server waits for the next container before it unmounts and exits. */
   linger: number;
+  /**
+   * In a Slurm job: seconds it waits instead, while the job lives on the node (the helper
+   * follows the job's batch or extern step there), for the job's next step.
+   */
+  jobLinger?: number;
   /** Base directory for the helper's private per-run directory. */
   runtimeDir: string;
   /** 'self' maps the caller to itself; 'root' (--fakeroot) maps the caller to uid 0. */

@@ -296,6 +296,40 @@ describe('the SPANK plugin', () => {
     expect(code).not.toBe(0);
   });
 
+  it("keeps the image's server warm for the job's later steps and its berth exec, until the job's end (#19)", async () => {
+    // One image server per user, image and job on a node: every step after the first, and a
+    // berth exec in the script, join the one the first step started (the same process). It
+    // waits images.job-linger (ten minutes), not images.linger, while the job's batch step
+    // lives, and leaves when the job has ended: one the epilog knows nothing of too (another
+    // runtime directory), whose images.linger would have kept it for a minute. The steps run the job's staged copy of the image: berth exec is given that.
+    const script = path.join(work, 'warm.sh');
+    const servers = `${runtime}/img-*-slurm-$SLURM_JOB_ID`;
+    const own = path.join(work, 'rt-job');
+    const staged = `$(ls -d ${path.dirname(process.env.SLURM_CONF!)}/../stage/berth-$SLURM_JOB_ID-*)`;
+    writeFileSync(script, [
+      '#!/bin/bash',
+      `#SBATCH -N1 -o ${work}/warm.out`,
+      'export BERTH_IMAGE_LINGER=1',
+      `srun --container-image=${img('busybox')} true && cat ${servers}/pid`,
+      'sleep 2',
+      `srun --container-image=${img('busybox')} true && cat ${servers}/pid`,
+      `BERTH_RUNTIME_DIR=${runtime} ${BERTH} exec ${staged} true && cat ${servers}/pid`,
+      `BERTH_RUNTIME_DIR=${own} BERTH_IMAGE_LINGER=60 ${BERTH} exec ${staged} true && sleep 2 && cat ${own}/img-*-slurm-$SLURM_JOB_ID/pid`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const r = await run('sbatch', ['--wait', '--parsable', script], { cwd: work, env: env() });
+    expect(r.code).toBe(0);
+    const job = r.stdout.trim();
+    const lines = readFileSync(path.join(work, 'warm.out'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/^\d+$/);
+    expect(lines.slice(1, 3)).toEqual([lines[0], lines[0]]); // the same server, still up
+    expect(lines[3]).toMatch(/^\d+$/);
+    const ofJob = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('img-') && new RegExp(`-slurm-${job}(\\.|$)`).test(n));
+    const gone = (pid: string) => !existsSync(`/proc/${pid}`);
+    expect(await until(() => ofJob(runtime).length === 0 && ofJob(own).length === 0 && gone(lines[0]!) && gone(lines[3]!), 15_000)).toBe(true);
+  });
+
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
     const script = path.join(work, 'named.sh');
     writeFileSync(script, [
@@ -422,7 +456,7 @@ describe('the SPANK plugin', () => {
     const job = sub.stdout.trim();
     expect(await until(() => stepDirs().filter((d) => d.startsWith(`step-${job}.`)).length === 2, 30_000)).toBe(true);
     expect((await run('scancel', [job])).code).toBe(0);
-    const ofJob = (n: string) => n.includes(`-${job}.`) || n.startsWith(`plan-${job}-`);
+    const ofJob = (n: string) => n.includes(`-${job}.`) || n.startsWith(`plan-${job}-`) || new RegExp(`-slurm-${job}(\\.|$)`).test(n);
     await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses({ id: job, since }).length === 0, 30_000);
     expect(readdirSync(runtime).filter(ofJob)).toEqual([]);
     expect(berthProcesses({ id: job, since })).toEqual([]);

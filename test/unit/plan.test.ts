@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildPlan, parseBinds, parseEnvFile, stepPlan, type HostFacts, type RunOptions } from '../../src/plan/build.js';
 import { serializePlan } from '../../src/plan/serialize.js';
+import { hostFacts } from '../../src/host/user.js';
 import type { ImageMetadata } from '../../src/squashfs/metadata.js';
 
 const IMAGE = { path: '/i', format: 'squashfs', offset: 0 } as const;
@@ -134,6 +135,21 @@ describe('serializePlan', () => {
       'arg sh', 'arg -c', 'arg echo\\040"a\\134b"\\012exit\\0401', 'arg \\055', 'arg -',
       'op bind /s\\040p /t ro,nosuid create --bind\\040/s\\040p', '',
     ].join('\n'));
+  });
+});
+
+describe("a Slurm job's image servers (#19)", () => {
+  const facts = (more: Record<string, string>) => hostFacts({ PATH: '/bin', HOME: '/nonexistent', ...more });
+  it('are shared by the whole job, and wait images.job-linger for its next step', () => {
+    expect(facts({ SLURM_JOB_ID: '42', SLURM_STEP_ID: '3' })).toMatchObject({ scope: 'slurm-42', linger: 10, jobLinger: 600 });
+    expect(facts({ SLURM_JOB_ID: '42', BERTH_IMAGE_JOB_LINGER: '30', BERTH_IMAGE_LINGER: '1' })).toMatchObject({ scope: 'slurm-42', linger: 1, jobLinger: 30 });
+    const plan = buildPlan(IMAGE, meta(), { ...host, jobLinger: 30 }, opts(), { mode: 'run', args: [] });
+    expect(serializePlan(plan).split('\n').filter((l) => /linger/.test(l))).toEqual(['linger 10', 'joblinger 30']);
+  });
+  it('outside a job, or with a job id that is not one, have no scope and no job linger', () => {
+    expect(facts({})).toMatchObject({ scope: '' });
+    expect(facts({}).jobLinger).toBeUndefined();
+    expect(facts({ SLURM_JOB_ID: '4/../2' }).scope).toBe('');
   });
 });
 
