@@ -14,6 +14,8 @@
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -41,13 +43,99 @@ static sqfs_block *md_block(sqfs *fs, const sqfs_md_cursor *cur, sqfs_off_t *nex
 	return block;
 }
 
-/* A data or fragment block, through its cache. */
-static sqfs_block *data_cached(sqfs *fs, sqfs_cache *cache, uint64_t pos, uint32_t hdr)
+
+/* Blocks of one image shared by threads (squashfs.h): a few, each counted while a thread
+ * copies from it, the least recently used free one replaced. Keyed by the block's position
+ * and header, as a hostile image may name one position with two sizes. */
+#define SHARED_BLOCKS 32
+struct sq_shared {
+	pthread_mutex_t lock;
+	unsigned long clock;
+	struct shared_slot {
+		uint64_t pos;
+		uint32_t hdr;
+		unsigned refs;
+		unsigned long used; /* 0: empty */
+		sqfs_block *block;
+	} slots[SHARED_BLOCKS];
+};
+static __thread struct sq_shared *shared_blocks;
+
+struct sq_shared *sq_shared_new(void)
 {
-	sqfs_block *block = NULL;
-	if (!block_at((sqfs_off_t)pos) || sqfs_data_cache(fs, cache, (sqfs_off_t)pos, hdr, &block) != SQFS_OK)
+	struct sq_shared *s = calloc(1, sizeof *s);
+	if (s && pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s);
 		return NULL;
+	}
+	return s;
+}
+
+void sq_share_blocks(struct sq_shared *shared)
+{
+	shared_blocks = shared;
+}
+
+/* A block being copied from, let go of by let_go: a shared one, or one of this thread's. */
+struct held {
+	struct shared_slot *slot;
+	sqfs_block *own; /* decompressed here and not kept (every shared one busy): disposed */
+};
+
+static struct shared_slot *shared_find(struct sq_shared *s, uint64_t pos, uint32_t hdr)
+{
+	for (size_t i = 0; i < SHARED_BLOCKS; i++)
+		if (s->slots[i].used && s->slots[i].pos == pos && s->slots[i].hdr == hdr) {
+			s->slots[i].refs++;
+			s->slots[i].used = ++s->clock;
+			return &s->slots[i];
+		}
+	return NULL;
+}
+
+/* The block at `pos`, from the shared blocks (decompressed here, outside the lock, on a miss). */
+static sqfs_block *shared_block(sqfs *fs, struct sq_shared *s, uint64_t pos, uint32_t hdr, struct held *h)
+{
+	pthread_mutex_lock(&s->lock);
+	h->slot = shared_find(s, pos, hdr);
+	pthread_mutex_unlock(&s->lock);
+	if (h->slot)
+		return h->slot->block;
+	sqfs_block *block = NULL;
+	if (sqfs_data_block_read(fs, (sqfs_off_t)pos, hdr, &block) != SQFS_OK || !block)
+		return NULL;
+	pthread_mutex_lock(&s->lock);
+	if ((h->slot = shared_find(s, pos, hdr))) { /* another thread was quicker */
+		pthread_mutex_unlock(&s->lock);
+		sqfs_block_dispose(block);
+		return h->slot->block;
+	}
+	struct shared_slot *victim = NULL;
+	for (size_t i = 0; i < SHARED_BLOCKS; i++)
+		if (s->slots[i].refs == 0 && (!victim || s->slots[i].used < victim->used))
+			victim = &s->slots[i];
+	if (victim) {
+		if (victim->block)
+			sqfs_block_dispose(victim->block);
+		*victim = (struct shared_slot){ .pos = pos, .hdr = hdr, .refs = 1, .used = ++s->clock, .block = block };
+		h->slot = victim;
+	} else {
+		h->own = block;
+	}
+	pthread_mutex_unlock(&s->lock);
 	return block;
+}
+
+static void let_go(struct held *h)
+{
+	if (h->slot) {
+		pthread_mutex_lock(&shared_blocks->lock);
+		h->slot->refs--;
+		pthread_mutex_unlock(&shared_blocks->lock);
+	}
+	if (h->own)
+		sqfs_block_dispose(h->own);
+	*h = (struct held){ 0 };
 }
 
 /* sqfs_md_read with the bound it lacks. `buf` NULL skips. */
@@ -265,31 +353,52 @@ static int next_block(sqfs *fs, sqfs_blocklist *bl)
 	return 0;
 }
 
+/* A data or fragment block: the threads' shared one, or through the image's own `cache`;
+ * held in `h` until let_go. */
+static sqfs_block *data_cached(sqfs *fs, sqfs_cache *cache, uint64_t pos, uint32_t hdr, struct held *h)
+{
+	sqfs_block *block = NULL;
+	*h = (struct held){ 0 };
+	if (!block_at((sqfs_off_t)pos))
+		return NULL;
+	if (shared_blocks)
+		return shared_block(fs, shared_blocks, pos, hdr, h);
+	if (sqfs_data_cache(fs, cache, (sqfs_off_t)pos, hdr, &block) != SQFS_OK)
+		return NULL;
+	return block;
+}
+
 /* The `want` bytes of a file's tail, which live in a fragment block. */
-static int fragment(sqfs *fs, const sqfs_inode *inode, size_t want, const char **data)
+static int fragment(sqfs *fs, const sqfs_inode *inode, size_t want, const char **data, struct held *h)
 {
 	struct squashfs_fragment_entry f;
 	sqfs_block *block;
+	*h = (struct held){ 0 };
 	if (table_get(fs, &fs->frag_table, fs->sb.fragments, inode->xtra.reg.frag_idx, sizeof f, &f) < 0 ||
-	    !(block = data_cached(fs, &fs->frag_cache, le64toh(f.start_block), le32toh(f.size))))
+	    !(block = data_cached(fs, &fs->frag_cache, le64toh(f.start_block), le32toh(f.size), h)))
 		return -EIO;
 	size_t off = inode->xtra.reg.frag_off;
-	if (off > block->size || want > block->size - off)
+	if (off > block->size || want > block->size - off) {
+		let_go(h);
 		return -EIO;
+	}
 	*data = (const char *)block->data + off;
 	return 0;
 }
 
 /* The block of the file at bl->pos: its data (NULL for a hole) and how many bytes of the file it holds. */
-static int data_block(sqfs *fs, const sqfs_blocklist *bl, size_t want, const char **data)
+static int data_block(sqfs *fs, const sqfs_blocklist *bl, size_t want, const char **data, struct held *h)
 {
 	sqfs_block *block;
 	*data = NULL;
+	*h = (struct held){ 0 };
 	if (bl->input_size == 0)
 		return 0;
 	/* A block that decompresses short would leave its tail to be copied from beyond it. */
-	if (!(block = data_cached(fs, &fs->data_cache, bl->block, bl->header)) || block->size < want)
+	if (!(block = data_cached(fs, &fs->data_cache, bl->block, bl->header, h)) || block->size < want) {
+		let_go(h);
 		return -EIO;
+	}
 	*data = block->data;
 	return 0;
 }
@@ -312,24 +421,28 @@ int sq_read(sqfs *fs, sqfs_inode *inode, off_t start, size_t size, char *buf, si
 		const char *data;
 		size_t want;
 		int r;
+		struct held h = { 0 };
 		if ((tail = bl.remain == 0)) {
 			want = file_size % bs;
-			r = inode->xtra.reg.frag_idx == SQUASHFS_INVALID_FRAG ? -EIO : fragment(fs, inode, want, &data);
+			r = inode->xtra.reg.frag_idx == SQUASHFS_INVALID_FRAG ? -EIO : fragment(fs, inode, want, &data, &h);
 		} else {
 			if ((r = next_block(fs, &bl)) < 0)
 				return r;
 			if (bl.pos + bs <= (uint64_t)start)
 				continue; /* before the range (the block index lands early) */
 			want = file_size - bl.pos < bs ? file_size - bl.pos : bs;
-			r = data_block(fs, &bl, want, &data);
+			r = data_block(fs, &bl, want, &data, &h);
 		}
-		if (r < 0 || skip >= want)
+		if (r < 0 || skip >= want) {
+			let_go(&h);
 			return -EIO;
+		}
 		size_t take = want - skip < size - *got ? want - skip : size - *got;
 		if (data)
 			memcpy(buf + *got, data + skip, take);
 		else
 			memset(buf + *got, 0, take);
+		let_go(&h);
 		*got += take;
 		skip = 0;
 	}

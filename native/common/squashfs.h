@@ -32,6 +32,15 @@ int sq_dir_next(sqfs *fs, sqfs_dir *dir, struct sq_entry *e); /* 1: an entry, 0:
 int sq_lookup(sqfs *fs, const sqfs_inode *dir, const char *name, struct sq_entry *e); /* 1: found, 0: not */
 
 int sq_read(sqfs *fs, sqfs_inode *inode, off_t start, size_t size, char *buf, size_t *got);
+
+/* Data and fragment blocks decompressed once for every thread that shares them: the image
+ * server's serving threads each open the image (libsquashfuse 0.1's caches are unlocked), and
+ * would otherwise each decompress what a cold start reads. `sq_share_blocks` makes the calling
+ * thread's reads use (and fill) `shared`, which must only ever hold blocks of one image; NULL,
+ * or no call, leaves the reads to each opened image's own cache. */
+struct sq_shared;
+struct sq_shared *sq_shared_new(void); /* NULL: no memory */
+void sq_share_blocks(struct sq_shared *shared);
 int sq_readlink(sqfs *fs, const sqfs_inode *inode, char *buf, size_t cap);
 
 /* getxattr(2) and listxattr(2): the value's (or the list's) size, copied into buf when cap

@@ -1,8 +1,9 @@
 /* Serves the squashfs image through FUSE from inside this process, with squashfuse's
  * low-level library (as Charliecloud's ch-run does), so no other program has to be found or
  * started. squashfuse 0.1.x keeps unlocked caches, so no two threads may share one opened
- * image: each serving thread has its own (fuse_serve_in_threads), on the same file; the kernel
- * hands each request to one of the threads reading /dev/fuse. The kernel's page cache (files
+ * image: each serving thread has its own (fuse_serve_in_threads), on the same file, and the
+ * data and fragment blocks they decompress are shared (squashfs.c); the kernel hands each
+ * request to one of the threads reading /dev/fuse. The kernel's page cache (files
  * are opened with keep_cache, entries never expire) serves repeats.
  *
  * Every file is shown as owned by the container's own user (the caller, or root with
@@ -373,13 +374,15 @@ struct fuse_session *fuse_mount_image(const char *image, unsigned long long offs
 struct worker {
 	struct fuse_session *se;
 	sqfs_ll *ll;
-	int gone; /* written to when the mount is gone */
+	struct sq_shared *blocks; /* the data blocks all the threads share, or NULL */
+	int gone;                 /* written to when the mount is gone */
 };
 
 static void *serve_requests(void *arg)
 {
 	struct worker *w = arg;
 	thread_ll = w->ll;
+	sq_share_blocks(w->blocks);
 	struct fuse_buf buf = { 0 };
 	for (;;) {
 		int r = fuse_session_receive_buf(w->se, &buf);
@@ -410,6 +413,8 @@ int fuse_serve_in_threads(struct fuse_session *se, unsigned threads)
 	/* As many as can be had (a thread limit, memory): one is enough to serve. Each copy must be
 	 * the image the first one checked (the file could have been rewritten meanwhile). */
 	unsigned started = 0;
+	/* What a cold start reads is decompressed once, by whichever thread asks first. */
+	struct sq_shared *blocks = threads > 1 ? sq_shared_new() : NULL;
 	for (unsigned i = 0; i < threads; i++) {
 		struct worker *w = malloc(sizeof *w);
 		pthread_t t;
@@ -420,7 +425,7 @@ int fuse_serve_in_threads(struct fuse_session *se, unsigned threads)
 			free(w);
 			break;
 		}
-		*w = (struct worker){ se, ll, gone[1] };
+		*w = (struct worker){ se, ll, blocks, gone[1] };
 		if (pthread_create(&t, NULL, serve_requests, w) != 0) {
 			free(w);
 			break;
