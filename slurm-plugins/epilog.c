@@ -10,11 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdnoreturn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
+#include "../native/common/plantext.h"
 
 static void remove_matching(const char *pattern)
 {
@@ -69,12 +74,56 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 	return runs_as(pid, uid, words, 4) && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
 
-/* An image server of the job's (its title, server.c), by the same proof. */
+/* When process `pid` started, in seconds since the epoch (to the second, as the boot time
+ * is given), or -1. */
+static long long started_at(pid_t pid)
+{
+	char stat[1024], procstat[4096];
+	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
+	unsigned long long ticks = 0;
+	/* After "(comm)": fields 3 to 21, then the start time (field 22), in clock ticks since boot. */
+	if (!end || sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &ticks) != 1)
+		return -1;
+	int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, procstat, sizeof procstat - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	procstat[len > 0 ? len : 0] = '\0';
+	const char *at = strstr(procstat, "\nbtime ");
+	long long boot;
+	long hz = sysconf(_SC_CLK_TCK);
+	if (!at || sscanf(at, "\nbtime %lld", &boot) != 1 || hz <= 0)
+		return -1;
+	return boot + (long long)(ticks / (unsigned long long)hz);
+}
+
+/* An image server of the job's (its title, server.c) that wrote the pid file in `dir`: every
+ * image server has that title, so it must also have started before the file was written (its
+ * guard writes it once the server is forked), which a later process given a reused number has
+ * not. */
 static int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
 {
-	(void)dir; /* its title names no directory */
 	const char *const words[] = { "berth-helper image-server" };
-	return runs_as(pid, uid, words, 1) && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+	char file[PATH_MAX];
+	struct stat st;
+	long long start = started_at(pid);
+	return runs_as(pid, uid, words, 1) && format(file, sizeof file, "%s/pid", dir) == 0 && stat(file, &st) == 0 && start >= 0 &&
+	       start <= (long long)st.st_mtim.tv_sec + 1 /* the boot time's second */ &&
+	       syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* Whether a server answers on `sock`. */
+static int answers(const char *sock)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof addr.sun_path)
+		return 0;
+	strcpy(addr.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 /* Sends SIGTERM to each process named by a pid file matching `pattern` that `proven` shows to
@@ -97,11 +146,17 @@ static void stop_servers(const char *pattern, uid_t uid, int (*proven)(int, pid_
 				syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			if (pidfd >= 0)
 				close(pidfd);
-			char lock[PATH_MAX];
-			if (pidfd < 0 && errno == ESRCH && format(lock, sizeof lock, "%s.lock", dir) == 0) {
+			/* Gone: what it left goes, unless a server is starting there now (it holds the
+			 * lock) or one answers (the pid file may name a number of another namespace's). */
+			char lock[PATH_MAX], sock[PATH_MAX];
+			int held = -1;
+			if (pidfd < 0 && errno == ESRCH && format(lock, sizeof lock, "%s.lock", dir) == 0 &&
+			    format(sock, sizeof sock, "%s/sock", dir) == 0 && (held = lock_file(lock, 1)) >= 0 && !answers(sock)) {
 				remove_tree(dir);
 				unlink(lock);
 			}
+			if (held >= 0)
+				close(held);
 		}
 		if (f)
 			fclose(f);

@@ -94,7 +94,7 @@ int step_scope(char *out, size_t size, const char *cgroups)
 		if (!len || (step[len] != '/' && step[len] != '\n' && step[len] != '\0'))
 			continue;
 		int n = snprintf(out, size, "slurm-%.*s.%.*s", (int)digits, job, (int)len, step);
-		return n < 0 || (size_t)n >= size ? -1 : 0;
+		return n < 0 || (size_t)n >= size ? -2 : 0;
 	}
 	return -1;
 }

@@ -29,7 +29,8 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
  * that step, under the containers of the job's other steps: its scope is slurm-JOB.STEP.
  * `job_scope` writes slurm-JOB for the job a step directory (step_dir) belongs to;
  * `step_scope` writes slurm-JOB.STEP when /proc/self/cgroup's text names a Slurm step's
- * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long). */
+ * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long); step_scope
+ * -2 for a step's cgroup whose scope would be too long. */
 int job_scope(char *out, size_t size, const char *stepdir);
 int step_scope(char *out, size_t size, const char *cgroups);
 

@@ -13,10 +13,12 @@
  * `linger` seconds, the server unmounts, removes img-KEY and exits. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -60,6 +62,19 @@ static unsigned serving_threads(void)
 	return n < 1 ? 1 : n > MAX_SERVING_THREADS ? MAX_SERVING_THREADS : (unsigned)n;
 }
 
+/* The first bytes of /proc/PID/NAME, NUL-terminated; their count, or -1. */
+static ssize_t proc_read(pid_t pid, const char *name, char *buf, size_t size)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", pid, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	buf[len > 0 ? len : 0] = '\0';
+	return len;
+}
+
 static void key_paths(const struct plan *p, struct server_paths *sp)
 {
 	struct stat st;
@@ -72,18 +87,27 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	 * Where a step's cgroup holds this process, the server it would start dies with the step:
 	 * it is the step's alone (plantext.h). */
 	char cgroups[4096], narrowed[64];
-	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
-	ssize_t len = fd >= 0 ? read(fd, cgroups, sizeof cgroups - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	cgroups[len > 0 ? len : 0] = '\0';
-	const char *scope = step_scope(narrowed, sizeof narrowed, cgroups) == 0 ? narrowed : p->scope;
+	ssize_t len = proc_read(getpid(), "cgroup", cgroups, sizeof cgroups);
+	int step = step_scope(narrowed, sizeof narrowed, cgroups);
+	const char *scope = step == 0 ? narrowed : p->scope;
+	/* A step's cgroup too long to name, or in a job a cgroup this process cannot read (it may
+	 * be a step's): then its server is its own, shared with no other step. */
+	if (step == -2 || (step != 0 && *p->scope && len <= 0)) {
+		xformat(narrowed, sizeof narrowed, "%.40s.p%d", *p->scope ? p->scope : "slurm", (int)getpid());
+		scope = narrowed;
+	}
 	if (format(sp->scope, sizeof sp->scope, "%s", scope) != 0)
 		fail("the scope %s is too long: SLURM_JOB_ID is a number", scope);
 	char key[512];
 	/* Cut short, two scopes could share one server: too long is refused, never truncated. */
-	int fits = format(key, sizeof key, "%s-%lx-%lx-%lx-%lx-%llx-%s%s%s", SERVER_PROTOCOL, (unsigned long)st.st_dev, (unsigned long)st.st_ino,
-			  (unsigned long)st.st_mtime, (unsigned long)st.st_size, p->image_offset, p->fakeroot ? "root" : "self",
+	/* The times to the nanosecond, and the inode's change, folded into 32 bits: the socket's
+	 * path must stay short, and the second alone would take a file rewritten within it for
+	 * the one the server serves. */
+	char times[64];
+	xformat(times, sizeof times, "%ld.%ld %ld.%ld", (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+	int fits = format(key, sizeof key, "%s-%lx-%lx-%lx-%08x-%lx-%llx-%s%s%s", SERVER_PROTOCOL, (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+			  (unsigned long)st.st_mtime, (unsigned)(fnv1a(FNV1A_BASIS, times) & 0xffffffffu), (unsigned long)st.st_size, p->image_offset,
+			  p->fakeroot ? "root" : "self",
 			  *scope ? "-" : "", scope) == 0 &&
 		   format(sp->lock, sizeof sp->lock, "%s/img-%s.lock", p->runtime, key) == 0 &&
 		   format(sp->dir, sizeof sp->dir, "%s/img-%s", p->runtime, key) == 0 &&
@@ -291,26 +315,27 @@ static void drop_client(const struct server_paths *sp, struct client *c)
 	close(c->pidfd);
 }
 
-/* Whether process `pid` is root's (every uid) and its command line is `title`, whole. */
+/* Whether process `pid` is root's (every uid) and its command line is `title` (then NULs: the
+ * kernel gives the whole of the original argv's space, which a shorter title leaves zeroed). */
 static int root_titled(pid_t pid, const char *title)
 {
-	char path[64], buf[256];
-	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (len <= 0 || (size_t)len != strlen(title) + 1 || memcmp(buf, title, (size_t)len) != 0)
+	/* Its name and uids first: reading another's command line takes its mm's lock, which a
+	 * process of someone else's can keep busy; these two do not. */
+	char buf[1024];
+	if (proc_read(pid, "comm", buf, sizeof buf) < 0 || strcmp(buf, "slurmstepd\n") != 0 || proc_read(pid, "status", buf, sizeof buf) < 0)
 		return 0;
-	snprintf(path, sizeof path, "/proc/%d/status", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	buf[len > 0 ? len : 0] = '\0';
 	const char *uid = strstr(buf, "\nUid:");
 	unsigned u[4];
-	return uid && sscanf(uid, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) == 4 && !u[0] && !u[1] && !u[2] && !u[3];
+	if (!uid || sscanf(uid, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) != 4 || u[0] || u[1] || u[2] || u[3])
+		return 0;
+	size_t want = strlen(title) + 1;
+	ssize_t len = proc_read(pid, "cmdline", buf, sizeof buf);
+	if (len < (ssize_t)want || memcmp(buf, title, want) != 0)
+		return 0;
+	for (ssize_t i = (ssize_t)want; i < len; i++)
+		if (buf[i])
+			return 0;
+	return 1;
 }
 
 /* The job's life on this node, for a server whose scope is a whole job's (slurm-JOB): a pidfd
@@ -370,9 +395,15 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	static struct pollfd fds[2 * MAX_CLIENTS + 3];
 	size_t n = 0;
 	time_t idle_since = time(NULL);
-	/* SIGTERM (the job epilog, for a named container; an admin) ends it cleanly. */
+	/* SIGTERM (the job epilog, an admin) ends it cleanly. It is let in only while poll waits,
+	 * so that one arriving between the check and the wait is not left for the next event. */
 	struct sigaction stop = { .sa_handler = request_stop };
 	sigaction(SIGTERM, &stop, NULL);
+	sigset_t term, waiting;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &term, &waiting);
+	sigdelset(&waiting, SIGTERM);
 	/* FUSE requests are served by threads of their own (fuse.c), which write to `gone` when
 	 * the mount goes (unmounted from outside). */
 	for (;;) {
@@ -386,9 +417,10 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		int timeout = -1;
 		if (n == 0) {
 			long left = (long)linger - (long)(time(NULL) - idle_since);
-			timeout = left > 0 ? (int)left * 1000 : 0;
+			timeout = left <= 0 ? 0 : left > INT_MAX / 1000 ? INT_MAX : (int)left * 1000;
 		}
-		int ready = poll(fds, 2 * n + 3, timeout);
+		struct timespec wait = { timeout / 1000, (long)(timeout % 1000) * 1000000 };
+		int ready = ppoll(fds, 2 * n + 3, timeout < 0 ? NULL : &wait, &waiting);
 		if (stop_requested || (ready < 0 && errno != EINTR))
 			break;
 		if (ready == 0 && n == 0) {

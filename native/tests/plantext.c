@@ -94,7 +94,7 @@ static void test_scopes(void)
 		      step_scope(out, sizeof out, "0::/job_42/stepx\n") == -1 && step_scope(out, sizeof out, "0::/job_/step_0\n") == -1 &&
 		      step_scope(out, sizeof out, "0::/job_42/step_0.x/\n") == -1,
 	      "step_scope: no step's cgroup is -1");
-	CHECK(step_scope(out, 10, "0::/job_42/step_0\n") == -1, "step_scope: too long is -1");
+	CHECK(step_scope(out, 10, "0::/job_42/step_0\n") == -2, "step_scope: a step's, too long, is -2 (not none)");
 }
 
 static int plan_fd(const char *text)
