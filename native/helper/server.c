@@ -1,7 +1,7 @@
 /* One image server per user, image and scope (a Slurm job, or none: plantext.h): it holds a
- * user and mount namespace in which the image is mounted once through FUSE, and every container of that
- * image joins them (setns, as pyxis does), so the kernel's page cache of the image stays warm
- * across containers and N tasks on a node cost one mount.
+ * user and mount namespace in which the image is mounted once through FUSE, and every
+ * container of that image joins them (setns, as pyxis does), so the kernel's page cache of the
+ * image stays warm across containers and N tasks on a node cost one mount.
  *
  *   RUNTIME/img-KEY.lock   flock: serializes "connect or start" against "shut down"
  *   RUNTIME/img-KEY/sock   the server listens here; a client gets the namespace fds by
