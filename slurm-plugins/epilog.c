@@ -30,20 +30,6 @@ static void remove_matching(const char *pattern)
 	globfree(&g);
 }
 
-/* A file of /proc/PID, whole (cmdline's NULs kept); its length, or -1. */
-static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
-{
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/%s", pid, name);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len = fd >= 0 ? read(fd, buf, size - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (len >= 0)
-		buf[len] = '\0';
-	return len;
-}
-
 /* Whether every uid PID has is `uid`, and its command line's first `n` words are `words`
  * (argv[i] NULL: any word; more words may follow). */
 static int runs_as(pid_t pid, uid_t uid, const char *const *words, int n)

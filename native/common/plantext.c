@@ -68,6 +68,18 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	buf[len > 0 ? len : 0] = '\0';
+	return len;
+}
+
 int job_scope(char *out, size_t size, const char *stepdir)
 {
 	const char *name = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : stepdir;

@@ -32,6 +32,9 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
  * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long); step_scope
  * -2 for a step's cgroup whose scope would be too long. */
 int job_scope(char *out, size_t size, const char *stepdir);
+/* The first size-1 bytes of /proc/PID/NAME (cmdline's NULs kept), always NUL-terminated;
+ * their count, or -1. */
+ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size);
 int step_scope(char *out, size_t size, const char *cgroups);
 
 /* Sends `len` bytes of `data` with the descriptors `fds` (SCM_RIGHTS): the one way berth passes

@@ -62,19 +62,6 @@ static unsigned serving_threads(void)
 	return n < 1 ? 1 : n > MAX_SERVING_THREADS ? MAX_SERVING_THREADS : (unsigned)n;
 }
 
-/* The first bytes of /proc/PID/NAME, NUL-terminated; their count, or -1. */
-static ssize_t proc_read(pid_t pid, const char *name, char *buf, size_t size)
-{
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/%s", pid, name);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len = fd >= 0 ? read(fd, buf, size - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	buf[len > 0 ? len : 0] = '\0';
-	return len;
-}
-
 static void key_paths(const struct plan *p, struct server_paths *sp)
 {
 	struct stat st;
@@ -87,7 +74,7 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 	 * Where a step's cgroup holds this process, the server it would start dies with the step:
 	 * it is the step's alone (plantext.h). */
 	char cgroups[4096], narrowed[64];
-	ssize_t len = proc_read(getpid(), "cgroup", cgroups, sizeof cgroups);
+	ssize_t len = read_proc(getpid(), "cgroup", cgroups, sizeof cgroups);
 	int step = step_scope(narrowed, sizeof narrowed, cgroups);
 	const char *scope = step == 0 ? narrowed : p->scope;
 	/* A step's cgroup too long to name, or in a job a cgroup this process cannot read (it may
@@ -322,14 +309,14 @@ static int root_titled(pid_t pid, const char *title)
 	/* Its name and uids first: reading another's command line takes its mm's lock, which a
 	 * process of someone else's can keep busy; these two do not. */
 	char buf[1024];
-	if (proc_read(pid, "comm", buf, sizeof buf) < 0 || strcmp(buf, "slurmstepd\n") != 0 || proc_read(pid, "status", buf, sizeof buf) < 0)
+	if (read_proc(pid, "comm", buf, sizeof buf) < 0 || strcmp(buf, "slurmstepd\n") != 0 || read_proc(pid, "status", buf, sizeof buf) < 0)
 		return 0;
 	const char *uid = strstr(buf, "\nUid:");
 	unsigned u[4];
 	if (!uid || sscanf(uid, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) != 4 || u[0] || u[1] || u[2] || u[3])
 		return 0;
 	size_t want = strlen(title) + 1;
-	ssize_t len = proc_read(pid, "cmdline", buf, sizeof buf);
+	ssize_t len = read_proc(pid, "cmdline", buf, sizeof buf);
 	if (len < (ssize_t)want || memcmp(buf, title, want) != 0)
 		return 0;
 	for (ssize_t i = (ssize_t)want; i < len; i++)
