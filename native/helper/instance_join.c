@@ -192,6 +192,10 @@ noreturn void instance_join_main(int plan_fd)
 	for (size_t i = 0; i < inst.nenv; i++)
 		if (strncmp(inst.env[i], "PATH=", 5) == 0)
 			inst.path = inst.env[i] + 5;
+	/* Watched as a container is, before it joins: if the image server ends under it, the guard
+	 * stops it with the reason on its stderr. Where the instance's server is not found (its key
+	 * names a cgroup scope this caller is not in), the command still ends with the instance. */
+	watch_as_instance(&inst);
 	int in_pidns = join_namespaces(cmd.proc, j.instance);
 	unprove(&cmd);
 	close(dir);

@@ -584,6 +584,30 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 	return sock;
 }
 
+int watch_as_instance(const struct plan *inst)
+{
+	p_runtime = inst->runtime;
+	struct server_paths sp;
+	key_paths(inst, &sp);
+	int sock = connect_to(sp.sock);
+	if (sock < 0)
+		return -1;
+	/* Its namespaces come first, as to any container: this one joins the instance's instead. */
+	char byte, ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	int fds[NS_MAX];
+	size_t n = received_fds(&msg, fds, NS_MAX);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	if (got != 1)
+		fail("the image server of the instance closed the connection without answering; the instance may be ending");
+	ask_to_be_watched(sock, -1);
+	close(sock);
+	return 0;
+}
+
 void ask_to_be_watched(int sock, int note)
 {
 	ask_to_be_watched_on(sock, STDERR_FILENO, note);

@@ -357,6 +357,26 @@ describe('an image server that ends under its containers', () => {
     expect(await until(() => readdirSync(runtime()).length === 0, 3000)).toBe(true);
   });
 
+  it('a command joined to an instance (exec instance://) is stopped with the reason too, and the instance with it (#19)', async () => {
+    expect((await b('instance', 'start', img('busybox'), 'watched', 'sleep', '300')).code).toBe(0);
+    const child = spawn(BERTH, ['exec', 'instance://watched', 'sh', '-c', 'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'], { env: env(), cwd: work });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('ready')) resolve(); }));
+    const dir = readdirSync(runtime()).find((n) => /^img-[^.]+$/.test(n))!;
+    const server = Number(readFileSync(path.join(runtime(), dir, 'pid'), 'utf8'));
+    process.kill(server, 'SIGKILL');
+    const ended = await new Promise<NodeJS.Signals | null>((resolve) => child.on('close', (_c, s) => resolve(s)));
+    expect(err).toMatch(new RegExp(`^berth: error: the image server for ${img('busybox')} ended \\(signal 9\\); the image may be corrupt: the container was stopped`, 'm'));
+    expect(['SIGKILL', 'SIGBUS']).toContain(ended);
+    const listed = await b('instance', 'list', '--json');
+    expect(listed.stdout).toMatch(/"watched"/);
+    expect(listed.stdout).not.toMatch(/"running"/);
+    expect((await b('instance', 'stop', 'watched')).code).toBe(0);
+    expect(await until(() => readdirSync(runtime()).filter((n) => n.startsWith('img-')).length === 0, 3000)).toBe(true);
+  });
+
   it('the guard and its server told to stop (the job ends): the containers are stopped with them, without a word', async () => {
     const child = spawn(process.execPath, [BERTH, 'exec', img('busybox'), 'sh', '-c', 'echo ready; exec sleep 60'], { env: env(), cwd: work });
     let err = '';
