@@ -133,7 +133,7 @@ static int watched(int fd, char *err, size_t errsize)
 	int w = sent == 6 ? watch_answer(fd) : -1;
 	if (w == 'w')
 		return 0;
-	snprintf(err, errsize, "%s", w == 'n' ? "the image server cannot watch this task (its guard is full); try again when some have ended"
+	snprintf(err, errsize, "%s", w == 'n' ? "the image server cannot watch this task (its guard is full, or out of descriptors: see ulimit -n); try again when some have ended"
 					     : "the step's container did not answer (it may be ending); try again");
 	return -1;
 }

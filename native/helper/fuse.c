@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <squashfuse/ll.h>
@@ -388,6 +389,12 @@ static void *serve_requests(void *arg)
 		int r = fuse_session_receive_buf(w->se, &buf);
 		if (r == -EINTR || r == -EAGAIN)
 			continue;
+		if (r == -EMFILE || r == -ENFILE || r == -ENOMEM) {
+			/* Out of descriptors or memory for a moment (libfuse's splice pipe): the request
+			 * waits in the kernel's queue. Only the mount's end ends the thread. */
+			nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+			continue;
+		}
 		if (r <= 0)
 			break;
 		fuse_session_process_buf(w->se, &buf);

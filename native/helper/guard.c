@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -35,10 +34,13 @@
 #include "../common/plantext.h"
 
 #define MAX_WATCHED 4096
+#define GUARD_ANSWER_MS 5000 /* the server's wait for the guard's answer to 'W' */
 #define NOTE "image-server-ended\n" /* what src/runtime/helper.ts listens for */
 
 /* On the channel from the server: 'L' with its socket's inode once it listens; 'W' with a
- * container's pidfd, stderr and (when berth started it) note channel. */
+ * container's pidfd, stderr and (when berth started it) note channel, which the guard answers
+ * with one byte: 'w' when it has it, 'n' when it has no room (MAX_WATCHED, or descriptors
+ * that did not all arrive), so that a container the guard cannot watch does not start. */
 struct guard_msg {
 	char kind;
 	ino_t sock;
@@ -76,7 +78,7 @@ static void forget(struct watched *w)
 		close(w->note);
 }
 
-static void take(struct msghdr *msg, const struct guard_msg *m)
+static void take(int chan, struct msghdr *msg, const struct guard_msg *m)
 {
 	int fds[3] = { -1, -1, -1 };
 	struct cmsghdr *c = CMSG_FIRSTHDR(msg);
@@ -87,10 +89,16 @@ static void take(struct msghdr *msg, const struct guard_msg *m)
 		memcpy(fds, CMSG_DATA(c), n * sizeof(int));
 	if (m->kind == 'L')
 		server_sock = m->sock;
-	if (m->kind == 'W' && n >= 1 && nwatched < MAX_WATCHED) {
+	if (m->kind != 'W')
+		goto drop;
+	/* A pidfd and a stderr at least, all that were sent (none cut off for want of room). */
+	int ok = n >= 2 && !(msg->msg_flags & MSG_CTRUNC) && nwatched < MAX_WATCHED;
+	if (ok)
 		watched[nwatched++] = (struct watched){ fds[0], fds[1], fds[2] };
+	send(chan, ok ? "w" : "n", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (ok)
 		return;
-	}
+drop:
 	for (size_t i = 0; i < n; i++)
 		close(fds[i]);
 }
@@ -109,7 +117,7 @@ static int receive(int chan)
 		if (len < 0)
 			return 0;
 		if ((size_t)len == sizeof m)
-			take(&msg, &m);
+			take(chan, &msg, &m);
 	}
 }
 
@@ -240,12 +248,6 @@ int start_guard(const char *image, const struct server_paths *sp)
 	sigaction(SIGTERM, &fwd, NULL);
 	sigaction(SIGINT, &fwd, NULL);
 	sigaction(SIGHUP, &fwd, NULL);
-	/* Three descriptors per container: the soft limit (often 1024) would stop at 340. */
-	struct rlimit nofile;
-	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-		nofile.rlim_cur = nofile.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &nofile);
-	}
 	/* The server's pid, for an admin (or a test) who needs to find it. */
 	int pidfile = openat(sp->dirfd, "pid", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (pidfile >= 0) {
@@ -264,11 +266,25 @@ void guard_listening(int guard, const char *sock)
 
 int guard_watch(int guard, int pidfd, const int *fds, size_t nfds)
 {
+	/* A guard that once did not answer in time is not believed again: its late answer would
+	 * be taken for the next container's. */
+	static int lost;
 	struct guard_msg m = { .kind = 'W' };
 	int all[3] = { pidfd, -1, -1 };
 	size_t n = 1;
 	for (size_t i = 0; i < nfds && n < 3; i++)
 		all[n++] = fds[i];
-	/* Never blocking the server: a container the guard could not be told of is refused. */
-	return send_with_fds(guard, &m, sizeof m, all, n, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m ? 0 : -1;
+	if (lost || send_with_fds(guard, &m, sizeof m, all, n, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof m)
+		return -1;
+	/* Its answer: a container the guard could not take is refused. */
+	struct pollfd answer = { .fd = guard, .events = POLLIN };
+	char w = 0;
+	int ready;
+	while ((ready = poll(&answer, 1, GUARD_ANSWER_MS)) < 0 && errno == EINTR)
+		;
+	if (ready != 1 || recv(guard, &w, 1, MSG_DONTWAIT) != 1) {
+		lost = 1;
+		return -1;
+	}
+	return w == 'w' ? 0 : -1;
 }

@@ -27,6 +27,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -378,6 +379,7 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		if (ns[i] < 0)
 			fail_errno("cannot open the namespaces it serves");
 	static struct client clients[MAX_CLIENTS];
+	int spare = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see accept4 below */
 	/* fds: fuse, listener, anchor, then per client its pidfd and its connection (or -1, ignored). */
 	static struct pollfd fds[2 * MAX_CLIENTS + 3];
 	size_t n = 0;
@@ -446,6 +448,16 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		}
 		if (fds[1].revents & POLLIN) {
 			int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (c < 0 && (errno == EMFILE || errno == ENFILE) && spare >= 0) {
+				/* Out of descriptors: the one kept for this takes the connection, to close it
+				 * (the container says the server closed it), not to leave it pending, which
+				 * poll would report again at once, for ever. */
+				close(spare);
+				if ((c = accept4(listener, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+					close(c);
+				spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+				continue;
+			}
 			struct ucred cred;
 			socklen_t len = sizeof cred;
 			int pidfd = -1;
@@ -471,6 +483,13 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 {
 	struct server_paths local = *given, *sp = &local;
 	daemon_begin(report, "berth-helper image-server");
+	/* Every container costs it descriptors (its pidfd, its connection; the guard three): the
+	 * soft limit (often 1024) is raised to the hard one, for it and its guard. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	/* A job's server waits for the job's next step while the job lives here. Looked for before
 	 * the user namespace, in which root's processes would show no uid of root's. */
 	int anchor = p->in_job ? job_anchor(sp->scope) : -1;
@@ -628,7 +647,7 @@ void ask_to_be_watched_on(int sock, int err, int note)
 	if (w == 0)
 		fail("the image server ended before it took the container; the image may be corrupt (convert it again, or check it: rdsquashfs -l /)");
 	if (w == 'n')
-		fail("the image server cannot watch more containers now (its guard is full); try again when some have ended");
+		fail("the image server cannot watch more containers now (its guard is full, or out of descriptors: see ulimit -n); try again when some have ended");
 	if (w != 'w')
 		fail("the image server did not take the container (no answer in %d s); try again, or stop it (berth-helper image-server processes)",
 		     WATCH_ANSWER_MS / 1000);

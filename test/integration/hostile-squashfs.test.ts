@@ -357,6 +357,22 @@ describe('an image server that ends under its containers', () => {
     expect(await until(() => readdirSync(runtime()).length === 0, 3000)).toBe(true);
   });
 
+  it('with few descriptors (ulimit -n 48), containers the guard cannot watch are refused with the reason; the rest run, and the server lives (#19)', async () => {
+    // 30 at once: each costs the server and its guard descriptors. Those the guard has no room
+    // for are refused (it answers no), never started unwatched, and the server does not end.
+    const script = `ulimit -n 48; for i in $(seq 30); do ${BERTH} exec ${img('busybox')} sh -c 'sleep 3; cat /etc/motd' > ${work}/fd.$i.out 2> ${work}/fd.$i.err & done; wait`;
+    expect((await run('bash', ['-c', script], { env: env({ BERTH_IMAGE_LINGER: '2' }), cwd: work })).code).toBe(0);
+    const outs = Array.from({ length: 30 }, (_, i) => readFileSync(path.join(work, `fd.${i + 1}.out`), 'utf8'));
+    const errs = Array.from({ length: 30 }, (_, i) => readFileSync(path.join(work, `fd.${i + 1}.err`), 'utf8'));
+    const ran = outs.filter((o) => o === MOTD).length;
+    const refused = errs.filter((e) => /^berth: error: the image server (cannot watch more containers now|closed the connection without answering)/.test(e)).length;
+    expect(ran + refused).toBe(30);
+    expect(ran).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
+    expect(errs.some((e) => ENDED.test(e))).toBe(false);
+    expect(await until(() => readdirSync(runtime()).length === 0, 10_000)).toBe(true); // it left, as any
+  });
+
   it('a command joined to an instance (exec instance://) is stopped with the reason too, and the instance with it (#19)', async () => {
     expect((await b('instance', 'start', img('busybox'), 'watched', 'sleep', '300')).code).toBe(0);
     const child = spawn(BERTH, ['exec', 'instance://watched', 'sh', '-c', 'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'], { env: env(), cwd: work });
