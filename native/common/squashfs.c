@@ -78,6 +78,7 @@ void sq_share_blocks(struct sq_shared *shared)
 
 /* A block being copied from, let go of by let_go: a shared one, or one of this thread's. */
 struct held {
+	struct sq_shared *shared; /* where slot is */
 	struct shared_slot *slot;
 	sqfs_block *own; /* decompressed here and not kept (every shared one busy): disposed */
 };
@@ -96,6 +97,7 @@ static struct shared_slot *shared_find(struct sq_shared *s, uint64_t pos, uint32
 /* The block at `pos`, from the shared blocks (decompressed here, outside the lock, on a miss). */
 static sqfs_block *shared_block(sqfs *fs, struct sq_shared *s, uint64_t pos, uint32_t hdr, struct held *h)
 {
+	h->shared = s;
 	pthread_mutex_lock(&s->lock);
 	h->slot = shared_find(s, pos, hdr);
 	pthread_mutex_unlock(&s->lock);
@@ -129,9 +131,9 @@ static sqfs_block *shared_block(sqfs *fs, struct sq_shared *s, uint64_t pos, uin
 static void let_go(struct held *h)
 {
 	if (h->slot) {
-		pthread_mutex_lock(&shared_blocks->lock);
+		pthread_mutex_lock(&h->shared->lock);
 		h->slot->refs--;
-		pthread_mutex_unlock(&shared_blocks->lock);
+		pthread_mutex_unlock(&h->shared->lock);
 	}
 	if (h->own)
 		sqfs_block_dispose(h->own);
@@ -359,7 +361,13 @@ static sqfs_block *data_cached(sqfs *fs, sqfs_cache *cache, uint64_t pos, uint32
 {
 	sqfs_block *block = NULL;
 	*h = (struct held){ 0 };
-	if (!block_at((sqfs_off_t)pos))
+	/* No block is larger than the image's block size, compressed or not, nor lies past the
+	 * image's end: a header that says otherwise would have the library read (and keep) up to
+	 * 4 GiB for it. */
+	bool compressed;
+	uint32_t size;
+	sqfs_data_header(hdr, &compressed, &size);
+	if (!block_at((sqfs_off_t)pos) || size > fs->sb.block_size || pos > fs->sb.bytes_used || size > fs->sb.bytes_used - pos)
 		return NULL;
 	if (shared_blocks)
 		return shared_block(fs, shared_blocks, pos, hdr, h);

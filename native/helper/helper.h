@@ -131,8 +131,9 @@ void ask_to_be_watched(int sock, int note);
 /* The same, with `err` instead of stderr as the container's stderr (an instance's log). */
 void ask_to_be_watched_on(int sock, int err, int note);
 /* A command joined to a running instance: watched by the guard of the instance's image server
- * (the same key), as the instance is. -1, unwatched, where no such server answers. */
-int watch_as_instance(const struct plan *inst);
+ * (its socket `server`, as the instance's state recorded it, in `runtime`), as the instance is.
+ * -1, unwatched, where no server answers there (an instance of an older berth). */
+int watch_as_instance(const char *runtime, const char *server);
 void report_overlay(int sock, pid_t overlay);
 /* A step server: each task's "watch" is passed on to the image server on `sock` (kept open). */
 void watch_tasks_through(int sock);

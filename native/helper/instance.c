@@ -266,6 +266,7 @@ static noreturn void monitor(struct start *s)
 	const char *job = getenv("SLURM_JOB_ID");
 	format(st.job, sizeof st.job, "%s", job ? job : "");
 	format(st.image, sizeof st.image, "%s", p->image);
+	format(st.server, sizeof st.server, "%s", sp.sock);
 	write_state(s->dir, &st);
 	close(s->lock);
 	forward_signals(init);

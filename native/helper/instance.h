@@ -18,6 +18,7 @@ struct instance_state {
 	long long started;           /* seconds since the epoch */
 	char job[64];                /* SLURM_JOB_ID at start, or "" */
 	char image[4096];
+	char server[4096];           /* its image server's socket, which a joined command asks to be watched by */
 };
 
 /* A process proven to be the one recorded: a pidfd (to signal and wait for) and its /proc

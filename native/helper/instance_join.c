@@ -193,9 +193,9 @@ noreturn void instance_join_main(int plan_fd)
 		if (strncmp(inst.env[i], "PATH=", 5) == 0)
 			inst.path = inst.env[i] + 5;
 	/* Watched as a container is, before it joins: if the image server ends under it, the guard
-	 * stops it with the reason on its stderr. Where the instance's server is not found (its key
-	 * names a cgroup scope this caller is not in), the command still ends with the instance. */
-	watch_as_instance(&inst);
+	 * stops it with the reason on its stderr. The instance's own server, as its state says:
+	 * its key, computed again, could name another (the image touched since, another cgroup). */
+	watch_as_instance(j.runtime, st.server);
 	int in_pidns = join_namespaces(cmd.proc, j.instance);
 	unprove(&cmd);
 	close(dir);

@@ -5,7 +5,7 @@
  *
  *   plan    the instance's launch plan, as berth sent it (exec instance:// reads its env, cwd)
  *   log     the command's stdout and stderr
- *   state   pid and start time of the command and of its monitor, start, job, image
+ *   state   pid and start time of the command and of its monitor, start, job, image, its image server's socket
  *   exit    the command's status, once it ended on its own
  *   ../.lock  flock: a start, a stop and the removal of a dead instance take turns
  *
@@ -112,11 +112,11 @@ int read_state(int dir, struct instance_state *st)
 		else if (strcmp(line, "monitorstart") == 0) st->mstart = strtoull(v, NULL, 10);
 		else if (strcmp(line, "started") == 0) st->started = strtoll(v, NULL, 10);
 		else if (strcmp(line, "job") == 0) format(st->job, sizeof st->job, "%s", strcmp(v, "-") ? v : "");
-		else if (strcmp(line, "image") == 0) {
-			char *image = plan_unescape(v);
-			if (image)
-				format(st->image, sizeof st->image, "%s", image);
-			free(image);
+		else if (strcmp(line, "image") == 0 || strcmp(line, "server") == 0) {
+			char *path = plan_unescape(v);
+			if (path && strcmp(path, "-") != 0)
+				format(*line == 'i' ? st->image : st->server, sizeof st->image, "%s", path);
+			free(path);
 		}
 	}
 	return st->pid > 0 && st->monitor > 0 ? 0 : -1;
@@ -144,6 +144,8 @@ void write_state(int dir, const struct instance_state *st)
 	fprintf(f, "pid %d\nstart %llu\nmonitor %d\nmonitorstart %llu\nstarted %lld\njob %s\nimage ", (int)st->pid, st->start,
 		(int)st->monitor, st->mstart, st->started, *st->job ? st->job : "-");
 	escaped(f, st->image);
+	fputs("\nserver ", f);
+	escaped(f, st->server);
 	fputc('\n', f);
 	if (fclose(f) != 0 || renameat(dir, "state.new", dir, "state") != 0)
 		fail_errno("cannot write the instance's state");

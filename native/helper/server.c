@@ -603,14 +603,20 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 	return sock;
 }
 
-int watch_as_instance(const struct plan *inst)
+int watch_as_instance(const char *runtime, const char *server)
 {
-	p_runtime = inst->runtime;
-	struct server_paths sp;
-	key_paths(inst, &sp);
-	int sock = connect_to(sp.sock);
+	/* Only a server directly in the caller's proven runtime directory: img-KEY/sock. */
+	size_t len = strlen(runtime);
+	const char *name = server + len + 1;
+	if (strncmp(server, runtime, len) != 0 || server[len] != '/' || strncmp(name, "img-", 4) != 0 || strchr(name, '/') != strrchr(name, '/') ||
+	    strcmp(strrchr(name, '/') ? strrchr(name, '/') : "", "/sock") != 0)
+		return -1;
+	p_runtime = runtime;
+	int sock = connect_to(server);
 	if (sock < 0)
 		return -1;
+	struct timeval limit = { WATCH_ANSWER_MS / 1000, 0 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
 	/* Its namespaces come first, as to any container: this one joins the instance's instead. */
 	char byte, ctl[CMSG_SPACE(NS_MAX * sizeof(int))];
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };

@@ -8,7 +8,7 @@
 // checks and reaches the helper. The old libsquashfuse code crashed on most of them (stack
 // smashing, SIGSEGV, SIGFPE); the server must now answer EIO and go on serving.
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
@@ -375,7 +375,11 @@ describe('an image server that ends under its containers', () => {
 
   it('a command joined to an instance (exec instance://) is stopped with the reason too, and the instance with it (#19)', async () => {
     expect((await b('instance', 'start', img('busybox'), 'watched', 'sleep', '300')).code).toBe(0);
+    // Joined by the server the instance's state names: the image moved away meanwhile (its key
+    // could not be computed again), the command still joins, and is watched.
+    renameSync(img('busybox'), img('moved'));
     const child = spawn(BERTH, ['exec', 'instance://watched', 'sh', '-c', 'echo ready; while :; do cat /etc/motd > /dev/null; sleep 0.05; done'], { env: env(), cwd: work });
+    child.on('close', () => renameSync(img('moved'), img('busybox')));
     let out = '';
     let err = '';
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
