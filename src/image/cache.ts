@@ -9,9 +9,9 @@
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, fsyncSync, openSync, closeSync } from 'node:fs';
+import { createReadStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, openSync, closeSync, close, fsync, open, writev } from 'node:fs';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError, errnoOf, messageOf } from '../errors.js';
 import { openTrusted, type Doubt, type Trust } from './trust.js';
@@ -87,7 +87,9 @@ export async function ensureBlob(dir: BlobDir, digest: string, fetchFrom: BlobFe
     const fd = openSync(partial, 'r');
     try {
       fchmodSync(fd, 0o644); // a .partial from an older berth under umask 002 was group-writable
-      fsyncSync(fd); // where the file system reserves space late (NFS, quotas), this is where it runs out
+      // Where the file system reserves space late (NFS, quotas), this is where it runs out. On
+      // the thread pool: the layers above this one are being merged meanwhile.
+      await new Promise<void>((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve())));
     } catch (e: unknown) {
       throw diskFull(e, partial, what) ?? e;
     } finally {
@@ -119,6 +121,68 @@ async function cachedBlob(dir: BlobDir, file: string, digest: string, repair: bo
   dir.warn(doubt, 'downloading it again');
   unlinkSync(file); // the directory is the user's own (BlobDir), so this removes nothing of anyone else's
   return false;
+}
+
+/**
+ * A file written in writevs of a MiB or more: a download arrives in chunks of 16 KiB (TLS
+ * records), and an fs.write for each cost Node's main thread, which merges the layers above,
+ * about 40 µs apiece (0.3 s of a 125 MB pull).
+ */
+class BatchedFileWriter extends Writable {
+  private fd = -1;
+  private held: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(private readonly file: string, private readonly flags: 'a' | 'w') {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _construct(cb: (e?: Error | null) => void): void {
+    open(this.file, this.flags, 0o644, (e, fd) => {
+      this.fd = fd;
+      cb(e);
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.held.push(chunk);
+    this.bytes += chunk.length;
+    if (this.bytes < 1 << 20) cb();
+    else this.flushHeld(cb);
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.flushHeld(cb);
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    if (this.fd < 0) cb(err);
+    else close(this.fd, (e) => cb(err ?? e));
+  }
+
+  /** All that is held, in writevs (each may write less than asked: the rest follows). */
+  private flushHeld(cb: (e?: Error | null) => void): void {
+    const chunks = this.held;
+    this.held = [];
+    this.bytes = 0;
+    const next = (list: Buffer[]): void => {
+      if (list.length === 0) return cb();
+      writev(this.fd, list.slice(0, 1024), (e, written) => {
+        if (e) return cb(e);
+        let rest = written;
+        const left: Buffer[] = [];
+        for (const b of list) {
+          if (rest >= b.length) rest -= b.length;
+          else {
+            left.push(rest > 0 ? b.subarray(rest) : b);
+            rest = 0;
+          }
+        }
+        next(left);
+      });
+    };
+    next(chunks);
+  }
 }
 
 /** A download cut short (a dropped connection, a stall, no body): the one failure ensureBlob retries, resuming. */
@@ -157,7 +221,7 @@ async function download(partial: string, have: number, fetchFrom: BlobFetch, pro
   });
   stall = setTimeout(() => counter.destroy(new Error(`no data for ${STALL_MS / 1000} s`)), STALL_MS);
   try {
-    await pipeline(res.body, counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w', mode: 0o644 }));
+    await pipeline(res.body, counter, new BatchedFileWriter(partial, resumed ? 'a' : 'w'));
   } catch (e: unknown) {
     clearTimeout(stall);
     throw diskFull(e, partial, what) ?? interrupted(e, what);
