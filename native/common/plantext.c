@@ -281,8 +281,9 @@ int receive_namespaces(int sock, const char *what, char *err, size_t errsize)
 	if (n >= 2 && !(msg.msg_flags & MSG_CTRUNC)) {
 		rv = join_namespaces(fds, n, what, err, errsize);
 	} else {
+		int why = got < 0 && errno == EAGAIN ? EAGAIN : ECONNREFUSED; /* a receive that timed out: EAGAIN */
 		snprintf(err, errsize, "the %s sent no namespaces", what);
-		errno = ECONNREFUSED;
+		errno = why;
 	}
 	int e = errno;
 	for (size_t i = 0; i < n; i++)

@@ -596,9 +596,16 @@ int attach_image(const struct plan *p, struct server_paths *sp)
 		if ((sock = connect_to(sp->sock)) < 0)
 			fail_errno("the image server for %s did not start", p->image);
 	}
+	/* A server that accepted but does not answer (stopped, wedged) must not hang the start. */
+	struct timeval limit = { WATCH_ANSWER_MS / 1000, 0 };
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
 	char err[512];
 	if (receive_namespaces(sock, "image server", err, sizeof err) != 0)
-		fail("%s", errno == ECONNREFUSED ? "the image server closed the connection without answering" : err);
+		fail("%s", errno == ECONNREFUSED ? "the image server closed the connection without answering"
+			   : errno == EAGAIN ? "the image server did not answer in 30 s; stop it (berth-helper image-server processes) and try again"
+					     : err);
+	limit.tv_sec = 0; /* the connection stays open; what comes later has its own limits */
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
 	close(lock);
 	return sock;
 }

@@ -373,6 +373,25 @@ describe('an image server that ends under its containers', () => {
     expect(await until(() => readdirSync(runtime()).length === 0, 10_000)).toBe(true); // it left, as any
   });
 
+  it('a server that accepts but never answers (stopped) fails a new container in 30 s with the way out, not for ever', async () => {
+    const first = spawn(BERTH, ['exec', img('busybox'), 'sh', '-c', 'echo ready; exec sleep 60'], { env: env(), cwd: work });
+    await new Promise((resolve) => first.stdout.once('data', resolve));
+    const dir = readdirSync(runtime()).find((n) => /^img-[^.]+$/.test(n))!;
+    const server = Number(readFileSync(path.join(runtime(), dir, 'pid'), 'utf8'));
+    process.kill(server, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      const r = await b('exec', img('busybox'), 'true');
+      expect(r.stderr).toMatch(/^berth: error: the image server did not answer in 30 s; stop it \(berth-helper image-server processes\) and try again/m);
+      expect(r.code).toBe(125);
+      expect(Date.now() - started).toBeLessThan(40_000);
+    } finally {
+      process.kill(server, 'SIGCONT');
+      first.kill('SIGKILL');
+    }
+    expect(await until(() => readdirSync(runtime()).length === 0, 10_000)).toBe(true);
+  }, 60_000);
+
   it('a command joined to an instance (exec instance://) is stopped with the reason too, and the instance with it (#19)', async () => {
     expect((await b('instance', 'start', img('busybox'), 'watched', 'sleep', '300')).code).toBe(0);
     // Joined by the server the instance's state names: the image moved away meanwhile (its key
