@@ -330,6 +330,15 @@ describe('the SPANK plugin', () => {
     expect(await until(() => ofJob(runtime).length === 0 && ofJob(own).length === 0 && gone(lines[0]!) && gone(lines[3]!), 15_000)).toBe(true);
   });
 
+  it("an srun's own job (no batch step to follow): the job's epilog stops its image server, which images.linger would have kept a minute (#19)", async () => {
+    const since = Date.now();
+    const r = await run('srun', [`--container-image=${img('busybox')}`, 'sh', '-c', 'echo $SLURM_JOB_ID'], { cwd: work, env: env({ BERTH_IMAGE_LINGER: '60' }) });
+    expect(r.code).toBe(0);
+    const job = r.stdout.trim();
+    const ofJob = () => readdirSync(runtime).filter((n) => n.startsWith('img-') && new RegExp(`-slurm-${job}(\\.|$)`).test(n));
+    expect(await until(() => ofJob().length === 0 && berthProcesses({ id: job, since }).length === 0, 20_000)).toBe(true);
+  });
+
   it('keeps a named container for the later steps of a job (--container-name)', async () => {
     const script = path.join(work, 'named.sh');
     writeFileSync(script, [
