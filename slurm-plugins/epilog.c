@@ -10,10 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdnoreturn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,20 +96,6 @@ static int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
 	       syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
 
-/* Whether a server answers on `sock`. */
-static int answers(const char *sock)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof addr.sun_path)
-		return 0;
-	strcpy(addr.sun_path, sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 /* Sends SIGTERM to each process named by a pid file matching `pattern` that `proven` shows to
  * be what wrote it, given the directory the file is in; it removes its own directory. The
  * directory of one that is gone (killed with its step) goes here, and its lock. */
@@ -137,7 +121,7 @@ static void stop_servers(const char *pattern, uid_t uid, int (*proven)(int, pid_
 			char lock[PATH_MAX], sock[PATH_MAX];
 			int held = -1;
 			if (pidfd < 0 && errno == ESRCH && format(lock, sizeof lock, "%s.lock", dir) == 0 &&
-			    format(sock, sizeof sock, "%s/sock", dir) == 0 && (held = lock_file(lock, 1)) >= 0 && !answers(sock)) {
+			    format(sock, sizeof sock, "%s/sock", dir) == 0 && (held = lock_file(lock, 1)) >= 0 && socket_answers(sock) == 0) {
 				remove_tree(dir);
 				unlink(lock);
 			}

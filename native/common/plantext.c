@@ -68,6 +68,19 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+int socket_answers(const char *sock)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof addr.sun_path)
+		return -1;
+	memcpy(addr.sun_path, sock, strlen(sock) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 {
 	char path[64];

@@ -32,6 +32,10 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
  * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long); step_scope
  * -2 for a step's cgroup whose scope would be too long. */
 int job_scope(char *out, size_t size, const char *stepdir);
+/* Whether a server listens at the socket `sock`: 1, 0 (a killed one leaves a socket nobody
+ * answers), or -1 when the path is too long to be a socket's. */
+int socket_answers(const char *sock);
+
 /* The first size-1 bytes of /proc/PID/NAME (cmdline's NULs kept), always NUL-terminated;
  * their count, or -1. */
 ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size);

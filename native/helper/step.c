@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,27 +111,16 @@ static noreturn void become_step_server(const struct plan *p, const struct serve
 	serve(&sp, NULL, -1, listener, p->steplinger, -1, own);
 }
 
-/* Whether a step server listens at `sock` (a killed one leaves a socket nobody answers). */
-static int serving(const char *sock)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof addr.sun_path)
-		fail("the runtime directory path is too long for a socket: %s (set a shorter runtime.dir)", sock);
-	memcpy(addr.sun_path, sock, strlen(sock) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 /* Under the step's lock: starts the step's container unless one is served. */
 static void ensure_step_server(const struct plan *p, const struct server_paths *sp)
 {
 	int lock = lock_file(sp->lock, 0);
 	if (lock < 0)
 		fail_errno("cannot open the lock %s", sp->lock);
-	if (!serving(sp->sock))
+	int serving = socket_answers(sp->sock);
+	if (serving < 0)
+		fail("the runtime directory path is too long for a socket: %s (set a shorter runtime.dir)", sp->sock);
+	if (!serving)
 		start_detached(p, sp, become_step_server);
 	close(lock);
 }

@@ -9,7 +9,7 @@
 // drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, openSync, closeSync, close, fsync, open, writev } from 'node:fs';
+import { createReadStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, openSync, closeSync, close, constants, fsync, open, writev } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -138,7 +138,10 @@ class BatchedFileWriter extends Writable {
   }
 
   override _construct(cb: (e?: Error | null) => void): void {
-    open(this.file, this.flags, 0o644, (e, fd) => {
+    // Not through a link: the cache is the user's own, and what is written is only ever a file.
+    const { O_WRONLY, O_CREAT, O_APPEND, O_TRUNC, O_NOFOLLOW } = constants; // Node adds O_CLOEXEC
+    const flags = O_WRONLY | O_CREAT | O_NOFOLLOW | (this.flags === 'a' ? O_APPEND : O_TRUNC);
+    open(this.file, flags, 0o644, (e, fd) => {
       this.fd = fd;
       cb(e);
     });
