@@ -12,6 +12,19 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*/;
 
 /** One word (no splitting): quotes removed, variables substituted. */
 export function expandWord(raw: string, lookup: Lookup, escape = '\\'): string {
+  return expand(raw, lookup, escape, false);
+}
+
+/**
+ * A COPY heredoc's body with variables substituted and nothing else: its quotes are text, and
+ * \ escapes only $, ` and \ (a shell's rule for an unquoted heredoc, which BuildKit follows).
+ */
+export function expandText(raw: string, lookup: Lookup): string {
+  return expand(raw, lookup, '\\', true);
+}
+
+/** The one lexer of both: `text`, a heredoc's body (no quotes; escapes as inside "..." but for "). */
+function expand(raw: string, lookup: Lookup, escape: string, text: boolean): string {
   let out = '';
   let i = 0;
   let quote: '"' | "'" | undefined;
@@ -23,41 +36,19 @@ export function expandWord(raw: string, lookup: Lookup, escape = '\\'): string {
       i++;
     } else if (c === escape && i + 1 < raw.length) {
       const next = raw[i + 1]!;
-      // Inside "...", only these are escaped; elsewhere any character is.
-      if (quote === '"' && !['$', '"', escape, '`'].includes(next)) out += c;
+      // Inside "..." (and in a heredoc), only these are escaped; elsewhere any character is.
+      const escaped = text ? ['$', '`', escape] : quote === '"' ? ['$', '"', escape, '`'] : undefined;
+      if (escaped && !escaped.includes(next)) out += c;
       out += next;
       i += 2;
-    } else if (c === '"') {
+    } else if (c === '"' && !text) {
       quote = quote ? undefined : '"';
       i++;
-    } else if (c === "'" && !quote) {
+    } else if (c === "'" && !quote && !text) {
       quote = "'";
       i++;
     } else if (c === '$') {
       const [value, used] = variable(raw, i, lookup, escape);
-      out += value;
-      i += used;
-    } else {
-      out += c;
-      i++;
-    }
-  }
-  return out;
-}
-
-/**
- * A COPY heredoc's body with variables substituted and nothing else: its quotes are text, and
- * \ escapes only $, ` and \ (a shell's rule for an unquoted heredoc, which BuildKit follows).
- */
-export function expandText(raw: string, lookup: Lookup): string {
-  let out = '';
-  for (let i = 0; i < raw.length;) {
-    const c = raw[i]!;
-    if (c === '\\' && i + 1 < raw.length && ['$', '`', '\\'].includes(raw[i + 1]!)) {
-      out += raw[i + 1];
-      i += 2;
-    } else if (c === '$') {
-      const [value, used] = variable(raw, i, lookup, '\\');
       out += value;
       i += used;
     } else {
