@@ -31,7 +31,13 @@ describe('-p with a port another user holds', () => {
       expect(r.code).toBe(125);
       expect(r.stderr).toContain(`port ${port} on this node is also bound by uid ${account(ATTACKER).uid}`);
     } finally {
-      listener.kill();
+      // runuser passes the signal on and waits for the listener: once it has exited, the
+      // attacker's socket is closed, and whatever still holds the port is the victim's.
+      if (listener.exitCode === null && listener.signalCode === null) {
+        const gone = new Promise((r) => listener.once('exit', r));
+        listener.kill();
+        await gone;
+      }
     }
     // Nothing of the victim's holds the port afterwards.
     expect(spawnSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).stdout.trim()).toBe('');
