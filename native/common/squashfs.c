@@ -46,16 +46,21 @@ static sqfs_block *md_block(sqfs *fs, const sqfs_md_cursor *cur, sqfs_off_t *nex
 
 /* Blocks of one image shared by threads (squashfs.h): a few, each counted while a thread
  * copies from it, the least recently used free one replaced. Keyed by the block's position
- * and header, as a hostile image may name one position with two sizes. */
+ * and header, as a hostile image may name one position with two sizes. A block is
+ * decompressed by the first thread that misses it; the others that ask meanwhile (a node's
+ * ranks importing the same modules, whose small files share fragment blocks) wait for it
+ * rather than decompress it again. */
 #define SHARED_BLOCKS 32
 struct sq_shared {
 	pthread_mutex_t lock;
+	pthread_cond_t loaded; /* a slot's `loading` went false */
 	unsigned long clock;
 	struct shared_slot {
 		uint64_t pos;
 		uint32_t hdr;
 		unsigned refs;
 		unsigned long used; /* 0: empty */
+		bool loading;       /* being decompressed; `block` is NULL until it is */
 		sqfs_block *block;
 	} slots[SHARED_BLOCKS];
 };
@@ -64,7 +69,14 @@ static __thread struct sq_shared *shared_blocks;
 struct sq_shared *sq_shared_new(void)
 {
 	struct sq_shared *s = calloc(1, sizeof *s);
-	if (s && pthread_mutex_init(&s->lock, NULL) != 0) {
+	if (!s)
+		return NULL;
+	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s);
+		return NULL;
+	}
+	if (pthread_cond_init(&s->loaded, NULL) != 0) {
+		pthread_mutex_destroy(&s->lock);
 		free(s);
 		return NULL;
 	}
@@ -94,36 +106,53 @@ static struct shared_slot *shared_find(struct sq_shared *s, uint64_t pos, uint32
 	return NULL;
 }
 
-/* The block at `pos`, from the shared blocks (decompressed here, outside the lock, on a miss). */
+/* The block at `pos`, from the shared blocks: decompressed here, outside the lock, on a miss;
+ * waited for when another thread is decompressing it. */
 static sqfs_block *shared_block(sqfs *fs, struct sq_shared *s, uint64_t pos, uint32_t hdr, struct held *h)
 {
 	h->shared = s;
 	pthread_mutex_lock(&s->lock);
-	h->slot = shared_find(s, pos, hdr);
-	pthread_mutex_unlock(&s->lock);
-	if (h->slot)
-		return h->slot->block;
-	sqfs_block *block = NULL;
-	if (sqfs_data_block_read(fs, (sqfs_off_t)pos, hdr, &block) != SQFS_OK || !block)
-		return NULL;
-	pthread_mutex_lock(&s->lock);
-	if ((h->slot = shared_find(s, pos, hdr))) { /* another thread was quicker */
+	struct shared_slot *slot = shared_find(s, pos, hdr);
+	if (slot) {
+		while (slot->loading)
+			pthread_cond_wait(&s->loaded, &s->lock);
+		sqfs_block *block = slot->block;
+		if (block)
+			h->slot = slot;
+		else
+			slot->refs--; /* the block could not be read: nor can it be here */
 		pthread_mutex_unlock(&s->lock);
-		sqfs_block_dispose(block);
-		return h->slot->block;
+		return block;
 	}
-	struct shared_slot *victim = NULL;
+	/* Claim the least recently used free slot before decompressing, so that whoever asks
+	 * for this block meanwhile finds it and waits. None free (every one copied from): this
+	 * thread's own block, disposed after. */
 	for (size_t i = 0; i < SHARED_BLOCKS; i++)
-		if (s->slots[i].refs == 0 && (!victim || s->slots[i].used < victim->used))
-			victim = &s->slots[i];
-	if (victim) {
-		if (victim->block)
-			sqfs_block_dispose(victim->block);
-		*victim = (struct shared_slot){ .pos = pos, .hdr = hdr, .refs = 1, .used = ++s->clock, .block = block };
-		h->slot = victim;
-	} else {
-		h->own = block;
+		if (s->slots[i].refs == 0 && (!slot || s->slots[i].used < slot->used))
+			slot = &s->slots[i];
+	if (slot) {
+		if (slot->block)
+			sqfs_block_dispose(slot->block);
+		*slot = (struct shared_slot){ .pos = pos, .hdr = hdr, .refs = 1, .used = ++s->clock, .loading = true };
 	}
+	pthread_mutex_unlock(&s->lock);
+	sqfs_block *block = NULL;
+	if (sqfs_data_block_read(fs, (sqfs_off_t)pos, hdr, &block) != SQFS_OK)
+		block = NULL;
+	if (!slot) {
+		h->own = block;
+		return block;
+	}
+	pthread_mutex_lock(&s->lock);
+	slot->block = block;
+	slot->loading = false;
+	if (block) {
+		h->slot = slot;
+	} else {
+		slot->used = 0; /* found no more; reused once its waiters let go */
+		slot->refs--;
+	}
+	pthread_cond_broadcast(&s->loaded);
 	pthread_mutex_unlock(&s->lock);
 	return block;
 }
