@@ -574,6 +574,11 @@ static ssize_t xattr_value(sqfs *fs, struct xattr_walk *w, char *buf, size_t cap
 	return md_read(fs, &c, buf, len) < 0 ? -EIO : (ssize_t)len;
 }
 
+int sq_has_xattrs(const sqfs *fs)
+{
+	return fs->xattr_info.xattr_ids != 0;
+}
+
 ssize_t sq_getxattr(sqfs *fs, const sqfs_inode *inode, const char *name, char *buf, size_t cap)
 {
 	struct xattr_walk w;

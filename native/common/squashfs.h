@@ -43,6 +43,8 @@ struct sq_shared *sq_shared_new(void); /* NULL: no memory */
 void sq_share_blocks(struct sq_shared *shared);
 int sq_readlink(sqfs *fs, const sqfs_inode *inode, char *buf, size_t cap);
 
+/* Whether the image holds any xattr at all. */
+int sq_has_xattrs(const sqfs *fs);
 /* getxattr(2) and listxattr(2): the value's (or the list's) size, copied into buf when cap
  * allows (cap 0 asks for the size only); -ERANGE when it does not fit. */
 ssize_t sq_getxattr(sqfs *fs, const sqfs_inode *inode, const char *name, char *buf, size_t cap);

@@ -115,6 +115,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
  * be a round trip to this server. The kernel keeps the page cache as with
  * keep_cache. Reads then find the inode from its number rather than from open()'s handle. */
 static int no_open;
+/* Directories the same way (5.1+): no opendir or releasedir, and the kernel then keeps each
+ * directory's listing in its cache (FOPEN_CACHE_DIR, its default without opendir), so the
+ * second container's Python lists sys.path from the kernel, not through this server. */
+static int no_opendir;
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -123,6 +127,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
 		no_open = 1;
 	}
+	if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) {
+		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+		no_opendir = 1;
+	}
+	/* Symlinks read once (4.20+): /lib64 -> usr/lib64 and the like lie on every path the loader
+	 * and Python resolve. */
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -209,6 +221,10 @@ struct open_dir {
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (no_opendir) {
+		fuse_reply_err(req, ENOSYS); /* "opendirs need no message": asked once */
+		return;
+	}
 	struct open_dir *d = malloc(sizeof *d);
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
@@ -223,7 +239,39 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uintptr_t)d;
+	fi->keep_cache = 1;
+	fi->cache_readdir = 1; /* 4.20+: the listing is kept, as without opendir */
 	fuse_reply_open(req, fi);
+}
+
+/* Without opendir a readdir names only the directory and an offset: where recent replies
+ * stopped is kept here, for any thread, so a large directory is still read once rather than
+ * from its start at every call. Plain positions in the image, which never changes. */
+#define DIR_CURSORS 16
+static struct dir_cursor {
+	fuse_ino_t ino; /* 0: empty */
+	sqfs_dir dir;
+} dir_cursors[DIR_CURSORS];
+static unsigned next_cursor;
+static pthread_mutex_t cursors_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void cursor_take(fuse_ino_t ino, off_t off, struct open_dir *d)
+{
+	pthread_mutex_lock(&cursors_lock);
+	for (size_t i = 0; i < DIR_CURSORS; i++)
+		if (dir_cursors[i].ino == ino && dir_cursors[i].dir.offset == off && off != 0) {
+			d->dir = dir_cursors[i].dir;
+			dir_cursors[i].ino = 0;
+			break;
+		}
+	pthread_mutex_unlock(&cursors_lock);
+}
+
+static void cursor_keep(fuse_ino_t ino, const struct open_dir *d)
+{
+	pthread_mutex_lock(&cursors_lock);
+	dir_cursors[next_cursor++ % DIR_CURSORS] = (struct dir_cursor){ ino, d->dir };
+	pthread_mutex_unlock(&cursors_lock);
 }
 
 /* Moves d->dir to `off`, an offset this server handed out (an entry's end), if not there. */
@@ -243,9 +291,15 @@ static int seek_dir(sqfs *fs, struct open_dir *d, off_t off)
  * ends the reply before it; asked for again, it is EIO: a listing shows what can be read. */
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)ino;
 	sqfs_ll *ll = ll_of(req);
-	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh, unopened;
+	if (!d) {
+		d = &unopened;
+		if (!iget(req, ino, &d->inode))
+			return;
+		d->dir.offset = -1; /* seek_dir starts at the beginning unless a cursor is found */
+		cursor_take(ino, off, d);
+	}
 	char *buf = malloc(size);
 	size_t used = 0;
 	int r = buf ? seek_dir(&ll->fs, d, off) : -ENOMEM;
@@ -266,6 +320,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		}
 		used += esize;
 	}
+	if (d == &unopened && r >= 0 && used > 0)
+		cursor_keep(ino, d);
 	if (r < 0 && used == 0)
 		fuse_reply_err(req, -r);
 	else
@@ -290,8 +346,22 @@ static void reply_xattr(fuse_req_t req, ssize_t r, const char *buf, size_t size)
 		fuse_reply_buf(req, buf, (size_t)r);
 }
 
+/* An image without a single xattr (most: squashfs says so in its superblock) answers that it
+ * has none at all, once: the kernel then stops asking. Otherwise overlayfs asks for its
+ * metacopy and opaque attributes at every lookup of a file or directory in a new container,
+ * each a round trip to this server. */
+static bool no_xattrs(fuse_req_t req)
+{
+	if (sq_has_xattrs(&ll_of(req)->fs))
+		return false;
+	fuse_reply_err(req, ENOSYS);
+	return true;
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	if (no_xattrs(req))
+		return;
 	sqfs_inode inode;
 	sqfs *fs = iget(req, ino, &inode);
 	char *buf = size ? malloc(size) : NULL;
@@ -304,6 +374,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	if (no_xattrs(req))
+		return;
 	sqfs_inode inode;
 	sqfs *fs = iget(req, ino, &inode);
 	char *buf = size ? malloc(size) : NULL;

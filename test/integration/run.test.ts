@@ -2,13 +2,15 @@
 // squashfuse, overlay, binds, pivot_root. Images are made offline by
 // test/fixtures/make-run-images.sh and converted by berth.
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, homedir, userInfo } from 'node:os';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPlan } from '../../src/plan/build.js';
 import { serializePlan } from '../../src/plan/serialize.js';
-import { BERTH, ROOT, berth, cleanup, run, tempDir } from '../helpers.js';
+import { BERTH, PYTHON, ROOT, berth, cleanup, makeLayout, run, tempDir } from '../helpers.js';
 
 let work: string;
 const img = (name: string) => path.join(work, `${name}.sqsh`);
@@ -259,6 +261,71 @@ describe('one image server, many readers at once', () => {
     const dir = readdirSync(runtimeBase()).find((n) => /^img-[^.]+$/.test(n))!;
     const server = readFileSync(path.join(runtimeBase(), dir, 'pid'), 'utf8').trim();
     expect(readdirSync(`/proc/${server}/task`).length).toBe(1 + Math.min(4, availableParallelism()));
+    expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 10_000)).toBe(true);
+  }, 120_000);
+});
+
+describe('the image through the kernel\'s caches', () => {
+  // The server asks the kernel to keep directory listings and symlinks, opens nothing, and
+  // says once that an image without xattrs has none (fuse.c): what a container sees must not
+  // change. A directory of 3000 entries takes some 40 replies to list.
+  const names = Array.from({ length: 3000 }, (_, i) => `entry-${String(i).padStart(5, '0')}-${'x'.repeat(i % 40)}`);
+  const layerScript = `
+import io, sys, tarfile
+out = io.BytesIO()
+with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+    def add(name, kind=tarfile.REGTYPE, data=b"", pax=None, link=""):
+        i = tarfile.TarInfo(name); i.type = kind; i.size = len(data); i.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+        i.linkname = link; i.mtime = 1700000000
+        if pax: i.pax_headers = pax
+        t.addfile(i, io.BytesIO(data))
+    add("big", tarfile.DIRTYPE)
+    for n in sys.stdin.read().split():
+        add("big/" + n, data=n.encode())
+    add("attr", data=b"a", pax={"SCHILY.xattr.user.berth": "kept"})
+    add("link-to-big", tarfile.SYMTYPE, link="big")
+sys.stdout.buffer.write(out.getvalue())
+`;
+  const list = `import hashlib, os, sys
+for d in sys.argv[1:]:
+    found = os.listdir(d)
+    print(len(found), hashlib.sha256("\\n".join(sorted(found)).encode()).hexdigest(), flush=True)
+try:
+    print(os.getxattr("/attr", "user.berth").decode(), os.listxattr("/attr"))
+except OSError as e:
+    print("xattrs:", os.strerror(e.errno))`;
+
+  /** The python image's layers, then one more made here: a big directory, an xattr, a symlink. */
+  function pythonLayers(): Buffer[] {
+    const layout = path.join(work, 'oci');
+    const blob = (d: string) => readFileSync(path.join(layout, 'blobs', 'sha256', d.slice(7)));
+    const index = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+    const ref = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === 'python')!;
+    const manifest = JSON.parse(blob(ref.digest).toString()) as { layers: { digest: string }[] };
+    const layers = manifest.layers.map((l) => gunzipSync(blob(l.digest)));
+    const extra = spawnSync(PYTHON, ['-c', layerScript], { input: names.join('\n'), maxBuffer: 1 << 28 });
+    if (extra.status !== 0) throw new Error(extra.stderr.toString());
+    return [...layers, extra.stdout];
+  }
+
+  it('lists a large directory whole, again from the cache and from two containers at once, and shows the image\'s xattrs', async () => {
+    const made = makeLayout(path.join(work, 'oci-cached'), pythonLayers(), { config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['python3'] } });
+    const r = await berth('convert', `oci:${made.dir}`, '-o', img('cached'), '--quiet');
+    expect(r.code, r.stderr).toBe(0);
+    const shared = { ...env(), BERTH_IMAGE_LINGER: '5' };
+    const sum = createHash('sha256').update([...names].sort().join('\n')).digest('hex');
+    const seen = `3000 ${sum}\n3000 ${sum}\nkept ['user.berth']\n`;
+    // The first container fills the kernel's cache, listing once by name and once through the
+    // symlink; the next ones read it from there (the same server lingers).
+    const first = await run(BERTH, ['exec', img('cached'), 'python3', '-c', list, '/big', '/link-to-big'], { env: shared });
+    expect([first.code, first.stderr, first.stdout]).toEqual([0, '', seen]);
+    const both = await Promise.all([0, 1].map(() => run(BERTH, ['exec', img('cached'), 'python3', '-c', list, '/big', '/link-to-big'], { env: shared })));
+    expect(both.map((x) => [x.code, x.stderr, x.stdout])).toEqual([[0, '', seen], [0, '', seen]]);
+    // The plain python image holds no xattr at all: its filesystem says it has none (a file the
+    // overlay above it has not copied, as /etc is for the passwd entry).
+    const none = 'import os, sys\ntry:\n os.listxattr(os.path.realpath(sys.executable))\nexcept OSError as e:\n print(os.strerror(e.errno))';
+    const plain = await run(BERTH, ['exec', img('python'), 'python3', '-c', none], { env: env() });
+    expect([plain.code, plain.stdout]).toEqual([0, 'Operation not supported\n']);
     expect(await until(() => liveHelpers().length === 0 && readdirSync(runtimeBase()).length === 0, 10_000)).toBe(true);
   }, 120_000);
 });
