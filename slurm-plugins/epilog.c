@@ -85,7 +85,7 @@ static long long started_at(pid_t pid)
  * image server has that title, so it must also have started before the file was written (its
  * guard writes it once the server is forked), which a later process given a reused number has
  * not. */
-static int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
+int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
 {
 	const char *const words[] = { "berth-helper image-server" };
 	char file[PATH_MAX];
@@ -94,6 +94,14 @@ static int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
 	return runs_as(pid, uid, words, 1) && format(file, sizeof file, "%s/pid", dir) == 0 && stat(file, &st) == 0 && start >= 0 &&
 	       start <= (long long)st.st_mtim.tv_sec + 1 /* the boot time's second */ &&
 	       syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* Whether `pid` has ended and only waits to be reaped (a zombie). */
+static int dead(pid_t pid)
+{
+	char stat[1024];
+	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
+	return end && (end[2] == 'Z' || end[2] == 'X');
 }
 
 /* Sends SIGTERM to each process named by a pid file matching `pattern` that `proven` shows to
@@ -114,13 +122,16 @@ static void stop_servers(const char *pattern, uid_t uid, int (*proven)(int, pid_
 			int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 			if (pidfd >= 0 && proven(pidfd, pid, uid, dir))
 				syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
+			/* Gone, or dead and not yet reaped (killed with its cgroup, an orphan of an init
+			 * that has not waited for it): what it left goes, unless a server is starting
+			 * there now (it holds the lock) or one answers (the pid file may name a number of
+			 * another namespace's). */
+			int gone = pidfd < 0 ? errno == ESRCH : dead(pid);
 			if (pidfd >= 0)
 				close(pidfd);
-			/* Gone: what it left goes, unless a server is starting there now (it holds the
-			 * lock) or one answers (the pid file may name a number of another namespace's). */
 			char lock[PATH_MAX], sock[PATH_MAX];
 			int held = -1;
-			if (pidfd < 0 && errno == ESRCH && format(lock, sizeof lock, "%s.lock", dir) == 0 &&
+			if (gone && format(lock, sizeof lock, "%s.lock", dir) == 0 &&
 			    format(sock, sizeof sock, "%s/sock", dir) == 0 && (held = lock_file(lock, 1)) >= 0 && socket_answers(sock) == 0) {
 				remove_tree(dir);
 				unlink(lock);
@@ -136,19 +147,13 @@ static void stop_servers(const char *pattern, uid_t uid, int (*proven)(int, pid_
 	globfree(&g);
 }
 
-/* The epilog's cleanup, in a child that has become the job's user: the paths and the pid
- * files it reads are the user's to write, so root must not act on them. It acts only in a
- * runtime directory proven the user's (trusted.h), and on the user's own files in stage_dir. */
-static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
+/* What the job left in one runtime directory, proven the user's (trusted.h). */
+static void clear_job_in(const char *runtime, uid_t uid, uint32_t job)
 {
-	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
-		_exit(1);
-	char runtime[sizeof ((struct task *)0)->runtime], pattern[PATH_MAX], err[PATH_MAX + 256];
-	if (*conf.stage_dir && format(pattern, sizeof pattern, "%s/berth-%u-%u-*", conf.stage_dir, job, (unsigned)uid) == 0)
-		remove_matching(pattern); /* in a sticky directory only one's own files go */
-	int dir = expand_runtime(runtime, sizeof runtime, uid) == 0 ? open_private_dir(runtime, uid, 0, err, sizeof err) : -1;
+	char pattern[PATH_MAX], err[PATH_MAX + 256], jobs[16];
+	int dir = open_private_dir(runtime, uid, 0, err, sizeof err);
 	if (dir < 0)
-		_exit(0);
+		return;
 	close(dir);
 	/* The job's step containers (their step servers wrote their pids beside them): its named
 	 * ones, which wait for the job's next step, and what a killed step left. Then its image
@@ -162,8 +167,8 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 		if (format(pattern, sizeof pattern, images[i], runtime, job) == 0)
 			stop_servers(pattern, uid, prove_image_server);
 	/* The job's plans, and the locks its servers could not take back on their way out (a
-	 * server stopped just now takes its own). */
-	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock" };
+	 * server stopped just now takes its own; one killed with the job's cgroup takes none). */
+	static const char *const leftovers[] = { "%s/plan-%u-*", "%s/step-%u.*.lock", "%s/named-%u-*.plan", "%s/named-%u-*.lock" };
 	for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++)
 		if (format(pattern, sizeof pattern, leftovers[i], runtime, job) == 0)
 			remove_matching(pattern);
@@ -173,6 +178,42 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 		if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0)
 			for (size_t i = 0; i < g.gl_pathc; i++)
 				remove_tree(g.gl_pathv[i]);
+		globfree(&g);
+	}
+	/* The job's instances: ended with their step, but one killed with its cgroup left them. */
+	snprintf(jobs, sizeof jobs, "%u", job);
+	char *argv[] = { conf.helper, "--instance-stop-job", (char *)runtime, jobs, NULL };
+	run(argv, environ, NULL, 0);
+}
+
+/* The epilog's cleanup, in a child that has become the job's user: the paths and the pid
+ * files it reads are the user's to write, so root must not act on them. It acts only in a
+ * runtime directory proven the user's (trusted.h): the plugin's, and those the job's servers
+ * and instances linked from there (plantext.h, RUNTIME_ELSEWHERE); and on the user's own files
+ * in stage_dir. */
+static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
+{
+	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+		_exit(1);
+	char runtime[sizeof ((struct task *)0)->runtime], pattern[PATH_MAX];
+	if (*conf.stage_dir && format(pattern, sizeof pattern, "%s/berth-%u-%u-*", conf.stage_dir, job, (unsigned)uid) == 0)
+		remove_matching(pattern); /* in a sticky directory only one's own files go */
+	if (expand_runtime(runtime, sizeof runtime, uid) != 0)
+		_exit(0);
+	clear_job_in(runtime, uid, job);
+	glob_t g;
+	char jobs[16];
+	snprintf(jobs, sizeof jobs, "%u", job);
+	if (format(pattern, sizeof pattern, "%s/elsewhere-%s-*", runtime, jobs) == 0 && glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+		for (size_t i = 0; i < g.gl_pathc; i++) {
+			char elsewhere[PATH_MAX];
+			ssize_t len = readlink(g.gl_pathv[i], elsewhere, sizeof elsewhere - 1);
+			if (len > 0 && elsewhere[0] == '/') {
+				elsewhere[len] = '\0';
+				clear_job_in(elsewhere, uid, job);
+			}
+			unlink(g.gl_pathv[i]);
+		}
 		globfree(&g);
 	}
 	_exit(0);

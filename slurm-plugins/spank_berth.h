@@ -17,6 +17,7 @@
  *   submit.c   srun/sbatch on the submitting node: refusals, pinning a tag, staging with sbcast
  *   task.c     each task on a node: its runtime directory, the step's plan, its container, joining it
  *   save.c     --container-save: the step's changes on its first node, as an image
+ *   adopt.c    a step's end: the job's servers it started move to the job's cgroup
  *   epilog.c   the job's end on each node: what the job left
  *   process.c  running berth, the helper and sbcast */
 #ifndef BERTH_SPANK_H
@@ -92,8 +93,13 @@ void save_at_task_exit(spank_t sp, const struct task *t, const char *stepdir);
 /* rm -r as the caller, also through the mode-0 directories overlayfs leaves in its work directory. */
 void remove_tree(const char *path);
 
-/* epilog.c: whether the process behind pidfd is, beyond doubt, uid's step server of stepdir. */
+/* epilog.c: whether the process behind pidfd is, beyond doubt, uid's step server of stepdir,
+ * or the image server that wrote dir/pid. */
 int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
+int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir);
+/* adopt.c: in slurmstepd, as a task of `step` ends: the job's servers in runtime that are in
+ * the step's cgroups go to the job's extern (or batch) step, so the step's end does not kill them. */
+void keep_for_job(uint32_t job, uint32_t step, uid_t uid, const char *runtime);
 
 /* process.c: runs argv with env as this process's user; stdout (and stderr, if asked) is
  * captured in out when given, else it goes to our stderr. Returns the exit status. */

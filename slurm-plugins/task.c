@@ -294,11 +294,35 @@ static void task_step_dir(spank_t sp, const struct task *t, char *stepdir, size_
 		task_fail("--container-name=%s is too long for the runtime directory %s", req.name ? req.name : "", t->runtime);
 }
 
-/* In slurmstepd, as each task ends: --container-save's work once the node's last has (save.c). */
+/* The job's servers that this step started, in the plugin's runtime directory or in the one
+ * berth itself would use in this task (a `srun berth exec` step: BERTH_RUNTIME_DIR, else
+ * $XDG_RUNTIME_DIR/berth, else /tmp/berth-UID), are the job's, not the step's (adopt.c). */
+static void keep_job_servers(spank_t sp)
+{
+	uint32_t job, step;
+	uid_t uid;
+	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
+		return;
+	char runtime[sizeof ((struct task *)0)->runtime], own[PATH_MAX], xdg[PATH_MAX];
+	if (expand_runtime(runtime, sizeof runtime, uid) == 0)
+		keep_for_job(job, step, uid, runtime);
+	int found = spank_getenv(sp, "BERTH_RUNTIME_DIR", own, sizeof own) == ESPANK_SUCCESS && *own == '/';
+	if (!found && spank_getenv(sp, "XDG_RUNTIME_DIR", xdg, sizeof xdg) == ESPANK_SUCCESS && *xdg == '/')
+		found = format(own, sizeof own, "%s/berth", xdg) == 0;
+	if (!found)
+		found = format(own, sizeof own, "/tmp/berth-%u", (unsigned)uid) == 0;
+	if (found && strcmp(own, runtime) != 0)
+		keep_for_job(job, step, uid, own);
+}
+
+/* In slurmstepd, as each task ends: the job's servers kept from the step's end; then
+ * --container-save's work once the node's last has (save.c). */
 int slurm_spank_task_exit(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
 	struct task t;
+	keep_job_servers(sp);
 	if (!req.save || !container_task(sp, &t))
 		return 0;
 	char stepdir[STEP_DIR_MAX], node[256];
@@ -311,6 +335,14 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)ac, (void)av;
 	struct task t;
+	/* Every task, in a container or not (a `srun berth exec` step): the image servers its step
+	 * starts may be the job's, as the step's end will not take them (adopt.c, plantext.h). */
+	char runtime[sizeof ((struct task *)0)->runtime];
+	uid_t uid;
+	if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && expand_runtime(runtime, sizeof runtime, uid) == 0) {
+		spank_setenv(sp, KEPT_BY_PLUGIN, runtime, 1);
+		setenv(KEPT_BY_PLUGIN, runtime, 1); /* and the step server's, started from this process's environment */
+	}
 	if (!container_task(sp, &t))
 		return 0;
 	char image[STAGED_MAX];

@@ -105,10 +105,11 @@ int job_scope(char *out, size_t size, const char *stepdir)
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-int step_scope(char *out, size_t size, const char *cgroups)
+int step_scope(char *out, size_t size, const char *cgroups, int kept)
 {
 	/* Slurm's cgroup plugins (v1 and v2) name a step's job_JOB/step_STEP; STEP is a number
-	 * (with +N for a heterogeneous job's component), batch, extern or interactive. */
+	 * (with +N for a heterogeneous job's component), batch, extern or interactive: those
+	 * three last as long as the job, and a server of theirs may be the job's. */
 	for (const char *at = cgroups; (at = strstr(at, "/job_")); at++) {
 		const char *job = at + 5;
 		size_t digits = strspn(job, "0123456789");
@@ -118,6 +119,14 @@ int step_scope(char *out, size_t size, const char *cgroups)
 		size_t len = strspn(step, "0123456789+abcdefghijklmnopqrstuvwxyz");
 		if (!len || (step[len] != '/' && step[len] != '\n' && step[len] != '\0'))
 			continue;
+		if (step[0] < '0' || step[0] > '9')
+			return -1;
+		/* The line's hierarchy: v2's is 0::PATH, which berth's plugin does not move from. */
+		const char *line = at;
+		while (line > cgroups && line[-1] != '\n')
+			line--;
+		if (kept && strncmp(line, "0::", 3) != 0)
+			return -1;
 		int n = snprintf(out, size, "slurm-%.*s.%.*s", (int)digits, job, (int)len, step);
 		return n < 0 || (size_t)n >= size ? -2 : 0;
 	}

@@ -25,13 +25,23 @@ int step_dir(char *out, size_t size, const char *runtime, const char *job, const
 
 /* Image servers are shared within a scope: none outside Slurm, slurm-JOB within a job (its
  * steps and its containers on a node find the image warm; the job's epilog stops them). A
- * process that a step's cgroup holds (proctrack/cgroup) would start a server that dies with
- * that step, under the containers of the job's other steps: its scope is slurm-JOB.STEP.
+ * process that a numbered step's cgroup holds (proctrack/cgroup) would start a server that
+ * dies with that step, under the containers of the job's other steps: its scope is
+ * slurm-JOB.STEP, unless `kept` (berth's plugin moves the job's servers out of a step's cgroup
+ * v1 trees as the step ends, and says so in each task's environment: KEPT_BY_PLUGIN).
  * `job_scope` writes slurm-JOB for the job a step directory (step_dir) belongs to;
- * `step_scope` writes slurm-JOB.STEP when /proc/self/cgroup's text names a Slurm step's
+ * `step_scope` writes slurm-JOB.STEP when /proc/self/cgroup's text names such a step's
  * cgroup. Each returns 0, or -1 (not a step directory, no step's cgroup, too long); step_scope
  * -2 for a step's cgroup whose scope would be too long. */
 int job_scope(char *out, size_t size, const char *stepdir);
+int step_scope(char *out, size_t size, const char *cgroups, int kept);
+/* Set by berth's plugin in every task, to its runtime directory for the job's user. A job's
+ * server or instance in another runtime directory (a `berth exec` with BERTH_RUNTIME_DIR of its
+ * own) leaves a link to it there, RUNTIME_ELSEWHERE (the job, a hash of the directory), so
+ * that the job's epilog, which knows the plugin's directory only, clears it too: under
+ * proctrack/cgroup the job's end kills them, and they clear nothing themselves. */
+#define KEPT_BY_PLUGIN "BERTH_SLURM_KEEPS_SERVERS"
+#define RUNTIME_ELSEWHERE "elsewhere-%s-%08x"
 /* Whether a server listens at the socket `sock`: 1, 0 (a killed one leaves a socket nobody
  * answers), or -1 when the path is too long to be a socket's. */
 int socket_answers(const char *sock);
@@ -39,7 +49,6 @@ int socket_answers(const char *sock);
 /* The first size-1 bytes of /proc/PID/NAME (cmdline's NULs kept), always NUL-terminated;
  * their count, or -1. */
 ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size);
-int step_scope(char *out, size_t size, const char *cgroups);
 
 /* Sends `len` bytes of `data` with the descriptors `fds` (SCM_RIGHTS): the one way berth passes
  * descriptors between its processes. Returns what sendmsg returns. */

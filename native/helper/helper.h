@@ -125,6 +125,9 @@ struct server_paths {
 	char scope[64];      /* an image server's (key_paths): '', slurm-JOB or slurm-JOB.STEP */
 };
 int attach_image(const struct plan *p, struct server_paths *sp); /* returns the server connection */
+/* In a Slurm job under berth's plugin: `runtime`, when not the plugin's own, linked from there
+ * for the job's epilog (plantext.h, RUNTIME_ELSEWHERE). */
+void note_job_runtime(const char *runtime);
 /* A container, once joined: its stderr and berth's note channel (`note`, or -1) go to the
  * server's guard, which stops it with a message there if the server ends under it (guard.c). */
 void ask_to_be_watched(int sock, int note);
@@ -196,6 +199,7 @@ int instance_start_main(void);                 /* --instance-start (the plan on 
 noreturn void instance_join_main(int plan_fd); /* --instance-join (the plan on fd 3) */
 int instance_list_main(const char *runtime);   /* --instance-list RUNTIME */
 int instance_stop_main(const char *runtime, const char *name, const char *signal, const char *timeout);
+int instance_stop_job_main(const char *runtime, const char *job);
 
 /* cgroup.c: the plan's cgroup, checked and its cgroup.procs opened as the caller (before any
  * namespace); cgroup_enter moves this process (and so all it forks) into it. */

@@ -356,6 +356,7 @@ int instance_start_main(void)
 	struct start s = { .p = &p, .lock = -1, .runtime = open_private_dir(p.runtime, getuid(), 0, err, sizeof err) };
 	if (s.runtime < 0)
 		fail("cannot use the runtime directory: %s", err);
+	note_job_runtime(p.runtime); /* in a job: its epilog clears what a killed instance leaves */
 	/* A stop that removed the last instance takes the instances directory with it: once more then. */
 	for (int tries = 0; s.lock < 0 && tries < 3; tries++) {
 		s.instances = open_instances(p.runtime, 1);

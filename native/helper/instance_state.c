@@ -319,27 +319,13 @@ static int ended_within(int pidfd, int ms)
 /* The monitor records the command's end and leaves once the whole PID namespace is gone. */
 #define MONITOR_GRACE_MS 10000
 
-/* berth-helper --instance-stop RUNTIME NAME SIGNAL TIMEOUT: the signal to the instance's command,
- * SIGKILL after TIMEOUT seconds, then the instance's directory removed. */
-int instance_stop_main(const char *runtime, const char *name, const char *signal_arg, const char *timeout_arg)
+/* The instance `name` ended (the signal, SIGKILL after `timeout` seconds) and its directory
+ * removed, under the instances directory's lock; -1 when there is none of that name. */
+static int stop_instance(const char *name, int instances, long sig, long timeout)
 {
-	check_instance_name(name);
-	char *end;
-	long sig = strtol(signal_arg, &end, 10), timeout = 0;
-	if (*end || sig <= 0 || sig >= NSIG)
-		fail("--signal %s: not a signal number", signal_arg);
-	timeout = strtol(timeout_arg, &end, 10);
-	if (*end || timeout < 0 || timeout > 86400)
-		fail("--timeout %s: not a number of seconds (0 to 86400)", timeout_arg);
-	check_runtime_dir(runtime);
-	int instances = open_instances(runtime, 0);
-	/* Locked before looking: a start of this name in progress holds the lock until it runs or failed. */
-	int lock = instances >= 0 ? lock_file_at(instances, ".lock", 0) : -1;
-	if (instances >= 0 && lock < 0)
-		fail_errno("cannot lock the instances directory");
-	int dir = instances >= 0 ? open_instance(instances, name) : -1;
+	int dir = open_instance(instances, name);
 	if (dir < 0)
-		fail("there is no instance named %s on this node; `berth instance list` shows yours", name);
+		return -1;
 	struct instance_state st;
 	struct proven cmd = { -1, -1 }, monitor = { -1, -1 };
 	if (read_state(dir, &st) == 0) {
@@ -350,7 +336,8 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
 		if (syscall(SYS_pidfd_send_signal, cmd.pidfd, (int)sig, NULL, 0) != 0 && errno != ESRCH)
 			fail_errno("cannot signal the instance %s (pid %d)", name, (int)st.pid);
 		if (!ended_within(cmd.pidfd, (int)timeout * 1000)) {
-			fprintf(stderr, "berth: warning: the instance %s did not end within %ld s of signal %ld; killing it\n", name, timeout, sig);
+			if (sig != SIGKILL)
+				fprintf(stderr, "berth: warning: the instance %s did not end within %ld s of signal %ld; killing it\n", name, timeout, sig);
 			syscall(SYS_pidfd_send_signal, cmd.pidfd, SIGKILL, NULL, 0);
 			ended_within(cmd.pidfd, MONITOR_GRACE_MS);
 		}
@@ -364,6 +351,23 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
 	unprove(&monitor);
 	close(dir);
 	remove_instance(instances, name);
+	return 0;
+}
+
+/* The instances directory locked: a start of a name in progress holds the lock until it runs
+ * or failed. -1 when there is no instances directory. */
+static int lock_instances(const char *runtime, int *instances)
+{
+	check_runtime_dir(runtime);
+	*instances = open_instances(runtime, 0);
+	int lock = *instances >= 0 ? lock_file_at(*instances, ".lock", 0) : -1;
+	if (*instances >= 0 && lock < 0)
+		fail_errno("cannot lock the instances directory");
+	return lock;
+}
+
+static void unlock_instances(const char *runtime, int instances, int lock)
+{
 	char err[1024];
 	int parent = open_private_dir(runtime, getuid(), 0, err, sizeof err);
 	if (parent >= 0) {
@@ -371,5 +375,48 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
 		close(parent);
 	}
 	close(lock);
+}
+
+/* berth-helper --instance-stop RUNTIME NAME SIGNAL TIMEOUT: the signal to the instance's command,
+ * SIGKILL after TIMEOUT seconds, then the instance's directory removed. */
+int instance_stop_main(const char *runtime, const char *name, const char *signal_arg, const char *timeout_arg)
+{
+	check_instance_name(name);
+	char *end;
+	long sig = strtol(signal_arg, &end, 10), timeout = 0;
+	if (*end || sig <= 0 || sig >= NSIG)
+		fail("--signal %s: not a signal number", signal_arg);
+	timeout = strtol(timeout_arg, &end, 10);
+	if (*end || timeout < 0 || timeout > 86400)
+		fail("--timeout %s: not a number of seconds (0 to 86400)", timeout_arg);
+	int instances, lock = lock_instances(runtime, &instances);
+	if (instances < 0 || stop_instance(name, instances, sig, timeout) != 0)
+		fail("there is no instance named %s on this node; `berth instance list` shows yours", name);
+	unlock_instances(runtime, instances, lock);
+	return 0;
+}
+
+/* berth-helper --instance-stop-job RUNTIME JOB: every instance started in Slurm job JOB killed
+ * and removed; the job epilog's, as the job's user. Under proctrack/cgroup a step's end kills
+ * an instance of the step whole, its monitor with it, which then clears nothing. */
+int instance_stop_job_main(const char *runtime, const char *job)
+{
+	int instances, lock = lock_instances(runtime, &instances);
+	if (instances < 0)
+		return 0;
+	int fd = openat(instances, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	for (struct dirent *e; d && (e = readdir(d));) {
+		struct instance_state st;
+		int dir = e->d_name[0] == '.' ? -1 : open_instance(instances, e->d_name);
+		int of_job = dir >= 0 && read_state(dir, &st) == 0 && strcmp(st.job, job) == 0;
+		if (dir >= 0)
+			close(dir);
+		if (of_job)
+			stop_instance(e->d_name, instances, SIGKILL, 0);
+	}
+	if (d)
+		closedir(d);
+	unlock_instances(runtime, instances, lock);
 	return 0;
 }

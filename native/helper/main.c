@@ -50,6 +50,8 @@ int main(int argc, char **argv)
 		return instance_list_main(argv[2]);
 	if (argc == 6 && strcmp(argv[1], "--instance-stop") == 0)
 		return instance_stop_main(argv[2], argv[3], argv[4], argv[5]);
+	if (argc == 4 && strcmp(argv[1], "--instance-stop-job") == 0)
+		return instance_stop_job_main(argv[2], argv[3]);
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		fprintf(stderr, "usage: berth-helper [PLAN_FILE]   (default: the plan on fd 3)\n"
 				"       berth-helper --step-server PLAN_FILE STEP_DIR   (the SPANK plugin's)\n"
@@ -58,6 +60,7 @@ int main(int argc, char **argv)
 				"       berth-helper --version\n"
 				"       berth-helper --instance-start | --instance-join   (berth instance start, exec instance://: the plan on fd 3)\n"
 				"       berth-helper --instance-list RUNTIME_DIR | --instance-stop RUNTIME_DIR NAME SIGNAL TIMEOUT\n"
+				"       berth-helper --instance-stop-job RUNTIME_DIR JOB   (the SPANK plugin's job epilog)\n"
 				"berth-helper is started by berth; see `berth plan --format helper IMAGE` for the plans it executes.\n");
 		return BERTH_EXIT_SETUP;
 	}

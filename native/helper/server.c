@@ -72,11 +72,11 @@ static void key_paths(const struct plan *p, struct server_paths *sp)
 		fail("the image %s is %s, not what berth planned for; plan the container again", p->image,
 		     S_ISDIR(st.st_mode) ? "a directory" : "not a directory");
 	/* The same file (and partition), unchanged, under the same uid mapping and scope: one server.
-	 * Where a step's cgroup holds this process, the server it would start dies with the step:
-	 * it is the step's alone (plantext.h). */
+	 * Where a step's cgroup holds this process, the server it would start dies with the step
+	 * unless berth's plugin keeps it for the job: else it is the step's alone (plantext.h). */
 	char cgroups[4096], narrowed[64];
 	ssize_t len = read_proc(getpid(), "cgroup", cgroups, sizeof cgroups);
-	int step = step_scope(narrowed, sizeof narrowed, cgroups);
+	int step = step_scope(narrowed, sizeof narrowed, cgroups, getenv(KEPT_BY_PLUGIN) != NULL);
 	const char *scope = step == 0 ? narrowed : p->scope;
 	/* A step's cgroup too long to name, or in a job a cgroup this process cannot read (it may
 	 * be a step's): then its server is its own, shared with no other step. */
@@ -477,6 +477,23 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 	shut_down(sp, se, server_lock(sp));
 }
 
+void note_job_runtime(const char *runtime)
+{
+	const char *plugin = getenv(KEPT_BY_PLUGIN), *job = getenv("SLURM_JOB_ID");
+	if (!plugin || plugin[0] != '/' || !job || strspn(job, "0123456789") != strlen(job) || !*job || strlen(job) > 20 ||
+	    strcmp(plugin, runtime) == 0)
+		return;
+	char err[1024], name[64];
+	int dir = open_private_dir(plugin, getuid(), 0, err, sizeof err);
+	if (dir < 0)
+		return; /* not one of the user's: nothing is written there */
+	xformat(name, sizeof name, RUNTIME_ELSEWHERE, job, (unsigned)(fnv1a(FNV1A_BASIS, runtime) & 0xffffffffu));
+	if (symlinkat(runtime, dir, name) != 0 && errno != EEXIST) {
+		/* without it the epilog misses this directory: what a killed server leaves stays */
+	}
+	close(dir);
+}
+
 /* Runs in the grandchild of a helper: becomes the server, reporting readiness (or the error
  * that prevented it) on `report`. */
 static noreturn void become_server(const struct plan *p, const struct server_paths *given, int report)
@@ -493,6 +510,8 @@ static noreturn void become_server(const struct plan *p, const struct server_pat
 	/* A job's server waits for the job's next step while the job lives here. Looked for before
 	 * the user namespace, in which root's processes would show no uid of root's. */
 	int anchor = p->in_job ? job_anchor(sp->scope) : -1;
+	if (p->in_job)
+		note_job_runtime(p->runtime);
 	enter_user_namespace(p->fakeroot);
 	/* Not dumpable (once its maps are written: that needs /proc/self to be its own): no
 	 * container, even a --fakeroot one with every capability in this user namespace, may reach

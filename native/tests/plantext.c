@@ -82,19 +82,26 @@ static void test_scopes(void)
 	      "job_scope: anything else is no job's");
 	CHECK(job_scope(out, 8, "/r/step-12.3-n") == -1 && job_scope(out, 9, "/r/step-12.3-n") == 0,
 	      "job_scope: too long is -1, an exact fit is accepted");
-	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n") == 0 &&
+	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n", 0) == 0 &&
 		      strcmp(out, "slurm-42.0") == 0,
 	      "step_scope: cgroup v2's step cgroup");
-	CHECK(step_scope(out, sizeof out, "12:pids:/\n4:freezer:/slurm/uid_1000/job_7/step_batch\n1:name=systemd:/user.slice\n") == 0 &&
-		      strcmp(out, "slurm-7.batch") == 0,
+	const char *v1 = "12:pids:/\n4:freezer:/slurm/uid_1000/job_7/step_3\n1:name=systemd:/user.slice\n0::/\n";
+	CHECK(step_scope(out, sizeof out, v1, 0) == 0 && strcmp(out, "slurm-7.3") == 0,
 	      "step_scope: cgroup v1's freezer, at the end of its line");
-	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_1+2\n") == 0 && strcmp(out, "slurm-42.1+2") == 0,
+	CHECK(step_scope(out, sizeof out, v1, 1) == -1, "step_scope: v1's step, where the plugin keeps the job's servers, is the job's");
+	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n", 1) == 0,
+	      "step_scope: v2's step is the step's even so (the plugin does not move from v2)");
+	CHECK(step_scope(out, sizeof out, "4:freezer:/slurm/uid_1000/job_7/step_batch\n", 0) == -1 &&
+		      step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_7/step_extern/user/task_special\n", 0) == -1 &&
+		      step_scope(out, sizeof out, "0::/job_7/step_interactive\n", 0) == -1,
+	      "step_scope: the batch, extern and interactive steps last as long as the job: its scope");
+	CHECK(step_scope(out, sizeof out, "0::/system.slice/slurmstepd.scope/job_42/step_1+2\n", 0) == 0 && strcmp(out, "slurm-42.1+2") == 0,
 	      "step_scope: a heterogeneous job's component");
-	CHECK(step_scope(out, sizeof out, "0::/user.slice/user-1000.slice/session-3.scope\n") == -1 &&
-		      step_scope(out, sizeof out, "0::/job_42/stepx\n") == -1 && step_scope(out, sizeof out, "0::/job_/step_0\n") == -1 &&
-		      step_scope(out, sizeof out, "0::/job_42/step_0.x/\n") == -1,
+	CHECK(step_scope(out, sizeof out, "0::/user.slice/user-1000.slice/session-3.scope\n", 0) == -1 &&
+		      step_scope(out, sizeof out, "0::/job_42/stepx\n", 0) == -1 && step_scope(out, sizeof out, "0::/job_/step_0\n", 0) == -1 &&
+		      step_scope(out, sizeof out, "0::/job_42/step_0.x/\n", 0) == -1,
 	      "step_scope: no step's cgroup is -1");
-	CHECK(step_scope(out, 10, "0::/job_42/step_0\n") == -2, "step_scope: a step's, too long, is -2 (not none)");
+	CHECK(step_scope(out, 10, "0::/job_42/step_0\n", 0) == -2, "step_scope: a step's, too long, is -2 (not none)");
 }
 
 static int plan_fd(const char *text)

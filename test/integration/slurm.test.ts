@@ -326,7 +326,8 @@ describe('the SPANK plugin', () => {
     expect(lines.slice(1, 3)).toEqual([lines[0], lines[0]]); // the same server, still up
     expect(lines[3]).toMatch(/^\d+$/);
     const ofJob = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('img-') && new RegExp(`-slurm-${job}(\\.|$)`).test(n));
-    const gone = (pid: string) => !existsSync(`/proc/${pid}`);
+    // Killed with the job's cgroup, a server may wait as a zombie for an init that never reaps.
+    const gone = (pid: string) => !existsSync(`/proc/${pid}`) || /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'latin1'));
     expect(await until(() => ofJob(runtime).length === 0 && ofJob(own).length === 0 && gone(lines[0]!) && gone(lines[3]!), 15_000)).toBe(true);
   });
 
