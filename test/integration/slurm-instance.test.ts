@@ -1,7 +1,8 @@
 // Instances under a real Slurm (test/slurm/cluster, as slurm.test.ts uses it): one started inside
-// a job step ends with that step, and leaves nothing behind, although the cluster's
-// proctrack/linuxproc follows processes only by their parents (the instance's monitor is
-// nobody's child): its monitor watches the slurmstepd it was started under.
+// a job step ends with that step, and leaves nothing behind. Under proctrack/linuxproc, which
+// follows processes only by their parents (the instance's monitor is nobody's child), its
+// monitor watches the slurmstepd it was started under; under proctrack/cgroup (the cluster's
+// default) the step's end kills it whole, and the job's epilog clears what it left.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
