@@ -10,11 +10,13 @@
  * cgroup and nothing moves. Each task learns from its environment (KEPT_BY_PLUGIN) that a
  * server its step starts may be the job's (plantext.h).
  *
- * What it moves is proven first, as the epilog proves what it stops (a pid file is the user's
- * to write): every uid of the process is the job's user, its command line is that of a
- * server of this runtime directory, it is in this very step's cgroups, and it is still the same
- * process after the move (alive after the write, so its number was never another's). A user
- * can thus move only a process of their own, of this step, into their own job.
+ * What it moves is proven first, as the epilog proves what it stops: the runtime directory and
+ * its pid files are the user's to write, so a child that has become the user reads and proves
+ * them (bounded in count and in time), and root reads only /proc. Every uid of the process is
+ * the job's user, its command line is that of a server of this runtime directory, it is in this
+ * very step's cgroups, and it is still the same process after the move (alive after the write,
+ * so its number was never another's). A user can thus move only a process of their own, of
+ * this step, into their own job. The flag is set only where the job has a step to move into.
  *
  * The cgroup v1 layout (slurm[_NODE]/uid_U/job_J/step_S, one tree per controller) is what
  * this was tested on; under v2, where a step's directory is not a leaf, the servers stay
@@ -24,11 +26,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
@@ -72,6 +79,18 @@ static int tree_of(const char *controllers, char *out, size_t size)
 	return found;
 }
 
+/* The job's step to move into: extern where the job has one on this node, else batch; looked
+ * for in the tree of the first controller listed, and used for every tree. */
+static const char *job_step_in(const char *tree, const char *jobdir)
+{
+	char path[PATH_MAX * 2];
+	if (format(path, sizeof path, "%s%sstep_extern", tree, jobdir) == 0 && access(path, F_OK) == 0)
+		return "step_extern";
+	if (format(path, sizeof path, "%s%sstep_batch", tree, jobdir) == 0 && access(path, F_OK) == 0)
+		return "step_batch";
+	return NULL;
+}
+
 /* Moves `pid` out of step `step` of `job` into the job's extern (or else batch) step, in every
  * v1 tree where it is in that step. 1 when at least one tree had it there (and all moved),
  * 0 when none did, -1 when a move failed. */
@@ -81,6 +100,7 @@ static int move_out_of_step(pid_t pid, uint32_t job, uint32_t step)
 	if (read_proc(pid, "cgroup", cgroups, sizeof cgroups) <= 0 || format(at, sizeof at, "/job_%u/step_%u", job, step) != 0)
 		return -1;
 	int moved = 0;
+	const char *into = NULL;
 	for (char *save, *line = strtok_r(cgroups, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		/* ID:CONTROLLERS:PATH; v2's line (0::PATH) is left as it is. */
 		char *controllers = strchr(line, ':');
@@ -96,11 +116,11 @@ static int move_out_of_step(pid_t pid, uint32_t job, uint32_t step)
 		if (tree_of(controllers, tree, sizeof tree) != 0)
 			return -1;
 		in[strlen(at) - strlen(strrchr(at, '/')) + 1] = '\0'; /* PATH up to /job_J/ */
-		int fd = -1;
-		static const char *const steps[] = { "step_extern", "step_batch" };
-		for (size_t i = 0; i < sizeof steps / sizeof *steps && fd < 0; i++)
-			if (format(target, sizeof target, "%s%s%s/cgroup.procs", tree, path, steps[i]) == 0)
-				fd = open(target, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (!into && !(into = job_step_in(tree, path))) {
+			errno = ENOENT; /* no extern step (PrologFlags=Contain) and no batch step here */
+			return -1;
+		}
+		int fd = format(target, sizeof target, "%s%s%s/cgroup.procs", tree, path, into) == 0 ? open(target, O_WRONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
 		if (fd < 0)
 			return -1;
 		char number[32];
@@ -114,15 +134,6 @@ static int move_out_of_step(pid_t pid, uint32_t job, uint32_t step)
 	return moved;
 }
 
-/* The parent of `pid` from /proc/PID/stat, or -1. */
-static pid_t parent_of(pid_t pid)
-{
-	char stat[1024];
-	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
-	int ppid;
-	return end && sscanf(end + 2, "%*c %d", &ppid) == 1 ? (pid_t)ppid : -1;
-}
-
 /* Whether every uid of `pid` is `uid`. */
 static int all_uids(pid_t pid, uid_t uid)
 {
@@ -132,8 +143,8 @@ static int all_uids(pid_t pid, uid_t uid)
 	return at && sscanf(at, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) == 4 && u[0] == uid && u[1] == uid && u[2] == uid && u[3] == uid;
 }
 
-/* Moves `pid` (the user's) out of the step, if it is in it; reports what could not be. */
-static void move_one(pid_t pid, uid_t uid, uint32_t job, uint32_t step, const char *dir)
+/* Moves `pid` (the user's) out of the step, if it is in it; says what could not be. */
+static void move_one(pid_t pid, uid_t uid, uint32_t job, uint32_t step)
 {
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0)
@@ -141,91 +152,196 @@ static void move_one(pid_t pid, uid_t uid, uint32_t job, uint32_t step, const ch
 	if (all_uids(pid, uid)) {
 		int r = move_out_of_step(pid, job, step);
 		if (r < 0)
-			slurm_error("berth: cannot move %d, of the job's server %s, out of step %u.%u's cgroups: %s; it ends with the step",
-				    (int)pid, dir, job, step, strerror(errno));
+			slurm_error("berth: cannot move process %d of a server of job %u out of step %u.%u's cgroups: %s; it ends with the step",
+				    (int)pid, job, job, step, strerror(errno));
 		else if (r > 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
-			slurm_error("berth: %d, of the job's server %s, ended while it was moved out of step %u.%u", (int)pid, dir, job, step);
+			slurm_error("berth: process %d of a server of job %u ended while it was moved out of step %u.%u", (int)pid, job, job, step);
 	}
 	close(pidfd);
 }
 
-/* A server's family: its guard (its parent, for an image server: guard.c), itself, and every
- * process it started (a named container's own); in a step's cgroup all are the job's. */
-static void move_family(pid_t pid, uid_t uid, uint32_t job, uint32_t step, const char *dir)
+/* Every process and its parent, read once. */
+struct procs {
+	pid_t *pid, *parent;
+	size_t n;
+};
+
+static pid_t parent_of(pid_t pid)
+{
+	char stat[1024];
+	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
+	int ppid;
+	return end && sscanf(end + 2, "%*c %d", &ppid) == 1 ? (pid_t)ppid : -1;
+}
+
+static void read_procs(struct procs *ps)
+{
+	size_t cap = 0;
+	*ps = (struct procs){ 0 };
+	DIR *proc = opendir("/proc");
+	for (struct dirent *e; proc && (e = readdir(proc));) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+		if (*end || pid <= 1 || pid > INT_MAX)
+			continue;
+		if (ps->n == cap) {
+			size_t more = cap ? cap * 2 : 1024;
+			pid_t *p = realloc(ps->pid, more * sizeof *p), *q = p ? realloc(ps->parent, more * sizeof *q) : NULL;
+			if (p)
+				ps->pid = p;
+			if (!q)
+				break;
+			ps->parent = q;
+			cap = more;
+		}
+		ps->pid[ps->n] = (pid_t)pid;
+		ps->parent[ps->n++] = parent_of((pid_t)pid);
+	}
+	if (proc)
+		closedir(proc);
+}
+
+/* What one step's end moves at most: a server, its guard, and what it started. */
+#define MOVED_MAX 4096
+
+/* A server's family: its guard (its parent, when a berth-helper of the user's: guard.c), itself,
+ * and every process it started (a named container's); in the step's cgroup all are the job's. */
+static void move_family(const struct procs *ps, pid_t pid, uid_t uid, uint32_t job, uint32_t step)
 {
 	pid_t parent = parent_of(pid);
 	char cmd[64];
 	if (parent > 1 && read_proc(parent, "cmdline", cmd, sizeof cmd) > 0 && strncmp(cmd, "berth-helper", 12) == 0)
-		move_one(parent, uid, job, step, dir);
-	/* Descendants, level by level: each pass moves the children of what the last one moved. */
-	pid_t level[256] = { pid };
-	size_t n = 1;
-	while (n > 0) {
-		pid_t next[256];
-		size_t m = 0;
-		for (size_t i = 0; i < n; i++)
-			move_one(level[i], uid, job, step, dir);
-		DIR *proc = opendir("/proc");
-		for (struct dirent *e; proc && (e = readdir(proc)) && m < sizeof next / sizeof *next;) {
-			char *end;
-			long child = strtol(e->d_name, &end, 10);
-			if (*end || child <= 1)
-				continue;
-			pid_t pp = parent_of((pid_t)child);
-			for (size_t i = 0; i < n; i++)
-				if (pp == level[i]) {
-					next[m++] = (pid_t)child;
-					break;
-				}
-		}
-		if (proc)
-			closedir(proc);
-		memcpy(level, next, m * sizeof *next);
-		n = m;
-	}
-}
-
-/* Each server named by a pid file matching `pattern` that `proven` shows to be its, with its
- * family: out of this step, each still the same process after. */
-static void adopt_servers(const char *pattern, uint32_t job, uint32_t step, uid_t uid, int (*proven)(int, pid_t, uid_t, const char *))
-{
-	glob_t g;
-	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+		move_one(parent, uid, job, step);
+	/* Breadth first through the snapshot: each process once, however the tree is shaped. */
+	pid_t *queue = malloc(MOVED_MAX * sizeof *queue);
+	if (!queue)
 		return;
-	for (size_t i = 0; i < g.gl_pathc; i++) {
-		char err[PATH_MAX + 256], dir[PATH_MAX], text[32] = "";
-		int fd = open_owned_file(g.gl_pathv[i], uid, err, sizeof err);
-		ssize_t len = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
-		if (fd >= 0)
-			close(fd);
-		char *end;
-		long pid = len > 0 ? (text[len] = '\0', strtol(text, &end, 10)) : 0;
-		if (pid <= 1 || format(dir, sizeof dir, "%s", g.gl_pathv[i]) != 0)
-			continue;
-		*strrchr(dir, '/') = '\0';
-		int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-		if (pidfd < 0)
-			continue;
-		if (proven(pidfd, (pid_t)pid, uid, dir))
-			move_family((pid_t)pid, uid, job, step, dir);
-		close(pidfd);
+	size_t head = 0, tail = 0;
+	queue[tail++] = pid;
+	while (head < tail) {
+		pid_t at = queue[head++];
+		move_one(at, uid, job, step);
+		for (size_t i = 0; i < ps->n && tail < MOVED_MAX; i++)
+			if (ps->parent[i] == at)
+				queue[tail++] = ps->pid[i];
 	}
-	globfree(&g);
+	if (tail == MOVED_MAX)
+		slurm_error("berth: a server of job %u has more than %d processes: the rest end with step %u.%u", job, MOVED_MAX, job, step);
+	free(queue);
 }
 
-void keep_for_job(uint32_t job, uint32_t step, uid_t uid, const char *runtime)
+/* What a user may write is read as that user: in a child that has become them, bounded in
+ * what it reads and in time (a FUSE mount of theirs could make a read wait for ever), which
+ * sends back the pids it proved. The proofs read the user's own /proc entries as the user. */
+#define PID_FILES_MAX 64
+#define PROVE_MS 2000
+
+static void prove_as_user(int out, const char *runtime, uint32_t job, uid_t uid, gid_t gid)
 {
-	if (step == SLURM_BATCH_SCRIPT || step == SLURM_EXTERN_CONT)
-		return; /* they live as long as the job */
+	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+		_exit(1);
 	char err[PATH_MAX + 256], pattern[PATH_MAX];
 	int dir = open_private_dir(runtime, uid, 0, err, sizeof err);
 	if (dir < 0)
-		return;
+		_exit(0);
 	close(dir);
 	/* The job's image servers (not those narrowed to one step: img-...-slurm-JOB.STEP), and its
 	 * named containers' step servers. */
-	if (format(pattern, sizeof pattern, "%s/img-*-slurm-%u/pid", runtime, job) == 0)
-		adopt_servers(pattern, job, step, uid, prove_image_server);
-	if (format(pattern, sizeof pattern, "%s/named-%u-*/pid", runtime, job) == 0)
-		adopt_servers(pattern, job, step, uid, prove_step_server);
+	static const struct {
+		const char *pattern;
+		int (*proven)(int, pid_t, uid_t, const char *);
+	} kinds[] = { { "%s/img-*-slurm-%u/pid", prove_image_server }, { "%s/named-%u-*/pid", prove_step_server } };
+	size_t files = 0;
+	for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+		glob_t g;
+		if (format(pattern, sizeof pattern, kinds[k].pattern, runtime, job) != 0 || glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+			continue;
+		for (size_t i = 0; i < g.gl_pathc && files < PID_FILES_MAX; i++, files++) {
+			char path[PATH_MAX], text[32] = "";
+			int fd = open_owned_file(g.gl_pathv[i], uid, err, sizeof err);
+			ssize_t len = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+			if (fd >= 0)
+				close(fd);
+			char *end;
+			long pid = len > 0 ? (text[len] = '\0', strtol(text, &end, 10)) : 0;
+			if (pid <= 1 || pid > INT_MAX || (*end != '\0' && *end != '\n') || format(path, sizeof path, "%s", g.gl_pathv[i]) != 0)
+				continue;
+			*strrchr(path, '/') = '\0';
+			int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+			int32_t proven = (int32_t)pid;
+			if (pidfd >= 0 && kinds[k].proven(pidfd, (pid_t)pid, uid, path) && write(out, &proven, sizeof proven) != sizeof proven)
+				_exit(1);
+			if (pidfd >= 0)
+				close(pidfd);
+		}
+		globfree(&g);
+	}
+	_exit(0);
+}
+
+void keep_for_job(uint32_t job, uint32_t step, uid_t uid, gid_t gid, const char *runtime)
+{
+	if (step == SLURM_BATCH_SCRIPT || step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP)
+		return; /* they live as long as the job */
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) != 0)
+		return;
+	pid_t child = fork();
+	if (child == 0) {
+		close(pipefd[0]);
+		prove_as_user(pipefd[1], runtime, job, uid, gid);
+	}
+	close(pipefd[1]);
+	pid_t proven[PID_FILES_MAX];
+	size_t n = 0, got = 0;
+	struct pollfd in = { .fd = pipefd[0], .events = POLLIN };
+	for (;;) {
+		int ready = poll(&in, 1, PROVE_MS);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		ssize_t len = ready > 0 ? read(pipefd[0], (char *)proven + got, sizeof proven - got) : -1;
+		if (len <= 0)
+			break; /* the end, or the time is up: what came is what is moved */
+		got += (size_t)len;
+	}
+	n = got / sizeof *proven;
+	close(pipefd[0]);
+	if (child > 0) {
+		kill(child, SIGKILL);
+		while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (n == 0)
+		return;
+	struct procs ps;
+	read_procs(&ps);
+	for (size_t i = 0; i < n; i++)
+		move_family(&ps, proven[i], uid, job, step);
+	free(ps.pid);
+	free(ps.parent);
+}
+
+/* Whether a server that this task's step starts may be the job's: the step's end moves it when
+ * the job has an extern or batch step on this node to move it into, or when no step cgroup
+ * holds the task at all (nothing will kill the server with the step). */
+int job_keeps_servers(void)
+{
+	char cgroups[8192];
+	if (read_proc(getpid(), "cgroup", cgroups, sizeof cgroups) <= 0)
+		return 0;
+	for (char *save, *line = strtok_r(cgroups, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *controllers = strchr(line, ':');
+		char *path = controllers ? strchr(controllers + 1, ':') : NULL;
+		if (!path || path == controllers + 1)
+			continue;
+		*path++ = '\0';
+		controllers++;
+		char *in = strstr(path, "/job_"), *stepdir = in ? strstr(in + 5, "/step_") : NULL;
+		if (!stepdir)
+			continue;
+		char tree[PATH_MAX];
+		stepdir[1] = '\0'; /* PATH up to /job_J/ */
+		return tree_of(controllers, tree, sizeof tree) == 0 && job_step_in(tree, path) != NULL;
+	}
+	return 1;
 }

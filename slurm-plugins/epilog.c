@@ -195,6 +195,8 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 {
 	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
 		_exit(1);
+	/* Nothing of slurmd's goes on to the helper it runs, which the user may trace. */
+	close_range(3, ~0U, 0);
 	char runtime[sizeof ((struct task *)0)->runtime], pattern[PATH_MAX];
 	if (*conf.stage_dir && format(pattern, sizeof pattern, "%s/berth-%u-%u-*", conf.stage_dir, job, (unsigned)uid) == 0)
 		remove_matching(pattern); /* in a sticky directory only one's own files go */
@@ -205,7 +207,7 @@ static noreturn void clean_up_as(uid_t uid, gid_t gid, uint32_t job)
 	char jobs[16];
 	snprintf(jobs, sizeof jobs, "%u", job);
 	if (format(pattern, sizeof pattern, "%s/elsewhere-%s-*", runtime, jobs) == 0 && glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
-		for (size_t i = 0; i < g.gl_pathc; i++) {
+		for (size_t i = 0; i < g.gl_pathc && i < 16; i++) { /* a job uses a directory or two */
 			char elsewhere[PATH_MAX];
 			ssize_t len = readlink(g.gl_pathv[i], elsewhere, sizeof elsewhere - 1);
 			if (len > 0 && elsewhere[0] == '/') {

@@ -99,7 +99,9 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir);
 int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir);
 /* adopt.c: in slurmstepd, as a task of `step` ends: the job's servers in runtime that are in
  * the step's cgroups go to the job's extern (or batch) step, so the step's end does not kill them. */
-void keep_for_job(uint32_t job, uint32_t step, uid_t uid, const char *runtime);
+void keep_for_job(uint32_t job, uint32_t step, uid_t uid, gid_t gid, const char *runtime);
+/* In a task: whether the job's servers its step starts will be kept so (KEPT_BY_PLUGIN). */
+int job_keeps_servers(void);
 
 /* process.c: runs argv with env as this process's user; stdout (and stderr, if asked) is
  * captured in out when given, else it goes to our stderr. Returns the exit status. */

@@ -301,19 +301,20 @@ static void keep_job_servers(spank_t sp)
 {
 	uint32_t job, step;
 	uid_t uid;
+	gid_t gid;
 	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
-	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS)
+	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS)
 		return;
 	char runtime[sizeof ((struct task *)0)->runtime], own[PATH_MAX], xdg[PATH_MAX];
 	if (expand_runtime(runtime, sizeof runtime, uid) == 0)
-		keep_for_job(job, step, uid, runtime);
+		keep_for_job(job, step, uid, gid, runtime);
 	int found = spank_getenv(sp, "BERTH_RUNTIME_DIR", own, sizeof own) == ESPANK_SUCCESS && *own == '/';
 	if (!found && spank_getenv(sp, "XDG_RUNTIME_DIR", xdg, sizeof xdg) == ESPANK_SUCCESS && *xdg == '/')
 		found = format(own, sizeof own, "%s/berth", xdg) == 0;
 	if (!found)
 		found = format(own, sizeof own, "/tmp/berth-%u", (unsigned)uid) == 0;
 	if (found && strcmp(own, runtime) != 0)
-		keep_for_job(job, step, uid, own);
+		keep_for_job(job, step, uid, gid, own);
 }
 
 /* In slurmstepd, as each task ends: the job's servers kept from the step's end; then
@@ -339,7 +340,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	 * starts may be the job's, as the step's end will not take them (adopt.c, plantext.h). */
 	char runtime[sizeof ((struct task *)0)->runtime];
 	uid_t uid;
-	if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && expand_runtime(runtime, sizeof runtime, uid) == 0) {
+	if (job_keeps_servers() && spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && expand_runtime(runtime, sizeof runtime, uid) == 0) {
 		spank_setenv(sp, KEPT_BY_PLUGIN, runtime, 1);
 		setenv(KEPT_BY_PLUGIN, runtime, 1); /* and the step server's, started from this process's environment */
 	}

@@ -356,11 +356,15 @@ static int stop_instance(const char *name, int instances, long sig, long timeout
 
 /* The instances directory locked: a start of a name in progress holds the lock until it runs
  * or failed. -1 when there is no instances directory. */
-static int lock_instances(const char *runtime, int *instances)
+static int lock_instances(const char *runtime, int *instances, int patient)
 {
 	check_runtime_dir(runtime);
 	*instances = open_instances(runtime, 0);
-	int lock = *instances >= 0 ? lock_file_at(*instances, ".lock", 0) : -1;
+	int lock = -1;
+	/* The epilog's stop waits 5 s at most: any process of the user's could hold the lock. */
+	for (int tries = 0; *instances >= 0 && lock < 0 && tries < (patient ? 1 : 50); tries++)
+		if ((lock = lock_file_at(*instances, ".lock", !patient)) < 0 && !patient && errno == EWOULDBLOCK)
+			nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
 	if (*instances >= 0 && lock < 0)
 		fail_errno("cannot lock the instances directory");
 	return lock;
@@ -389,7 +393,7 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
 	timeout = strtol(timeout_arg, &end, 10);
 	if (*end || timeout < 0 || timeout > 86400)
 		fail("--timeout %s: not a number of seconds (0 to 86400)", timeout_arg);
-	int instances, lock = lock_instances(runtime, &instances);
+	int instances, lock = lock_instances(runtime, &instances, 1);
 	if (instances < 0 || stop_instance(name, instances, sig, timeout) != 0)
 		fail("there is no instance named %s on this node; `berth instance list` shows yours", name);
 	unlock_instances(runtime, instances, lock);
@@ -401,7 +405,7 @@ int instance_stop_main(const char *runtime, const char *name, const char *signal
  * an instance of the step whole, its monitor with it, which then clears nothing. */
 int instance_stop_job_main(const char *runtime, const char *job)
 {
-	int instances, lock = lock_instances(runtime, &instances);
+	int instances, lock = lock_instances(runtime, &instances, 0);
 	if (instances < 0)
 		return 0;
 	int fd = openat(instances, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -18,10 +18,17 @@ function groupName(gid: number): string | undefined {
   return undefined;
 }
 
-/** Where berth-helper makes its per-run directories: private to the user, ideally a tmpfs. */
+/**
+ * Where berth-helper makes its per-run directories: private to the user, ideally a tmpfs. In a
+ * Slurm job under berth's plugin, the plugin's own (it says which in every task's environment),
+ * so a `berth exec` of the batch script or of a step shares the steps' image servers, and the
+ * job's epilog clears it.
+ */
 export function runtimeDir(uid: number, env: NodeJS.ProcessEnv): string {
   const configured = config(env).values['runtime.dir'];
   if (configured !== undefined) return configured;
+  const plugin = env.BERTH_SLURM_KEEPS_SERVERS;
+  if (env.SLURM_JOB_ID && plugin?.startsWith('/') && statSync(plugin, { throwIfNoEntry: false })?.isDirectory()) return plugin;
   const xdg = env.XDG_RUNTIME_DIR;
   if (xdg && statSync(xdg, { throwIfNoEntry: false })?.isDirectory()) return `${xdg}/berth`;
   return `/tmp/berth-${uid}`;

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfigFile } from '../../src/config/load.js';
+import { runtimeDir } from '../../src/host/user.js';
 import { cleanup, tempDir } from '../helpers.js';
 
 let dir: string;
@@ -98,5 +99,27 @@ describe('every problem at once, files and variables alike (#18)', () => {
     const a = loadConfig({ XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml'));
     a.values['cdi.dirs'].push('/changed');
     expect(loadConfig({ XDG_CONFIG_HOME: dir }, path.join(dir, 'no-site.yaml')).values['cdi.dirs']).toEqual(['/etc/cdi', '/var/run/cdi']);
+  });
+});
+
+describe('the runtime directory', () => {
+  it("BERTH_RUNTIME_DIR, else in a Slurm job the plugin's (BERTH_SLURM_KEEPS_SERVERS), else $XDG_RUNTIME_DIR/berth, else /tmp/berth-UID", () => {
+    const none = path.join(dir, 'none.yaml');
+    writeFileSync(none, '');
+    const plugin = tempDir('plugin-rt');
+    const xdg = tempDir('xdg');
+    try {
+      const base = { BERTH_CONFIG: none, XDG_RUNTIME_DIR: xdg };
+      expect(runtimeDir(7, { ...base, BERTH_RUNTIME_DIR: '/mine', SLURM_JOB_ID: '3', BERTH_SLURM_KEEPS_SERVERS: plugin })).toBe('/mine');
+      expect(runtimeDir(7, { ...base, SLURM_JOB_ID: '3', BERTH_SLURM_KEEPS_SERVERS: plugin })).toBe(plugin);
+      // Outside a job, or a value that is no directory of this node's: the usual default.
+      expect(runtimeDir(7, { ...base, BERTH_SLURM_KEEPS_SERVERS: plugin })).toBe(`${xdg}/berth`);
+      expect(runtimeDir(7, { ...base, SLURM_JOB_ID: '3', BERTH_SLURM_KEEPS_SERVERS: 'relative' })).toBe(`${xdg}/berth`);
+      expect(runtimeDir(7, { ...base, SLURM_JOB_ID: '3', BERTH_SLURM_KEEPS_SERVERS: path.join(plugin, 'missing') })).toBe(`${xdg}/berth`);
+      expect(runtimeDir(7, { BERTH_CONFIG: none })).toBe('/tmp/berth-7');
+    } finally {
+      cleanup(plugin);
+      cleanup(xdg);
+    }
   });
 });
