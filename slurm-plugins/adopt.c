@@ -79,6 +79,20 @@ static int tree_of(const char *controllers, char *out, size_t size)
 	return found;
 }
 
+/* A line of /proc/PID/cgroup, ID:CONTROLLERS:PATH, split in place; 0 for v2's (0::PATH), which
+ * is left as it is. */
+static int v1_line(char *line, char **controllers, char **path)
+{
+	char *colon = strchr(line, ':');
+	char *second = colon ? strchr(colon + 1, ':') : NULL;
+	if (!second || second == colon + 1)
+		return 0;
+	*second = '\0';
+	*controllers = colon + 1;
+	*path = second + 1;
+	return 1;
+}
+
 /* The job's step to move into: extern where the job has one on this node, else batch; looked
  * for in the tree of the first controller listed, and used for every tree. */
 static const char *job_step_in(const char *tree, const char *jobdir)
@@ -102,13 +116,9 @@ static int move_out_of_step(pid_t pid, uint32_t job, uint32_t step)
 	int moved = 0;
 	const char *into = NULL;
 	for (char *save, *line = strtok_r(cgroups, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		/* ID:CONTROLLERS:PATH; v2's line (0::PATH) is left as it is. */
-		char *controllers = strchr(line, ':');
-		char *path = controllers ? strchr(controllers + 1, ':') : NULL;
-		if (!path || path == controllers + 1)
+		char *controllers, *path;
+		if (!v1_line(line, &controllers, &path))
 			continue;
-		*path++ = '\0';
-		controllers++;
 		char *in = strstr(path, at);
 		if (!in || (in[strlen(at)] != '\0' && in[strlen(at)] != '/'))
 			continue;
@@ -330,12 +340,9 @@ int job_keeps_servers(void)
 	if (read_proc(getpid(), "cgroup", cgroups, sizeof cgroups) <= 0)
 		return 0;
 	for (char *save, *line = strtok_r(cgroups, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *controllers = strchr(line, ':');
-		char *path = controllers ? strchr(controllers + 1, ':') : NULL;
-		if (!path || path == controllers + 1)
+		char *controllers, *path;
+		if (!v1_line(line, &controllers, &path))
 			continue;
-		*path++ = '\0';
-		controllers++;
 		char *in = strstr(path, "/job_"), *stepdir = in ? strstr(in + 5, "/step_") : NULL;
 		if (!stepdir)
 			continue;
