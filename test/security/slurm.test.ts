@@ -161,6 +161,40 @@ describe('the default runtime directory, /run/berth/UID', () => {
   });
 });
 
+describe("a step's end keeping the job's servers (proctrack/cgroup: slurm-plugins/adopt.c)", () => {
+  it("never moves the victim's process, nor one of the attacker's own from outside the step, named by pid files the attacker wrote", async () => {
+    const freezer = (pid: number) => readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /:freezer:/.test(l)) ?? '';
+    // The victim's step, running on n1: the process the attacker names.
+    const held = spawn('runuser', ['-u', VICTIM, '--', 'srun', '-w', 'n1', '-n1', 'sleep', '40'], { cwd: work, stdio: 'ignore' });
+    // And one of the attacker's own, outside any job, titled as an image server.
+    const decoy = spawn('runuser', ['-u', ATTACKER, '--', 'bash', '-c', 'exec -a "berth-helper image-server" sleep 40'], { stdio: 'ignore' });
+    try {
+      const found = (user: string, line: string) => Number(spawnSync('pgrep', ['-u', user, '-f', line], { encoding: 'utf8' }).stdout.trim().split('\n')[0] || 0);
+      let sleeper = 0;
+      for (let i = 0; i < 100 && !(sleeper = found(VICTIM, '^(/usr)?/bin/sleep 40$')); i++) await new Promise((r) => setTimeout(r, 100));
+      const decoyPid = found(ATTACKER, '^berth-helper image-server 40$');
+      expect(sleeper).toBeGreaterThan(0);
+      expect(decoyPid).toBeGreaterThan(0);
+      const before = [freezer(sleeper), freezer(decoyPid)];
+      expect(before[0]).toMatch(/\/job_\d+\/step_0$/);
+      // In the attacker's own step: pid files of "the job's servers" naming both, fresh.
+      const rt = `/run/berth/${account(ATTACKER).uid}`;
+      const plant = [`for d in ${rt}/img-x-slurm-$SLURM_JOB_ID ${rt}/named-$SLURM_JOB_ID-x-n1; do mkdir -p $d`,
+        `echo ${sleeper} > $d/pid; done; mkdir -p ${rt}/img-y-slurm-$SLURM_JOB_ID; echo ${decoyPid} > ${rt}/img-y-slurm-$SLURM_JOB_ID/pid`].join('; ');
+      const r = await srunAs(ATTACKER, ['-w', 'n1', '-n1', `--container-image=${image('busybox')}`, 'sh', '-c', 'true']);
+      expect(r.code).toBe(0);
+      const a = await srunAs(ATTACKER, ['-w', 'n1', '-n1', 'bash', '-c', plant]);
+      expect(a.code).toBe(0);
+      // The attacker's step has ended (its tasks' exit moved what it could prove): nothing moved.
+      expect([freezer(sleeper), freezer(decoyPid)]).toEqual(before);
+      expect(existsSync(`/proc/${sleeper}`)).toBe(true);
+    } finally {
+      held.kill();
+      decoy.kill();
+    }
+  }, 60_000);
+});
+
 describe('the stage directory', () => {
   it('runs the victim\'s image although the attacker planted trojans for the next job ids under every name they can know (#11.2)', async () => {
     const stage = path.join(etc, '../stage');
