@@ -127,6 +127,23 @@ static int exited(int pidfd)
 	return poll(&p, 1, 0) == 1;
 }
 
+/* Whether the server has begun to end. The kernel marks a task PF_EXITING first in its exit,
+ * before it closes its descriptors, which is what aborts the mount: a container that dies of
+ * that (a SIGBUS on its program's pages) can end before the server's own end reaches here,
+ * and must still be told why. Unreadable (out of descriptors) is not taken for ending: the
+ * server's own end still reaches here. */
+static int server_ending(void)
+{
+	char line[512];
+	ssize_t len = read_proc(server_pid, "stat", line, sizeof line);
+	const char *end = len > 0 ? strrchr(line, ')') : NULL;
+	char state;
+	unsigned flags;
+	if (!end || sscanf(end + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2)
+		return 0;
+	return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */);
+}
+
 /* Writes to a container's stderr, waiting a second at most: a reader that has stopped reading
  * must not hold up the others' messages. Once a pipe has room, a write of PIPE_BUF at most
  * does not block. */
@@ -221,6 +238,14 @@ static noreturn void guard(const char *image, const struct server_paths *sp, int
 		for (size_t i = nwatched; i-- > 0;) {
 			if (!(fds[2 + i].revents & (POLLIN | POLLHUP)))
 				continue;
+			if (server_ending()) {
+				/* Its end is a moment away: wait for it, and tell this container too. */
+				while (waitpid(server_pid, &status, 0) < 0 && errno == EINTR)
+					;
+				if (chan >= 0)
+					receive(chan);
+				server_ended(image, sp, status);
+			}
 			forget(&watched[i]);
 			watched[i] = watched[--nwatched];
 		}

@@ -380,8 +380,12 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			fail_errno("cannot open the namespaces it serves");
 	static struct client clients[MAX_CLIENTS];
 	int spare = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see accept4 below */
-	/* fds: fuse, listener, anchor, then per client its pidfd and its connection (or -1, ignored). */
+	/* fds: fuse, listener, anchor, then per client its pidfd and, while open, its connection.
+	 * Only open descriptors take a slot: poll refuses more slots than RLIMIT_NOFILE (EINVAL),
+	 * which slots of -1 would exceed near the limit (ulimit -n) and end the server under its
+	 * containers. slot[i] is where client i's pidfd lies, its connection after it. */
 	static struct pollfd fds[2 * MAX_CLIENTS + 3];
+	static size_t slot[MAX_CLIENTS];
 	size_t n = 0;
 	time_t idle_since = time(NULL);
 	/* SIGTERM (the job epilog, an admin) ends it cleanly. It is let in only while poll waits,
@@ -399,9 +403,12 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 		fds[0] = (struct pollfd){ .fd = gone, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = listener, .events = POLLIN };
 		fds[2] = (struct pollfd){ .fd = anchor, .events = POLLIN };
+		size_t nfds = 3;
 		for (size_t i = 0; i < n; i++) {
-			fds[3 + 2 * i] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
-			fds[4 + 2 * i] = (struct pollfd){ .fd = clients[i].conn, .events = POLLIN };
+			slot[i] = nfds;
+			fds[nfds++] = (struct pollfd){ .fd = clients[i].pidfd, .events = POLLIN };
+			if (clients[i].conn >= 0)
+				fds[nfds++] = (struct pollfd){ .fd = clients[i].conn, .events = POLLIN };
 		}
 		int timeout = -1;
 		if (n == 0) {
@@ -409,9 +416,15 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			timeout = left <= 0 ? 0 : left > INT_MAX / 1000 ? INT_MAX : (int)left * 1000;
 		}
 		struct timespec wait = { timeout / 1000, (long)(timeout % 1000) * 1000000 };
-		int ready = ppoll(fds, 2 * n + 3, timeout < 0 ? NULL : &wait, &waiting);
-		if (stop_requested || (ready < 0 && errno != EINTR))
+		int ready = ppoll(fds, nfds, timeout < 0 ? NULL : &wait, &waiting);
+		if (stop_requested)
 			break;
+		if (ready < 0) {
+			/* Never a reason to leave under the containers (ENOMEM passes): wait, try again. */
+			if (errno != EINTR)
+				nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+			continue;
+		}
 		if (ready == 0 && n == 0) {
 			/* Idle: leave, unless a client is connecting right now (it holds the lock). */
 			int lock = server_lock(sp);
@@ -424,16 +437,15 @@ noreturn void serve(const struct server_paths *sp, struct fuse_session *se, int 
 			continue;
 		}
 		/* Only the slots this poll() looked at: a reused fd number must not inherit an old
-		 * slot's revents. Backwards, so that moving the last slot into a freed one is safe. */
+		 * slot's revents. Backwards, so that the last client, moved into a freed place, has
+		 * been seen already. */
 		for (size_t i = n; i-- > 0;) {
-			if (clients[i].conn >= 0 && fds[4 + 2 * i].revents)
+			if (clients[i].conn >= 0 && fds[slot[i] + 1].revents)
 				read_report(&clients[i]);
-			if (!(fds[3 + 2 * i].revents & (POLLIN | POLLHUP)))
+			if (!(fds[slot[i]].revents & (POLLIN | POLLHUP)))
 				continue;
 			drop_client(sp, &clients[i]);
 			clients[i] = clients[--n];
-			fds[3 + 2 * i] = fds[3 + 2 * n];
-			fds[4 + 2 * i] = fds[4 + 2 * n];
 			if (n == 0)
 				idle_since = time(NULL);
 		}
