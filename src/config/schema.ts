@@ -55,7 +55,7 @@ const BERTH_SETTINGS = {
   },
   'runtime.dir': {
     type: 'path', env: 'BERTH_RUNTIME_DIR', default: undefined,
-    describe: "the image servers' sockets and locks, per user (default: in a Slurm job under berth's plugin, the plugin's runtime_dir; else $XDG_RUNTIME_DIR/berth, else /tmp/berth-UID)",
+    describe: "the image servers' sockets and locks, per user (default: in a Slurm job whose servers berth's plugin keeps (it has an extern or batch step), the plugin's runtime_dir; else $XDG_RUNTIME_DIR/berth, else /tmp/berth-UID)",
   },
   'images.linger': {
     type: 'seconds', env: 'BERTH_IMAGE_LINGER', default: 10,
