@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spank_berth.h"
@@ -305,8 +306,14 @@ void keep_for_job(uint32_t job, uint32_t step, uid_t uid, gid_t gid, const char 
 	pid_t proven[PID_FILES_MAX];
 	size_t n = 0, got = 0;
 	struct pollfd in = { .fd = pipefd[0], .events = POLLIN };
+	/* One deadline for the whole answer: a child that trickles a byte at a time gets no more. */
+	struct timespec now, deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += PROVE_MS / 1000;
 	for (;;) {
-		int ready = poll(&in, 1, PROVE_MS);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+		int ready = left > 0 ? poll(&in, 1, (int)left) : 0;
 		if (ready < 0 && errno == EINTR)
 			continue;
 		ssize_t len = ready > 0 ? read(pipefd[0], (char *)proven + got, sizeof proven - got) : -1;
