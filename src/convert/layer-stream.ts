@@ -103,7 +103,9 @@ class LayerDecompressor extends Duplex {
   private readonly diffId: ReturnType<typeof expect> | undefined;
 
   constructor(private readonly kind: 'gzip' | 'zstd', private readonly describe: string, blob?: Expected, diffId?: Expected) {
-    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    // Room for a few of the addon's 2 MiB blocks, so that the next step can run while the
+    // parser takes this one (step).
+    super({ readableHighWaterMark: 8 << 20, writableHighWaterMark: 1 << 20 });
     this.blob = blob && expect(blob.digest, blob.what, blob.kind);
     this.diffId = diffId && expect(diffId.digest, diffId.what, diffId.kind);
     this.native = new (loadAddon().Decompressor)(kind, this.blob?.algorithm ?? null, this.diffId?.algorithm ?? null);
@@ -144,10 +146,19 @@ class LayerDecompressor extends Duplex {
           'the layer is corrupt or truncated; copy the image again. Nothing was written.');
         return cb(last ? this.verdict(corrupt) : corrupt);
       }
-      const wanted = out ? this.push(out) : true;
       // Nothing more from this input: the next is taken (cb) only once the reader wants more,
       // or an incompressible layer (one step per chunk) would pile up here at the reader's cost.
       const next = more ? () => this.step(null, last, cb) : last ? () => cb(this.verdict(undefined)) : () => cb();
+      // The reader (the tar parser) runs on this thread, inside the push when it is flowing, so
+      // the next step goes to the thread pool first wherever the reader has room for its output:
+      // pushing first made inflate and parse take turns. The end (last, nothing more) still
+      // waits for the push, which must come before the stream's own end.
+      if (!(last && !more) && this.readableLength + (out?.length ?? 0) < this.readableHighWaterMark) {
+        next();
+        if (out) this.push(out);
+        return;
+      }
+      const wanted = out ? this.push(out) : true;
       if (wanted) next();
       else this.pending = next;
     });

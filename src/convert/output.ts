@@ -1,14 +1,14 @@
 // An output file that appears whole or not at all. Where the filesystem supports O_TMPFILE
 // (ext4, xfs, btrfs, tmpfs) the image is written into an unnamed inode, so even kill -9 leaves
-// nothing behind; it gets its name only when complete, by linkat(2) through /proc (GNU `ln -L`
-// does that call; Node's fs.link cannot). Elsewhere (NFS, Lustre, GPFS) a dot-named temp file
+// nothing behind; it gets its name only when complete, by linkat(2) through /proc (the addon's
+// linkFd; Node's fs.link cannot). Elsewhere (NFS, Lustre, GPFS) a dot-named temp file
 // is used, removed on failure and signals (interrupt.ts), and swept by the next conversion into
 // the same directory once its owner is gone (sweepStaleTemps).
-import { spawnSync } from 'node:child_process';
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { BerthError, errnoOf, messageOf } from '../errors.js';
+import { loadAddon } from '../runtime/native.js';
 import { onInterrupt } from './interrupt.js';
 
 const O_TMPFILE = 0o20000000 | constants.O_DIRECTORY; // Linux x86/arm value, see open(2)
@@ -86,10 +86,11 @@ export class AtomicOutput {
   /** linkat() will not replace an existing name: link beside it, then rename over it. */
   private linkInto(): void {
     const staging = tempName(this.target, 'link');
-    const r = spawnSync('ln', ['-L', `/proc/${process.pid}/fd/${this.fd}`, staging], { encoding: 'utf8' });
-    if (r.status !== 0) {
-      if (/No space left|quota/i.test(r.stderr ?? '')) throw writeError(this.target, Object.assign(new Error(r.stderr), { code: 'ENOSPC' }));
-      throw new BerthError('OUTPUT_UNWRITABLE', `cannot give ${this.target} its name: ${r.stderr?.trim() || messageOf(r.error)}`,
+    try {
+      loadAddon().linkFd(this.fd, staging);
+    } catch (e: unknown) {
+      if (errnoOf(e) === 'ENOSPC' || errnoOf(e) === 'EDQUOT') throw writeError(this.target, e);
+      throw new BerthError('OUTPUT_UNWRITABLE', `cannot give ${this.target} its name: ${messageOf(e)}`,
         'check that the directory is writable');
     }
     try {

@@ -49,6 +49,8 @@ interface Addon {
   Decompressor: new (kind: 'gzip' | 'zstd', inputAlgorithm: DigestAlgorithm | null, outputAlgorithm: DigestAlgorithm | null) => NativeDecompressor;
   /** A pipe(7) grown to `bytes` where the kernel lets it (native/addon/pipe.cc): [readFd, writeFd, size], close-on-exec. */
   pipe(bytes: number): [number, number, number];
+  /** Names the unnamed (O_TMPFILE) file open at fd (native/addon/link.cc); throws with the errno's name as code. */
+  linkFd(fd: number, path: string): void;
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }
