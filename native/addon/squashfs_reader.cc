@@ -186,12 +186,12 @@ class SquashfsImage : public Napi::ObjectWrap<SquashfsImage> {
 
 void InitDecompressor(Napi::Env env, Napi::Object exports);  // decompress.cc
 void InitPipe(Napi::Env env, Napi::Object exports);          // pipe.cc
-void InitLink(Napi::Env env, Napi::Object exports);          // link.cc
+void InitFiles(Napi::Env env, Napi::Object exports);         // files.cc
 
 static Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   InitDecompressor(env, exports);
   InitPipe(env, exports);
-  InitLink(env, exports);
+  InitFiles(env, exports);
   return SquashfsImage::Init(env, exports);
 }
 

@@ -114,7 +114,7 @@ function helperCheck(): { check: Check; path?: string } {
 }
 
 function toolsCheck(): Check {
-  const needed = { tar2sqfs: 'squashfs-tools-ng', rdsquashfs: 'squashfs-tools-ng', zstd: 'zstd', flock: 'util-linux' };
+  const needed = { tar2sqfs: 'squashfs-tools-ng', rdsquashfs: 'squashfs-tools-ng', zstd: 'zstd' };
   const missing = Object.entries(needed).filter(([tool]) => !onPath(tool));
   if (missing.length === 0) return { name: 'tools', verdict: 'ok', detail: Object.keys(needed).join(', ') };
   return { name: 'tools', verdict: 'fail', detail: `missing: ${missing.map(([t]) => t).join(', ')}`, fix: `install ${[...new Set(missing.map(([, p]) => p))].join(', ')}` };

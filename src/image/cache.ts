@@ -5,15 +5,16 @@
 // download cut off (network, kill -9) resumes from its .partial file with a Range request. A
 // full disk removes the .partial; `berth prune` removes those that no download holds.
 //
-// Locks are flock(2) locks held by a `flock` child process: Node has no flock, and the kernel
-// drops the lock when its holder dies, however it dies, so a killed puller wedges nobody.
-import { spawn, spawnSync } from 'node:child_process';
+// Locks are flock(2) locks on a descriptor of berth's own (the addon's tryLock: Node has no
+// flock), so the kernel drops a lock when its holder dies, however it dies, and a killed puller
+// wedges nobody.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, fchmodSync, lstatSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, openSync, closeSync, close, constants, fsync, open, writev } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError, errnoOf, messageOf } from '../errors.js';
+import { loadAddon } from '../runtime/native.js';
 import { openTrusted, type Doubt, type Trust } from './trust.js';
 
 /** The user's own, checked cache (Caches.blobDir): the only place blobs are written. */
@@ -34,20 +35,27 @@ export function hexOf(digest: string): string {
  * checked before (Caches.writable): nothing here creates directories.
  */
 export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
-  const holder = spawn('flock', ['--exclusive', file, '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  holder.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    let err = '';
-    holder.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    holder.stdout.once('data', () => resolve());
-    holder.once('exit', (code) => reject(new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${err.trim() || `flock exited with ${code}`}`,
-      'check that the cache directory is writable (BERTH_CACHE_DIR), and that util-linux is installed')));
-  });
+  let fd: number | null;
+  // The wait polls: a flock() that blocks would hold one of libuv's four threads per waiter,
+  // and a process waiting on four locks would then have none left for its own downloads. The
+  // holder is downloading or converting, seconds at least, so a tenth of a second's lag is
+  // nothing beside it.
+  for (let wait = 5; (fd = tryLock(file)) === null; wait = Math.min(wait * 2, 100)) {
+    await new Promise((r) => setTimeout(r, wait));
+  }
   try {
     return await fn();
   } finally {
-    holder.stdin.end();
-    await new Promise((resolve) => holder.once('close', resolve));
+    closeSync(fd);
+  }
+}
+
+function tryLock(file: string): number | null {
+  try {
+    return loadAddon().tryLock(file);
+  } catch (e: unknown) {
+    throw new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${messageOf(e)}`,
+      'check that the cache directory is writable (BERTH_CACHE_DIR)', { cause: e });
   }
 }
 
@@ -293,11 +301,21 @@ export function pruneBlobs(root: string): number {
 }
 
 /**
- * Removes `file` holding `lock`, if the lock is free now; whether it did. flock(1) runs rm
- * while it holds the lock, as withLock's holder does; the lock file itself stays, since
- * removing a lock others may have opened would let two holders in.
+ * Removes `file` holding `lock`, if the lock is free now; whether it did. The lock file itself
+ * stays, since removing a lock others may have opened would let two holders in.
  */
 function removeUnlocked(file: string, lock: string): boolean {
-  const r = spawnSync('flock', ['--nonblock', '--conflict-exit-code', '75', lock, 'rm', '-f', '--', file], { stdio: 'ignore' });
-  return r.status === 0;
+  let fd: number | null;
+  try {
+    fd = loadAddon().tryLock(lock);
+  } catch {
+    return false; // a lock that cannot be taken guards its file as surely as a held one
+  }
+  if (fd === null) return false;
+  try {
+    rmSync(file, { force: true });
+    return true;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -49,8 +49,10 @@ interface Addon {
   Decompressor: new (kind: 'gzip' | 'zstd', inputAlgorithm: DigestAlgorithm | null, outputAlgorithm: DigestAlgorithm | null) => NativeDecompressor;
   /** A pipe(7) grown to `bytes` where the kernel lets it (native/addon/pipe.cc): [readFd, writeFd, size], close-on-exec. */
   pipe(bytes: number): [number, number, number];
-  /** Names the unnamed (O_TMPFILE) file open at fd (native/addon/link.cc); throws with the errno's name as code. */
+  /** Names the unnamed (O_TMPFILE) file open at fd (native/addon/files.cc); throws with the errno's name as code. */
   linkFd(fd: number, path: string): void;
+  /** An exclusive flock(2) on path, created 0600 where missing, never through a symlink: its fd (close-on-exec), or null while another holds it. */
+  tryLock(path: string): number | null;
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;
 }

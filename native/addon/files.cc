@@ -1,0 +1,81 @@
+// File calls Node lacks, for the conversion's output and the cache's locks.
+//
+//   linkFd(fd, path)   names the unnamed (O_TMPFILE) file open at fd: linkat(2) of
+//                      /proc/self/fd/FD with AT_SYMLINK_FOLLOW, the one way an unprivileged
+//                      process can (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH)
+//   tryLock(path)      an exclusive flock(2) on path (created 0600 if need be, never through a
+//                      symlink): its fd, close-on-exec, or null while another holds it. Closing
+//                      the fd, or the process's death however it dies, releases it.
+//
+// Both throw an Error whose code is the errno's name (EEXIST, ENOSPC, EACCES, ...). They stand
+// in for GNU `ln -L` and flock(1), whose every call forked the whole Node process (and, for a
+// lock, a shell and a cat beside it).
+#include <napi.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace {
+
+const char *ErrnoName(int e) {
+  switch (e) {
+    case EEXIST: return "EEXIST";
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
+    case ELOOP: return "ELOOP";
+    case EXDEV: return "EXDEV";
+    case EROFS: return "EROFS";
+    case EMLINK: return "EMLINK";
+    case ENOLCK: return "ENOLCK";
+    case EIO: return "EIO";
+    default: return "EUNKNOWN";
+  }
+}
+
+[[noreturn]] void ThrowErrno(Napi::Env env, int e, const char *call, const std::string &path) {
+  Napi::Error err = Napi::Error::New(env, std::string(strerror(e)) + ", " + call + " '" + path + "'");
+  err.Set("code", Napi::String::New(env, ErrnoName(e)));
+  throw err;
+}
+
+Napi::Value LinkFd(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) throw Napi::TypeError::New(env, "linkFd(fd, path)");
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", info[0].As<Napi::Number>().Int32Value());
+  std::string target = info[1].As<Napi::String>().Utf8Value();
+  if (linkat(AT_FDCWD, proc, AT_FDCWD, target.c_str(), AT_SYMLINK_FOLLOW) != 0) ThrowErrno(env, errno, "link", target);
+  return env.Undefined();
+}
+
+Napi::Value TryLock(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "tryLock(path)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+  if (fd < 0) ThrowErrno(env, errno, "open", path);
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    if (e == EINTR) continue;
+    close(fd);
+    if (e == EWOULDBLOCK) return env.Null();
+    ThrowErrno(env, e, "flock", path);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+}  // namespace
+
+void InitFiles(Napi::Env env, Napi::Object exports) {
+  exports.Set("linkFd", Napi::Function::New(env, LinkFd, "linkFd"));
+  exports.Set("tryLock", Napi::Function::New(env, TryLock, "tryLock"));
+}
