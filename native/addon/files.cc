@@ -4,8 +4,9 @@
 //                      /proc/self/fd/FD with AT_SYMLINK_FOLLOW, the one way an unprivileged
 //                      process can (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH)
 //   tryLock(path)      an exclusive flock(2) on path (created 0600 if need be, never through a
-//                      symlink): its fd, close-on-exec, or null while another holds it. Closing
-//                      the fd, or the process's death however it dies, releases it.
+//                      symlink, only ever a regular file): its fd, close-on-exec, or null while
+//                      another holds it. Closing the fd, or the process's death however it
+//                      dies, releases it.
 //
 // Both throw an Error whose code is the errno's name (EEXIST, ENOSPC, EACCES, ...). They stand
 // in for GNU `ln -L` and flock(1), whose every call forked the whole Node process (and, for a
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <string>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -61,8 +63,21 @@ Napi::Value TryLock(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "tryLock(path)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+  // O_NONBLOCK: a FIFO there must not hold the open (and Node's main thread) until a writer comes.
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0600);
   if (fd < 0) ThrowErrno(env, errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "fstat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    Napi::Error err = Napi::Error::New(env, "not a regular file, lock '" + path + "'");
+    err.Set("code", Napi::String::New(env, "EFTYPE"));
+    throw err;
+  }
   while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
     if (e == EINTR) continue;

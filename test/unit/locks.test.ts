@@ -83,3 +83,12 @@ it('refuses a lock path that is a symlink, naming it, and creates nothing where 
   });
   expect(existsSync(target)).toBe(false);
 });
+
+it('refuses a lock path that is a FIFO at once, rather than waiting in open() for a writer', async () => {
+  const file = path.join(dir, 'f.lock');
+  expect(spawnSync('mkfifo', [file]).status).toBe(0);
+  await expect(withLock(file, async () => 'ran')).rejects.toMatchObject({
+    code: 'OUTPUT_UNWRITABLE',
+    message: expect.stringContaining('not a regular file'),
+  });
+});
