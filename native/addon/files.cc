@@ -4,11 +4,12 @@
 //                      /proc/self/fd/FD with AT_SYMLINK_FOLLOW, the one way an unprivileged
 //                      process can (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH)
 //   tryLock(path)      an exclusive flock(2) on path (created 0600 if need be, never through a
-//                      symlink, only ever a regular file): its fd, close-on-exec, or null while
-//                      another holds it. Closing the fd, or the process's death however it
-//                      dies, releases it.
+//                      symlink, only ever a regular file of the caller's, made 0600): its fd,
+//                      close-on-exec, or null while another holds it. Closing the fd, or the
+//                      process's death however it dies, releases it.
 //
-// Both throw an Error whose code is the errno's name (EEXIST, ENOSPC, EACCES, ...). They stand
+// Both throw an Error whose code is the errno's name (EEXIST, ENOSPC, EACCES, ...), or
+// ELOCKFILE for a lock path that is not a regular file of the caller's. They stand
 // in for GNU `ln -L` and flock(1), whose every call forked the whole Node process (and, for a
 // lock, a shell and a cat beside it).
 #include <napi.h>
@@ -21,31 +22,19 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 namespace {
 
-const char *ErrnoName(int e) {
-  switch (e) {
-    case EEXIST: return "EEXIST";
-    case ENOSPC: return "ENOSPC";
-    case EDQUOT: return "EDQUOT";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case ENOTDIR: return "ENOTDIR";
-    case ELOOP: return "ELOOP";
-    case EXDEV: return "EXDEV";
-    case EROFS: return "EROFS";
-    case EMLINK: return "EMLINK";
-    case ENOLCK: return "ENOLCK";
-    case EIO: return "EIO";
-    default: return "EUNKNOWN";
-  }
-}
-
 [[noreturn]] void ThrowErrno(Napi::Env env, int e, const char *call, const std::string &path) {
   Napi::Error err = Napi::Error::New(env, std::string(strerror(e)) + ", " + call + " '" + path + "'");
-  err.Set("code", Napi::String::New(env, ErrnoName(e)));
+  err.Set("code", Napi::String::New(env, uv_err_name(-e)));
+  throw err;
+}
+
+[[noreturn]] void ThrowLockRefused(Napi::Env env, const std::string &why, const std::string &path) {
+  Napi::Error err = Napi::Error::New(env, why + ", lock '" + path + "'");
+  err.Set("code", Napi::String::New(env, "ELOCKFILE"));
   throw err;
 }
 
@@ -74,9 +63,19 @@ Napi::Value TryLock(const Napi::CallbackInfo &info) {
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    Napi::Error err = Napi::Error::New(env, "not a regular file, lock '" + path + "'");
-    err.Set("code", Napi::String::New(env, "EFTYPE"));
-    throw err;
+    ThrowLockRefused(env, "not a regular file", path);
+  }
+  // Another user's lock file, which that user could hold for ever: refused, not waited on. One
+  // of the user's own that others may open (flock(1) made them 0644, under umask 022) is made
+  // the user's alone, as a new one is.
+  if (st.st_uid != geteuid()) {
+    close(fd);
+    ThrowLockRefused(env, "owned by uid " + std::to_string(st.st_uid) + ", not by you", path);
+  }
+  if ((st.st_mode & 077) && fchmod(fd, 0600) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "chmod", path);
   }
   while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;

@@ -38,10 +38,11 @@ export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T
   let fd: number | null;
   // The wait polls: a flock() that blocks would hold one of libuv's four threads per waiter,
   // and a process waiting on four locks would then have none left for its own downloads. The
-  // holder is downloading or converting, seconds at least, so a tenth of a second's lag is
-  // nothing beside it.
-  for (let wait = 5; (fd = tryLock(file)) === null; wait = Math.min(wait * 2, 100)) {
-    await new Promise((r) => setTimeout(r, wait));
+  // holder is downloading or converting, seconds at least, so up to a second's lag is little
+  // beside it; the cap and the jitter keep the many nodes of a job, waiting on a lock in a
+  // cache on NFS, from polling its server in step (each try is an open, a lock and a close).
+  for (let wait = 5; (fd = tryLock(file)) === null; wait = Math.min(wait * 2, 1000)) {
+    await new Promise((r) => setTimeout(r, wait * (0.75 + Math.random() / 2)));
   }
   try {
     return await fn();
@@ -54,8 +55,12 @@ function tryLock(file: string): number | null {
   try {
     return loadAddon().tryLock(file);
   } catch (e: unknown) {
-    throw new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${messageOf(e)}`,
-      'check that the cache directory is writable (BERTH_CACHE_DIR)', { cause: e });
+    const fix = errnoOf(e) === 'ENOLCK'
+      ? 'the file system of the cache cannot lock (an NFS mount without locking): point BERTH_CACHE_DIR (cache.dir) at one that can'
+      : errnoOf(e) === 'ELOCKFILE'
+        ? `remove ${file}: berth makes its locks itself`
+        : 'check that the cache directory is writable (BERTH_CACHE_DIR)';
+    throw new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${messageOf(e)}`, fix, { cause: e });
   }
 }
 

@@ -51,7 +51,7 @@ interface Addon {
   pipe(bytes: number): [number, number, number];
   /** Names the unnamed (O_TMPFILE) file open at fd (native/addon/files.cc); throws with the errno's name as code. */
   linkFd(fd: number, path: string): void;
-  /** An exclusive flock(2) on path, created 0600 where missing, never through a symlink: its fd (close-on-exec), or null while another holds it. */
+  /** An exclusive flock(2) on path, created 0600 where missing, never through a symlink, only a regular file of the caller's: its fd (close-on-exec), or null while another holds it. */
   tryLock(path: string): number | null;
   /** `offset`: where the squashfs starts in the file (a SIF's partition). */
   SquashfsImage: new (image: string, offset?: number) => SquashfsImageHandle;

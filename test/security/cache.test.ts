@@ -5,7 +5,7 @@
 // and the directories themselves. The victim pulls and runs the real image by digest: each test
 // asserts that the victim got the registry's image, was told what was ignored, and wrote nothing
 // where the attacker could reach it. A root-owned site cache, by contrast, is used as it is.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -171,6 +171,30 @@ describe('a cache directory both users can write', () => {
     expect(pulled.stderr).toContain(`warning: ignoring ${layerBlob} (owner ${ATTACKER}, mode 0644) belongs to another user`);
     expect(motdOf(pulled.path)).toBe('from the registry\n');
     expect(lstatSync(layerBlob).uid).toBe(account(VICTIM).uid);
+  });
+
+  it('a lock file another user made in the victim\'s cache (images/ left sticky and open to all) and holds is refused with its path, not waited on for ever', async () => {
+    const own = userDir(VICTIM, 'own', 0o755);
+    const cache = path.join(own, 'cache');
+    await victimPull({ BERTH_CACHE_DIR: cache });
+    spawnSync('rm', [path.join(cache, 'images', `${hex}.sqsh`), path.join(cache, 'images', `${hex}.sqsh.lock`)]);
+    chmodSync(cache, 0o755);
+    chmodSync(path.join(cache, 'images'), 0o1777);
+    const lock = path.join(cache, 'images', `${hex}.sqsh.lock`);
+    const holder = spawn('runuser', ['-u', ATTACKER, '--', 'flock', lock, '-c', 'echo locked; exec sleep 60'], { detached: true });
+    try {
+      await new Promise((r) => holder.stdout.once('data', r));
+      expect(lstatSync(lock).uid).toBe(account(ATTACKER).uid);
+      const started = Date.now();
+      const r = await as(VICTIM, process.execPath, [BERTH, 'pull', ref], { env: { BERTH_CACHE_DIR: cache } });
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`cannot lock ${lock}: owned by uid ${account(ATTACKER).uid}, not by you`);
+      expect(r.stderr).toContain(`remove ${lock}`);
+      expect(existsSync(path.join(cache, 'images', `${hex}.sqsh`))).toBe(false);
+    } finally {
+      process.kill(-holder.pid!, 'SIGKILL'); // runuser, flock and the sleep that holds the lock
+    }
   });
 
   it('the victim\'s own cache directory, made first by the attacker in a sticky scratch, is never accepted', async () => {

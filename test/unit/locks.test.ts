@@ -2,7 +2,7 @@
 // another process sees and respects, released when their holder dies however it dies, never
 // handed to a child, and never taken through a symlink.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { withLock } from '../../src/image/cache.js';
@@ -26,6 +26,14 @@ it('holds a flock(2) lock that another process sees while the function runs, and
   const seen = await withLock(file, async () => freeForOthers(file));
   expect(seen).toBe(false);
   expect(freeForOthers(file)).toBe(true);
+  expect(lstatSync(file).mode & 0o777).toBe(0o600);
+});
+
+it('makes a lock file of the user\'s own that others could open (flock(1) made them 0644) the user\'s alone', async () => {
+  const file = path.join(dir, 'old.lock');
+  writeFileSync(file, '', { mode: 0o644 });
+  chmodSync(file, 0o644);
+  await withLock(file, async () => undefined);
   expect(lstatSync(file).mode & 0o777).toBe(0o600);
 });
 
