@@ -180,9 +180,9 @@ struct procs {
 static pid_t parent_of(pid_t pid)
 {
 	char stat[1024];
-	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
+	const char *f = read_proc(pid, "stat", stat, sizeof stat) > 0 ? stat_field(stat, 4) : NULL;
 	int ppid;
-	return end && sscanf(end + 2, "%*c %d", &ppid) == 1 ? (pid_t)ppid : -1;
+	return f && sscanf(f, "%d", &ppid) == 1 ? (pid_t)ppid : -1;
 }
 
 static void read_procs(struct procs *ps)

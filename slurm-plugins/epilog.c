@@ -63,10 +63,9 @@ int prove_step_server(int pidfd, pid_t pid, uid_t uid, const char *stepdir)
 static long long started_at(pid_t pid)
 {
 	char stat[1024], procstat[4096];
-	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
-	unsigned long long ticks = 0;
-	/* After "(comm)": fields 3 to 21, then the start time (field 22), in clock ticks since boot. */
-	if (!end || sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &ticks) != 1)
+	const char *f = read_proc(pid, "stat", stat, sizeof stat) > 0 ? stat_field(stat, 22) : NULL;
+	unsigned long long ticks = 0; /* the start time, in clock ticks since boot */
+	if (!f || sscanf(f, "%llu", &ticks) != 1)
 		return -1;
 	int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
 	ssize_t len = fd >= 0 ? read(fd, procstat, sizeof procstat - 1) : -1;
@@ -100,8 +99,8 @@ int prove_image_server(int pidfd, pid_t pid, uid_t uid, const char *dir)
 static int dead(pid_t pid)
 {
 	char stat[1024];
-	const char *end = read_proc(pid, "stat", stat, sizeof stat) > 0 ? strrchr(stat, ')') : NULL;
-	return end && (end[2] == 'Z' || end[2] == 'X');
+	const char *f = read_proc(pid, "stat", stat, sizeof stat) > 0 ? stat_field(stat, 3) : NULL;
+	return f && (*f == 'Z' || *f == 'X');
 }
 
 /* Sends SIGTERM to each process named by a pid file matching `pattern` that `proven` shows to

@@ -93,6 +93,19 @@ ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 	return len;
 }
 
+const char *stat_field(const char *stat, int n)
+{
+	const char *p = strrchr(stat, ')');
+	if (!p || p[1] != ' ' || n < 3)
+		return NULL;
+	for (p += 2; n > 3; n--) {
+		if (!(p = strchr(p, ' ')))
+			return NULL;
+		p++;
+	}
+	return *p ? p : NULL;
+}
+
 int job_scope(char *out, size_t size, const char *stepdir)
 {
 	const char *name = strrchr(stepdir, '/') ? strrchr(stepdir, '/') + 1 : stepdir;

@@ -50,6 +50,11 @@ int socket_answers(const char *sock);
  * their count, or -1. */
 ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size);
 
+/* Field n (3 or more: 3 is the state, 4 the parent, 22 the start time) of a /proc/PID/stat
+ * line, or NULL where the line has none: counted after the command name (field 2, in
+ * parentheses), which may itself hold spaces and ')'. */
+const char *stat_field(const char *stat, int n);
+
 /* Sends `len` bytes of `data` with the descriptors `fds` (SCM_RIGHTS): the one way berth passes
  * descriptors between its processes. Returns what sendmsg returns. */
 ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n, int flags);

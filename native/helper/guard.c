@@ -135,11 +135,10 @@ static int exited(int pidfd)
 static int server_ending(void)
 {
 	char line[512];
-	ssize_t len = read_proc(server_pid, "stat", line, sizeof line);
-	const char *end = len > 0 ? strrchr(line, ')') : NULL;
+	const char *f = read_proc(server_pid, "stat", line, sizeof line) > 0 ? stat_field(line, 3) : NULL;
 	char state;
 	unsigned flags;
-	if (!end || sscanf(end + 1, " %c %*d %*d %*d %*d %*d %u", &state, &flags) != 2)
+	if (!f || sscanf(f, "%c %*d %*d %*d %*d %*d %u", &state, &flags) != 2)
 		return 0;
 	return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */);
 }

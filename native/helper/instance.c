@@ -208,15 +208,16 @@ static int enclosing_stepd(void)
 			return -1;
 		buf[n] = '\0';
 		char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+		const char *parent = stat_field(buf, 4);
 		struct stat st;
 		snprintf(path, sizeof path, "/proc/%d", (int)pid);
-		if (!open_paren || !close_paren || stat(path, &st) != 0)
+		if (!open_paren || !close_paren || !parent || stat(path, &st) != 0)
 			return -1;
 		*close_paren = '\0';
 		if (strcmp(open_paren + 1, "slurmstepd") == 0 && st.st_uid == 0)
 			return (int)syscall(SYS_pidfd_open, pid, 0);
 		int ppid = 0;
-		if (sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+		if (sscanf(parent, "%d", &ppid) != 1)
 			return -1;
 		pid = ppid;
 	}

@@ -156,11 +156,8 @@ unsigned long long start_time(int proc)
 	char buf[2048];
 	if (read_small(proc, "stat", buf, sizeof buf) != 0)
 		return 0;
-	/* Field 22; the command name (field 2, in parentheses) may hold spaces and ')'. */
-	char *p = strrchr(buf, ')');
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	return p ? strtoull(p + 1, NULL, 10) : 0;
+	const char *p = stat_field(buf, 22);
+	return p ? strtoull(p, NULL, 10) : 0;
 }
 
 /* Whether every uid of the process (real, effective, saved, fs) is the caller's. */

@@ -3,7 +3,7 @@
  * terminator (keys of chained strings differ however the strings are cut), step_dir's
  * names and its refusal to truncate, and the one join path's pieces (#18): a step plan's
  * environment, working directory and inputs as read_step_env takes them, their application
- * (removals first), and join_step's one retry policy. */
+ * (removals first), join_step's one retry policy, and stat_field's counting of /proc/PID/stat. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -200,9 +200,23 @@ static void test_join_step(void)
 	CHECK(join_step(longsock, count_start, NULL, err, sizeof err) == -1 && strstr(err, "too long"), "join_step: a socket path too long is said");
 }
 
+static void test_stat_field(void)
+{
+	/* A command name may hold spaces and ')': fields count from the last ')'. */
+	const char *line = "4242 (a) b (c) S 17 4242 4242 0 -1 4194560 98 0 0 0 1 2 0 0 20 0 1 0 123456 999\n";
+	const char *f;
+	CHECK((f = stat_field(line, 3)) && *f == 'S', "stat_field: field 3 is the state, after a name holding ') ('");
+	CHECK((f = stat_field(line, 4)) && strncmp(f, "17 ", 3) == 0, "stat_field: field 4 is the parent");
+	CHECK((f = stat_field(line, 22)) && strncmp(f, "123456 ", 7) == 0, "stat_field: field 22 is the start time");
+	CHECK(!stat_field(line, 2) && !stat_field(line, 40), "stat_field: none below 3 or past the line's end");
+	CHECK(!stat_field("4242 (cut", 3) && !stat_field("4242 (x)", 3) && !stat_field("4242 (x) ", 3),
+	      "stat_field: none in a line cut at or after the name");
+}
+
 int main(void)
 {
 	test_unescape();
+	test_stat_field();
 	test_fnv1a();
 	test_step_dir();
 	test_scopes();
