@@ -58,7 +58,7 @@ function tryLock(file: string): number | null {
     const fix = errnoOf(e) === 'ENOLCK'
       ? 'the file system of the cache cannot lock (an NFS mount without locking): point BERTH_CACHE_DIR (cache.dir) at one that can'
       : errnoOf(e) === 'ELOCKFILE'
-        ? `remove ${file}: berth makes its locks itself`
+        ? `remove ${file} (in a sticky directory only its owner or root can) and make the directory yours alone (chmod 0700): berth makes its locks itself`
         : 'check that the cache directory is writable (BERTH_CACHE_DIR)';
     throw new BerthError('OUTPUT_UNWRITABLE', `cannot lock ${file}: ${messageOf(e)}`, fix, { cause: e });
   }
