@@ -25,9 +25,10 @@ const errors = (stderr: string) => stderr.split('\n').filter((l) => l && !/^srun
 /**
  * The berth-helper processes of the test user, those of job `job` only when it is given: other
  * test files run containers of their own at the same time, and one whose environment shows it
- * is not the job's is not counted (servers that hide theirs, being not dumpable, still are).
+ * is not the job's is not counted (servers that hide theirs, being not dumpable, still are when
+ * they started after `since`).
  */
-function berthProcesses(job?: { id: string; since: number }): string[] {
+function berthProcesses(job?: { id: string; since?: number }): string[] {
   const boot = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]) * 1000;
   const startedAt = (pid: string) => boot + Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[19]) * 10;
   const ps = spawnSync('ps', ['-u', String(userInfo().uid), '-o', 'pid=,stat=,args=']).stdout.toString();
@@ -37,7 +38,9 @@ function berthProcesses(job?: { id: string; since: number }): string[] {
     try {
       return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`SLURM_JOB_ID=${job.id}`);
     } catch {
-      // Not dumpable (a server): counted unless it was started before the job was submitted.
+      // Not dumpable (a server): counted unless it was started before the job was submitted;
+      // not at all without `since` (the caller checks the job's servers by their pids).
+      if (job.since === undefined) return false;
       try {
         return startedAt(pid) >= job.since - 1000;
       } catch {
@@ -462,15 +465,29 @@ describe('the SPANK plugin', () => {
   it('leaves nothing on the nodes after a cancelled job', async () => {
     const script = path.join(work, 'long.sh');
     writeFileSync(script, `#!/bin/bash\n#SBATCH -N2 -n2 -o /dev/null\nsrun --container-image=${img('busybox')} sleep 300\n`, { mode: 0o755 });
-    const since = Date.now();
     const sub = await run('sbatch', ['--parsable', script], { cwd: work, env: env() });
     const job = sub.stdout.trim();
-    expect(await until(() => stepDirs().filter((d) => d.startsWith(`step-${job}.`)).length === 2, 30_000)).toBe(true);
+    // The job's image servers hide their environment (not dumpable): they are known by the pids
+    // their directories record, not by when they started, which other test files' servers share.
+    const serverPids = () => readdirSync(runtime).filter((n) => n.startsWith('img-') && new RegExp(`-slurm-${job}(\\.|$)`).test(n))
+      .map((n) => { try { return readFileSync(path.join(runtime, n, 'pid'), 'utf8').trim(); } catch { return ''; } }).filter(Boolean);
+    const steps = () => stepDirs().filter((d) => d.startsWith(`step-${job}.`) && !d.endsWith('.lock'));
+    expect(await until(() => steps().length === 2 && serverPids().length > 0, 30_000)).toBe(true);
+    const servers = serverPids();
     expect((await run('scancel', [job])).code).toBe(0);
     const ofJob = (n: string) => n.includes(`-${job}.`) || n.startsWith(`plan-${job}-`) || new RegExp(`-slurm-${job}(\\.|$)`).test(n);
-    await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses({ id: job, since }).length === 0, 30_000);
+    // Killed with the job's cgroup, a server may wait as a zombie for an init that never reaps.
+    const gone = (pid: string) => {
+      try {
+        return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+      } catch {
+        return true; // no such process
+      }
+    };
+    await until(() => !readdirSync(runtime).some(ofJob) && berthProcesses({ id: job }).length === 0 && servers.every(gone), 30_000);
     expect(readdirSync(runtime).filter(ofJob)).toEqual([]);
-    expect(berthProcesses({ id: job, since })).toEqual([]);
+    expect(berthProcesses({ id: job })).toEqual([]);
+    expect(servers.filter((pid) => !gone(pid))).toEqual([]);
   });
 });
 
