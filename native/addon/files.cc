@@ -9,9 +9,9 @@
 //                      process's death however it dies, releases it.
 //
 // Both throw an Error whose code is the errno's name (EEXIST, ENOSPC, EACCES, ...), or
-// ELOCKFILE for a lock path that is not a regular file of the caller's. They stand
-// in for GNU `ln -L` and flock(1), whose every call forked the whole Node process (and, for a
-// lock, a shell and a cat beside it).
+// ELOCKFILE for a lock path that is not a regular file of the caller's. They stand in for GNU
+// `ln -L` and flock(1), whose every call forked the whole Node process (and, for a lock, a
+// shell and a cat beside it). The lock is the helper's and the plugin's own (common/plantext.c).
 #include <napi.h>
 
 #include <cerrno>
@@ -19,10 +19,13 @@
 #include <cstring>
 #include <fcntl.h>
 #include <string>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
+
+extern "C" {
+#include "../common/plantext.h"
+}
 
 namespace {
 
@@ -52,37 +55,24 @@ Napi::Value TryLock(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "tryLock(path)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  // O_NONBLOCK: a FIFO there must not hold the open (and Node's main thread) until a writer comes.
-  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0600);
-  if (fd < 0) ThrowErrno(env, errno, "open", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
+  int fd = lock_file_owned(path.c_str(), geteuid(), 1);
+  if (fd < 0) {
     int e = errno;
-    close(fd);
-    ThrowErrno(env, e, "fstat", path);
+    struct stat st;
+    if (e == EWOULDBLOCK) return env.Null();
+    if (e == EINVAL) ThrowLockRefused(env, "not a regular file", path);
+    // Another user's file (EPERM from the owner check, or EACCES from its mode) is told as that.
+    if ((e == EPERM || e == EACCES) && lstat(path.c_str(), &st) == 0 && st.st_uid != geteuid())
+      ThrowLockRefused(env, "owned by uid " + std::to_string(st.st_uid) + ", not by you", path);
+    ThrowErrno(env, e, "lock", path);
   }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    ThrowLockRefused(env, "not a regular file", path);
-  }
-  // Another user's lock file, which that user could hold for ever: refused, not waited on. One
-  // of the user's own that others may open (flock(1) made them 0644, under umask 022) is made
-  // the user's alone, as a new one is.
-  if (st.st_uid != geteuid()) {
-    close(fd);
-    ThrowLockRefused(env, "owned by uid " + std::to_string(st.st_uid) + ", not by you", path);
-  }
-  if ((st.st_mode & 077) && fchmod(fd, 0600) != 0) {
+  // One of the user's own that others may open (flock(1) made them 0644, under umask 022) is
+  // made the user's alone, as a new one is.
+  struct stat st;
+  if (fstat(fd, &st) == 0 && (st.st_mode & 077) && fchmod(fd, 0600) != 0) {
     int e = errno;
     close(fd);
     ThrowErrno(env, e, "chmod", path);
-  }
-  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    if (e == EINTR) continue;
-    close(fd);
-    if (e == EWOULDBLOCK) return env.Null();
-    ThrowErrno(env, e, "flock", path);
   }
   return Napi::Number::New(env, fd);
 }

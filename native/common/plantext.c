@@ -37,28 +37,40 @@ char *plan_unescape(const char *s)
 	return out;
 }
 
-int lock_file(const char *path, int nonblock)
-{
-	return lock_file_at(AT_FDCWD, path, nonblock);
-}
-
-int lock_file_at(int dirfd, const char *path, int nonblock)
+static int lock_owned_at(int dirfd, const char *path, int nonblock, uid_t owner)
 {
 	for (;;) {
-		int fd = openat(dirfd, path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		int fd = openat(dirfd, path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
 		if (fd < 0)
 			return -1;
-		if (flock(fd, LOCK_EX | (nonblock ? LOCK_NB : 0)) != 0) {
-			int err = errno;
+		struct stat st;
+		int refused = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EINVAL : owner != (uid_t)-1 && st.st_uid != owner ? EPERM : 0;
+		if (refused || flock(fd, LOCK_EX | (nonblock ? LOCK_NB : 0)) != 0) {
+			int err = refused ? refused : errno;
 			close(fd);
 			errno = err;
 			return -1;
 		}
-		struct stat held, now;
-		if (fstat(fd, &held) == 0 && fstatat(dirfd, path, &now, 0) == 0 && held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+		struct stat now;
+		if (fstatat(dirfd, path, &now, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == now.st_ino && st.st_dev == now.st_dev)
 			return fd;
 		close(fd);
 	}
+}
+
+int lock_file(const char *path, int nonblock)
+{
+	return lock_owned_at(AT_FDCWD, path, nonblock, (uid_t)-1);
+}
+
+int lock_file_at(int dirfd, const char *path, int nonblock)
+{
+	return lock_owned_at(dirfd, path, nonblock, (uid_t)-1);
+}
+
+int lock_file_owned(const char *path, uid_t owner, int nonblock)
+{
+	return lock_owned_at(AT_FDCWD, path, nonblock, owner);
 }
 
 int step_dir(char *out, size_t size, const char *runtime, const char *job, const char *step, const char *name, const char *node)

@@ -13,11 +13,16 @@
 char *plan_unescape(const char *s);
 
 /* flock(LOCK_EX) on a lock file that its holder may unlink: retried until the file held is
- * the one at the path. Returns the fd, or -1 with errno set (EWOULDBLOCK when nonblock). */
+ * the one at the path. Created 0600 where missing, never through a symlink, and only a regular
+ * file is locked (EINVAL otherwise; a FIFO there does not hold the open). Returns the fd,
+ * close-on-exec, or -1 with errno set (EWOULDBLOCK when nonblock). */
 int lock_file(const char *path, int nonblock);
 /* The same, relative to a directory fd: a server that no longer sees the path (a step server
  * inside its container) still locks by the directory it opened before. */
 int lock_file_at(int dirfd, const char *path, int nonblock);
+/* lock_file, of a file `owner` owns only (EPERM otherwise, before any wait: another user could
+ * hold theirs for ever), where the directory is one others may write (a sticky cache). */
+int lock_file_owned(const char *path, uid_t owner, int nonblock);
 
 /* Where a Slurm step's container lives on this node, under the user's runtime directory:
  * one per step, or per job and --container-name. */

@@ -3,12 +3,13 @@
  * terminator (keys of chained strings differ however the strings are cut), step_dir's
  * names and its refusal to truncate, and the one join path's pieces (#18): a step plan's
  * environment, working directory and inputs as read_step_env takes them, their application
- * (removals first), join_step's one retry policy, and stat_field's counting of /proc/PID/stat. */
+ * (removals first), join_step's one retry policy, stat_field's counting of /proc/PID/stat, and lock_file's refusals. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../common/plantext.h"
@@ -213,9 +214,31 @@ static void test_stat_field(void)
 	      "stat_field: none in a line cut at or after the name");
 }
 
+static void test_lock_file(void)
+{
+	char dir[] = "/tmp/berth-lock-test-XXXXXX", file[64], fifo[64];
+	if (!mkdtemp(dir))
+		return;
+	snprintf(file, sizeof file, "%s/a.lock", dir);
+	snprintf(fifo, sizeof fifo, "%s/f.lock", dir);
+	int fd = lock_file(file, 1);
+	CHECK(fd >= 0, "lock_file: a new lock file is made and locked");
+	int again = lock_file(file, 1);
+	CHECK(again < 0 && errno == EWOULDBLOCK, "lock_file: held, a second open description gets EWOULDBLOCK");
+	close(fd);
+	CHECK((fd = lock_file_owned(file, getuid(), 1)) >= 0, "lock_file_owned: the caller's own file locks");
+	close(fd);
+	CHECK(lock_file_owned(file, getuid() + 1, 1) < 0 && errno == EPERM, "lock_file_owned: another owner's is refused (EPERM), not waited on");
+	CHECK(mkfifo(fifo, 0600) == 0 && lock_file(fifo, 0) < 0 && errno == EINVAL, "lock_file: a FIFO is refused (EINVAL), and does not hold the open");
+	unlink(file);
+	unlink(fifo);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_unescape();
+	test_lock_file();
 	test_stat_field();
 	test_fnv1a();
 	test_step_dir();
